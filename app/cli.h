@@ -1,0 +1,53 @@
+// Shared by the subcommands: usage errors, device and thread set-up, output helpers.
+#pragma once
+
+#include <cxxopts.hpp>
+#include <torch/torch.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace alexnet::app {
+
+/// A mistake in how the program was called: main prints the usage and exits 2.
+class UsageError : public std::runtime_error {
+ public:
+  UsageError(const std::string& message, std::string usage)
+      : std::runtime_error(message), usage_(std::move(usage)) {}
+  const std::string& usage() const { return usage_; }
+
+ private:
+  std::string usage_;
+};
+
+/// Parses argv with cxxopts; turns its exceptions and leftover arguments into UsageError.
+cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const char* const* argv,
+                                    bool allow_positional = false);
+
+/// Adds --device, --threads and --help, the flags every command shares.
+void add_common_options(cxxopts::Options& options);
+
+/// True when the user asked for --help (the command then prints options.help() and returns 0).
+bool wants_help(const cxxopts::ParseResult& result);
+
+/// Resolves --device (cpu, cuda, cuda:N, auto). CUDA asked for but absent is an error.
+torch::Device resolve_device(const std::string& spec);
+
+/// Number of CPUs this process may run on (its affinity mask), at least 1.
+int available_cpus();
+
+/// Applies --threads (0 = all available CPUs) to LibTorch and logs it with the device.
+int configure_threads(int requested);
+
+/// Parses --device/--threads of a result, configures them and logs "device ... threads ...".
+torch::Device setup_runtime(const cxxopts::ParseResult& result);
+
+/// JSON string literal (quotes included) for s.
+std::string json_string(const std::string& s);
+
+/// Requires a positive integer flag, else UsageError naming it.
+int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& name,
+                      const cxxopts::Options& options);
+
+}  // namespace alexnet::app

@@ -1,0 +1,8 @@
+// One function per subcommand: argv excludes the program name (argv[0] is the command).
+#pragma once
+
+namespace alexnet::app {
+
+int run_predict(int argc, const char* const* argv);
+
+}  // namespace alexnet::app

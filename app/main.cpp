@@ -1,0 +1,80 @@
+// alexnet: the command-line entry point. Only this file decides exit statuses:
+// 0 success, 1 error (message "error: ..."), 2 usage error (usage printed).
+#include "app/cli.h"
+#include "app/commands.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: alexnet <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  predict   classify images (top-k classes with probabilities)\n"
+    "\n"
+    "Run 'alexnet <command> --help' for the options of a command.\n";
+
+using Command = int (*)(int, const char* const*);
+
+struct Entry {
+  const char* name;
+  Command run;
+};
+
+constexpr Entry kCommands[] = {
+    {"predict", alexnet::app::run_predict},
+};
+
+// c10::Error messages carry a C++ backtrace after the first lines; users get the message.
+std::string clean_message(const char* what) {
+  std::string s(what);
+  const auto cut = s.find("\nException raised from");
+  if (cut != std::string::npos) s.resize(cut);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto logger = spdlog::stderr_logger_mt("alexnet");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("[%H:%M:%S] %v");
+
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string command = argv[1];
+  if (command == "-h" || command == "--help" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (command == "--version") {
+    std::printf("alexnet %s (LibTorch %s)\n", ALEXNET_VERSION, TORCH_VERSION);
+    return 0;
+  }
+  for (const auto& entry : kCommands) {
+    if (command != entry.name) continue;
+    try {
+      return entry.run(argc - 1, argv + 1);
+    } catch (const alexnet::app::UsageError& e) {
+      std::fprintf(stderr, "%s\nerror: %s\n", e.usage().c_str(), e.what());
+      return 2;
+    } catch (const c10::Error& e) {
+      std::fprintf(stderr, "error: %s\n", clean_message(e.what_without_backtrace()).c_str());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", clean_message(e.what()).c_str());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "%s\nerror: unknown command '%s'\n", kUsage, command.c_str());
+  return 2;
+}

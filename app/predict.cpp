@@ -1,0 +1,142 @@
+// alexnet predict: torchvision's evaluation transform, AlexNet, top-k classes.
+#include "app/cli.h"
+#include "app/commands.h"
+#include "data/image.h"
+#include "data/labels.h"
+#include "model/weights.h"
+
+#ifdef ALEXNET_HAVE_OPENCV
+#include "data/decode.h"
+#endif
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace alexnet::app {
+
+namespace {
+
+struct PredictParams {
+  std::string weights;
+  std::string labels = "imagenet";
+  int64_t topk = 5;
+  int64_t batch_size = 16;
+  int64_t resize_size = 256;
+  int64_t crop_size = 224;
+  bool json = false;
+  std::vector<std::string> images;
+};
+
+void print_result(const PredictParams& p, const std::string& image,
+                  const std::vector<std::string>& labels, const torch::Tensor& logits) {
+  // logits: (num_classes,) float32 on CPU
+  const int64_t k = p.topk == 0 ? logits.size(0) : std::min<int64_t>(p.topk, logits.size(0));
+  const torch::Tensor probs = torch::softmax(logits, 0);
+  const auto [top_p, top_i] = probs.topk(k);
+  const auto* pv = top_p.data_ptr<float>();
+  const auto* iv = top_i.data_ptr<int64_t>();
+  const auto* zv = logits.data_ptr<float>();
+  if (p.json) {
+    std::string line = "{\"image\": " + json_string(image) + ", \"top\": [";
+    for (int64_t j = 0; j < k; ++j) {
+      char num[96];
+      std::snprintf(num, sizeof(num), "\"probability\": %.9g, \"logit\": %.9g}", pv[j], zv[iv[j]]);
+      line += (j ? ", " : "") + std::string("{\"index\": ") + std::to_string(iv[j]) +
+              ", \"label\": " + json_string(labels[iv[j]]) + ", " + num;
+    }
+    std::printf("%s]}\n", line.c_str());
+  } else {
+    std::printf("%s\n", image.c_str());
+    for (int64_t j = 0; j < k; ++j)
+      std::printf("  %2lld. %6.2f%%  %s (%lld)\n", static_cast<long long>(j + 1), 100.0 * pv[j],
+                  labels[iv[j]].c_str(), static_cast<long long>(iv[j]));
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int run_predict(int argc, const char* const* argv) {
+  PredictParams p;
+  cxxopts::Options options("alexnet predict",
+                           "Classify images with torchvision's evaluation transform "
+                           "(resize shorter side, center crop, ImageNet normalisation).");
+  options.positional_help("IMAGE...");
+  options.add_options()
+      ("w,weights", "Weights: TorchScript archive or .pth file", cxxopts::value<std::string>())
+      ("labels", "Class names: 'imagenet' (built in) or a file with one name per line",
+       cxxopts::value<std::string>()->default_value(p.labels))
+      ("k,topk", "How many classes to print per image (0 = all)",
+       cxxopts::value<int64_t>()->default_value(std::to_string(p.topk)))
+      ("json", "Print one JSON object per image")
+      ("batch-size", "Images per forward pass",
+       cxxopts::value<int64_t>()->default_value(std::to_string(p.batch_size)))
+      ("resize-size", "Shorter side after resizing",
+       cxxopts::value<int64_t>()->default_value(std::to_string(p.resize_size)))
+      ("crop-size", "Side of the center crop fed to the model",
+       cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
+      ("images", "Image files", cxxopts::value<std::vector<std::string>>());
+  add_common_options(options);
+  options.parse_positional({"images"});
+  auto result = parse_or_usage(options, argc, argv);
+  if (wants_help(result)) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
+  if (!result.count("images")) throw UsageError("no IMAGE given", options.help());
+  p.weights = result["weights"].as<std::string>();
+  p.labels = result["labels"].as<std::string>();
+  p.topk = result["topk"].as<int64_t>();
+  if (p.topk < 0) throw UsageError("--topk must be 0 (all) or positive", options.help());
+  p.json = result.count("json") > 0;
+  p.batch_size = positive_flag(result, "batch-size", options);
+  p.resize_size = positive_flag(result, "resize-size", options);
+  p.crop_size = positive_flag(result, "crop-size", options);
+  if (p.crop_size < kMinInputSize)
+    throw UsageError("--crop-size must be at least " + std::to_string(kMinInputSize),
+                     options.help());
+  p.images = result["images"].as<std::vector<std::string>>();
+
+#ifndef ALEXNET_HAVE_OPENCV
+  TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
+#else
+  const torch::Device device = setup_runtime(result);
+  AlexNet model = load_alexnet(p.weights);
+  const int64_t num_classes = model->options().num_classes();
+  TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
+              model->options().in_channels(), " input channels; predict feeds RGB images");
+
+  std::vector<std::string> labels;
+  if (result.count("labels") || num_classes == 1000) {
+    labels = data::load_labels(p.labels);
+    TORCH_CHECK(static_cast<int64_t>(labels.size()) == num_classes, "--labels ", p.labels, ": ",
+                labels.size(), " labels for a model with ", num_classes, " classes");
+  } else {
+    for (int64_t i = 0; i < num_classes; ++i) labels.push_back("class " + std::to_string(i));
+  }
+  model->to(device);
+  model->eval();
+  spdlog::info("weights {}: {} classes", p.weights, num_classes);
+
+  const auto transform =
+      data::EvalTransformOptions().resize_size(p.resize_size).crop_size(p.crop_size);
+  torch::NoGradGuard no_grad;
+  for (size_t start = 0; start < p.images.size(); start += p.batch_size) {
+    const size_t end = std::min(p.images.size(), start + static_cast<size_t>(p.batch_size));
+    std::vector<torch::Tensor> batch;
+    for (size_t i = start; i < end; ++i)
+      batch.push_back(data::eval_transform(data::decode_image_file(p.images[i]), transform));
+    const torch::Tensor x = torch::stack(batch).to(device);        // (B, 3, crop, crop)
+    const torch::Tensor logits = model->forward(x).to(torch::kCPU).to(torch::kFloat32);  // (B, C)
+    for (size_t i = start; i < end; ++i)
+      print_result(p, p.images[i], labels, logits[static_cast<int64_t>(i - start)].contiguous());
+  }
+  return 0;
+#endif
+}
+
+}  // namespace alexnet::app

@@ -1,0 +1,47 @@
+// AlexNet as torchvision.models.alexnet defines it, written with torch::nn.
+//
+// The submodule tree (features / avgpool / classifier, numbered like the
+// Python nn.Sequential) is what makes named_parameters() yield torchvision's
+// keys: features.0.weight ... classifier.6.bias.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace alexnet {
+
+struct AlexNetOptions {
+  /// Number of output classes (torchvision's default: ImageNet's 1000).
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  /// Dropout probability before the first two Linear layers.
+  TORCH_ARG(double, dropout) = 0.5;
+  /// Input channels of the first convolution (1 for single-channel data fed as is).
+  TORCH_ARG(int64_t, in_channels) = 3;
+};
+
+class AlexNetImpl : public torch::nn::Module {
+ public:
+  explicit AlexNetImpl(const AlexNetOptions& options = {});
+
+  // x: (N, C, H, W) with H, W >= 63 -> logits (N, num_classes)
+  torch::Tensor forward(torch::Tensor x);
+
+  const AlexNetOptions& options() const { return options_; }
+
+  torch::nn::Sequential features{nullptr};
+  torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
+  torch::nn::Sequential classifier{nullptr};
+
+ private:
+  AlexNetOptions options_;
+};
+TORCH_MODULE(AlexNet);
+
+/// Smallest input side AlexNet accepts (the feature map must not vanish).
+constexpr int64_t kMinInputSize = 63;
+
+/// Total number of parameters of an AlexNet with these options.
+int64_t count_parameters(torch::nn::Module& module);
+
+}  // namespace alexnet
