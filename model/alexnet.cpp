@@ -12,35 +12,35 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
   TORCH_CHECK(options.in_channels() > 0, "AlexNet: in_channels must be positive, got ",
               options.in_channels());
 
-  // Indices in the comments are the Sequential positions torchvision uses;
-  // parameters live at 0, 3, 6, 8, 10.
-  features = nn::Sequential(
-      nn::Conv2d(nn::Conv2dOptions(options.in_channels(), 64, /*kernel_size=*/11)
-                     .stride(4).padding(2)),                                          // 0
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 1
-      nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)),               // 2
-      nn::Conv2d(nn::Conv2dOptions(64, 192, /*kernel_size=*/5).padding(2)),           // 3
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 4
-      nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)),               // 5
-      nn::Conv2d(nn::Conv2dOptions(192, 384, /*kernel_size=*/3).padding(1)),          // 6
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 7
-      nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1)),          // 8
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 9
-      nn::Conv2d(nn::Conv2dOptions(256, 256, /*kernel_size=*/3).padding(1)),          // 10
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 11
-      nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));              // 12
+  // Built with push_back, one layer at a time: the arguments of a single
+  // Sequential(...) call may be evaluated in any order (GCC goes right to
+  // left), which would draw the initial weights in a different order than
+  // torchvision. Positions match torchvision's; parameters live at 0, 3, 6, 8, 10.
+  features = nn::Sequential();
+  features->push_back(nn::Conv2d(
+      nn::Conv2dOptions(options.in_channels(), 64, /*kernel_size=*/11).stride(4).padding(2)));  // 0
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 2
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(64, 192, /*kernel_size=*/5).padding(2)));    // 3
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 4
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 5
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(192, 384, /*kernel_size=*/3).padding(1)));   // 6
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 7
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1)));   // 8
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(256, 256, /*kernel_size=*/3).padding(1)));   // 10
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 12
   avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
-  classifier = nn::Sequential(
-      nn::Dropout(nn::DropoutOptions(options.dropout())),                             // 0
-      nn::Linear(256 * 6 * 6, 4096),                                                  // 1
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 2
-      nn::Dropout(nn::DropoutOptions(options.dropout())),                             // 3
-      nn::Linear(4096, 4096),                                                         // 4
-      nn::ReLU(nn::ReLUOptions(/*inplace=*/true)),                                    // 5
-      nn::Linear(4096, options.num_classes()));                                       // 6
+  classifier = nn::Sequential();
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 0
+  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                      // 1
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 2
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 3
+  classifier->push_back(nn::Linear(4096, 4096));                             // 4
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 5
+  classifier->push_back(nn::Linear(4096, options.num_classes()));            // 6
 
-  // Registration order is construction order in torchvision, so that with the
-  // same seed the default (kaiming-uniform) initialisation draws the same numbers.
   register_module("features", features);
   register_module("avgpool", avgpool);
   register_module("classifier", classifier);

@@ -1,0 +1,129 @@
+// Unit tests of the AlexNet module and weight loading; no Python needed.
+#include "model/alexnet.h"
+#include "model/weights.h"
+
+#include <gtest/gtest.h>
+
+namespace alexnet {
+namespace {
+
+TEST(AlexNetUnit, ParameterCountAt1000Classes) {
+  AlexNet model;
+  // torchvision's documented count for alexnet(): 61,100,840.
+  EXPECT_EQ(count_parameters(*model), 61100840);
+}
+
+TEST(AlexNetUnit, ParameterNamesFollowTorchvision) {
+  AlexNet model(AlexNetOptions().num_classes(10));
+  std::vector<std::string> names;
+  for (const auto& p : model->named_parameters()) names.push_back(p.key());
+  const std::vector<std::string> expected = {
+      "features.0.weight",   "features.0.bias",   "features.3.weight",   "features.3.bias",
+      "features.6.weight",   "features.6.bias",   "features.8.weight",   "features.8.bias",
+      "features.10.weight",  "features.10.bias",  "classifier.1.weight", "classifier.1.bias",
+      "classifier.4.weight", "classifier.4.bias", "classifier.6.weight", "classifier.6.bias"};
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(model->named_parameters()["classifier.6.weight"].sizes(),
+            torch::IntArrayRef({10, 4096}));
+}
+
+TEST(AlexNetUnit, OutputShapesForAnyInputOfAtLeast63) {
+  torch::NoGradGuard no_grad;
+  AlexNet model(AlexNetOptions().num_classes(7));
+  model->eval();
+  for (auto [h, w] : std::vector<std::pair<int64_t, int64_t>>{{224, 224}, {63, 63}, {100, 150}, {300, 64}}) {
+    auto y = model->forward(torch::randn({2, 3, h, w}));  // (2, 7)
+    EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 7})) << h << "x" << w;
+  }
+}
+
+TEST(AlexNetUnit, RejectsInputSmallerThan63) {
+  AlexNet model;
+  EXPECT_THROW(model->forward(torch::randn({1, 3, 62, 224})), c10::Error);
+  EXPECT_THROW(model->forward(torch::randn({1, 1, 224, 224})), c10::Error);
+}
+
+TEST(AlexNetUnit, EvalIsDeterministicTrainAppliesDropout) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  AlexNet model(AlexNetOptions().num_classes(10));
+  auto x = torch::randn({4, 3, 64, 64});
+  model->eval();
+  // Same input twice in eval mode: exactly equal (tolerance 0).
+  EXPECT_TRUE(torch::equal(model->forward(x), model->forward(x)));
+  model->train();
+  // Dropout 0.5 on 4096 units: two train-mode passes differ, and differ from eval.
+  auto a = model->forward(x), b = model->forward(x);
+  EXPECT_FALSE(torch::equal(a, b));
+  model->eval();
+  EXPECT_FALSE(torch::allclose(a, model->forward(x)));
+}
+
+TEST(AlexNetUnit, DropoutZeroMakesTrainEqualEval) {
+  torch::NoGradGuard no_grad;
+  AlexNet model(AlexNetOptions().num_classes(10).dropout(0.0));
+  auto x = torch::randn({2, 3, 64, 64});
+  model->train();
+  auto a = model->forward(x);
+  model->eval();
+  EXPECT_TRUE(torch::equal(a, model->forward(x)));
+}
+
+TEST(AlexNetUnit, InvalidOptionsThrow) {
+  EXPECT_THROW(AlexNet(AlexNetOptions().num_classes(0)), c10::Error);
+  EXPECT_THROW(AlexNet(AlexNetOptions().dropout(1.0)), c10::Error);
+}
+
+TEST(WeightsUnit, LoadNamedTensorsCopiesEveryValue) {
+  AlexNet src(AlexNetOptions().num_classes(5)), dst(AlexNetOptions().num_classes(5));
+  load_named_tensors(*dst, state_dict(*src), "test");
+  for (const auto& p : src->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), dst->named_parameters()[p.key()])) << p.key();
+}
+
+std::string load_error(torch::nn::Module& module, const NamedTensors& tensors) {
+  try {
+    load_named_tensors(module, tensors, "file.pt");
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(WeightsUnit, ShapeMismatchNamesKeyAndBothShapes) {
+  AlexNet model(AlexNetOptions().num_classes(5));
+  auto tensors = state_dict(*model);
+  for (auto& [name, t] : tensors)
+    if (name == "features.3.weight") t = torch::zeros({192, 64, 3, 3});
+  const std::string msg = load_error(*model, tensors);
+  EXPECT_NE(msg.find("file.pt"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("features.3.weight: expected shape [192, 64, 5, 5], got [192, 64, 3, 3]"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(WeightsUnit, MissingAndUnexpectedKeysAreListed) {
+  AlexNet model(AlexNetOptions().num_classes(5));
+  auto tensors = state_dict(*model);
+  for (auto& [name, t] : tensors)
+    if (name == "classifier.4.bias") name = "classifier.5.bias";
+  const std::string msg = load_error(*model, tensors);
+  EXPECT_NE(msg.find("missing keys: classifier.4.bias"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unexpected keys: classifier.5.bias [4096]"), std::string::npos) << msg;
+}
+
+TEST(WeightsUnit, InferShapeReadsClassesAndChannels) {
+  AlexNet model(AlexNetOptions().num_classes(12).in_channels(1));
+  auto shape = infer_shape(state_dict(*model), "x");
+  EXPECT_EQ(shape.num_classes, 12);
+  EXPECT_EQ(shape.in_channels, 1);
+  EXPECT_THROW(infer_shape({{"fc.weight", torch::zeros({3, 3})}}, "x"), c10::Error);
+}
+
+TEST(WeightsUnit, MissingFileAndDirectoryAreErrors) {
+  EXPECT_THROW(read_weight_file("/nonexistent/weights.pt"), c10::Error);
+  EXPECT_THROW(read_weight_file("/tmp"), c10::Error);
+}
+
+}  // namespace
+}  // namespace alexnet
