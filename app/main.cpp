@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %v");
 
   if (argc < 2) {
-    std::fputs(kUsage, stderr);
+    std::fprintf(stderr, "%s\nerror: no command given\n", kUsage);
     return 2;
   }
   const std::string command = argv[1];

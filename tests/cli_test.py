@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""The `alexnet` command line, end to end: predict against torchvision, and every
+bad input giving one `error: ...` line with exit status 1 (usage errors: 2).
+
+Run by ctest after tests/make_reference.py; needs ALEXNET_BINARY and ALEXNET_REFERENCE_DIR.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import torch
+import torchvision
+from PIL import Image
+from torchvision import transforms
+
+BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
+REF = os.environ.get("ALEXNET_REFERENCE_DIR", "build/reference")
+WEIGHTS = os.path.join(REF, "alexnet_seed0_script.pt")
+
+
+def run(*args, timeout=120):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def photos():
+    with open(os.path.join(REF, "photos.txt")) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+class PredictAgainstTorchvision(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.paths = photos()
+        torch.manual_seed(0)
+        model = torchvision.models.alexnet().eval()
+        tf = transforms.Compose([
+            transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+        with torch.no_grad():
+            batch = torch.stack([tf(Image.open(p).convert("RGB")) for p in cls.paths])
+            cls.logits = model(batch)
+        cls.categories = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+
+    def test_json_top5_matches_torchvision(self):
+        r = run("predict", "--weights", WEIGHTS, "--json", "--batch-size", "3", *self.paths)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.strip().splitlines()
+        self.assertEqual(len(lines), len(self.paths))
+        for i, line in enumerate(lines):
+            obj = json.loads(line)
+            self.assertEqual(obj["image"], self.paths[i])
+            probs = torch.softmax(self.logits[i], 0)
+            want = torch.topk(probs, 5)
+            got_idx = [t["index"] for t in obj["top"]]
+            # Same classes in the same order; logits within 1e-4 (printed with 9
+            # significant digits; the pixels and the network are bit-exact here).
+            self.assertEqual(got_idx, want.indices.tolist(), self.paths[i])
+            for t in obj["top"]:
+                self.assertAlmostEqual(t["logit"], self.logits[i][t["index"]].item(), delta=1e-4)
+                self.assertAlmostEqual(t["probability"], probs[t["index"]].item(), delta=1e-6)
+                self.assertEqual(t["label"], self.categories[t["index"]])
+
+    def test_topk_zero_lists_all_classes(self):
+        r = run("predict", "--weights", WEIGHTS, "--json", "--topk", "0", self.paths[0])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        top = json.loads(r.stdout)["top"]
+        self.assertEqual(len(top), 1000)
+        self.assertAlmostEqual(sum(t["probability"] for t in top), 1.0, delta=1e-4)
+
+    def test_text_output_names_classes(self):
+        r = run("predict", "--weights", WEIGHTS, "--topk", "3", self.paths[0])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        best = int(torch.argmax(self.logits[0]))
+        self.assertIn(f"{self.categories[best]} ({best})", r.stdout)
+        self.assertIn("device cpu threads", r.stderr)
+
+    def test_traced_archive_and_custom_labels(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("".join(f"thing {i}\n" for i in range(1000)))
+        try:
+            r = run("predict", "--weights", os.path.join(REF, "alexnet_seed0_trace.pt"),
+                    "--labels", f.name, "--json", "--topk", "1", self.paths[0])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            best = int(torch.argmax(self.logits[0]))
+            self.assertEqual(json.loads(r.stdout)["top"][0]["label"], f"thing {best}")
+        finally:
+            os.unlink(f.name)
+
+
+class BadInput(unittest.TestCase):
+    """Each case: exit status 1, a single `error:` line naming the culprit, no backtrace."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.tmp.name
+        cls.text = os.path.join(d, "notes.jpg")
+        with open(cls.text, "w") as f:
+            f.write("not an image\n")
+        cls.empty = os.path.join(d, "empty.png")
+        open(cls.empty, "wb").close()
+        cls.truncated = os.path.join(d, "truncated.jpg")
+        with open(photos()[0], "rb") as f:
+            data = f.read()
+        with open(cls.truncated, "wb") as f:
+            f.write(data[: len(data) // 2])
+        cls.labels = os.path.join(d, "labels.txt")
+        with open(cls.labels, "w") as f:
+            f.write("a\nb\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def assertError(self, args, must_name, status=1):
+        r = run(*args)
+        self.assertEqual(r.returncode, status, f"{args}: {r.stderr}")
+        errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn(must_name, errors[0])
+        for bad in ("Exception raised from", "terminate called", "Traceback", "frame #"):
+            self.assertNotIn(bad, r.stderr)
+        return r
+
+    def test_bad_images(self):
+        image = photos()[0]
+        for path in ["/nonexistent/cat.jpg", self.tmp.name, self.text, self.empty, self.truncated]:
+            with self.subTest(path=path):
+                self.assertError(["predict", "--weights", WEIGHTS, image, path], path)
+
+    def test_bad_weights(self):
+        image = photos()[0]
+        for name in ["not_an_archive.pt", "other_model.pt", "wrong_shape.pt", "wrong_name.pt"]:
+            path = os.path.join(REF, name)
+            with self.subTest(weights=name):
+                self.assertError(["predict", "--weights", path, image], path)
+        self.assertError(["predict", "--weights", "/nonexistent.pt", image], "/nonexistent.pt")
+        self.assertError(["predict", "--weights", self.tmp.name, image], self.tmp.name)
+
+    def test_labels_that_do_not_fit(self):
+        self.assertError(["predict", "--weights", WEIGHTS, "--labels", self.labels, photos()[0]],
+                         self.labels)
+
+    def test_cuda_without_cuda(self):
+        if torch.cuda.is_available():
+            self.skipTest("a GPU is visible: --device cuda is valid here")
+        self.assertError(["predict", "--weights", WEIGHTS, "--device", "cuda", photos()[0]],
+                         "CUDA is not available")
+
+    def test_usage_errors_exit_2_with_usage(self):
+        cases = [["predict", "--weights", WEIGHTS, "--bogus", photos()[0]],
+                 ["predict", photos()[0]],
+                 ["predict", "--weights", WEIGHTS],
+                 ["predict", "--weights", WEIGHTS, "--topk", "-1", photos()[0]],
+                 ["predict", "--weights", WEIGHTS, "--topk", "many", photos()[0]],
+                 ["frobnicate"], []]
+        for args in cases:
+            with self.subTest(args=args):
+                r = run(*args)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("usage", r.stderr.lower())
+                self.assertIn("error: ", r.stderr)
+
+    def test_help_exits_0(self):
+        for args in (["--help"], ["predict", "--help"]):
+            r = run(*args)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("usage", r.stdout.lower())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
