@@ -16,7 +16,12 @@ constexpr const char* kUsage =
     "usage: alexnet <command> [options]\n"
     "\n"
     "commands:\n"
+    "  train     train AlexNet (default: Fashion-MNIST from Debian's package)\n"
+    "  eval      loss, top-1/top-5, per-class accuracy, confusion matrix\n"
     "  predict   classify images (top-k classes with probabilities)\n"
+    "  info      describe a weights file (format, classes, parameters)\n"
+    "  export    write weights as .pth (torch.load) or .pt (torch.jit.load)\n"
+    "  bench     measure throughput (data loading: decode + transforms)\n"
     "\n"
     "Run 'alexnet <command> --help' for the options of a command.\n";
 
@@ -28,7 +33,12 @@ struct Entry {
 };
 
 constexpr Entry kCommands[] = {
+    {"train", alexnet::app::run_train},
+    {"eval", alexnet::app::run_eval},
     {"predict", alexnet::app::run_predict},
+    {"info", alexnet::app::run_info},
+    {"export", alexnet::app::run_export},
+    {"bench", alexnet::app::run_bench},
 };
 
 // c10::Error messages carry a C++ backtrace after the first lines; users get the message.

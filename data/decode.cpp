@@ -5,10 +5,15 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <fstream>
-#include <iterator>
 #include <sys/stat.h>
+
+#include <cerrno>
+#include <csetjmp>
+#include <cstdio>  // before jpeglib.h, which needs FILE and size_t
+#include <cstring>
 #include <vector>
+
+#include <jpeglib.h>
 
 namespace alexnet::data {
 
@@ -18,10 +23,13 @@ std::vector<uint8_t> read_file(const std::string& path) {
   struct stat st {};
   TORCH_CHECK(::stat(path.c_str(), &st) == 0, path, ": no such file");
   TORCH_CHECK(!S_ISDIR(st.st_mode), path, ": is a directory, not an image");
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), path, ": cannot open for reading");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), path, ": read error");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  TORCH_CHECK(f != nullptr, path, ": cannot open for reading (", std::strerror(errno), ")");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  TORCH_CHECK(!failed && got == bytes.size(), path, ": read error");
   return bytes;
 }
 
@@ -59,11 +67,70 @@ cv::Mat to_8bit(const cv::Mat& m) {
   return out;
 }
 
+// libjpeg reports fatal errors through error_exit; jump back instead of exiting.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// Warnings (e.g. corrupt data that still decodes) are ignored, as PIL does.
+void jpeg_quiet(j_common_ptr, int) {}
+
+// Decodes a JPEG with libjpeg straight to RGB, the same library and settings
+// PIL uses (islow DCT, fancy upsampling), so the pixels are PIL's. Grey JPEGs
+// come out replicated like convert("RGB"). Returns an undefined tensor for
+// CMYK/YCCK JPEGs, left to OpenCV.
+torch::Tensor decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name) {
+  jpeg_decompress_struct cinfo{};
+  JpegError err{};
+  // Declared before setjmp so that a jump back destroys nothing.
+  torch::Tensor out;
+  std::vector<JSAMPROW> rows;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  err.mgr.emit_message = jpeg_quiet;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    TORCH_CHECK(false, name, ": cannot decode JPEG (", err.message, ")");
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+    jpeg_destroy_decompress(&cinfo);
+    return out;
+  }
+  cinfo.out_color_space = JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  const int64_t h = cinfo.output_height, w = cinfo.output_width;
+  out = torch::empty({h, w, 3}, torch::kUInt8);  // (H, W, 3) uint8
+  uint8_t* base = out.data_ptr<uint8_t>();
+  rows.resize(static_cast<size_t>(h));
+  for (int64_t y = 0; y < h; ++y) rows[y] = base + y * w * 3;
+  while (cinfo.output_scanline < cinfo.output_height)
+    jpeg_read_scanlines(&cinfo, rows.data() + cinfo.output_scanline,
+                        cinfo.output_height - cinfo.output_scanline);
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return out;
+}
+
 }  // namespace
 
 torch::Tensor decode_image_bytes(const uint8_t* bytes, size_t size, const std::string& name) {
   TORCH_CHECK(size > 0, name, ": empty file, not an image");
   TORCH_CHECK(!jpeg_truncated(bytes, size), name, ": truncated JPEG (no end-of-image marker)");
+  if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+    torch::Tensor rgb = decode_jpeg(bytes, size, name);
+    if (rgb.defined()) return rgb;
+  }
   static const bool quiet = [] {
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
     return true;

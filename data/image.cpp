@@ -77,12 +77,39 @@ inline uint8_t clip8(int32_t v) {
   return static_cast<uint8_t>(v >> kPrecisionBits);
 }
 
-// Resamples along x. in: rows [row0, row0 + rows) of a (H, in_w, C) image.
-void resample_horizontal(const uint8_t* in, int in_w, int row0, int rows, int channels,
+// The two passes are built for AVX2 and for baseline x86-64, picked at load
+// time: integer arithmetic, so both give the same pixels.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ALEXNET_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ALEXNET_SIMD_CLONES
+#endif
+
+// Resamples along x. in: rows [row0, row0 + rows) of a (H, in_w, C) image whose
+// rows are in_stride bytes apart.
+ALEXNET_SIMD_CLONES
+void resample_horizontal(const uint8_t* in, size_t in_stride, int row0, int rows, int channels,
                          const Taps& t, int out_w, uint8_t* out) {
   for (int y = 0; y < rows; ++y) {
-    const uint8_t* src = in + static_cast<size_t>(row0 + y) * in_w * channels;
+    const uint8_t* src = in + static_cast<size_t>(row0 + y) * in_stride;
     uint8_t* dst = out + static_cast<size_t>(y) * out_w * channels;
+    if (channels == 3) {
+      // RGB, the common case: the three channels share one pass over the taps.
+      for (int xx = 0; xx < out_w; ++xx) {
+        const int32_t* k = &t.k[static_cast<size_t>(xx) * t.ksize];
+        const uint8_t* s = src + static_cast<size_t>(t.first[xx]) * 3;
+        int32_t r = 1 << (kPrecisionBits - 1), g = r, b = r;
+        for (int x = 0; x < t.count[xx]; ++x) {
+          r += s[3 * x] * k[x];
+          g += s[3 * x + 1] * k[x];
+          b += s[3 * x + 2] * k[x];
+        }
+        dst[3 * xx] = clip8(r);
+        dst[3 * xx + 1] = clip8(g);
+        dst[3 * xx + 2] = clip8(b);
+      }
+      continue;
+    }
     for (int xx = 0; xx < out_w; ++xx) {
       const int32_t* k = &t.k[static_cast<size_t>(xx) * t.ksize];
       const uint8_t* s = src + static_cast<size_t>(t.first[xx]) * channels;
@@ -95,21 +122,23 @@ void resample_horizontal(const uint8_t* in, int in_w, int row0, int rows, int ch
   }
 }
 
-// Resamples along y. in: (in_h, W, C); first indices are relative to row_offset.
-void resample_vertical(const uint8_t* in, int width, int channels, const Taps& t,
-                       int row_offset, int out_h, uint8_t* out) {
-  const size_t stride = static_cast<size_t>(width) * channels;
-  std::vector<int32_t> acc(stride);
+// Resamples along y. in: (in_h, W, C) with rows in_stride bytes apart; first
+// indices are relative to row_offset.
+ALEXNET_SIMD_CLONES
+void resample_vertical(const uint8_t* in, size_t in_stride, int width, int channels,
+                       const Taps& t, int row_offset, int out_h, uint8_t* out) {
+  const size_t row_size = static_cast<size_t>(width) * channels;
+  std::vector<int32_t> acc(row_size);
   for (int yy = 0; yy < out_h; ++yy) {
     const int32_t* k = &t.k[static_cast<size_t>(yy) * t.ksize];
     std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
     for (int y = 0; y < t.count[yy]; ++y) {
-      const uint8_t* row = in + static_cast<size_t>(t.first[yy] - row_offset + y) * stride;
+      const uint8_t* row = in + static_cast<size_t>(t.first[yy] - row_offset + y) * in_stride;
       const int32_t ky = k[y];
-      for (size_t i = 0; i < stride; ++i) acc[i] += row[i] * ky;
+      for (size_t i = 0; i < row_size; ++i) acc[i] += row[i] * ky;
     }
-    uint8_t* dst = out + static_cast<size_t>(yy) * stride;
-    for (size_t i = 0; i < stride; ++i) dst[i] = clip8(acc[i]);
+    uint8_t* dst = out + static_cast<size_t>(yy) * row_size;
+    for (size_t i = 0; i < row_size; ++i) dst[i] = clip8(acc[i]);
   }
 }
 
@@ -128,7 +157,12 @@ torch::Tensor resize_bilinear_aa_box(const torch::Tensor& image_in, int64_t out_
   check_image(image_in, "resize");
   TORCH_CHECK(out_height > 0 && out_width > 0, "resize: output size must be positive, got ",
               out_height, "x", out_width);
-  const torch::Tensor image = image_in.contiguous();
+  // Rows may be apart (a crop of a larger image); pixels within a row must be packed.
+  const torch::Tensor image =
+      image_in.stride(2) == 1 && image_in.stride(1) == image_in.size(2) && image_in.stride(0) > 0
+          ? image_in
+          : image_in.contiguous();
+  const auto in_stride = static_cast<size_t>(image.stride(0));
   const int in_h = static_cast<int>(image.size(0));
   const int in_w = static_cast<int>(image.size(1));
   const int channels = static_cast<int>(image.size(2));
@@ -141,7 +175,7 @@ torch::Tensor resize_bilinear_aa_box(const torch::Tensor& image_in, int64_t out_
   // PIL skips an axis whose size and box are unchanged.
   const bool need_h = out_w != in_w || x0 != 0 || x1 != out_w;
   const bool need_v = out_h != in_h || y0 != 0 || y1 != out_h;
-  if (!need_h && !need_v) return image.clone();
+  if (!need_h && !need_v) return image.is_contiguous() ? image.clone() : image.contiguous();
 
   const Taps th = make_taps(in_w, x0, x1, out_w);
   const Taps tv = make_taps(in_h, y0, y1, out_h);
@@ -150,18 +184,20 @@ torch::Tensor resize_bilinear_aa_box(const torch::Tensor& image_in, int64_t out_
   const int row_last = tv.first[out_h - 1] + tv.count[out_h - 1];
 
   torch::Tensor current = image;
+  size_t current_stride = in_stride;
   int current_offset = 0;
   if (need_h) {
     torch::Tensor tmp = torch::empty({row_last - row_first, out_w, channels}, torch::kUInt8);
-    resample_horizontal(image.data_ptr<uint8_t>(), in_w, row_first, row_last - row_first,
+    resample_horizontal(image.data_ptr<uint8_t>(), in_stride, row_first, row_last - row_first,
                         channels, th, out_w, tmp.data_ptr<uint8_t>());
     current = tmp;
+    current_stride = static_cast<size_t>(out_w) * channels;
     current_offset = row_first;
   }
-  if (!need_v) return current;
+  if (!need_v) return current.contiguous();
   torch::Tensor out = torch::empty({out_h, current.size(1), channels}, torch::kUInt8);
-  resample_vertical(current.data_ptr<uint8_t>(), static_cast<int>(current.size(1)), channels, tv,
-                    current_offset, out_h, out.data_ptr<uint8_t>());
+  resample_vertical(current.data_ptr<uint8_t>(), current_stride, static_cast<int>(current.size(1)),
+                    channels, tv, current_offset, out_h, out.data_ptr<uint8_t>());
   return out;
 }
 

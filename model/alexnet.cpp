@@ -12,6 +12,18 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
   TORCH_CHECK(options.in_channels() > 0, "AlexNet: in_channels must be positive, got ",
               options.in_channels());
 
+  if (options.arch() == Arch::kPaper2012) {
+    build_paper2012();
+  } else {
+    build_torchvision();
+  }
+  register_module("features", features);
+  register_module("avgpool", avgpool);
+  register_module("classifier", classifier);
+}
+
+void AlexNetImpl::build_torchvision() {
+  const auto& options = options_;
   // Built with push_back, one layer at a time: the arguments of a single
   // Sequential(...) call may be evaluated in any order (GCC goes right to
   // left), which would draw the initial weights in a different order than
@@ -41,9 +53,69 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
   classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 5
   classifier->push_back(nn::Linear(4096, options.num_classes()));            // 6
 
-  register_module("features", features);
-  register_module("avgpool", avgpool);
-  register_module("classifier", classifier);
+}
+
+void AlexNetImpl::build_paper2012() {
+  const auto& options = options_;
+  // Krizhevsky et al. 2012, section 3.5: LRN with k=2, n=5, alpha=1e-4, beta=0.75
+  // on sum_j a_j^2. PyTorch's LocalResponseNorm divides alpha by n, so it gets n * alpha.
+  const auto lrn = [] {
+    return nn::LocalResponseNorm(nn::LocalResponseNormOptions(5).alpha(5 * 1e-4).beta(0.75).k(2.0));
+  };
+  features = nn::Sequential();
+  features->push_back(nn::Conv2d(
+      nn::Conv2dOptions(options.in_channels(), 96, /*kernel_size=*/11).stride(4).padding(2)));  // 0
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
+  features->push_back(lrn());                                                                   // 2
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 3
+  // The paper's two GPUs: conv2, conv4 and conv5 see only their own half of the channels.
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(96, 256, /*kernel_size=*/5).padding(2).groups(2)));  // 4
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 5
+  features->push_back(lrn());                                                                   // 6
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 7
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(256, 384, /*kernel_size=*/3).padding(1)));   // 8
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 384, /*kernel_size=*/3).padding(1).groups(2)));  // 10
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
+  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1).groups(2)));  // 12
+  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 13
+  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 14
+  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
+  classifier = nn::Sequential();
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 0
+  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                      // 1
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 2
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 3
+  classifier->push_back(nn::Linear(4096, 4096));                             // 4
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 5
+  classifier->push_back(nn::Linear(4096, options.num_classes()));            // 6
+
+  // The paper's initialisation: weights N(0, 0.01); biases 1 in conv2, conv4,
+  // conv5 and the hidden fully-connected layers (early ReLUs get positive
+  // input), 0 elsewhere.
+  torch::NoGradGuard no_grad;
+  const auto init = [](torch::Tensor& w, torch::Tensor& b, double bias) {
+    w.normal_(0.0, 0.01);
+    b.fill_(bias);
+  };
+  for (const auto& [index, bias] : std::vector<std::pair<size_t, double>>{
+           {0, 0.0}, {4, 1.0}, {8, 0.0}, {10, 1.0}, {12, 1.0}}) {
+    auto conv = features[index]->as<nn::Conv2d>();
+    init(conv->weight, conv->bias, bias);
+  }
+  for (const auto& [index, bias] :
+       std::vector<std::pair<size_t, double>>{{1, 1.0}, {4, 1.0}, {6, 0.0}}) {
+    auto fc = classifier[index]->as<nn::Linear>();
+    init(fc->weight, fc->bias, bias);
+  }
+}
+
+const char* arch_name(Arch arch) { return arch == Arch::kPaper2012 ? "alexnet2012" : "alexnet"; }
+
+Arch parse_arch(const std::string& name) {
+  if (name == "alexnet") return Arch::kTorchvision;
+  if (name == "alexnet2012") return Arch::kPaper2012;
+  TORCH_CHECK(false, "unknown architecture '", name, "' (expected alexnet or alexnet2012)");
 }
 
 torch::Tensor AlexNetImpl::forward(torch::Tensor x) {

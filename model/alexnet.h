@@ -8,8 +8,19 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
 
 namespace alexnet {
+
+/// Which network: torchvision's (the default, "One weird trick" variant) or the
+/// 2012 paper's (96-256-384-384-256 channels, local response normalisation,
+/// the two-GPU split as groups=2, the paper's initialisation).
+enum class Arch { kTorchvision, kPaper2012 };
+
+/// "alexnet" / "alexnet2012".
+const char* arch_name(Arch arch);
+/// Parses arch_name()'s names; throws on anything else.
+Arch parse_arch(const std::string& name);
 
 struct AlexNetOptions {
   /// Number of output classes (torchvision's default: ImageNet's 1000).
@@ -18,6 +29,8 @@ struct AlexNetOptions {
   TORCH_ARG(double, dropout) = 0.5;
   /// Input channels of the first convolution (1 for single-channel data fed as is).
   TORCH_ARG(int64_t, in_channels) = 3;
+  /// Layer layout and initialisation.
+  TORCH_ARG(Arch, arch) = Arch::kTorchvision;
 };
 
 class AlexNetImpl : public torch::nn::Module {
@@ -34,6 +47,9 @@ class AlexNetImpl : public torch::nn::Module {
   torch::nn::Sequential classifier{nullptr};
 
  private:
+  void build_torchvision();
+  void build_paper2012();
+
   AlexNetOptions options_;
 };
 TORCH_MODULE(AlexNet);

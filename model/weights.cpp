@@ -7,6 +7,9 @@
 #include <map>
 #include <sstream>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace alexnet {
 
@@ -43,7 +46,120 @@ std::string first_line(const std::string& message) {
   return message.substr(0, end);
 }
 
+struct DTypePair {
+  pth::DType file;
+  torch::ScalarType torch;
+};
+constexpr DTypePair kDTypes[] = {
+    {pth::DType::kFloat32, torch::kFloat32}, {pth::DType::kFloat64, torch::kFloat64},
+    {pth::DType::kFloat16, torch::kFloat16}, {pth::DType::kBFloat16, torch::kBFloat16},
+    {pth::DType::kInt64, torch::kInt64},     {pth::DType::kInt32, torch::kInt32},
+    {pth::DType::kInt16, torch::kInt16},     {pth::DType::kInt8, torch::kInt8},
+    {pth::DType::kUInt8, torch::kUInt8},     {pth::DType::kBool, torch::kBool},
+};
+
+torch::ScalarType to_scalar_type(pth::DType dtype) {
+  for (const auto& p : kDTypes)
+    if (p.file == dtype) return p.torch;
+  TORCH_CHECK(false, "weights.cpp: unknown checkpoint dtype");
+}
+
+pth::DType to_file_dtype(torch::ScalarType type) {
+  for (const auto& p : kDTypes)
+    if (p.torch == type) return p.file;
+  TORCH_CHECK(false, "weights.cpp: cannot save tensors of type ", type);
+}
+
+// A state_dict is a non-empty dict whose values are all tensors.
+bool is_state_dict(const pth::Value& v) {
+  if (!v.is_dict() || v.entries().empty()) return false;
+  for (const auto& [key, value] : v.entries())
+    if (!key.is_string() || !value.is_tensor()) return false;
+  return true;
+}
+
+// Removes `prefix` when every key starts with it.
+bool strip_common_prefix(NamedTensors& tensors, const std::string& prefix) {
+  for (const auto& [name, t] : tensors)
+    if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  for (auto& [name, t] : tensors) name.erase(0, prefix.size());
+  return true;
+}
+
 }  // namespace
+
+torch::Tensor to_tensor(const pth::TensorRecord& record) {
+  const pth::Storage& storage = *record.storage;
+  const auto options = torch::TensorOptions().dtype(to_scalar_type(storage.dtype));
+  torch::Tensor flat;
+  const auto address = reinterpret_cast<uintptr_t>(storage.data);
+  if (storage.numel == 0 || storage.data == nullptr) {
+    flat = torch::empty({storage.numel}, options);
+  } else if (address % pth::element_size(storage.dtype) == 0) {
+    auto owner = storage.owner;  // the tensor keeps the file buffer alive
+    flat = torch::from_blob(const_cast<uint8_t*>(storage.data), {storage.numel},
+                            [owner](void*) mutable { owner.reset(); }, options);
+  } else {
+    // Legacy files pack storages without alignment.
+    flat = torch::empty({storage.numel}, options);
+    std::memcpy(flat.data_ptr(), storage.data, flat.nbytes());
+  }
+  return flat.as_strided(record.sizes, record.strides, record.offset)
+      .requires_grad_(record.requires_grad && flat.is_floating_point());
+}
+
+pth::Value tensor_value(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.detach().cpu();
+  auto storage = std::make_shared<pth::Storage>();
+  storage->dtype = to_file_dtype(t.scalar_type());
+  storage->numel = static_cast<int64_t>(t.storage().nbytes()) / t.element_size();
+  storage->data = static_cast<const uint8_t*>(t.storage().data());
+  storage->owner = std::make_shared<torch::Tensor>(t);
+  pth::TensorRecord record;
+  record.storage = storage;
+  record.offset = t.storage_offset();
+  record.sizes = t.sizes().vec();
+  record.strides = t.strides().vec();
+  return pth::Value::tensor(std::move(record));
+}
+
+NamedTensors find_state_dict(const pth::Value& root, const std::string& source) {
+  const pth::Value* dict = &root;
+  if (!is_state_dict(root)) {
+    dict = nullptr;
+    // torchvision's references/classification/train.py saves {"model": ..., "optimizer": ...};
+    // other training scripts use "state_dict" or "model_state_dict".
+    for (const char* key : {"model", "state_dict", "model_state_dict"}) {
+      const pth::Value* candidate = root.find(key);
+      if (candidate && is_state_dict(*candidate)) {
+        dict = candidate;
+        break;
+      }
+    }
+  }
+  if (!dict) {
+    std::string keys;
+    if (root.is_dict())
+      for (const auto& [k, v] : root.entries())
+        if (keys.size() < 200) keys += (keys.empty() ? "" : ", ") + k.describe() + ": " + v.describe();
+    TORCH_CHECK(false, source, ": no state_dict found (looked at the top level and under 'model', "
+                "'state_dict', 'model_state_dict'); the file holds ", root.describe(),
+                keys.empty() ? "" : " {" + keys + "}");
+  }
+  NamedTensors tensors;
+  for (const auto& [key, value] : dict->entries())
+    tensors.emplace_back(key.as_string(), to_tensor(value.as_tensor()));
+  // DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod"; either order.
+  while (strip_common_prefix(tensors, "module.") || strip_common_prefix(tensors, "_orig_mod.")) {
+  }
+  return tensors;
+}
+
+void save_state_dict(const NamedTensors& tensors, const std::string& path) {
+  pth::Value root = pth::Value::dict("collections.OrderedDict");
+  for (const auto& [name, t] : tensors) root.set(pth::Value::string(name), tensor_value(t));
+  pth::write_checkpoint(path, root);
+}
 
 NamedTensors read_torchscript_tensors(const std::string& path) {
   check_regular_file(path);
@@ -64,11 +180,96 @@ NamedTensors read_torchscript_tensors(const std::string& path) {
 
 WeightFile read_weight_file(const std::string& path) {
   check_regular_file(path);
+  const pth::FileBuffer buffer = pth::read_file(path);
   WeightFile file;
   file.path = path;
-  file.format = WeightFormat::kTorchScript;
-  file.tensors = read_torchscript_tensors(path);
+  switch (pth::detect_format(buffer.data, buffer.size, path)) {
+    case pth::FileFormat::kTorchScript:
+      file.format = WeightFormat::kTorchScript;
+      file.tensors = read_torchscript_tensors(path);
+      break;
+    case pth::FileFormat::kPthZip:
+    case pth::FileFormat::kPthLegacy: {
+      const pth::Checkpoint checkpoint =
+          pth::parse_checkpoint(buffer.data, buffer.size, buffer.owner, path);
+      file.format = checkpoint.format == pth::FileFormat::kPthZip ? WeightFormat::kPthZip
+                                                                  : WeightFormat::kPthLegacy;
+      file.tensors = find_state_dict(checkpoint.root, path);
+      break;
+    }
+    case pth::FileFormat::kUnknown:
+      TORCH_CHECK(false, path, ": not a PyTorch weights file (neither torch.save's zip or legacy "
+                  "format nor a TorchScript archive)");
+  }
   return file;
+}
+
+namespace {
+
+// AlexNet's forward in TorchScript, for eval (dropout is the identity). Layers
+// are reached by their Sequential index with getattr, which keeps torchvision's
+// parameter names (features.0.weight ...) in the saved archive.
+constexpr const char* kTorchScriptForward = R"(
+def forward(self, x):
+    f = self.features
+    x = torch.relu(torch.conv2d(x, getattr(f, "0").weight, getattr(f, "0").bias, [4, 4], [2, 2]))
+    x = torch.max_pool2d(x, [3, 3], [2, 2])
+    x = torch.relu(torch.conv2d(x, getattr(f, "3").weight, getattr(f, "3").bias, [1, 1], [2, 2]))
+    x = torch.max_pool2d(x, [3, 3], [2, 2])
+    x = torch.relu(torch.conv2d(x, getattr(f, "6").weight, getattr(f, "6").bias, [1, 1], [1, 1]))
+    x = torch.relu(torch.conv2d(x, getattr(f, "8").weight, getattr(f, "8").bias, [1, 1], [1, 1]))
+    x = torch.relu(torch.conv2d(x, getattr(f, "10").weight, getattr(f, "10").bias, [1, 1], [1, 1]))
+    x = torch.max_pool2d(x, [3, 3], [2, 2])
+    x = torch.adaptive_avg_pool2d(x, [6, 6])
+    x = torch.flatten(x, 1)
+    c = self.classifier
+    x = torch.relu(torch.linear(x, getattr(c, "1").weight, getattr(c, "1").bias))
+    x = torch.relu(torch.linear(x, getattr(c, "4").weight, getattr(c, "4").bias))
+    return torch.linear(x, getattr(c, "6").weight, getattr(c, "6").bias)
+)";
+
+}  // namespace
+
+void save_torchscript(const NamedTensors& tensors, const std::string& path) {
+  const InferredShape shape = infer_shape(tensors, path);  // an AlexNet state_dict, else a clear error
+  TORCH_CHECK(shape.arch == Arch::kTorchvision, path,
+              ": TorchScript export covers torchvision's AlexNet; write the 2012 paper's network "
+              "as .pth instead");
+  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  AlexNet reference(AlexNetOptions().num_classes(1).in_channels(1));
+  std::vector<std::string> missing;
+  for (const auto& [name, t] : state_dict(*reference))
+    if (!by_name.count(name)) missing.push_back(name);
+  TORCH_CHECK(missing.empty(), path, ": cannot export, the weights lack ", missing.front());
+
+  torch::jit::Module model("__torch__.alexnet.AlexNet");
+  for (const char* container : {"features", "classifier"}) {
+    torch::jit::Module holder(std::string("__torch__.alexnet.") + container);
+    for (const auto& [name, t] : by_name) {
+      const std::string prefix = std::string(container) + ".";
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      const auto dot = name.find('.', prefix.size());
+      const std::string index = name.substr(prefix.size(), dot - prefix.size());
+      if (!holder.hasattr(index))
+        holder.register_module(index, torch::jit::Module("__torch__.alexnet." + std::string(container) + "_" + index));
+      auto layer = holder.attr(index).toModule();
+      layer.register_parameter(name.substr(dot + 1), t.detach().contiguous(), /*is_buffer=*/false);
+    }
+    model.register_module(container, holder);
+  }
+  model.define(kTorchScriptForward);
+  model.eval();
+  std::ostringstream archive;
+  model.save(archive);
+  const std::string bytes = archive.str();
+  pth::write_atomically(path, [&](int fd) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      TORCH_CHECK(n > 0 || errno == EINTR, path, ": write failed: ", std::strerror(errno));
+      if (n > 0) done += static_cast<size_t>(n);
+    }
+  });
 }
 
 InferredShape infer_shape(const NamedTensors& tensors, const std::string& source) {
@@ -76,6 +277,7 @@ InferredShape infer_shape(const NamedTensors& tensors, const std::string& source
   for (const auto& [name, t] : tensors) {
     if (name == "classifier.6.weight" && t.dim() == 2) shape.num_classes = t.size(0);
     if (name == "features.0.weight" && t.dim() == 4) shape.in_channels = t.size(1);
+    if (name == "features.4.weight") shape.arch = Arch::kPaper2012;
   }
   TORCH_CHECK(shape.num_classes > 0 && shape.in_channels > 0, source,
               ": not an AlexNet state_dict (no classifier.6.weight / features.0.weight of the "
@@ -136,15 +338,19 @@ void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
 
 AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
                      AlexNetOptions base) {
-  WeightFile file = read_weight_file(path);
-  InferredShape shape = infer_shape(file.tensors, path);
+  return alexnet_from_tensors(read_weight_file(path).tensors, path, num_classes, base);
+}
+
+AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
+                             std::optional<int64_t> num_classes, AlexNetOptions base) {
+  InferredShape shape = infer_shape(tensors, path);
   if (num_classes) {
     TORCH_CHECK(*num_classes == shape.num_classes, path, ": weights have ", shape.num_classes,
                 " classes but ", *num_classes, " were asked for");
   }
-  base.num_classes(shape.num_classes).in_channels(shape.in_channels);
+  base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
   AlexNet model(base);
-  load_named_tensors(*model, file.tensors, path);
+  load_named_tensors(*model, tensors, path);
   return model;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "model/alexnet.h"
+#include "model/checkpoint_io.h"
 
 #include <torch/torch.h>
 
@@ -36,10 +37,33 @@ NamedTensors read_torchscript_tensors(const std::string& path);
 /// Detects the format by content (never by extension) and reads the state_dict.
 WeightFile read_weight_file(const std::string& path);
 
+/// The tensor a checkpoint record describes, sharing the record's memory (the
+/// file buffer) when it is aligned for its dtype; else one copy.
+torch::Tensor to_tensor(const pth::TensorRecord& record);
+
+/// A checkpoint value viewing `t`'s storage (CPU; moved there if needed), which
+/// the value keeps alive. Views of one storage are written as one storage.
+pth::Value tensor_value(const torch::Tensor& t);
+
+/// The state_dict inside a torch.save value tree, as a torchvision user saves it:
+/// the top-level dict, or the dict under "model", "state_dict" or
+/// "model_state_dict" of a training checkpoint; a "module." (DataParallel, DDP)
+/// or "_orig_mod." (torch.compile) prefix common to all keys is removed.
+NamedTensors find_state_dict(const pth::Value& root, const std::string& source);
+
+/// Writes a state_dict as a torch.save zip file (an OrderedDict, dtypes kept)
+/// that torch.load + load_state_dict accept. Atomic: see pth::write_atomically.
+void save_state_dict(const NamedTensors& tensors, const std::string& path);
+
+/// Writes a TorchScript archive of AlexNet with these weights (dtypes kept,
+/// names features.0.weight ...) whose forward torch.jit.load runs. Atomic.
+void save_torchscript(const NamedTensors& tensors, const std::string& path);
+
 /// Architecture facts recovered from a state_dict's shapes.
 struct InferredShape {
   int64_t num_classes = 0;  // rows of classifier.6.weight
   int64_t in_channels = 0;  // input channels of features.0.weight
+  Arch arch = Arch::kTorchvision;  // the paper's layout has its second conv at features.4
 };
 InferredShape infer_shape(const NamedTensors& tensors, const std::string& source);
 
@@ -56,5 +80,10 @@ NamedTensors state_dict(const torch::nn::Module& module);
 /// and the file disagrees, the error says so instead of building a different model.
 AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes = std::nullopt,
                      AlexNetOptions base = {});
+
+/// load_alexnet for tensors already read from `path` (named in errors).
+AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
+                             std::optional<int64_t> num_classes = std::nullopt,
+                             AlexNetOptions base = {});
 
 }  // namespace alexnet

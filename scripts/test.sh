@@ -6,6 +6,7 @@ source "$(dirname "$0")/common.sh"
 
 # Reference tests run PyTorch/torchvision from Debian; opencv-doc has real photographs.
 install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvision python3-pil \
+  python3-matplotlib clang libclang-rt-14-dev \
   opencv-doc dataset-fashion-mnist
 build
 

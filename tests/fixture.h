@@ -16,7 +16,11 @@ constexpr uint32_t kFixtureVersion = 1;
 /// Directory the reference generator wrote to (ctest sets ALEXNET_REFERENCE_DIR).
 inline std::string reference_dir() {
   const char* dir = std::getenv("ALEXNET_REFERENCE_DIR");
+#ifdef ALEXNET_TEST_REFERENCE_DIR
+  return dir ? dir : ALEXNET_TEST_REFERENCE_DIR;
+#else
   return dir ? dir : "build/reference";
+#endif
 }
 
 inline std::string reference_path(const std::string& name) { return reference_dir() + "/" + name; }

@@ -10,6 +10,8 @@ Writes into --out:
   photos.txt     real photographs used below, one path per line
   photos.bin     torchvision's evaluation transform of each photo (PIL + transforms)
                  and the seed-0 model's logits on it
+  train.bin      initial weights, 20 batches, the losses and final weights of
+                 torch.optim.SGD (momentum, weight decay) on torchvision's AlexNet
 """
 import argparse
 import os
@@ -103,6 +105,35 @@ def write_photo_fixture(out):
         f.write("\n".join(paths) + "\n")
 
 
+# SGD parity: 20 steps of torch.optim.SGD on fixed batches, dropout off.
+TRAIN_STEPS, TRAIN_BATCH, TRAIN_SIZE, TRAIN_CLASSES = 20, 4, 64, 10
+TRAIN_LR, TRAIN_MOMENTUM, TRAIN_WD = 0.01, 0.9, 5e-4
+
+
+def write_train_fixture(out):
+    torch.manual_seed(5)
+    model = torchvision.models.alexnet(num_classes=TRAIN_CLASSES, dropout=0.0).train()
+    tensors = {"init/" + n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=TRAIN_LR, momentum=TRAIN_MOMENTUM,
+                          weight_decay=TRAIN_WD)
+    gen = torch.Generator().manual_seed(99)
+    losses = []
+    for step in range(TRAIN_STEPS):
+        x = torch.randn(TRAIN_BATCH, 3, TRAIN_SIZE, TRAIN_SIZE, generator=gen)
+        y = torch.randint(0, TRAIN_CLASSES, (TRAIN_BATCH,), generator=gen)
+        tensors[f"x/{step}"], tensors[f"y/{step}"] = x, y
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    tensors["hyper"] = torch.tensor([TRAIN_LR, TRAIN_MOMENTUM, TRAIN_WD], dtype=torch.float64)
+    for n, p in model.named_parameters():
+        tensors["final/" + n] = p.detach()
+    write_fixture(os.path.join(out, "train.bin"), tensors)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
@@ -112,6 +143,7 @@ def main():
     write_archives(args.out)
     write_model_fixture(args.out)
     write_photo_fixture(args.out)
+    write_train_fixture(args.out)
     print(f"reference data written to {args.out} (torch {torch.__version__}, "
           f"torchvision {torchvision.__version__})")
 

@@ -127,3 +127,57 @@ TEST(WeightsUnit, MissingFileAndDirectoryAreErrors) {
 
 }  // namespace
 }  // namespace alexnet
+
+namespace alexnet {
+namespace {
+
+TEST(AlexNet2012Unit, PaperLayoutWithGroupsAndLrn) {
+  AlexNet model(AlexNetOptions().arch(Arch::kPaper2012));
+  auto params = model->named_parameters();
+  // 96-256-384-384-256 channels; conv2, conv4, conv5 split in two groups (half the inputs).
+  EXPECT_EQ(params["features.0.weight"].sizes(), torch::IntArrayRef({96, 3, 11, 11}));
+  EXPECT_EQ(params["features.4.weight"].sizes(), torch::IntArrayRef({256, 48, 5, 5}));
+  EXPECT_EQ(params["features.8.weight"].sizes(), torch::IntArrayRef({384, 256, 3, 3}));
+  EXPECT_EQ(params["features.10.weight"].sizes(), torch::IntArrayRef({384, 192, 3, 3}));
+  EXPECT_EQ(params["features.12.weight"].sizes(), torch::IntArrayRef({256, 192, 3, 3}));
+  EXPECT_TRUE(model->features[2]->as<torch::nn::LocalResponseNorm>() != nullptr);
+  EXPECT_TRUE(model->features[6]->as<torch::nn::LocalResponseNorm>() != nullptr);
+  torch::NoGradGuard no_grad;
+  model->eval();
+  EXPECT_EQ(model->forward(torch::randn({2, 3, 224, 224})).sizes(), torch::IntArrayRef({2, 1000}));
+  EXPECT_EQ(model->forward(torch::randn({1, 3, 63, 63})).sizes(), torch::IntArrayRef({1, 1000}));
+}
+
+TEST(AlexNet2012Unit, PaperInitialisation) {
+  torch::manual_seed(0);
+  AlexNet model(AlexNetOptions().arch(Arch::kPaper2012));
+  auto params = model->named_parameters();
+  // N(0, 0.01): over >= 34k samples the sample std is within 2% of 0.01.
+  for (const char* w : {"features.0.weight", "features.4.weight", "classifier.1.weight",
+                        "classifier.6.weight"}) {
+    const double std = params[w].std().item<double>();
+    EXPECT_NEAR(std, 0.01, 2e-4) << w;
+    EXPECT_NEAR(params[w].mean().item<double>(), 0.0, 2e-4) << w;
+  }
+  for (const char* b : {"features.4.bias", "features.10.bias", "features.12.bias",
+                        "classifier.1.bias", "classifier.4.bias"})
+    EXPECT_TRUE(torch::equal(params[b], torch::ones_like(params[b]))) << b;
+  for (const char* b : {"features.0.bias", "features.8.bias", "classifier.6.bias"})
+    EXPECT_TRUE(torch::equal(params[b], torch::zeros_like(params[b]))) << b;
+}
+
+TEST(AlexNet2012Unit, LrnMatchesThePaperFormula) {
+  // b = a / (k + alpha * sum over 5 neighbouring channels of a^2)^beta, k=2, alpha=1e-4, beta=0.75.
+  AlexNet model(AlexNetOptions().arch(Arch::kPaper2012));
+  auto x = torch::rand({1, 8, 2, 2}) * 50;
+  auto y = model->features[2]->as<torch::nn::LocalResponseNorm>()->forward(x);
+  auto sq = x.pow(2);
+  for (int64_t c = 0; c < 8; ++c) {
+    auto sum = sq.slice(1, std::max<int64_t>(0, c - 2), std::min<int64_t>(8, c + 3)).sum(1);
+    auto want = x.select(1, c) / (2.0 + 1e-4 * sum).pow(0.75);
+    EXPECT_LE((y.select(1, c) - want).abs().max().item<float>(), 1e-5f) << "channel " << c;
+  }
+}
+
+}  // namespace
+}  // namespace alexnet

@@ -1,0 +1,119 @@
+#include "app/checkpoint.h"
+
+#include "model/checkpoint_io.h"
+
+#include <cmath>
+
+namespace alexnet::app {
+
+namespace {
+
+using pth::Value;
+
+Value str(const std::string& s) { return Value::string(s); }
+
+Value float_list(double v) { return Value::list({Value::floating(v)}); }
+
+// The optimizer's state_dict as torch.optim.SGD writes it.
+Value optimizer_state(const TrainCheckpoint& c, const SgdOptions& sgd, const LrSchedule& schedule,
+                      double lr) {
+  Value state = Value::dict();
+  for (size_t i = 0; i < c.momentum.size(); ++i) {
+    if (!c.momentum[i].defined()) continue;
+    Value entry = Value::dict();
+    entry.set(str("momentum_buffer"), tensor_value(c.momentum[i]));
+    state.set(Value::integer(static_cast<int64_t>(i)), std::move(entry));
+  }
+  Value group = Value::dict();
+  group.set(str("lr"), Value::floating(lr));
+  group.set(str("momentum"), Value::floating(sgd.momentum()));
+  group.set(str("dampening"), Value::integer(0));
+  group.set(str("weight_decay"), Value::floating(sgd.weight_decay()));
+  group.set(str("nesterov"), Value::boolean(sgd.nesterov()));
+  group.set(str("maximize"), Value::boolean(false));
+  group.set(str("foreach"), Value::none());
+  group.set(str("differentiable"), Value::boolean(false));
+  group.set(str("initial_lr"), Value::floating(schedule.base_lr));
+  std::vector<Value> params;
+  for (size_t i = 0; i < c.model.size(); ++i) params.push_back(Value::integer(static_cast<int64_t>(i)));
+  group.set(str("params"), Value::list(std::move(params)));
+  Value root = Value::dict();
+  root.set(str("state"), std::move(state));
+  root.set(str("param_groups"), Value::list({std::move(group)}));
+  return root;
+}
+
+// An LRScheduler state_dict: last_epoch counts scheduler steps (one per epoch).
+Value scheduler_state(const TrainCheckpoint& c, const LrSchedule& schedule, double lr) {
+  Value s = Value::dict();
+  s.set(str("kind"), str(schedule.kind));
+  if (schedule.kind == "step") {
+    s.set(str("step_size"), Value::integer(schedule.step_size));
+    s.set(str("gamma"), Value::floating(schedule.gamma));
+  } else if (schedule.kind == "cosine") {
+    s.set(str("T_max"), Value::integer(schedule.epochs - schedule.warmup_epochs));
+    s.set(str("eta_min"), Value::floating(0.0));
+  }
+  s.set(str("warmup_epochs"), Value::integer(schedule.warmup_epochs));
+  s.set(str("base_lrs"), float_list(schedule.base_lr));
+  s.set(str("last_epoch"), Value::integer(c.epoch + 1));
+  s.set(str("_step_count"), Value::integer(c.epoch + 2));
+  s.set(str("verbose"), Value::boolean(false));
+  s.set(str("_get_lr_called_within_step"), Value::boolean(false));
+  s.set(str("_last_lr"), float_list(lr));
+  return s;
+}
+
+}  // namespace
+
+void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
+                           const SgdOptions& sgd, const LrSchedule& schedule, double lr) {
+  Value model = Value::dict("collections.OrderedDict");
+  for (const auto& [name, t] : c.model) model.set(str(name), tensor_value(t));
+  Value root = Value::dict();
+  root.set(str("model"), std::move(model));
+  root.set(str("optimizer"), optimizer_state(c, sgd, schedule, lr));
+  root.set(str("lr_scheduler"), scheduler_state(c, schedule, lr));
+  root.set(str("epoch"), Value::integer(c.epoch));
+  root.set(str("args"), c.args.is_none() ? Value::dict() : c.args);
+  // Ours, beyond train.py's keys: exact resumption inside an epoch.
+  root.set(str("epoch_step"), Value::integer(c.epoch_step));
+  if (c.rng_state.defined()) root.set(str("rng_state"), tensor_value(c.rng_state));
+  pth::write_checkpoint(path, root);
+}
+
+TrainCheckpoint load_train_checkpoint(const std::string& path) {
+  const pth::Checkpoint file = pth::read_checkpoint(path);
+  TORCH_CHECK(file.format != pth::FileFormat::kTorchScript, path,
+              ": a TorchScript archive holds weights only; resume needs a training checkpoint "
+              "(use --weights to start from it)");
+  const Value& root = file.root;
+  TORCH_CHECK(root.is_dict() && root.find("model") && root.find("epoch"), path,
+              ": not a training checkpoint (no \"model\" and \"epoch\" keys); to start from "
+              "these weights use --weights");
+  TrainCheckpoint c;
+  c.model = find_state_dict(root, path);
+  const Value* epoch = root.find("epoch");
+  TORCH_CHECK(epoch->is_int(), path, ": \"epoch\" is ", epoch->describe(), ", expected an int");
+  c.epoch = epoch->as_int();
+  if (const Value* s = root.find("epoch_step"); s && s->is_int()) c.epoch_step = s->as_int();
+  if (const Value* r = root.find("rng_state"); r && r->is_tensor())
+    c.rng_state = to_tensor(r->as_tensor()).clone();
+  if (const Value* a = root.find("args")) c.args = *a;
+
+  c.momentum.assign(c.model.size(), torch::Tensor());
+  const Value* optimizer = root.find("optimizer");
+  const Value* state = optimizer && optimizer->is_dict() ? optimizer->find("state") : nullptr;
+  if (state && state->is_dict()) {
+    for (const auto& [key, entry] : state->entries()) {
+      TORCH_CHECK(key.is_int() && key.as_int() >= 0 &&
+                      key.as_int() < static_cast<int64_t>(c.model.size()),
+                  path, ": optimizer state for parameter ", key.describe(), " of ", c.model.size());
+      const Value* buf = entry.find("momentum_buffer");
+      if (buf && buf->is_tensor()) c.momentum[key.as_int()] = to_tensor(buf->as_tensor()).clone();
+    }
+  }
+  return c;
+}
+
+}  // namespace alexnet::app

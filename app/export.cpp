@@ -1,0 +1,61 @@
+// alexnet export: rewrite weights as a torch.save state_dict (.pth) or a TorchScript archive (.pt).
+#include "app/cli.h"
+#include "app/commands.h"
+#include "model/weights.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <optional>
+#include <string>
+
+namespace alexnet::app {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+int run_export(int argc, const char* const* argv) {
+  cxxopts::Options options("alexnet export",
+                           "Write AlexNet weights as a state_dict for torch.load (.pth) or as a "
+                           "TorchScript archive for torch.jit.load (.pt), chosen by --output's "
+                           "extension. Tensors keep their dtype and values bit for bit.");
+  options.add_options()
+      ("w,weights", "Input weights: TorchScript archive or .pth file (any torch.save format)",
+       cxxopts::value<std::string>())
+      ("o,output", "Output file: NAME.pth or NAME.pt", cxxopts::value<std::string>())
+      ("num-classes", "Refuse weights with a different number of classes",
+       cxxopts::value<int64_t>())
+      ("h,help", "Print this help");
+  auto result = parse_or_usage(options, argc, argv);
+  if (result.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
+  if (!result.count("output")) throw UsageError("missing --output", options.help());
+  const std::string input = result["weights"].as<std::string>();
+  const std::string output = result["output"].as<std::string>();
+  const bool to_pth = ends_with(output, ".pth");
+  if (!to_pth && !ends_with(output, ".pt"))
+    throw UsageError("--output must end in .pth (state_dict) or .pt (TorchScript)", options.help());
+  std::optional<int64_t> num_classes;
+  if (result.count("num-classes")) num_classes = positive_flag(result, "num-classes", options);
+
+  const WeightFile file = read_weight_file(input);
+  // Checks names, shapes and classes like loading would; the tensors written are the file's own.
+  const AlexNet model = alexnet_from_tensors(file.tensors, input, num_classes);
+  if (to_pth)
+    save_state_dict(file.tensors, output);
+  else
+    save_torchscript(file.tensors, output);
+  spdlog::info("export: {} ({}, {} classes) -> {}", input, format_name(file.format),
+               model->options().num_classes(), output);
+  return 0;
+}
+
+}  // namespace alexnet::app

@@ -1,0 +1,475 @@
+// alexnet train: torchvision's references/classification recipe in C++.
+#include "app/checkpoint.h"
+#include "app/cli.h"
+#include "app/commands.h"
+#include "model/sgd.h"
+#include "app/training.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/transforms.h"
+#include "model/alexnet.h"
+#include "model/weights.h"
+
+#include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace alexnet::app {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Set by SIGINT/SIGTERM; the loop finishes its step, saves and exits.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+struct TrainParams {
+  std::string data = "fashion-mnist";
+  std::string val;  // empty: the data spec's val/test split
+  int64_t epochs = 3;
+  int64_t batch_size = 128;
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  bool nesterov = false;
+  std::string lr_scheduler = "cosine";
+  int64_t lr_step_size = 30;
+  double lr_gamma = 0.1;
+  int64_t lr_warmup_epochs = 0;
+  std::string lr_warmup_method = "linear";
+  double lr_warmup_decay = 0.01;
+  double label_smoothing = 0.0;
+  double dropout = 0.5;
+  int64_t image_size = 0;  // 0: the dataset's default
+  int64_t workers = 2;
+  int64_t seed = 0;
+  bool deterministic = false;
+  std::string output = "out";
+  std::string resume;
+  std::string weights;
+  bool reset_classifier = false;
+  int64_t num_classes = 0;  // 0: from the data
+  int64_t in_channels = 3;
+  int64_t print_freq = 50;
+  int64_t max_steps = 0;  // per epoch; 0 = all
+  std::string precision = "fp32";
+  std::string arch = "alexnet";
+  bool channels_last = false;
+  bool skip_bad = false;
+};
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+// The flags as a dict, stored in the checkpoint's "args" like train.py's Namespace.
+pth::Value args_value(const TrainParams& p) {
+  using pth::Value;
+  Value a = Value::dict();
+  auto s = [&a](const char* k, const std::string& v) { a.set(Value::string(k), Value::string(v)); };
+  auto i = [&a](const char* k, int64_t v) { a.set(Value::string(k), Value::integer(v)); };
+  auto f = [&a](const char* k, double v) { a.set(Value::string(k), Value::floating(v)); };
+  auto b = [&a](const char* k, bool v) { a.set(Value::string(k), Value::boolean(v)); };
+  s("data_path", p.data); s("val", p.val); s("model", p.arch);
+  i("epochs", p.epochs); i("batch_size", p.batch_size); f("lr", p.lr); f("momentum", p.momentum);
+  f("weight_decay", p.weight_decay); b("nesterov", p.nesterov); s("lr_scheduler", p.lr_scheduler);
+  i("lr_step_size", p.lr_step_size); f("lr_gamma", p.lr_gamma); i("lr_warmup_epochs", p.lr_warmup_epochs);
+  s("lr_warmup_method", p.lr_warmup_method); f("lr_warmup_decay", p.lr_warmup_decay);
+  f("label_smoothing", p.label_smoothing); f("dropout", p.dropout); i("image_size", p.image_size);
+  i("workers", p.workers); i("seed", p.seed); b("deterministic", p.deterministic);
+  s("output_dir", p.output); i("num_classes", p.num_classes); i("in_channels", p.in_channels);
+  s("precision", p.precision); b("channels_last", p.channels_last);
+  return a;
+}
+
+// Fails now, not after an epoch, when the output folder cannot take files.
+void check_output_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  TORCH_CHECK(!ec, "--output ", dir, ": cannot create folder (", ec.message(), ")");
+  TORCH_CHECK(fs::is_directory(dir), "--output ", dir, ": not a folder");
+  const std::string probe = dir + "/.write-test-" + std::to_string(::getpid());
+  std::FILE* f = std::fopen(probe.c_str(), "w");
+  TORCH_CHECK(f != nullptr, "--output ", dir, ": folder is not writable (", std::strerror(errno), ")");
+  std::fclose(f);
+  std::remove(probe.c_str());
+}
+
+TrainParams parse_train_flags(const cxxopts::ParseResult& r, const cxxopts::Options& options) {
+  TrainParams p;
+  auto get_s = [&r](const char* k) { return r[k].as<std::string>(); };
+  p.data = get_s("data");
+  if (r.count("val")) p.val = get_s("val");
+  p.epochs = positive_flag(r, "epochs", options);
+  p.batch_size = positive_flag(r, "batch-size", options);
+  p.lr = r["lr"].as<double>();
+  p.momentum = r["momentum"].as<double>();
+  p.weight_decay = r["weight-decay"].as<double>();
+  p.nesterov = r.count("nesterov") > 0;
+  p.lr_scheduler = get_s("lr-scheduler");
+  p.lr_step_size = positive_flag(r, "lr-step-size", options);
+  p.lr_gamma = r["lr-gamma"].as<double>();
+  p.lr_warmup_epochs = r["lr-warmup-epochs"].as<int64_t>();
+  p.lr_warmup_method = get_s("lr-warmup-method");
+  p.lr_warmup_decay = r["lr-warmup-decay"].as<double>();
+  p.label_smoothing = r["label-smoothing"].as<double>();
+  p.dropout = r["dropout"].as<double>();
+  p.image_size = r["image-size"].as<int64_t>();
+  p.workers = r["workers"].as<int64_t>();
+  p.seed = r["seed"].as<int64_t>();
+  p.deterministic = r.count("deterministic") > 0;
+  p.output = get_s("output");
+  if (r.count("resume")) p.resume = get_s("resume");
+  if (r.count("weights")) p.weights = get_s("weights");
+  p.reset_classifier = r.count("reset-classifier") > 0;
+  p.num_classes = r["num-classes"].as<int64_t>();
+  p.in_channels = r["in-channels"].as<int64_t>();
+  p.print_freq = r["print-freq"].as<int64_t>();
+  p.max_steps = r["max-steps"].as<int64_t>();
+  p.precision = get_s("precision");
+  p.arch = get_s("arch");
+  p.channels_last = r.count("channels-last") > 0;
+  p.skip_bad = r.count("skip-bad") > 0;
+
+  auto bad = [&options](const std::string& m) { throw UsageError(m, options.help()); };
+  if (!(p.lr > 0) || !std::isfinite(p.lr)) bad("--lr must be positive");
+  if (p.momentum < 0 || p.momentum >= 1) bad("--momentum must be in [0, 1)");
+  if (p.weight_decay < 0) bad("--weight-decay must not be negative");
+  if (p.nesterov && p.momentum == 0) bad("--nesterov needs a positive --momentum");
+  if (p.lr_scheduler != "step" && p.lr_scheduler != "cosine" && p.lr_scheduler != "constant")
+    bad("--lr-scheduler must be step, cosine or constant, got '" + p.lr_scheduler + "'");
+  if (!(p.lr_gamma > 0)) bad("--lr-gamma must be positive");
+  if (p.lr_warmup_epochs < 0 || (p.lr_warmup_epochs > 0 && p.lr_warmup_epochs >= p.epochs))
+    bad("--lr-warmup-epochs must be in [0, epochs)");
+  if (p.lr_warmup_method != "linear" && p.lr_warmup_method != "constant")
+    bad("--lr-warmup-method must be linear or constant");
+  if (!(p.lr_warmup_decay > 0 && p.lr_warmup_decay <= 1)) bad("--lr-warmup-decay must be in (0, 1]");
+  if (p.label_smoothing < 0 || p.label_smoothing >= 1) bad("--label-smoothing must be in [0, 1)");
+  if (p.dropout < 0 || p.dropout >= 1) bad("--dropout must be in [0, 1)");
+  if (p.image_size != 0 && p.image_size < kMinInputSize)
+    bad("--image-size must be at least " + std::to_string(kMinInputSize) + " (or 0 for the default)");
+  if (p.workers < 0) bad("--workers must not be negative");
+  if (p.seed < 0) bad("--seed must not be negative");
+  if (p.num_classes < 0) bad("--num-classes must be positive (or 0: from the data)");
+  if (p.in_channels != 1 && p.in_channels != 3) bad("--in-channels must be 1 or 3");
+  if (p.print_freq < 0) bad("--print-freq must not be negative");
+  if (p.max_steps < 0) bad("--max-steps must not be negative");
+  if (p.precision != "fp32" && p.precision != "bf16") bad("--precision must be fp32 or bf16");
+  if (p.arch != "alexnet" && p.arch != "alexnet2012") bad("--arch must be alexnet or alexnet2012");
+  if (!p.resume.empty() && !p.weights.empty()) bad("--resume and --weights exclude each other");
+  return p;
+}
+
+data::TransformOptions transform_for(const data::Dataset& dataset, const TrainParams& p, bool train) {
+  auto t = data::default_transform_options(dataset.kind(), train);
+  if (p.image_size > 0) {
+    // Keep the recipe's resize/crop ratio (256/224 for ImageNet-style folders).
+    t.resize_size(t.resize_size() * p.image_size / t.image_size()).image_size(p.image_size);
+  }
+  return t.in_channels(p.in_channels);
+}
+
+// Mean over the batch of cross-entropy with label smoothing, as F.cross_entropy.
+torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels, double smoothing) {
+  return torch::nn::functional::cross_entropy(
+      logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(smoothing));
+}
+
+}  // namespace
+
+int run_train(int argc, const char* const* argv) {
+  const TrainParams defaults;
+  cxxopts::Options options("alexnet train",
+                           "Train AlexNet (SGD, torchvision's reference recipe). With no flags: "
+                           "Fashion-MNIST from Debian's dataset-fashion-mnist.");
+  auto d = [](auto v) { std::ostringstream os; os << v; return os.str(); };
+  options.add_options()
+      ("data", "Training data spec (see below)", cxxopts::value<std::string>()->default_value(defaults.data))
+      ("val", "Validation data spec (default: the data spec's val/test split)", cxxopts::value<std::string>())
+      ("epochs", "Epochs", cxxopts::value<int64_t>()->default_value(d(defaults.epochs)))
+      ("b,batch-size", "Images per step", cxxopts::value<int64_t>()->default_value(d(defaults.batch_size)))
+      ("lr", "Base learning rate", cxxopts::value<double>()->default_value(d(defaults.lr)))
+      ("momentum", "SGD momentum", cxxopts::value<double>()->default_value(d(defaults.momentum)))
+      ("wd,weight-decay", "L2 weight decay", cxxopts::value<double>()->default_value(d(defaults.weight_decay)))
+      ("nesterov", "Nesterov momentum")
+      ("lr-scheduler", "step, cosine or constant (stepped per epoch)",
+       cxxopts::value<std::string>()->default_value(defaults.lr_scheduler))
+      ("lr-step-size", "Epochs between decays (step)", cxxopts::value<int64_t>()->default_value(d(defaults.lr_step_size)))
+      ("lr-gamma", "Decay factor (step)", cxxopts::value<double>()->default_value(d(defaults.lr_gamma)))
+      ("lr-warmup-epochs", "Warmup epochs", cxxopts::value<int64_t>()->default_value(d(defaults.lr_warmup_epochs)))
+      ("lr-warmup-method", "linear or constant", cxxopts::value<std::string>()->default_value(defaults.lr_warmup_method))
+      ("lr-warmup-decay", "Warmup starting factor", cxxopts::value<double>()->default_value(d(defaults.lr_warmup_decay)))
+      ("label-smoothing", "Label smoothing", cxxopts::value<double>()->default_value(d(defaults.label_smoothing)))
+      ("dropout", "Dropout probability", cxxopts::value<double>()->default_value(d(defaults.dropout)))
+      ("image-size", "Model input side (0 = the dataset's default)", cxxopts::value<int64_t>()->default_value("0"))
+      ("j,workers", "Data loading threads", cxxopts::value<int64_t>()->default_value(d(defaults.workers)))
+      ("seed", "Seed for initialisation, shuffling, augmentation, dropout", cxxopts::value<int64_t>()->default_value("0"))
+      ("deterministic", "Deterministic algorithms only (bit-exact reruns and resumes)")
+      ("o,output", "Folder for checkpoint.pth, model.pth, metrics.jsonl", cxxopts::value<std::string>()->default_value(defaults.output))
+      ("resume", "Continue from a training checkpoint (ours or torchvision train.py's)", cxxopts::value<std::string>())
+      ("w,weights", "Start from these weights (fine-tuning)", cxxopts::value<std::string>())
+      ("reset-classifier", "With --weights: re-initialise the last layer for the data's class count")
+      ("num-classes", "Classes (0 = from the data; must agree with it)", cxxopts::value<int64_t>()->default_value("0"))
+      ("in-channels", "Model input channels: 3, or 1 for single-channel data fed as is",
+       cxxopts::value<int64_t>()->default_value("3"))
+      ("print-freq", "Log a progress line every N steps (0 = only per epoch)", cxxopts::value<int64_t>()->default_value(d(defaults.print_freq)))
+      ("max-steps", "Stop each epoch after N steps (0 = whole epoch; for quick runs)", cxxopts::value<int64_t>()->default_value("0"))
+      ("precision", "fp32, or bf16 (autocast; fp32 master weights)", cxxopts::value<std::string>()->default_value(defaults.precision))
+      ("arch", "alexnet (torchvision's) or alexnet2012 (the paper's: LRN, groups=2, its init)",
+       cxxopts::value<std::string>()->default_value(defaults.arch))
+      ("channels-last", "Channels-last memory format")
+      ("skip-bad", "Skip unreadable images with a warning instead of failing");
+  add_common_options(options);
+  options.custom_help("[options]");
+  auto result = parse_or_usage(options, argc, argv);
+  if (wants_help(result)) {
+    std::printf("%s\ndata specs:\n%s\n", options.help().c_str(), data::kDataSpecHelp);
+    return 0;
+  }
+  TrainParams p = parse_train_flags(result, options);
+
+  // Everything that can be wrong with the inputs is checked before training starts.
+  const torch::Device device = setup_runtime(result);
+  check_output_dir(p.output);
+  auto train_set = data::open_dataset(p.data, "train");
+  auto val_set = data::open_dataset(p.val.empty() ? p.data : p.val, "val");
+  TORCH_CHECK(train_set->num_classes() == val_set->num_classes(), "--val ", p.val, ": ",
+              val_set->num_classes(), " classes, the training data has ", train_set->num_classes());
+  const int64_t classes = train_set->num_classes();
+  TORCH_CHECK(p.num_classes == 0 || p.num_classes == classes, "--num-classes ", p.num_classes,
+              ": the data (", train_set->description(), ") has ", classes, " classes");
+  spdlog::info("data: train {} ({} images), val {} ({} images), {} classes",
+               train_set->description(), train_set->size(), val_set->description(),
+               val_set->size(), classes);
+
+  std::optional<TrainCheckpoint> resumed;
+  if (!p.resume.empty()) {
+    resumed = load_train_checkpoint(p.resume);
+    const auto shape = infer_shape(resumed->model, p.resume);
+    TORCH_CHECK(shape.num_classes == classes, p.resume, ": checkpoint has ", shape.num_classes,
+                " classes, the data has ", classes);
+    p.in_channels = shape.in_channels;
+    p.arch = arch_name(shape.arch);
+  }
+  NamedTensors initial;
+  if (!p.weights.empty()) {
+    initial = read_weight_file(p.weights).tensors;
+    const auto shape = infer_shape(initial, p.weights);
+    p.in_channels = shape.in_channels;
+    p.arch = arch_name(shape.arch);
+    if (shape.num_classes != classes) {
+      TORCH_CHECK(p.reset_classifier, p.weights, ": weights have ", shape.num_classes,
+                  " classes, the data has ", classes,
+                  " (add --reset-classifier to fine-tune with a new last layer)");
+      initial.erase(std::remove_if(initial.begin(), initial.end(),
+                                   [](const auto& kv) { return kv.first.rfind("classifier.6.", 0) == 0; }),
+                    initial.end());
+    }
+  }
+
+  if (p.deterministic) {
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  } else if (device.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(true);
+  }
+  torch::manual_seed(static_cast<uint64_t>(p.seed));
+  AlexNet model(AlexNetOptions().num_classes(classes).dropout(p.dropout).in_channels(p.in_channels)
+                    .arch(parse_arch(p.arch)));
+  if (resumed) {
+    load_named_tensors(*model, resumed->model, p.resume);
+  } else if (!initial.empty()) {
+    // Fine-tuning: every layer from the file, except a reset classifier.6.
+    auto all = state_dict(*model);
+    for (auto& [name, t] : all)
+      for (const auto& [n, src] : initial)
+        if (n == name) t = src;
+    load_named_tensors(*model, all, p.weights);
+  }
+  model->to(device);
+  if (p.channels_last) {
+    torch::NoGradGuard no_grad;
+    for (auto& t : model->parameters())
+      if (t.dim() == 4) t.set_data(t.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+
+  std::vector<torch::Tensor> params;
+  for (auto& t : model->parameters()) params.push_back(t);
+  Sgd sgd(params, SgdOptions().momentum(p.momentum).weight_decay(p.weight_decay).nesterov(p.nesterov));
+  int64_t start_epoch = 0, skip_steps = 0;
+  if (resumed) {
+    for (size_t i = 0; i < params.size() && i < resumed->momentum.size(); ++i) {
+      if (!resumed->momentum[i].defined()) continue;
+      TORCH_CHECK(resumed->momentum[i].sizes() == params[i].sizes(), p.resume,
+                  ": momentum buffer ", i, " has shape ", resumed->momentum[i].sizes(), ", expected ",
+                  params[i].sizes());
+      sgd.momentum_buffers()[i] = resumed->momentum[i].to(device, torch::kFloat32);
+    }
+    start_epoch = resumed->epoch + 1;
+    skip_steps = resumed->epoch_step;
+    if (resumed->rng_state.defined()) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(resumed->rng_state);
+    }
+    spdlog::info("resuming {} at epoch {} step {}", p.resume, start_epoch + 1, skip_steps);
+    TORCH_CHECK(start_epoch < p.epochs || (start_epoch == p.epochs && skip_steps == 0), p.resume,
+                ": already trained ", start_epoch, " epochs; --epochs ", p.epochs, " leaves nothing to do");
+  }
+
+  LrSchedule schedule;
+  schedule.base_lr = p.lr;
+  schedule.kind = p.lr_scheduler;
+  schedule.epochs = p.epochs;
+  schedule.step_size = p.lr_step_size;
+  schedule.gamma = p.lr_gamma;
+  schedule.warmup_epochs = p.lr_warmup_epochs;
+  schedule.warmup_method = p.lr_warmup_method;
+  schedule.warmup_decay = p.lr_warmup_decay;
+
+  const bool pin = device.is_cuda();
+  data::Loader train_loader(train_set, data::Pipeline(transform_for(*train_set, p, true)),
+                            data::LoaderOptions().batch_size(p.batch_size).shuffle(true)
+                                .seed(static_cast<uint64_t>(p.seed)).drop_last(true)
+                                .workers(p.workers).skip_bad(p.skip_bad)
+                                .channels_last(p.channels_last).pin_memory(pin));
+  data::Loader val_loader(val_set, data::Pipeline(transform_for(*val_set, p, false)),
+                          data::LoaderOptions().batch_size(p.batch_size).shuffle(false)
+                              .workers(p.workers).skip_bad(p.skip_bad)
+                              .channels_last(p.channels_last).pin_memory(pin));
+  TORCH_CHECK(train_loader.num_batches() > 0, p.data, ": ", train_set->size(),
+              " training images make no full batch of ", p.batch_size);
+  const int64_t steps_per_epoch = p.max_steps > 0
+                                      ? std::min(p.max_steps, train_loader.num_batches())
+                                      : train_loader.num_batches();
+  const auto shape = train_loader.pipeline().output_shape();
+  spdlog::info("model {}: {} classes, {} parameters, input {}x{}x{}, precision {}{}",
+               p.arch, classes, count_parameters(*model), shape[0], shape[1], shape[2], p.precision,
+               p.channels_last ? ", channels-last" : "");
+
+  const std::string checkpoint_path = p.output + "/checkpoint.pth";
+  const std::string metrics_path = p.output + "/metrics.jsonl";
+  MetricsLog metrics(metrics_path, /*append=*/resumed.has_value());
+  auto save = [&](int64_t completed_epoch, int64_t epoch_step, double next_lr) {
+    TrainCheckpoint c;
+    c.model = state_dict(*model);
+    for (auto& [n, t] : c.model) t = t.to(torch::kCPU).contiguous();
+    for (auto& b : sgd.momentum_buffers()) c.momentum.push_back(b.defined() ? b.to(torch::kCPU) : b);
+    c.epoch = completed_epoch;
+    c.epoch_step = epoch_step;
+    {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      c.rng_state = gen.get_state();
+    }
+    c.args = args_value(p);
+    save_train_checkpoint(checkpoint_path, c, sgd.options(), schedule, next_lr);
+  };
+
+  g_stop_signal.store(0);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  const bool bf16 = p.precision == "bf16";
+
+  for (int64_t epoch = start_epoch; epoch < p.epochs; ++epoch) {
+    const double lr = schedule.lr_at(epoch);
+    model->train();
+    train_loader.start_epoch(epoch);
+    for (int64_t s = 0; s < skip_steps; ++s) train_loader.next();  // already done before the interruption
+    Progress progress("epoch " + std::to_string(epoch + 1), steps_per_epoch - skip_steps);
+    double loss_sum = 0;
+    int64_t seen = 0, correct = 0;
+    int64_t step = skip_steps;
+    while (step < steps_per_epoch) {
+      auto batch = train_loader.next();
+      if (!batch) break;
+      const auto x = batch->images.to(device, /*non_blocking=*/true);  // (B, C, S, S)
+      const auto y = batch->labels.to(device, /*non_blocking=*/true);  // (B,)
+      sgd.zero_grad();
+      torch::Tensor logits;
+      if (bf16) {
+        at::autocast::set_cpu_enabled(true);
+        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+        logits = model->forward(x);
+        at::autocast::clear_cache();
+        at::autocast::set_cpu_enabled(false);
+      } else {
+        logits = model->forward(x);
+      }
+      logits = logits.to(torch::kFloat32);  // (B, classes)
+      const auto loss = loss_fn(logits, y, p.label_smoothing);
+      const double loss_value = loss.item<double>();
+      TORCH_CHECK(std::isfinite(loss_value), "epoch ", epoch + 1, " step ", step + 1, ": loss is ",
+                  std::isnan(loss_value) ? "nan" : "infinite", "; stopping (the last good checkpoint, ", checkpoint_path,
+                  ", is kept). Try a lower --lr.");
+      loss.backward();
+      sgd.step(lr);
+      ++step;
+      loss_sum += loss_value * y.size(0);
+      seen += y.size(0);
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      progress.advance(y.size(0));
+      if (p.print_freq > 0 && (step % p.print_freq == 0 || step == steps_per_epoch)) {
+        spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {}", epoch + 1,
+                     step, steps_per_epoch, loss_value, lr, progress.rate(), progress.eta());
+        metrics.write("{\"type\": \"step\", \"epoch\": " + std::to_string(epoch + 1) +
+                      ", \"step\": " + std::to_string(step) + ", \"loss\": " + json_number(loss_value) +
+                      ", \"lr\": " + json_number(lr) + ", \"img_per_s\": " + json_number(progress.rate()) + "}");
+      }
+      if (g_stop_signal.load() != 0) {
+        const int sig = g_stop_signal.load();
+        save(epoch - 1, step, lr);
+        spdlog::info("stopped by signal {} at epoch {} step {}: wrote {}; continue with --resume {}",
+                     sig, epoch + 1, step, checkpoint_path, checkpoint_path);
+        return 128 + sig;
+      }
+    }
+    skip_steps = 0;
+    const double train_rate = progress.rate();
+    const double train_seconds = train_rate > 0 ? seen / train_rate : 0;
+
+    val_loader.start_epoch(0);
+    const EvalResult ev = evaluate(model, val_loader, device, 0, "eval");
+    spdlog::info("epoch {} done: train loss {:.4f} acc {:.2f}% | val loss {:.4f} top1 {:.2f}% top5 {:.2f}% | {} train, {:.0f} img/s",
+                 epoch + 1, seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0,
+                 ev.loss, 100 * ev.top1, 100 * ev.top5, format_duration(train_seconds), train_rate);
+    metrics.write("{\"type\": \"epoch\", \"epoch\": " + std::to_string(epoch + 1) +
+                  ", \"lr\": " + json_number(lr) +
+                  ", \"train_loss\": " + json_number(seen ? loss_sum / seen : 0.0) +
+                  ", \"train_acc\": " + json_number(seen ? static_cast<double>(correct) / seen : 0.0) +
+                  ", \"val_loss\": " + json_number(ev.loss) + ", \"val_top1\": " + json_number(ev.top1) +
+                  ", \"val_top5\": " + json_number(ev.top5) +
+                  ", \"train_seconds\": " + json_number(train_seconds) +
+                  ", \"img_per_s\": " + json_number(train_rate) + "}");
+    save(epoch, 0, schedule.lr_at(epoch + 1));
+    spdlog::info("epoch {}: wrote {}", epoch + 1, checkpoint_path);
+    if (g_stop_signal.load() != 0) return 128 + g_stop_signal.load();
+  }
+
+  auto final_state = state_dict(*model);
+  for (auto& [n, t] : final_state) t = t.to(torch::kCPU).contiguous();
+  save_state_dict(final_state, p.output + "/model.pth");
+  if (train_loader.skipped() + val_loader.skipped() > 0)
+    spdlog::warn("skipped {} unreadable images", train_loader.skipped() + val_loader.skipped());
+  spdlog::info("done: weights in {}/model.pth, checkpoint {}, metrics {}", p.output,
+               checkpoint_path, metrics_path);
+  return 0;
+}
+
+}  // namespace alexnet::app

@@ -1,0 +1,250 @@
+#include "model/zip_file.h"
+
+#include "model/pth_value.h"
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+
+namespace alexnet::pth {
+
+namespace {
+
+// Slicing-by-8 tables: table[k][b] is the CRC of byte b followed by k zero bytes.
+struct Crc32Tables {
+  std::array<std::array<uint32_t, 256>, 8> table{};
+  Crc32Tables() {
+    for (uint32_t b = 0; b < 256; ++b) {
+      uint32_t c = b;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      table[0][b] = c;
+    }
+    for (uint32_t b = 0; b < 256; ++b)
+      for (int k = 1; k < 8; ++k) table[k][b] = (table[k - 1][b] >> 8) ^ table[0][table[k - 1][b] & 0xFF];
+  }
+};
+
+uint16_t u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint32_t u32(const uint8_t* p) { return u16(p) | static_cast<uint32_t>(u16(p + 2)) << 16; }
+uint64_t u64(const uint8_t* p) { return u32(p) | static_cast<uint64_t>(u32(p + 4)) << 32; }
+
+void put16(std::string& out, uint16_t v) {
+  out.push_back(static_cast<char>(v & 0xFF));
+  out.push_back(static_cast<char>(v >> 8));
+}
+void put32(std::string& out, uint32_t v) {
+  put16(out, static_cast<uint16_t>(v & 0xFFFF));
+  put16(out, static_cast<uint16_t>(v >> 16));
+}
+
+constexpr uint32_t kLocalHeaderSig = 0x04034b50;
+constexpr uint32_t kCentralHeaderSig = 0x02014b50;
+constexpr uint32_t kEndSig = 0x06054b50;
+constexpr uint32_t kZip64EndSig = 0x06064b50;
+constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+constexpr size_t kEndSize = 22;            // bytes of the end-of-central-directory record
+constexpr size_t kCentralHeaderSize = 46;  // bytes before the name
+constexpr size_t kLocalHeaderSize = 30;    // bytes before the name
+constexpr uint64_t kZip32Max = 0xFFFFFFFFu;
+
+}  // namespace
+
+uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
+  static const Crc32Tables tables;
+  const auto& t = tables.table;
+  crc = ~crc;
+  while (size >= 8) {
+    const uint32_t lo = u32(data) ^ crc, hi = u32(data + 4);
+    crc = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^
+          t[3][hi & 0xFF] ^ t[2][(hi >> 8) & 0xFF] ^ t[1][(hi >> 16) & 0xFF] ^ t[0][hi >> 24];
+    data += 8;
+    size -= 8;
+  }
+  while (size--) crc = t[0][(crc ^ *data++) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+void ZipReader::fail(const std::string& what) const {
+  throw FormatError(source_ + ": zip archive: " + what);
+}
+
+ZipReader::ZipReader(const uint8_t* data, size_t size, std::string source)
+    : data_(data), size_(size), source_(std::move(source)) {
+  // The end record sits in the last 22 + 65535 (comment) bytes.
+  if (size_ < kEndSize) fail("too short for an end-of-central-directory record");
+  size_t end = size_ - kEndSize;
+  const size_t lowest = size_ > kEndSize + 0xFFFF ? size_ - kEndSize - 0xFFFF : 0;
+  while (u32(data_ + end) != kEndSig) {
+    if (end == lowest) fail("no end-of-central-directory record (truncated?)");
+    --end;
+  }
+  uint64_t count = u16(data_ + end + 10);
+  uint64_t dir_size = u32(data_ + end + 12);
+  uint64_t dir_offset = u32(data_ + end + 16);
+
+  if (count == 0xFFFF || dir_size == kZip32Max || dir_offset == kZip32Max) {
+    if (end < 20 || u32(data_ + end - 20) != kZip64LocatorSig) fail("ZIP64 locator missing");
+    const uint64_t z64 = u64(data_ + end - 20 + 8);
+    if (z64 > size_ || size_ - z64 < 56 || u32(data_ + z64) != kZip64EndSig)
+      fail("ZIP64 end record out of bounds");
+    count = u64(data_ + z64 + 32);
+    dir_size = u64(data_ + z64 + 40);
+    dir_offset = u64(data_ + z64 + 48);
+  }
+  if (dir_offset > size_ || dir_size > size_ - dir_offset) fail("central directory out of bounds");
+  if (count > dir_size / kCentralHeaderSize) fail("central directory too small for its entry count");
+
+  entries_.reserve(count);
+  uint64_t pos = dir_offset;
+  const uint64_t dir_end = dir_offset + dir_size;
+  for (uint64_t i = 0; i < count; ++i) {
+    if (dir_end - pos < kCentralHeaderSize || u32(data_ + pos) != kCentralHeaderSig)
+      fail("bad central directory entry " + std::to_string(i));
+    const uint8_t* h = data_ + pos;
+    const uint16_t flags = u16(h + 8);
+    ZipEntry e;
+    e.method = u16(h + 10);
+    e.crc32 = u32(h + 16);
+    uint64_t compressed = u32(h + 20);
+    e.size = u32(h + 24);
+    const size_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
+    uint64_t header_offset = u32(h + 42);
+    if (dir_end - pos - kCentralHeaderSize < name_len + extra_len + comment_len)
+      fail("central directory entry " + std::to_string(i) + " runs past the directory");
+    e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
+
+    // ZIP64 extra field (id 1): 64-bit values for the fields saturated above, in this order.
+    const uint8_t* extra = h + kCentralHeaderSize + name_len;
+    for (size_t x = 0; x + 4 <= extra_len;) {
+      const uint16_t id = u16(extra + x), len = u16(extra + x + 2);
+      if (x + 4 + len > extra_len) fail("entry '" + e.name + "': extra field past its end");
+      if (id == 1) {
+        size_t at = x + 4;
+        auto take = [&](uint64_t& field) {
+          if (field != kZip32Max) return;
+          if (at + 8 > x + 4 + len) fail("entry '" + e.name + "': short ZIP64 field");
+          field = u64(extra + at);
+          at += 8;
+        };
+        take(e.size);
+        take(compressed);
+        take(header_offset);
+      }
+      x += 4 + len;
+    }
+    if (flags & 1) fail("entry '" + e.name + "' is encrypted");
+    if (e.method == 0 && compressed != e.size)
+      fail("stored entry '" + e.name + "' has different compressed and plain sizes");
+
+    if (header_offset > size_ || size_ - header_offset < kLocalHeaderSize ||
+        u32(data_ + header_offset) != kLocalHeaderSig)
+      fail("entry '" + e.name + "': local header out of bounds");
+    const uint64_t data_start =
+        header_offset + kLocalHeaderSize + u16(data_ + header_offset + 26) + u16(data_ + header_offset + 28);
+    if (data_start > size_ || compressed > size_ - data_start)
+      fail("entry '" + e.name + "': data runs past the end of the file (truncated?)");
+    e.data_offset = data_start;
+    if (e.method != 0) e.size = compressed;
+    entries_.push_back(std::move(e));
+    pos += kCentralHeaderSize + name_len + extra_len + comment_len;
+  }
+}
+
+const ZipEntry* ZipReader::find(const std::string& name) const {
+  for (const auto& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+const uint8_t* ZipReader::data(const ZipEntry& entry, bool verify_crc) const {
+  if (entry.method != 0)
+    fail("entry '" + entry.name + "' is compressed (method " + std::to_string(entry.method) +
+         "); torch.save writes stored entries only");
+  const uint8_t* p = data_ + entry.data_offset;
+  if (verify_crc && crc32(p, entry.size) != entry.crc32)
+    fail("entry '" + entry.name + "': CRC-32 mismatch (corrupted file)");
+  return p;
+}
+
+ZipWriter::ZipWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+
+void ZipWriter::write(const void* data, size_t size) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd_, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw FormatError(path_ + ": write failed: " + std::strerror(errno));
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset_ += static_cast<uint64_t>(n);
+  }
+}
+
+void ZipWriter::add(const std::string& name, const void* data, size_t size) {
+  if (offset_ + size + 4096 > kZip32Max)
+    throw FormatError(path_ + ": archive would exceed 4 GiB (ZIP64 writing is not supported)");
+  const uint32_t crc = crc32(static_cast<const uint8_t*>(data), size);
+
+  // Pad with an extra field (id "FB", as PyTorch's writer does) so the data starts aligned.
+  const uint64_t unpadded = offset_ + kLocalHeaderSize + name.size() + 4;
+  const uint16_t pad = static_cast<uint16_t>((kZipAlignment - unpadded % kZipAlignment) % kZipAlignment);
+  std::string header;
+  put32(header, kLocalHeaderSig);
+  put16(header, 20);  // version needed
+  put16(header, 0);   // flags
+  put16(header, 0);   // method: stored
+  put16(header, 0);   // time
+  put16(header, 0x21);  // date: 1980-01-01
+  put32(header, crc);
+  put32(header, static_cast<uint32_t>(size));
+  put32(header, static_cast<uint32_t>(size));
+  put16(header, static_cast<uint16_t>(name.size()));
+  put16(header, static_cast<uint16_t>(4 + pad));
+  header += name;
+  put16(header, 0x4246);  // "FB"
+  put16(header, pad);
+  header.append(pad, 'Z');
+
+  written_.push_back({name, offset_, size, crc});
+  write(header.data(), header.size());
+  write(data, size);
+}
+
+void ZipWriter::finish() {
+  std::string dir;
+  for (const auto& w : written_) {
+    put32(dir, kCentralHeaderSig);
+    put16(dir, 20);  // version made by
+    put16(dir, 20);  // version needed
+    put16(dir, 0);
+    put16(dir, 0);
+    put16(dir, 0);
+    put16(dir, 0x21);
+    put32(dir, w.crc);
+    put32(dir, static_cast<uint32_t>(w.size));
+    put32(dir, static_cast<uint32_t>(w.size));
+    put16(dir, static_cast<uint16_t>(w.name.size()));
+    put16(dir, 0);  // extra
+    put16(dir, 0);  // comment
+    put16(dir, 0);  // disk
+    put16(dir, 0);  // internal attributes
+    put32(dir, 0);  // external attributes
+    put32(dir, static_cast<uint32_t>(w.header_offset));
+    dir += w.name;
+  }
+  const uint64_t dir_offset = offset_;
+  std::string end;
+  put32(end, kEndSig);
+  put16(end, 0);
+  put16(end, 0);
+  put16(end, static_cast<uint16_t>(written_.size()));
+  put16(end, static_cast<uint16_t>(written_.size()));
+  put32(end, static_cast<uint32_t>(dir.size()));
+  put32(end, static_cast<uint32_t>(dir_offset));
+  put16(end, 0);
+  write(dir.data(), dir.size());
+  write(end.data(), end.size());
+}
+
+}  // namespace alexnet::pth

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""`alexnet train` and `alexnet eval` end to end on a small real dataset (a
+Fashion-MNIST subset written at test time): learning, checkpoints that Python's
+torch.load and torchvision read, exact resume after a kill, resuming from a
+torchvision train.py checkpoint, metrics and plots, and bad input.
+
+Needs ALEXNET_BINARY and Debian's dataset-fashion-mnist.
+"""
+import argparse
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import torch
+import torchvision
+
+BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
+SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FMNIST = "/usr/share/datasets/fashion-mnist"
+TRAIN_N, VAL_N = 1024, 256
+
+
+def write_idx_subset(src, dst, count):
+    with gzip.open(src, "rb") as f:
+        data = f.read()
+    magic, n = struct.unpack(">II", data[:8])
+    dims = (magic & 0xFF) - 1  # dimensions after the count
+    header = 8 + 4 * dims
+    item = 1
+    for i in range(dims):
+        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
+    out = data[:4] + struct.pack(">I", count) + data[8:header] + data[header: header + count * item]
+    with gzip.open(dst, "wb") as f:
+        f.write(out)
+
+
+def run(*args, timeout=900):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def load(path):
+    return torch.load(path, map_location="cpu")
+
+
+class TrainEval(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.data_dir = os.path.join(cls.tmp.name, "fmnist")
+        os.makedirs(cls.data_dir)
+        for prefix, n in (("train", TRAIN_N), ("t10k", VAL_N)):
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+                write_idx_subset(os.path.join(FMNIST, f"{prefix}-{kind}.gz"),
+                                 os.path.join(cls.data_dir, f"{prefix}-{kind}.gz"), n)
+        cls.spec = "fashion-mnist:" + cls.data_dir
+        # The reference run every other test compares with: 2 epochs, deterministic.
+        cls.full = os.path.join(cls.tmp.name, "full")
+        # From scratch AlexNet needs a brisk lr to leave the 2.30 plateau within 96 steps.
+        cls.full_run = run("train", "--data", cls.spec, "--epochs", "3", "--batch-size", "32",
+                           "--lr", "0.05", "--deterministic", "--print-freq", "8",
+                           "--output", cls.full)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def out(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def test_training_learns_and_logs_progress(self):
+        r = self.full_run
+        self.assertEqual(r.returncode, 0, r.stderr)
+        records = [json.loads(l) for l in open(os.path.join(self.full, "metrics.jsonl"))]
+        epochs = [x for x in records if x["type"] == "epoch"]
+        steps = [x for x in records if x["type"] == "step"]
+        self.assertEqual([e["epoch"] for e in epochs], [1, 2, 3])
+        self.assertGreater(len(steps), 4)
+        # Learning, not luck: the epoch loss falls by a fifth and validation top-1
+        # is well above chance (10%; this seed reaches about 40%).
+        self.assertLess(epochs[-1]["train_loss"], 0.8 * epochs[0]["train_loss"])
+        self.assertGreater(epochs[-1]["val_top1"], 0.25)
+        self.assertRegex(r.stderr, r"epoch 2 step \d+/32: loss [\d.]+ lr [\d.e-]+ \d+ img/s ETA")
+
+    def test_checkpoint_and_weights_load_in_python(self):
+        ckpt = load(os.path.join(self.full, "checkpoint.pth"))
+        self.assertEqual(set(ckpt) >= {"model", "optimizer", "lr_scheduler", "epoch", "args"}, True)
+        self.assertEqual(ckpt["epoch"], 2)
+        model = torchvision.models.alexnet(num_classes=10)
+        model.load_state_dict(ckpt["model"])
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        opt.load_state_dict(ckpt["optimizer"])
+        self.assertEqual(len(opt.state), 16)  # a momentum buffer per parameter
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+        sched.load_state_dict(ckpt["lr_scheduler"])
+        weights = load(os.path.join(self.full, "model.pth"))
+        for k, v in weights.items():
+            self.assertTrue(torch.equal(v, ckpt["model"][k]), k)
+        # weights_only loading (the default of PyTorch >= 2.6) accepts the weights;
+        # PyTorch 1.13's weights_only unpickler lacks BINFLOAT, which any
+        # checkpoint with a float in it needs (its own torch.save output too).
+        torch.load(os.path.join(self.full, "model.pth"), weights_only=True)
+        if int(torch.__version__.split(".")[0]) >= 2:
+            torch.load(os.path.join(self.full, "checkpoint.pth"), weights_only=True)
+
+    def test_kill_and_resume_is_bit_exact(self):
+        out = self.out("killed")
+        args = ["train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--lr", "0.05",
+                "--deterministic", "--print-freq", "1", "--output", out]
+        proc = subprocess.Popen([BINARY, *args], stderr=subprocess.PIPE, text=True)
+        killed = False
+        for line in proc.stderr:
+            if "epoch 2 step 3/" in line and not killed:
+                proc.send_signal(signal.SIGTERM)  # mid-epoch: must save and stop
+                killed = True
+        proc.wait(timeout=600)
+        self.assertTrue(killed)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM)
+        ckpt = load(os.path.join(out, "checkpoint.pth"))
+        self.assertEqual(ckpt["epoch"], 0)
+        self.assertGreater(ckpt["epoch_step"], 0)
+        r = run(*args, "--resume", os.path.join(out, "checkpoint.pth"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("resuming", r.stderr)
+        a = load(os.path.join(self.full, "model.pth"))
+        b = load(os.path.join(out, "model.pth"))
+        for k in a:
+            self.assertTrue(torch.equal(a[k], b[k]), f"{k}: max diff {(a[k] - b[k]).abs().max()}")
+
+    def test_resume_from_torchvision_train_py_checkpoint(self):
+        # The layout references/classification/train.py writes, with an argparse Namespace.
+        torch.manual_seed(0)
+        model = torchvision.models.alexnet(num_classes=10)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        model(torch.randn(2, 3, 64, 64)).sum().backward()
+        opt.step()
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.1)
+        path = self.out("trainpy.pth")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "lr_scheduler": sched.state_dict(), "epoch": 0,
+                    "args": argparse.Namespace(model="alexnet", lr=0.01, epochs=2)}, path)
+        r = run("train", "--data", self.spec, "--epochs", "2", "--batch-size", "32",
+                "--max-steps", "2", "--print-freq", "1", "--resume", path,
+                "--output", self.out("from_trainpy"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("at epoch 2", r.stderr)
+        self.assertNotIn("epoch 1 step", r.stderr)
+
+    def test_eval_json_agrees_across_weight_formats(self):
+        results = []
+        for w in ("model.pth", "checkpoint.pth"):
+            r = run("eval", "--weights", os.path.join(self.full, w), "--data", self.spec, "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            results.append(json.loads(r.stdout))
+        exported = self.out("exported.pt")
+        r = run("export", "--weights", os.path.join(self.full, "model.pth"), "--output", exported)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run("eval", "--weights", exported, "--data", self.spec, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        results.append(json.loads(r.stdout))
+        first = results[0]
+        self.assertEqual(first["images"], VAL_N)
+        conf = torch.tensor(first["confusion"])
+        self.assertEqual(conf.shape, (10, 10))
+        self.assertEqual(int(conf.sum()), VAL_N)
+        self.assertAlmostEqual(first["top1"], float(conf.trace()) / VAL_N, delta=1e-6)
+        self.assertEqual(len(first["per_class"]), 10)
+        for other in results[1:]:
+            self.assertEqual(other["confusion"], first["confusion"])
+            self.assertAlmostEqual(other["loss"], first["loss"], delta=1e-6)
+        # The last epoch's validation in metrics.jsonl is the same evaluation.
+        last = [json.loads(l) for l in open(os.path.join(self.full, "metrics.jsonl"))][-1]
+        self.assertAlmostEqual(last["val_top1"], first["top1"], delta=1e-6)
+
+    def test_plot_metrics_writes_png(self):
+        png = self.out("curves.png")
+        r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "scripts", "plot_metrics.py"),
+                            os.path.join(self.full, "metrics.jsonl"), "--output", png],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_nan_loss_stops_and_keeps_checkpoint(self):
+        out = self.out("nan")
+        r = run("train", "--data", self.spec, "--epochs", "2", "--batch-size", "32", "--lr", "1e12",
+                "--max-steps", "20", "--print-freq", "0", "--output", out)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"error: epoch \d+ step \d+: loss is (nan|infinite); stopping")
+
+    def assertError(self, args, must_contain, status=1):
+        r = run(*args)
+        self.assertEqual(r.returncode, status, r.stderr)
+        errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn(must_contain, errors[0])
+        self.assertNotIn("Exception raised from", r.stderr)
+
+    def test_bad_flags_are_usage_errors(self):
+        base = ["train", "--data", self.spec, "--output", self.out("bad")]
+        for flag, value in (("--batch-size", "0"), ("--epochs", "-1"), ("--lr", "0"),
+                            ("--lr", "-0.1"), ("--lr-scheduler", "linear"), ("--momentum", "1.5")):
+            with self.subTest(flag=flag, value=value):
+                self.assertError(base + [flag, value], flag, status=2)
+
+    def test_bad_inputs_fail_before_training_and_keep_checkpoints(self):
+        existing = os.path.join(self.full, "checkpoint.pth")
+        before = (os.path.getmtime(existing), os.path.getsize(existing))
+        blocker = self.out("a_file")
+        open(blocker, "w").close()
+        self.assertError(["train", "--data", self.spec, "--output", blocker], "--output")
+        self.assertError(["train", "--data", self.spec, "--output", "/proc/alexnet-out"], "--output")
+        # A checkpoint for another class count, and one of another model.
+        torch.manual_seed(0)
+        thousand = self.out("thousand.pth")
+        torch.save({"model": torchvision.models.alexnet().state_dict(), "epoch": 0}, thousand)
+        self.assertError(["train", "--data", self.spec, "--resume", thousand, "--output", self.full],
+                         "1000 classes")
+        other = self.out("resnet.pth")
+        torch.save({"model": torchvision.models.resnet18(num_classes=10).state_dict(), "epoch": 0}, other)
+        self.assertError(["train", "--data", self.spec, "--resume", other, "--output", self.full],
+                         other)
+        self.assertError(["train", "--data", self.spec, "--weights", thousand, "--output", self.full],
+                         "--reset-classifier")
+        self.assertError(["eval", "--data", self.spec, "--weights", thousand], "1000 classes")
+        self.assertError(["train", "--data", "fashion-mnist:/nonexistent", "--output", self.full],
+                         "/nonexistent")
+        self.assertEqual((os.path.getmtime(existing), os.path.getsize(existing)), before)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
