@@ -43,25 +43,53 @@ Value optimizer_state(const TrainCheckpoint& c, const SgdOptions& sgd, const LrS
   return root;
 }
 
-// An LRScheduler state_dict: last_epoch counts scheduler steps (one per epoch).
-Value scheduler_state(const TrainCheckpoint& c, const LrSchedule& schedule, double lr) {
-  Value s = Value::dict();
-  s.set(str("kind"), str(schedule.kind));
-  if (schedule.kind == "step") {
-    s.set(str("step_size"), Value::integer(schedule.step_size));
-    s.set(str("gamma"), Value::floating(schedule.gamma));
-  } else if (schedule.kind == "cosine") {
-    s.set(str("T_max"), Value::integer(schedule.epochs - schedule.warmup_epochs));
-    s.set(str("eta_min"), Value::floating(0.0));
-  }
-  s.set(str("warmup_epochs"), Value::integer(schedule.warmup_epochs));
-  s.set(str("base_lrs"), float_list(schedule.base_lr));
-  s.set(str("last_epoch"), Value::integer(c.epoch + 1));
-  s.set(str("_step_count"), Value::integer(c.epoch + 2));
+// Fields every LRScheduler state_dict has; last_epoch counts its steps.
+void common_scheduler_fields(Value& s, int64_t last_epoch, double base_lr, double lr) {
+  s.set(str("base_lrs"), float_list(base_lr));
+  s.set(str("last_epoch"), Value::integer(last_epoch));
+  s.set(str("_step_count"), Value::integer(last_epoch + 1));
   s.set(str("verbose"), Value::boolean(false));
   s.set(str("_get_lr_called_within_step"), Value::boolean(false));
   s.set(str("_last_lr"), float_list(lr));
-  return s;
+}
+
+// The scheduler's state_dict as torchvision's train.py builds it: StepLR,
+// CosineAnnealingLR or ConstantLR(factor=1), wrapped in SequentialLR after a
+// LinearLR/ConstantLR warmup. `steps` = epochs completed (scheduler.step() calls).
+Value scheduler_state(int64_t steps, const LrSchedule& schedule, double lr) {
+  const int64_t warmup = schedule.warmup_epochs;
+  Value main = Value::dict();
+  if (schedule.kind == "step") {
+    main.set(str("step_size"), Value::integer(schedule.step_size));
+    main.set(str("gamma"), Value::floating(schedule.gamma));
+  } else if (schedule.kind == "cosine") {
+    main.set(str("T_max"), Value::integer(schedule.epochs - warmup));
+    main.set(str("eta_min"), Value::floating(0.0));
+  } else {
+    main.set(str("factor"), Value::floating(1.0));
+    main.set(str("total_iters"), Value::integer(0));
+  }
+  if (warmup == 0) {
+    common_scheduler_fields(main, steps, schedule.base_lr, lr);
+    return main;
+  }
+  // SequentialLR steps the warmup until the milestone, then the main scheduler from 0.
+  common_scheduler_fields(main, std::max<int64_t>(0, steps - warmup), schedule.base_lr, lr);
+  Value warm = Value::dict();
+  if (schedule.warmup_method == "linear") {
+    warm.set(str("start_factor"), Value::floating(schedule.warmup_decay));
+    warm.set(str("end_factor"), Value::floating(1.0));
+  } else {
+    warm.set(str("factor"), Value::floating(schedule.warmup_decay));
+  }
+  warm.set(str("total_iters"), Value::integer(warmup));
+  common_scheduler_fields(warm, std::min(steps, warmup - 1), schedule.base_lr, lr);
+  Value seq = Value::dict();
+  seq.set(str("_milestones"), Value::list({Value::integer(warmup)}));
+  seq.set(str("last_epoch"), Value::integer(steps));
+  seq.set(str("_last_lr"), float_list(lr));
+  seq.set(str("_schedulers"), Value::list({std::move(warm), std::move(main)}));
+  return seq;
 }
 
 }  // namespace
@@ -73,7 +101,7 @@ void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
   Value root = Value::dict();
   root.set(str("model"), std::move(model));
   root.set(str("optimizer"), optimizer_state(c, sgd, schedule, lr));
-  root.set(str("lr_scheduler"), scheduler_state(c, schedule, lr));
+  root.set(str("lr_scheduler"), scheduler_state(c.epoch + 1, schedule, lr));
   root.set(str("epoch"), Value::integer(c.epoch));
   root.set(str("args"), c.args.is_none() ? Value::dict() : c.args);
   // Ours, beyond train.py's keys: exact resumption inside an epoch.

@@ -13,6 +13,17 @@ cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const c
   cxxopts::ParseResult result;
   try {
     result = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    // cxxopts names the value, not the flag: find the flag that preceded it.
+    std::string message = e.what();
+    for (int i = 1; i + 1 < argc; ++i) {
+      const std::string value = argv[i + 1];
+      if (argv[i][0] == '-' && !value.empty() && message.find(value) != std::string::npos) {
+        message = std::string(argv[i]) + ": " + message;
+        break;
+      }
+    }
+    throw UsageError(message, options.help());
   } catch (const cxxopts::exceptions::exception& e) {
     throw UsageError(e.what(), options.help());
   }

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -73,9 +74,15 @@ int run_eval(int argc, const char* const* argv) {
     std::string out = "{\"weights\": " + json_string(weights) + ", \"data\": " + json_string(spec) +
                       ", \"split\": " + json_string(split) + ", \"images\": " + std::to_string(r.images);
     char buf[256];
-    std::snprintf(buf, sizeof(buf), ", \"loss\": %.6g, \"top1\": %.6g, \"top5\": %.6g, \"img_per_s\": %.4g",
-                  r.loss, r.top1, r.top5, rate);
+    std::snprintf(buf, sizeof(buf), ", \"loss\": %.6g, \"top1\": %.6g, \"img_per_s\": %.4g", r.loss,
+                  r.top1, rate);
     out += buf;
+    if (std::isnan(r.top5)) {
+      out += ", \"top5\": null";
+    } else {
+      std::snprintf(buf, sizeof(buf), ", \"top5\": %.6g", r.top5);
+      out += buf;
+    }
     out += ", \"per_class\": [";
     for (size_t c = 0; c < names.size(); ++c) {
       std::snprintf(buf, sizeof(buf), "%s{\"index\": %zu, \"label\": ", c ? ", " : "", c);
@@ -98,8 +105,9 @@ int run_eval(int argc, const char* const* argv) {
   } else {
     std::printf("%s on %s (%s): %lld images\n", weights.c_str(), spec.c_str(), split.c_str(),
                 static_cast<long long>(r.images));
-    std::printf("  loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n", r.loss, 100 * r.top1,
-                100 * r.top5, rate);
+    char top5[16] = "n/a";
+    if (!std::isnan(r.top5)) std::snprintf(top5, sizeof(top5), "%.2f%%", 100 * r.top5);
+    std::printf("  loss %.4f  top-1 %.2f%%  top-5 %s  %.0f img/s\n", r.loss, 100 * r.top1, top5, rate);
     std::printf("  per-class accuracy:\n");
     for (size_t c = 0; c < names.size(); ++c)
       std::printf("    %4zu  %6.2f%%  %s\n", c, 100 * r.per_class_accuracy[c], names[c].c_str());

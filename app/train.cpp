@@ -30,17 +30,70 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Set by SIGINT/SIGTERM; the loop finishes its step, saves and exits.
+// Set by SIGINT/SIGTERM; the loop finishes its step, saves and exits. A second
+// signal restores the default action, so pressing Ctrl-C twice quits at once.
 std::atomic<int> g_stop_signal{0};
 
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  std::signal(sig, SIG_DFL);
+}
+
+// Installs on_stop_signal for SIGINT and SIGTERM while alive; restores the previous handlers.
+class StopSignalScope {
+ public:
+  StopSignalScope() {
+    g_stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignalScope(const StopSignalScope&) = delete;
+  StopSignalScope& operator=(const StopSignalScope&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// Autocast to bfloat16 for one forward pass (CPU or CUDA); restored on exit, also on throw.
+class Bf16Autocast {
+ public:
+  Bf16Autocast(bool on, bool cuda) : on_(on), cuda_(cuda) {
+    if (!on_) return;
+    if (cuda_) {
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    } else {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    at::autocast::clear_cache();
+    if (cuda_) at::autocast::set_enabled(false);
+    else at::autocast::set_cpu_enabled(false);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool on_, cuda_;
+};
 
 struct TrainParams {
   std::string data = "fashion-mnist";
   std::string val;  // empty: the data spec's val/test split
-  int64_t epochs = 3;
+  int64_t epochs = 2;
   int64_t batch_size = 128;
-  double lr = 0.01;
+  double lr = 0.03;
   double momentum = 0.9;
   double weight_decay = 5e-4;
   bool nesterov = false;
@@ -68,6 +121,7 @@ struct TrainParams {
   std::string arch = "alexnet";
   bool channels_last = false;
   bool skip_bad = false;
+  bool overwrite = false;
 };
 
 std::string json_number(double v) {
@@ -93,7 +147,7 @@ pth::Value args_value(const TrainParams& p) {
   f("label_smoothing", p.label_smoothing); f("dropout", p.dropout); i("image_size", p.image_size);
   i("workers", p.workers); i("seed", p.seed); b("deterministic", p.deterministic);
   s("output_dir", p.output); i("num_classes", p.num_classes); i("in_channels", p.in_channels);
-  s("precision", p.precision); b("channels_last", p.channels_last);
+  s("precision", p.precision); b("channels_last", p.channels_last); i("max_steps", p.max_steps);
   return a;
 }
 
@@ -145,8 +199,12 @@ TrainParams parse_train_flags(const cxxopts::ParseResult& r, const cxxopts::Opti
   p.arch = get_s("arch");
   p.channels_last = r.count("channels-last") > 0;
   p.skip_bad = r.count("skip-bad") > 0;
+  p.overwrite = r.count("overwrite") > 0;
 
   auto bad = [&options](const std::string& m) { throw UsageError(m, options.help()); };
+  for (const char* flag : {"lr", "momentum", "weight-decay", "lr-gamma", "lr-warmup-decay",
+                           "label-smoothing", "dropout"})
+    if (!std::isfinite(r[flag].as<double>())) bad(std::string("--") + flag + " must be a finite number");
   if (!(p.lr > 0) || !std::isfinite(p.lr)) bad("--lr must be positive");
   if (p.momentum < 0 || p.momentum >= 1) bad("--momentum must be in [0, 1)");
   if (p.weight_decay < 0) bad("--weight-decay must not be negative");
@@ -233,7 +291,8 @@ int run_train(int argc, const char* const* argv) {
       ("arch", "alexnet (torchvision's) or alexnet2012 (the paper's: LRN, groups=2, its init)",
        cxxopts::value<std::string>()->default_value(defaults.arch))
       ("channels-last", "Channels-last memory format")
-      ("skip-bad", "Skip unreadable images with a warning instead of failing");
+      ("skip-bad", "Skip unreadable images with a warning instead of failing")
+      ("overwrite", "Start afresh even if --output already holds a checkpoint.pth");
   add_common_options(options);
   options.custom_help("[options]");
   auto result = parse_or_usage(options, argc, argv);
@@ -246,43 +305,58 @@ int run_train(int argc, const char* const* argv) {
   // Everything that can be wrong with the inputs is checked before training starts.
   const torch::Device device = setup_runtime(result);
   check_output_dir(p.output);
+  const std::string checkpoint_path = p.output + "/checkpoint.pth";
+  TORCH_CHECK(p.overwrite || !p.resume.empty() || !fs::exists(checkpoint_path), checkpoint_path,
+              " exists: continue it with --resume ", checkpoint_path,
+              ", start afresh with --overwrite, or choose another --output");
+
+  // Weight files before the data: a bad file fails before a large folder is scanned.
+  std::optional<TrainCheckpoint> resumed;
+  std::optional<InferredShape> file_shape;
+  if (!p.resume.empty()) {
+    resumed = load_train_checkpoint(p.resume);
+    file_shape = infer_shape(resumed->model, p.resume);
+    TORCH_CHECK(resumed->epoch >= -1 && resumed->epoch_step >= 0, p.resume, ": bad position (epoch ",
+                resumed->epoch, ", step ", resumed->epoch_step, ")");
+  }
+  NamedTensors initial;
+  if (!p.weights.empty()) {
+    initial = read_weight_file(p.weights).tensors;
+    file_shape = infer_shape(initial, p.weights);
+  }
+  if (file_shape) {
+    p.in_channels = file_shape->in_channels;
+    p.arch = arch_name(file_shape->arch);
+  }
+
   auto train_set = data::open_dataset(p.data, "train");
   auto val_set = data::open_dataset(p.val.empty() ? p.data : p.val, "val");
-  TORCH_CHECK(train_set->num_classes() == val_set->num_classes(), "--val ", p.val, ": ",
-              val_set->num_classes(), " classes, the training data has ", train_set->num_classes());
+  TORCH_CHECK(train_set->class_names() == val_set->class_names(), "validation data (",
+              val_set->description(), ") has other classes than the training data (",
+              train_set->description(), "): ", val_set->num_classes(), " vs ", train_set->num_classes());
+  if (val_set->description() == train_set->description())
+    spdlog::warn("validating on the training data: {} has no separate val/ split", p.data);
   const int64_t classes = train_set->num_classes();
   TORCH_CHECK(p.num_classes == 0 || p.num_classes == classes, "--num-classes ", p.num_classes,
               ": the data (", train_set->description(), ") has ", classes, " classes");
   spdlog::info("data: train {} ({} images), val {} ({} images), {} classes",
                train_set->description(), train_set->size(), val_set->description(),
                val_set->size(), classes);
-
-  std::optional<TrainCheckpoint> resumed;
-  if (!p.resume.empty()) {
-    resumed = load_train_checkpoint(p.resume);
-    const auto shape = infer_shape(resumed->model, p.resume);
-    TORCH_CHECK(shape.num_classes == classes, p.resume, ": checkpoint has ", shape.num_classes,
-                " classes, the data has ", classes);
-    p.in_channels = shape.in_channels;
-    p.arch = arch_name(shape.arch);
+  if (resumed) {
+    TORCH_CHECK(file_shape->num_classes == classes, p.resume, ": checkpoint has ",
+                file_shape->num_classes, " classes, the data has ", classes);
   }
-  NamedTensors initial;
-  if (!p.weights.empty()) {
-    initial = read_weight_file(p.weights).tensors;
-    const auto shape = infer_shape(initial, p.weights);
-    p.in_channels = shape.in_channels;
-    p.arch = arch_name(shape.arch);
-    if (shape.num_classes != classes) {
-      TORCH_CHECK(p.reset_classifier, p.weights, ": weights have ", shape.num_classes,
-                  " classes, the data has ", classes,
-                  " (add --reset-classifier to fine-tune with a new last layer)");
-      initial.erase(std::remove_if(initial.begin(), initial.end(),
-                                   [](const auto& kv) { return kv.first.rfind("classifier.6.", 0) == 0; }),
-                    initial.end());
-    }
+  if (!p.weights.empty() && file_shape->num_classes != classes) {
+    TORCH_CHECK(p.reset_classifier, p.weights, ": weights have ", file_shape->num_classes,
+                " classes, the data has ", classes,
+                " (add --reset-classifier to fine-tune with a new last layer)");
+    initial.erase(std::remove_if(initial.begin(), initial.end(),
+                                 [](const auto& kv) { return kv.first.rfind("classifier.6.", 0) == 0; }),
+                  initial.end());
   }
 
   if (p.deterministic) {
+    if (device.is_cuda()) ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     at::globalContext().setDeterministicCuDNN(true);
     at::globalContext().setBenchmarkCuDNN(false);
@@ -326,7 +400,11 @@ int run_train(int argc, const char* const* argv) {
     if (resumed->rng_state.defined()) {
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(resumed->rng_state);
+      try {
+        gen.set_state(resumed->rng_state);
+      } catch (const c10::Error& e) {
+        TORCH_CHECK(false, p.resume, ": bad rng_state (", e.what_without_backtrace(), ")");
+      }
     }
     spdlog::info("resuming {} at epoch {} step {}", p.resume, start_epoch + 1, skip_steps);
     TORCH_CHECK(start_epoch < p.epochs || (start_epoch == p.epochs && skip_steps == 0), p.resume,
@@ -358,12 +436,24 @@ int run_train(int argc, const char* const* argv) {
   const int64_t steps_per_epoch = p.max_steps > 0
                                       ? std::min(p.max_steps, train_loader.num_batches())
                                       : train_loader.num_batches();
+  if (resumed && resumed->epoch_step > 0) {
+    // Mid-epoch: the remaining batches are only the same ones if the epoch is cut the same way.
+    TORCH_CHECK(resumed->epoch_step < steps_per_epoch, p.resume, ": stopped at step ",
+                resumed->epoch_step, " of an epoch that now has ", steps_per_epoch, " steps");
+    auto same = [&](const char* key, const std::string& flag, int64_t now) {
+      const pth::Value* v = resumed->args.is_dict() ? resumed->args.find(key) : nullptr;
+      TORCH_CHECK(!v || !v->is_int() || v->as_int() == now, p.resume, ": stopped mid-epoch with ",
+                  flag, " ", v ? v->as_int() : 0, "; resume with the same value (got ", now, ")");
+    };
+    same("batch_size", "--batch-size", p.batch_size);
+    same("seed", "--seed", p.seed);
+    same("max_steps", "--max-steps", p.max_steps);
+  }
   const auto shape = train_loader.pipeline().output_shape();
   spdlog::info("model {}: {} classes, {} parameters, input {}x{}x{}, precision {}{}",
                p.arch, classes, count_parameters(*model), shape[0], shape[1], shape[2], p.precision,
                p.channels_last ? ", channels-last" : "");
 
-  const std::string checkpoint_path = p.output + "/checkpoint.pth";
   const std::string metrics_path = p.output + "/metrics.jsonl";
   MetricsLog metrics(metrics_path, /*append=*/resumed.has_value());
   auto save = [&](int64_t completed_epoch, int64_t epoch_step, double next_lr) {
@@ -382,16 +472,13 @@ int run_train(int argc, const char* const* argv) {
     save_train_checkpoint(checkpoint_path, c, sgd.options(), schedule, next_lr);
   };
 
-  g_stop_signal.store(0);
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
+  const StopSignalScope stop_signals;
   const bool bf16 = p.precision == "bf16";
 
   for (int64_t epoch = start_epoch; epoch < p.epochs; ++epoch) {
     const double lr = schedule.lr_at(epoch);
     model->train();
-    train_loader.start_epoch(epoch);
-    for (int64_t s = 0; s < skip_steps; ++s) train_loader.next();  // already done before the interruption
+    train_loader.start_epoch(epoch, /*first_batch=*/skip_steps);  // resuming: skip what was done
     Progress progress("epoch " + std::to_string(epoch + 1), steps_per_epoch - skip_steps);
     double loss_sum = 0;
     int64_t seen = 0, correct = 0;
@@ -403,13 +490,8 @@ int run_train(int argc, const char* const* argv) {
       const auto y = batch->labels.to(device, /*non_blocking=*/true);  // (B,)
       sgd.zero_grad();
       torch::Tensor logits;
-      if (bf16) {
-        at::autocast::set_cpu_enabled(true);
-        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-        logits = model->forward(x);
-        at::autocast::clear_cache();
-        at::autocast::set_cpu_enabled(false);
-      } else {
+      {
+        const Bf16Autocast autocast(bf16, device.is_cuda());
         logits = model->forward(x);
       }
       logits = logits.to(torch::kFloat32);  // (B, classes)
@@ -432,7 +514,9 @@ int run_train(int argc, const char* const* argv) {
                       ", \"step\": " + std::to_string(step) + ", \"loss\": " + json_number(loss_value) +
                       ", \"lr\": " + json_number(lr) + ", \"img_per_s\": " + json_number(progress.rate()) + "}");
       }
-      if (g_stop_signal.load() != 0) {
+      // A signal after the epoch's last step lets the epoch finish normally (evaluation,
+      // end-of-epoch checkpoint), then stops below.
+      if (g_stop_signal.load() != 0 && step < steps_per_epoch) {
         const int sig = g_stop_signal.load();
         save(epoch - 1, step, lr);
         spdlog::info("stopped by signal {} at epoch {} step {}: wrote {}; continue with --resume {}",

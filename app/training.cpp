@@ -44,7 +44,8 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
   if (r.images > 0) {
     r.loss = loss_sum / r.images;
     r.top1 = static_cast<double>(correct1) / r.images;
-    r.top5 = static_cast<double>(correct5) / r.images;
+    // Top-5 is undefined below 5 classes (torchvision's accuracy() refuses it).
+    r.top5 = classes >= 5 ? static_cast<double>(correct5) / r.images : std::nan("");
   }
   const auto per_class_total = r.confusion.sum(1);
   const auto diag = r.confusion.diagonal();

@@ -18,7 +18,7 @@ namespace alexnet::app {
 struct EvalResult {
   double loss = 0;      // mean cross-entropy (no label smoothing)
   double top1 = 0;      // fraction in [0, 1]
-  double top5 = 0;
+  double top5 = 0;      // NaN with fewer than 5 classes
   int64_t images = 0;
   double seconds = 0;
   torch::Tensor confusion;  // (C, C) int64; row = true class, column = predicted

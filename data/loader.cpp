@@ -72,7 +72,7 @@ int64_t Loader::num_batches() const {
   return (n + options_.batch_size() - 1) / options_.batch_size();
 }
 
-void Loader::start_epoch(int64_t epoch) {
+void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   std::vector<int64_t> order =
       shard_indices(dataset_->size(), options_.shuffle(), options_.seed(), epoch, options_.rank(),
                     options_.world_size());
@@ -85,9 +85,10 @@ void Loader::start_epoch(int64_t epoch) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++generation_;
     epoch_ = epoch;
+    const auto first = std::min(static_cast<size_t>(std::max<int64_t>(0, first_batch)), batches.size());
     batches_ = std::move(batches);
-    next_claim_ = 0;
-    next_deliver_ = 0;
+    next_claim_ = first;
+    next_deliver_ = first;
     ready_.clear();
   }
   work_ready_.notify_all();

@@ -76,7 +76,9 @@ class Loader {
 
   /// Begins an epoch (abandoning any unfinished one): fixes its order and
   /// starts the workers on it.
-  void start_epoch(int64_t epoch);
+  /// first_batch > 0 starts inside the epoch (resuming): the batches before it
+  /// are neither loaded nor returned, and the rest are exactly those of a full epoch.
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   /// The next batch in order, or nullopt at the end of the epoch. Rethrows a
   /// worker's error (naming the file) unless skip_bad is set.
   std::optional<Batch> next();

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs AlexNet end to end.
-# Today: export a seeded torchvision AlexNet and classify a photograph with it.
-# Usage: scripts/run.sh [WEIGHTS] [IMAGE...]
+# The main job: installs what is missing, builds, trains AlexNet on Fashion-MNIST
+# (Debian's dataset-fashion-mnist) with the built-in defaults (a fresh run each time:
+# OUT/checkpoint.pth is replaced), evaluates the
+# result and draws the training curves.
+# Usage: scripts/run.sh [alexnet train flags...]   (e.g. --epochs 1, --output DIR)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvision opencv-doc
+install_packages "${ALEXNET_BUILD_PACKAGES[@]}" dataset-fashion-mnist python3-matplotlib
 build
 
-out=${ALEXNET_OUT:-$ALEXNET_ROOT/out}
-mkdir -p "$out"
-weights=${1:-$out/alexnet-seed0.pt}
-if [ $# -lt 1 ] && [ ! -f "$weights" ]; then
-  log "exporting torchvision's AlexNet with seeded random weights to $weights"
-  /usr/bin/python3 "$ALEXNET_ROOT/scripts/export_torchvision.py" --seed 0 --output "$weights"
-fi
-shift $(( $# > 0 ? 1 : 0 )) || true
-images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(/usr/share/doc/opencv-doc/examples/data/squirrel_cls.jpg)
-"$ALEXNET_BUILD/app/alexnet" predict --weights "$weights" --topk 5 "${images[@]}"
+alexnet=$ALEXNET_BUILD/app/alexnet
+out=$ALEXNET_ROOT/out
+# Flags of the training run that evaluation must repeat: the output folder, the data, the input size.
+eval_args=()
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  next=${args[$((i + 1))]:-}
+  case "${args[$i]}" in
+    -o|--output) out=$next ;;
+    --data|--image-size) eval_args+=("${args[$i]}" "$next") ;;
+  esac
+done
+
+log "training: alexnet train --output $out --overwrite $*"
+"$alexnet" train --output "$out" --overwrite "$@"
+log "evaluating $out/model.pth"
+"$alexnet" eval --weights "$out/model.pth" "${eval_args[@]}"
+/usr/bin/python3 "$ALEXNET_ROOT/scripts/plot_metrics.py" "$out/metrics.jsonl" --output "$out/curves.png"

@@ -226,11 +226,16 @@ class TrainEval(unittest.TestCase):
         torch.save({"model": torchvision.models.resnet18(num_classes=10).state_dict(), "epoch": 0}, other)
         self.assertError(["train", "--data", self.spec, "--resume", other, "--output", self.full],
                          other)
-        self.assertError(["train", "--data", self.spec, "--weights", thousand, "--output", self.full],
-                         "--reset-classifier")
+        self.assertError(["train", "--data", self.spec, "--weights", thousand, "--output",
+                          self.out("fresh")], "--reset-classifier")
+        # A new run into a folder holding a checkpoint neither resumes nor replaces it silently.
+        self.assertError(["train", "--data", self.spec, "--output", self.full], "--overwrite")
         self.assertError(["eval", "--data", self.spec, "--weights", thousand], "1000 classes")
-        self.assertError(["train", "--data", "fashion-mnist:/nonexistent", "--output", self.full],
-                         "/nonexistent")
+        self.assertError(["train", "--data", "fashion-mnist:/nonexistent", "--output",
+                          self.out("fresh")], "/nonexistent")
+        for flag in ("--momentum", "--weight-decay", "--dropout"):
+            self.assertError(["train", "--data", self.spec, flag, "nan", "--output", self.out("fresh")],
+                             flag, status=2)
         self.assertEqual((os.path.getmtime(existing), os.path.getsize(existing)), before)
 
 
