@@ -22,6 +22,19 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
   register_module("classifier", classifier);
 }
 
+// The same in both networks: average pooling to 6x6 and the three Linear layers.
+void AlexNetImpl::build_head() {
+  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
+  classifier = nn::Sequential();
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options_.dropout())));  // 0
+  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                       // 1
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 2
+  classifier->push_back(nn::Dropout(nn::DropoutOptions(options_.dropout())));  // 3
+  classifier->push_back(nn::Linear(4096, 4096));                              // 4
+  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 5
+  classifier->push_back(nn::Linear(4096, options_.num_classes()));            // 6
+}
+
 void AlexNetImpl::build_torchvision() {
   const auto& options = options_;
   // Built with push_back, one layer at a time: the arguments of a single
@@ -43,15 +56,7 @@ void AlexNetImpl::build_torchvision() {
   features->push_back(nn::Conv2d(nn::Conv2dOptions(256, 256, /*kernel_size=*/3).padding(1)));   // 10
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 12
-  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
-  classifier = nn::Sequential();
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 0
-  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                      // 1
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 2
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 3
-  classifier->push_back(nn::Linear(4096, 4096));                             // 4
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 5
-  classifier->push_back(nn::Linear(4096, options.num_classes()));            // 6
+  build_head();
 
 }
 
@@ -80,15 +85,7 @@ void AlexNetImpl::build_paper2012() {
   features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1).groups(2)));  // 12
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 13
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 14
-  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
-  classifier = nn::Sequential();
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 0
-  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                      // 1
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 2
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options.dropout())));  // 3
-  classifier->push_back(nn::Linear(4096, 4096));                             // 4
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));         // 5
-  classifier->push_back(nn::Linear(4096, options.num_classes()));            // 6
+  build_head();
 
   // The paper's initialisation: weights N(0, 0.01); biases 1 in conv2, conv4,
   // conv5 and the hidden fully-connected layers (early ReLUs get positive

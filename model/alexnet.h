@@ -49,6 +49,7 @@ class AlexNetImpl : public torch::nn::Module {
  private:
   void build_torchvision();
   void build_paper2012();
+  void build_head();
 
   AlexNetOptions options_;
 };
