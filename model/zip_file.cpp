@@ -2,6 +2,9 @@
 
 #include "model/pth_value.h"
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -10,20 +13,6 @@
 namespace alexnet::pth {
 
 namespace {
-
-// Slicing-by-8 tables: table[k][b] is the CRC of byte b followed by k zero bytes.
-struct Crc32Tables {
-  std::array<std::array<uint32_t, 256>, 8> table{};
-  Crc32Tables() {
-    for (uint32_t b = 0; b < 256; ++b) {
-      uint32_t c = b;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      table[0][b] = c;
-    }
-    for (uint32_t b = 0; b < 256; ++b)
-      for (int k = 1; k < 8; ++k) table[k][b] = (table[k - 1][b] >> 8) ^ table[0][table[k - 1][b] & 0xFF];
-  }
-};
 
 uint16_t u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
 uint32_t u32(const uint8_t* p) { return u16(p) | static_cast<uint32_t>(u16(p + 2)) << 16; }
@@ -51,18 +40,16 @@ constexpr uint64_t kZip32Max = 0xFFFFFFFFu;
 }  // namespace
 
 uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
-  static const Crc32Tables tables;
-  const auto& t = tables.table;
-  crc = ~crc;
-  while (size >= 8) {
-    const uint32_t lo = u32(data) ^ crc, hi = u32(data + 4);
-    crc = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^
-          t[3][hi & 0xFF] ^ t[2][(hi >> 8) & 0xFF] ^ t[1][(hi >> 16) & 0xFF] ^ t[0][hi >> 24];
-    data += 8;
-    size -= 8;
+  // zlib's CRC-32 (the zip polynomial) runs at several GB/s; fed in chunks
+  // because its length argument is 32-bit.
+  constexpr size_t kChunk = size_t{1} << 30;
+  while (size > 0) {
+    const size_t n = std::min(size, kChunk);
+    crc = static_cast<uint32_t>(::crc32(crc, data, static_cast<uInt>(n)));
+    data += n;
+    size -= n;
   }
-  while (size--) crc = t[0][(crc ^ *data++) & 0xFF] ^ (crc >> 8);
-  return ~crc;
+  return crc;
 }
 
 void ZipReader::fail(const std::string& what) const {
