@@ -44,13 +44,13 @@ int run_info(int argc, const char* const* argv) {
   int64_t total = 0;
   for (const auto& [name, t] : file.tensors) total += t.numel();
 
-  // Fitting AlexNet means: the classes and channels inferred from the shapes,
-  // then every key and shape of the built model (the same check as loading).
+  // Fitting AlexNet means: the classes, channels and layout inferred from the
+  // shapes, then every key and shape (the check loading makes, without
+  // building and initialising a model).
   int64_t num_classes = 0;
   std::string mismatch;
   try {
-    AlexNet model = alexnet_from_tensors(file.tensors, path);
-    num_classes = model->options().num_classes();
+    num_classes = check_fits_alexnet(file.tensors, path).num_classes;
   } catch (const c10::Error& e) {
     mismatch = e.what_without_backtrace();
     mismatch = mismatch.substr(0, mismatch.find('\n'));

@@ -1,5 +1,7 @@
 #include "model/alexnet.h"
 
+#include <tuple>
+
 namespace alexnet {
 
 namespace nn = torch::nn;
@@ -126,6 +128,35 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   x = avgpool->forward(x);     // (N, 256, 6, 6)
   x = torch::flatten(x, 1);    // (N, 9216)
   return classifier->forward(x);  // (N, num_classes)
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(
+    const AlexNetOptions& options) {
+  struct Conv {
+    int index;
+    int64_t in, out, kernel, groups;
+  };
+  const bool paper = options.arch() == Arch::kPaper2012;
+  const int64_t c = options.in_channels();
+  const std::vector<Conv> convs =
+      paper ? std::vector<Conv>{{0, c, 96, 11, 1}, {4, 96, 256, 5, 2}, {8, 256, 384, 3, 1},
+                                {10, 384, 384, 3, 2}, {12, 384, 256, 3, 2}}
+            : std::vector<Conv>{{0, c, 64, 11, 1}, {3, 64, 192, 5, 1}, {6, 192, 384, 3, 1},
+                                {8, 384, 256, 3, 1}, {10, 256, 256, 3, 1}};
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const auto& conv : convs) {
+    const std::string name = "features." + std::to_string(conv.index);
+    shapes.push_back({name + ".weight", {conv.out, conv.in / conv.groups, conv.kernel, conv.kernel}});
+    shapes.push_back({name + ".bias", {conv.out}});
+  }
+  const std::vector<std::tuple<int, int64_t, int64_t>> linears = {
+      {1, 256 * 6 * 6, 4096}, {4, 4096, 4096}, {6, 4096, options.num_classes()}};
+  for (const auto& [index, in, out] : linears) {
+    const std::string name = "classifier." + std::to_string(index);
+    shapes.push_back({name + ".weight", {out, in}});
+    shapes.push_back({name + ".bias", {out}});
+  }
+  return shapes;
 }
 
 int64_t count_parameters(torch::nn::Module& module) {

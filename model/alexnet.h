@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace alexnet {
 
@@ -57,6 +59,10 @@ TORCH_MODULE(AlexNet);
 
 /// Smallest input side AlexNet accepts (the feature map must not vanish).
 constexpr int64_t kMinInputSize = 63;
+
+/// Parameter names and shapes of an AlexNet with these options, in registration
+/// order, computed without building (and initialising) the module.
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const AlexNetOptions& options);
 
 /// Total number of parameters of an AlexNet with these options.
 int64_t count_parameters(torch::nn::Module& module);

@@ -292,40 +292,57 @@ NamedTensors state_dict(const torch::nn::Module& module) {
   return out;
 }
 
-void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
-                        const std::string& source) {
+void check_named_shapes(const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected,
+                        const NamedTensors& tensors, const std::string& source) {
   std::map<std::string, torch::Tensor> given;
   for (const auto& [name, t] : tensors) given.emplace(name, t);
-
-  auto targets = state_dict(module);
   std::vector<std::string> missing, mismatched, unexpected;
   std::map<std::string, bool> known;
-  for (const auto& [name, target] : targets) {
+  for (const auto& [name, shape] : expected) {
     known[name] = true;
     auto it = given.find(name);
     if (it == given.end()) {
       missing.push_back(name);
-    } else if (it->second.sizes() != target.sizes()) {
-      mismatched.push_back(name + ": expected shape " + shape_str(target.sizes()) + ", got " +
+    } else if (it->second.sizes() != c10::IntArrayRef(shape)) {
+      mismatched.push_back(name + ": expected shape " + shape_str(shape) + ", got " +
                            shape_str(it->second.sizes()));
     }
   }
   for (const auto& [name, t] : tensors) {
     if (!known.count(name)) unexpected.push_back(name + " " + shape_str(t.sizes()));
   }
-  if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
-    std::ostringstream os;
-    os << source << ": weights do not fit AlexNet";
-    auto list = [&os](const char* what, const std::vector<std::string>& items) {
-      if (items.empty()) return;
-      os << "; " << what << ": ";
-      for (size_t i = 0; i < items.size(); ++i) os << (i ? ", " : "") << items[i];
-    };
-    list("shape mismatch", mismatched);
-    list("missing keys", missing);
-    list("unexpected keys", unexpected);
-    TORCH_CHECK(false, os.str());
-  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
+  std::ostringstream os;
+  os << source << ": weights do not fit AlexNet";
+  auto list = [&os](const char* what, const std::vector<std::string>& items) {
+    if (items.empty()) return;
+    os << "; " << what << ": ";
+    for (size_t i = 0; i < items.size(); ++i) os << (i ? ", " : "") << items[i];
+  };
+  list("shape mismatch", mismatched);
+  list("missing keys", missing);
+  list("unexpected keys", unexpected);
+  TORCH_CHECK(false, os.str());
+}
+
+InferredShape check_fits_alexnet(const NamedTensors& tensors, const std::string& source) {
+  const InferredShape shape = infer_shape(tensors, source);
+  check_named_shapes(parameter_shapes(AlexNetOptions()
+                                          .num_classes(shape.num_classes)
+                                          .in_channels(shape.in_channels)
+                                          .arch(shape.arch)),
+                     tensors, source);
+  return shape;
+}
+
+void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
+                        const std::string& source) {
+  auto targets = state_dict(module);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+  for (const auto& [name, target] : targets) expected.emplace_back(name, target.sizes().vec());
+  check_named_shapes(expected, tensors, source);
+  std::map<std::string, torch::Tensor> given;
+  for (const auto& [name, t] : tensors) given.emplace(name, t);
 
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) {

@@ -67,6 +67,16 @@ struct InferredShape {
 };
 InferredShape infer_shape(const NamedTensors& tensors, const std::string& source);
 
+/// Checks names and shapes against `expected` (name, shape) pairs; the error
+/// lists missing, unexpected and mis-shaped keys with both shapes.
+void check_named_shapes(const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected,
+                        const NamedTensors& tensors, const std::string& source);
+
+/// True when the tensors are exactly an AlexNet state_dict (of the classes,
+/// channels and layout their shapes imply); else throws as check_named_shapes.
+/// Builds no model.
+InferredShape check_fits_alexnet(const NamedTensors& tensors, const std::string& source);
+
 /// Copies tensors into the module's parameters and buffers by name. Every name
 /// and shape must match exactly; the error lists missing, unexpected and
 /// mis-shaped keys with both shapes. Values are converted to the module's dtype.

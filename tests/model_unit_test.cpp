@@ -181,3 +181,24 @@ TEST(AlexNet2012Unit, LrnMatchesThePaperFormula) {
 
 }  // namespace
 }  // namespace alexnet
+
+namespace alexnet {
+namespace {
+
+TEST(AlexNetUnit, ParameterShapesTableMatchesTheBuiltModules) {
+  // parameter_shapes() spares info the cost of building a model; it must describe
+  // exactly what the constructor builds.
+  for (Arch arch : {Arch::kTorchvision, Arch::kPaper2012}) {
+    for (auto [classes, channels] : std::vector<std::pair<int64_t, int64_t>>{{1000, 3}, {10, 1}}) {
+      const auto options = AlexNetOptions().num_classes(classes).in_channels(channels).arch(arch);
+      AlexNet model(options);
+      std::vector<std::pair<std::string, std::vector<int64_t>>> built;
+      for (const auto& p : model->named_parameters()) built.emplace_back(p.key(), p.value().sizes().vec());
+      EXPECT_EQ(parameter_shapes(options), built) << arch_name(arch) << " " << classes << " " << channels;
+      EXPECT_NO_THROW(check_fits_alexnet(state_dict(*model), "x"));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace alexnet

@@ -21,7 +21,9 @@ import torchvision
 BINARY = os.environ["ALEXNET_BINARY"]
 REF = os.path.join(os.environ["ALEXNET_REFERENCE_DIR"], "pth")
 VARIANTS = ["zip", "legacy", "train", "module", "compiled", "float16", "bfloat16", "float64", "shared"]
-ERROR_SECONDS = 1.0  # tolerance for a clean error
+# A hang guard, not a benchmark: a clean error takes ~0.8 s here (mostly LibTorch start-up,
+# printed per case), but shared CI machines stall; wall-clock bounds tighter than this flake.
+ERROR_SECONDS = 10.0
 failures = []
 
 
