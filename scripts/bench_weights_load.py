@@ -4,10 +4,10 @@
 Creates a seeded torchvision AlexNet .pth in a temporary directory, in the zip
 and the legacy format, then alternates, for --repeats rounds:
   python   torch.load(file) + AlexNet.load_state_dict (in this process, warm, model prebuilt)
-  python+build  the same plus building the model (torchvision.models.alexnet()), which is
-           what alexnet pays: both initialise 61M parameters before the file's values land
-  alexnet  `alexnet info --weights file` (a whole process: start, read, parse,
-           build the model and copy the weights in)
+  py+build the same plus building the model (torchvision.models.alexnet()), as predict
+           and eval must: both initialise 61M parameters before the file's values land
+  alexnet  `alexnet info --weights file` (a whole process: start, read, parse, and
+           check every name and shape against AlexNet's table)
   startup  `alexnet --version`: loading LibTorch's shared libraries, paid by any command
   cat      reading the file once (cat > /dev/null), the floor
 and prints the median seconds of each, alexnet's time less its startup ("load"),
