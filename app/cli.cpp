@@ -115,6 +115,12 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+std::string required_flag(const cxxopts::ParseResult& result, const std::string& name,
+                          const cxxopts::Options& options) {
+  if (!result.count(name)) throw UsageError("missing --" + name, options.help());
+  return result[name].as<std::string>();
+}
+
 int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& name,
                       const cxxopts::Options& options) {
   const int64_t v = result[name].as<int64_t>();

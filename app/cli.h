@@ -46,6 +46,10 @@ torch::Device setup_runtime(const cxxopts::ParseResult& result);
 /// JSON string literal (quotes included) for s.
 std::string json_string(const std::string& s);
 
+/// The value of a string flag the command cannot do without, else UsageError "missing --NAME".
+std::string required_flag(const cxxopts::ParseResult& result, const std::string& name,
+                          const cxxopts::Options& options);
+
 /// Requires a positive integer flag, else UsageError naming it.
 int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& name,
                       const cxxopts::Options& options);

@@ -35,8 +35,7 @@ int run_eval(int argc, const char* const* argv) {
     std::printf("%s\ndata specs:\n%s\n", options.help().c_str(), data::kDataSpecHelp);
     return 0;
   }
-  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
-  const std::string weights = result["weights"].as<std::string>();
+  const std::string weights = required_flag(result, "weights", options);
   const std::string spec = result["data"].as<std::string>();
   const std::string split = result["split"].as<std::string>();
   if (split != "val" && split != "train" && split != "test")

@@ -32,14 +32,12 @@ int run_export(int argc, const char* const* argv) {
        cxxopts::value<int64_t>())
       ("h,help", "Print this help");
   auto result = parse_or_usage(options, argc, argv);
-  if (result.count("help")) {
+  if (wants_help(result)) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
-  if (!result.count("output")) throw UsageError("missing --output", options.help());
-  const std::string input = result["weights"].as<std::string>();
-  const std::string output = result["output"].as<std::string>();
+  const std::string input = required_flag(result, "weights", options);
+  const std::string output = required_flag(result, "output", options);
   const bool to_pth = ends_with(output, ".pth");
   if (!to_pth && !ends_with(output, ".pt"))
     throw UsageError("--output must end in .pth (state_dict) or .pt (TorchScript)", options.help());

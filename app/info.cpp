@@ -33,12 +33,11 @@ int run_info(int argc, const char* const* argv) {
       ("json", "Print one JSON object instead of a table")
       ("h,help", "Print this help");
   auto result = parse_or_usage(options, argc, argv);
-  if (result.count("help")) {
+  if (wants_help(result)) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
-  const std::string path = result["weights"].as<std::string>();
+  const std::string path = required_flag(result, "weights", options);
 
   const WeightFile file = read_weight_file(path);
   int64_t total = 0;

@@ -86,9 +86,8 @@ int run_predict(int argc, const char* const* argv) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  if (!result.count("weights")) throw UsageError("missing --weights", options.help());
+  p.weights = required_flag(result, "weights", options);
   if (!result.count("images")) throw UsageError("no IMAGE given", options.help());
-  p.weights = result["weights"].as<std::string>();
   p.labels = result["labels"].as<std::string>();
   p.topk = result["topk"].as<int64_t>();
   if (p.topk < 0) throw UsageError("--topk must be 0 (all) or positive", options.help());

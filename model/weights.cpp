@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <fstream>
+#include <istream>
+#include <streambuf>
 #include <map>
 #include <sstream>
 #include <sys/stat.h>
@@ -161,16 +163,44 @@ void save_state_dict(const NamedTensors& tensors, const std::string& path) {
   pth::write_checkpoint(path, root);
 }
 
-NamedTensors read_torchscript_tensors(const std::string& path) {
-  check_regular_file(path);
+namespace {
+
+// A read-only std::streambuf over bytes already in memory, so torch::jit::load
+// parses the buffer read_weight_file filled instead of reading the file again.
+class MemoryStreamBuf : public std::streambuf {
+ public:
+  MemoryStreamBuf(const uint8_t* data, size_t size) {
+    char* begin = reinterpret_cast<char*>(const_cast<uint8_t*>(data));
+    setg(begin, begin, begin + size);
+  }
+
+ protected:
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    const off_type base = dir == std::ios_base::beg ? 0
+                          : dir == std::ios_base::cur ? gptr() - eback()
+                                                      : egptr() - eback();
+    return seekpos(base + off, std::ios_base::in);
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode) override {
+    if (pos < 0 || pos > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + static_cast<off_type>(pos), egptr());
+    return pos;
+  }
+};
+
+}  // namespace
+
+NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const std::string& source) {
+  MemoryStreamBuf buffer(data, size);
+  std::istream in(&buffer);
   torch::jit::Module module;
   try {
-    module = torch::jit::load(path, torch::kCPU);
+    module = torch::jit::load(in, torch::kCPU);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, path, ": not a TorchScript archive (", first_line(e.what_without_backtrace()),
-                ")");
+    TORCH_CHECK(false, source, ": not a TorchScript archive (",
+                first_line(e.what_without_backtrace()), ")");
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, path, ": not a TorchScript archive (", first_line(e.what()), ")");
+    TORCH_CHECK(false, source, ": not a TorchScript archive (", first_line(e.what()), ")");
   }
   NamedTensors out;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
@@ -186,7 +216,7 @@ WeightFile read_weight_file(const std::string& path) {
   switch (pth::detect_format(buffer.data, buffer.size, path)) {
     case pth::FileFormat::kTorchScript:
       file.format = WeightFormat::kTorchScript;
-      file.tensors = read_torchscript_tensors(path);
+      file.tensors = read_torchscript_tensors(buffer.data, buffer.size, path);
       break;
     case pth::FileFormat::kPthZip:
     case pth::FileFormat::kPthLegacy: {

@@ -31,8 +31,9 @@ struct WeightFile {
   NamedTensors tensors;  // the AlexNet state_dict found in the file
 };
 
-/// Reads every parameter and buffer of a TorchScript archive, by full dotted name.
-NamedTensors read_torchscript_tensors(const std::string& path);
+/// Every parameter and buffer of a TorchScript archive held in memory, by full
+/// dotted name; `source` names it in errors.
+NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const std::string& source);
 
 /// Detects the format by content (never by extension) and reads the state_dict.
 WeightFile read_weight_file(const std::string& path);
