@@ -2,6 +2,7 @@
 #include "app/checkpoint.h"
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/distributed.h"
 #include "model/sgd.h"
 #include "app/training.h"
 #include "data/dataset.h"
@@ -20,6 +21,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -122,6 +125,9 @@ struct TrainParams {
   bool channels_last = false;
   bool skip_bad = false;
   bool overwrite = false;
+  bool distributed = false;
+  std::string dist_backend;  // empty: nccl on CUDA, gloo on CPU
+  int64_t dist_timeout = 300;  // seconds
 };
 
 std::string json_number(double v) {
@@ -148,6 +154,7 @@ pth::Value args_value(const TrainParams& p) {
   i("workers", p.workers); i("seed", p.seed); b("deterministic", p.deterministic);
   s("output_dir", p.output); i("num_classes", p.num_classes); i("in_channels", p.in_channels);
   s("precision", p.precision); b("channels_last", p.channels_last); i("max_steps", p.max_steps);
+  b("distributed", p.distributed); s("dist_backend", p.dist_backend);
   return a;
 }
 
@@ -200,6 +207,9 @@ TrainParams parse_train_flags(const cxxopts::ParseResult& r, const cxxopts::Opti
   p.channels_last = r.count("channels-last") > 0;
   p.skip_bad = r.count("skip-bad") > 0;
   p.overwrite = r.count("overwrite") > 0;
+  p.distributed = r.count("distributed") > 0;
+  if (r.count("dist-backend")) p.dist_backend = get_s("dist-backend");
+  p.dist_timeout = positive_flag(r, "dist-timeout", options);
 
   auto bad = [&options](const std::string& m) { throw UsageError(m, options.help()); };
   for (const char* flag : {"lr", "momentum", "weight-decay", "lr-gamma", "lr-warmup-decay",
@@ -230,6 +240,9 @@ TrainParams parse_train_flags(const cxxopts::ParseResult& r, const cxxopts::Opti
   if (p.precision != "fp32" && p.precision != "bf16") bad("--precision must be fp32 or bf16");
   if (p.arch != "alexnet" && p.arch != "alexnet2012") bad("--arch must be alexnet or alexnet2012");
   if (!p.resume.empty() && !p.weights.empty()) bad("--resume and --weights exclude each other");
+  if (!p.dist_backend.empty() && p.dist_backend != "gloo" && p.dist_backend != "nccl")
+    bad("--dist-backend must be gloo or nccl, got '" + p.dist_backend + "'");
+  if (!p.dist_backend.empty() && !p.distributed) bad("--dist-backend needs --distributed");
   return p;
 }
 
@@ -292,7 +305,12 @@ int run_train(int argc, const char* const* argv) {
        cxxopts::value<std::string>()->default_value(defaults.arch))
       ("channels-last", "Channels-last memory format")
       ("skip-bad", "Skip unreadable images with a warning instead of failing")
-      ("overwrite", "Start afresh even if --output already holds a checkpoint.pth");
+      ("overwrite", "Start afresh even if --output already holds a checkpoint.pth")
+      ("distributed", "Data-parallel over processes, from torchrun's environment (RANK, WORLD_SIZE, "
+       "MASTER_ADDR, MASTER_PORT, LOCAL_RANK); --batch-size is per process")
+      ("dist-backend", "gloo or nccl (default: nccl on CUDA, gloo on CPU)", cxxopts::value<std::string>())
+      ("dist-timeout", "Seconds a process waits for the others (rendezvous, each collective) before failing",
+       cxxopts::value<int64_t>()->default_value(d(defaults.dist_timeout)));
   add_common_options(options);
   options.custom_help("[options]");
   auto result = parse_or_usage(options, argc, argv);
@@ -303,10 +321,36 @@ int run_train(int argc, const char* const* argv) {
   TrainParams p = parse_train_flags(result, options);
 
   // Everything that can be wrong with the inputs is checked before training starts.
-  const torch::Device device = setup_runtime(result);
-  check_output_dir(p.output);
+  torch::Device device = setup_runtime(result);
+  // Distributed: connect first, so that a rank failing any check below ends the
+  // others at their next collective instead of leaving them waiting.
+  std::unique_ptr<Communicator> comm;
+  if (p.distributed) {
+    const DistEnv env = read_dist_env();
+    spdlog::set_pattern("[%H:%M:%S] [rank " + std::to_string(env.rank) + "] %v");
+    if (env.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 alone logs
+    if (device.is_cuda()) {
+      TORCH_CHECK(env.local_rank < static_cast<int64_t>(torch::cuda::device_count()),
+                  "--distributed: LOCAL_RANK ", env.local_rank, " but only ",
+                  torch::cuda::device_count(), " CUDA devices");
+      device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    }
+    if (result.count("threads") == 0)  // share the cores among this machine's processes
+      configure_threads(std::max(1, available_cpus() / static_cast<int>(env.local_world_size)));
+    const std::string backend =
+        !p.dist_backend.empty() ? p.dist_backend : device.is_cuda() ? "nccl" : "gloo";
+    TORCH_CHECK(backend != "nccl" || device.is_cuda(), "--dist-backend nccl needs --device cuda");
+    TORCH_CHECK(backend != "gloo" || !device.is_cuda(),
+                "--dist-backend gloo: this build averages CPU tensors only; use nccl with --device cuda");
+    spdlog::info("distributed: {} processes, {} backend, rendezvous {}:{}, timeout {} s, {} threads each",
+                 env.world_size, backend, env.master_addr, env.master_port, p.dist_timeout,
+                 torch::get_num_threads());
+    comm = Communicator::create(env, backend, std::chrono::seconds(p.dist_timeout));
+  }
+  const bool lead = !comm || comm->rank() == 0;  // writes checkpoints, metrics, logs
+  if (lead) check_output_dir(p.output);
   const std::string checkpoint_path = p.output + "/checkpoint.pth";
-  TORCH_CHECK(p.overwrite || !p.resume.empty() || !fs::exists(checkpoint_path), checkpoint_path,
+  TORCH_CHECK(!lead || p.overwrite || !p.resume.empty() || !fs::exists(checkpoint_path), checkpoint_path,
               " exists: continue it with --resume ", checkpoint_path,
               ", start afresh with --overwrite, or choose another --output");
 
@@ -377,6 +421,7 @@ int run_train(int argc, const char* const* argv) {
     load_named_tensors(*model, all, p.weights);
   }
   model->to(device);
+  if (comm) broadcast_module(*comm, *model);  // every rank starts from rank 0's weights
   if (p.channels_last) {
     torch::NoGradGuard no_grad;
     for (auto& t : model->parameters())
@@ -393,7 +438,13 @@ int run_train(int argc, const char* const* argv) {
       TORCH_CHECK(resumed->momentum[i].sizes() == params[i].sizes(), p.resume,
                   ": momentum buffer ", i, " has shape ", resumed->momentum[i].sizes(), ", expected ",
                   params[i].sizes());
-      sgd.momentum_buffers()[i] = resumed->momentum[i].to(device, torch::kFloat32);
+      sgd.momentum_buffers()[i] = resumed->momentum[i].to(device, torch::kFloat32).contiguous();
+    }
+    if (comm) {
+      std::vector<torch::Tensor> buffers;
+      for (auto& b : sgd.momentum_buffers())
+        if (b.defined()) buffers.push_back(b);
+      comm->broadcast(buffers, "broadcast of rank 0's momentum buffers");
     }
     start_epoch = resumed->epoch + 1;
     skip_steps = resumed->epoch_step;
@@ -426,11 +477,15 @@ int run_train(int argc, const char* const* argv) {
                             data::LoaderOptions().batch_size(p.batch_size).shuffle(true)
                                 .seed(static_cast<uint64_t>(p.seed)).drop_last(true)
                                 .workers(p.workers).skip_bad(p.skip_bad)
-                                .channels_last(p.channels_last).pin_memory(pin));
+                                .channels_last(p.channels_last).pin_memory(pin)
+                                .rank(comm ? comm->rank() : 0).world_size(comm ? comm->world_size() : 1));
+  // Evaluation shards are not padded: every image counts once over the ranks.
   data::Loader val_loader(val_set, data::Pipeline(transform_for(*val_set, p, false)),
                           data::LoaderOptions().batch_size(p.batch_size).shuffle(false)
                               .workers(p.workers).skip_bad(p.skip_bad)
-                              .channels_last(p.channels_last).pin_memory(pin));
+                              .channels_last(p.channels_last).pin_memory(pin)
+                              .rank(comm ? comm->rank() : 0).world_size(comm ? comm->world_size() : 1)
+                              .pad_shards(false));
   TORCH_CHECK(train_loader.num_batches() > 0, p.data, ": ", train_set->size(),
               " training images make no full batch of ", p.batch_size);
   const int64_t steps_per_epoch = p.max_steps > 0
@@ -455,8 +510,13 @@ int run_train(int argc, const char* const* argv) {
                p.channels_last ? ", channels-last" : "");
 
   const std::string metrics_path = p.output + "/metrics.jsonl";
-  MetricsLog metrics(metrics_path, /*append=*/resumed.has_value());
+  std::optional<MetricsLog> metrics;
+  if (lead) metrics.emplace(metrics_path, /*append=*/resumed.has_value());
+  auto log_metrics = [&metrics](const std::string& json) {
+    if (metrics) metrics->write(json);
+  };
   auto save = [&](int64_t completed_epoch, int64_t epoch_step, double next_lr) {
+    if (!lead) return;
     TrainCheckpoint c;
     c.model = state_dict(*model);
     for (auto& [n, t] : c.model) t = t.to(torch::kCPU).contiguous();
@@ -474,10 +534,26 @@ int run_train(int argc, const char* const* argv) {
 
   const StopSignalScope stop_signals;
   const bool bf16 = p.precision == "bf16";
+  std::unique_ptr<GradientReducer> reducer;
+  std::function<void(torch::Tensor&)> reduce_sum;
+  const int64_t world = comm ? comm->world_size() : 1;
+  if (comm) {
+    reducer = std::make_unique<GradientReducer>(*comm, params);
+    reduce_sum = [&comm](torch::Tensor& t) { comm->all_reduce_sum(t, "evaluation all-reduce"); };
+    spdlog::info("distributed: gradients averaged in {} buckets; {} images per step over {} processes",
+                 reducer->num_buckets(), p.batch_size * world, world);
+  }
 
   for (int64_t epoch = start_epoch; epoch < p.epochs; ++epoch) {
     const double lr = schedule.lr_at(epoch);
     model->train();
+    if (comm) {
+      // Each rank draws its own dropout masks, from (seed, epoch, resume step, rank).
+      torch::manual_seed(static_cast<uint64_t>(p.seed) * 0x9E3779B97F4A7C15ULL +
+                         static_cast<uint64_t>(epoch) * 0xBF58476D1CE4E5B9ULL +
+                         static_cast<uint64_t>(skip_steps) * 0x94D049BB133111EBULL +
+                         static_cast<uint64_t>(comm->rank()) + 1);
+    }
     train_loader.start_epoch(epoch, /*first_batch=*/skip_steps);  // resuming: skip what was done
     Progress progress("epoch " + std::to_string(epoch + 1), steps_per_epoch - skip_steps);
     double loss_sum = 0;
@@ -496,28 +572,39 @@ int run_train(int argc, const char* const* argv) {
       }
       logits = logits.to(torch::kFloat32);  // (B, classes)
       const auto loss = loss_fn(logits, y, p.label_smoothing);
-      const double loss_value = loss.item<double>();
+      const double local_loss = loss.item<double>();
+      double loss_value = local_loss;
+      bool stop_requested = g_stop_signal.load() != 0;
+      if (comm) {
+        // The mean loss and any rank's stop request, so that all ranks agree on both.
+        auto shared = torch::tensor({local_loss, stop_requested ? 1.0 : 0.0}, torch::kFloat64);
+        comm->all_reduce_sum(shared, "loss all-reduce");
+        loss_value = shared[0].item<double>() / static_cast<double>(world);
+        stop_requested = shared[1].item<double>() > 0;
+      }
       TORCH_CHECK(std::isfinite(loss_value), "epoch ", epoch + 1, " step ", step + 1, ": loss is ",
                   std::isnan(loss_value) ? "nan" : "infinite", "; stopping (the last good checkpoint, ", checkpoint_path,
                   ", is kept). Try a lower --lr.");
+      if (reducer) reducer->prepare();
       loss.backward();
+      if (reducer) reducer->finish();  // gradients averaged over the ranks
       sgd.step(lr);
       ++step;
-      loss_sum += loss_value * y.size(0);
+      loss_sum += local_loss * y.size(0);
       seen += y.size(0);
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       progress.advance(y.size(0));
       if (p.print_freq > 0 && (step % p.print_freq == 0 || step == steps_per_epoch)) {
         spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {}", epoch + 1,
-                     step, steps_per_epoch, loss_value, lr, progress.rate(), progress.eta());
-        metrics.write("{\"type\": \"step\", \"epoch\": " + std::to_string(epoch + 1) +
+                     step, steps_per_epoch, loss_value, lr, progress.rate() * world, progress.eta());
+        log_metrics("{\"type\": \"step\", \"epoch\": " + std::to_string(epoch + 1) +
                       ", \"step\": " + std::to_string(step) + ", \"loss\": " + json_number(loss_value) +
-                      ", \"lr\": " + json_number(lr) + ", \"img_per_s\": " + json_number(progress.rate()) + "}");
+                      ", \"lr\": " + json_number(lr) + ", \"img_per_s\": " + json_number(progress.rate() * world) + "}");
       }
       // A signal after the epoch's last step lets the epoch finish normally (evaluation,
       // end-of-epoch checkpoint), then stops below.
-      if (g_stop_signal.load() != 0 && step < steps_per_epoch) {
-        const int sig = g_stop_signal.load();
+      if (stop_requested && step < steps_per_epoch) {
+        const int sig = g_stop_signal.load() != 0 ? g_stop_signal.load() : SIGTERM;
         save(epoch - 1, step, lr);
         spdlog::info("stopped by signal {} at epoch {} step {}: wrote {}; continue with --resume {}",
                      sig, epoch + 1, step, checkpoint_path, checkpoint_path);
@@ -525,15 +612,25 @@ int run_train(int argc, const char* const* argv) {
       }
     }
     skip_steps = 0;
-    const double train_rate = progress.rate();
-    const double train_seconds = train_rate > 0 ? seen / train_rate : 0;
+    const double train_seconds = progress.rate() > 0 ? seen / progress.rate() : 0;
+    bool stop_after_epoch = g_stop_signal.load() != 0;
+    if (comm) {
+      auto totals = torch::tensor({loss_sum, static_cast<double>(correct), static_cast<double>(seen),
+                                   stop_after_epoch ? 1.0 : 0.0}, torch::kFloat64);
+      comm->all_reduce_sum(totals, "epoch totals all-reduce");
+      loss_sum = totals[0].item<double>();
+      correct = static_cast<int64_t>(totals[1].item<double>());
+      seen = static_cast<int64_t>(totals[2].item<double>());
+      stop_after_epoch = totals[3].item<double>() > 0;
+    }
+    const double train_rate = train_seconds > 0 ? seen / train_seconds : 0;  // all ranks
 
     val_loader.start_epoch(0);
-    const EvalResult ev = evaluate(model, val_loader, device, 0, "eval");
+    const EvalResult ev = evaluate(model, val_loader, device, 0, "eval", reduce_sum);
     spdlog::info("epoch {} done: train loss {:.4f} acc {:.2f}% | val loss {:.4f} top1 {:.2f}% top5 {:.2f}% | {} train, {:.0f} img/s",
                  epoch + 1, seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0,
                  ev.loss, 100 * ev.top1, 100 * ev.top5, format_duration(train_seconds), train_rate);
-    metrics.write("{\"type\": \"epoch\", \"epoch\": " + std::to_string(epoch + 1) +
+    log_metrics("{\"type\": \"epoch\", \"epoch\": " + std::to_string(epoch + 1) +
                   ", \"lr\": " + json_number(lr) +
                   ", \"train_loss\": " + json_number(seen ? loss_sum / seen : 0.0) +
                   ", \"train_acc\": " + json_number(seen ? static_cast<double>(correct) / seen : 0.0) +
@@ -542,13 +639,16 @@ int run_train(int argc, const char* const* argv) {
                   ", \"train_seconds\": " + json_number(train_seconds) +
                   ", \"img_per_s\": " + json_number(train_rate) + "}");
     save(epoch, 0, schedule.lr_at(epoch + 1));
-    spdlog::info("epoch {}: wrote {}", epoch + 1, checkpoint_path);
-    if (g_stop_signal.load() != 0) return 128 + g_stop_signal.load();
+    if (lead) spdlog::info("epoch {}: wrote {}", epoch + 1, checkpoint_path);
+    if (stop_after_epoch)
+      return 128 + (g_stop_signal.load() != 0 ? g_stop_signal.load() : SIGTERM);
   }
 
-  auto final_state = state_dict(*model);
-  for (auto& [n, t] : final_state) t = t.to(torch::kCPU).contiguous();
-  save_state_dict(final_state, p.output + "/model.pth");
+  if (lead) {
+    auto final_state = state_dict(*model);
+    for (auto& [n, t] : final_state) t = t.to(torch::kCPU).contiguous();
+    save_state_dict(final_state, p.output + "/model.pth");
+  }
   if (train_loader.skipped() + val_loader.skipped() > 0)
     spdlog::warn("skipped {} unreadable images", train_loader.skipped() + val_loader.skipped());
   spdlog::info("done: weights in {}/model.pth, checkpoint {}, metrics {}", p.output,

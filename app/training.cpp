@@ -8,7 +8,8 @@
 namespace alexnet::app {
 
 EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
-                    int64_t progress_every, const std::string& what) {
+                    int64_t progress_every, const std::string& what,
+                    const std::function<void(torch::Tensor&)>& reduce_sum) {
   torch::NoGradGuard no_grad;
   model->eval();
   const int64_t classes = model->options().num_classes();
@@ -41,6 +42,17 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
                    loader.num_batches(), progress.rate(), progress.eta());
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (reduce_sum) {
+    auto totals = torch::tensor({loss_sum, static_cast<double>(correct1),
+                                 static_cast<double>(correct5), static_cast<double>(r.images)},
+                                torch::kFloat64);
+    reduce_sum(totals);
+    reduce_sum(r.confusion);
+    loss_sum = totals[0].item<double>();
+    correct1 = static_cast<int64_t>(totals[1].item<double>());
+    correct5 = static_cast<int64_t>(totals[2].item<double>());
+    r.images = static_cast<int64_t>(totals[3].item<double>());
+  }
   if (r.images > 0) {
     r.loss = loss_sum / r.images;
     r.top1 = static_cast<double>(correct1) / r.images;

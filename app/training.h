@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,11 @@ struct EvalResult {
 
 /// Runs the model over every batch of the loader's current epoch in eval mode.
 /// progress_every > 0 logs a line every that many batches.
+/// reduce_sum, when given, sums a tensor in place over the ranks of a distributed
+/// run (each evaluating its own shard), so every rank returns the same totals.
 EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
-                    int64_t progress_every, const std::string& what);
+                    int64_t progress_every, const std::string& what,
+                    const std::function<void(torch::Tensor&)>& reduce_sum = {});
 
 /// torchvision references/classification schedule, stepped once per epoch:
 /// optional linear/constant warmup, then step, cosine or constant.

@@ -62,7 +62,10 @@ void Loader::stop_workers() {
 
 int64_t Loader::num_samples() const {
   const int64_t n = dataset_->size();
-  const int64_t per_rank = (n + options_.world_size() - 1) / options_.world_size();
+  const int64_t world = options_.world_size();
+  const int64_t per_rank = options_.pad_shards() || world == 1
+                               ? (n + world - 1) / world
+                               : n / world + (options_.rank() < n % world ? 1 : 0);
   if (!options_.drop_last()) return per_rank;
   return per_rank / options_.batch_size() * options_.batch_size();
 }
@@ -76,6 +79,11 @@ void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   std::vector<int64_t> order =
       shard_indices(dataset_->size(), options_.shuffle(), options_.seed(), epoch, options_.rank(),
                     options_.world_size());
+  if (!options_.pad_shards() && options_.world_size() > 1) {
+    // The shard without the padded tail: rank r holds order[r], order[r + w], ... below n.
+    order.resize(static_cast<size_t>(
+        (dataset_->size() - options_.rank() + options_.world_size() - 1) / options_.world_size()));
+  }
   order.resize(num_samples());  // drop_last trims the incomplete tail batch
   std::vector<std::vector<int64_t>> batches;
   const auto bs = static_cast<size_t>(options_.batch_size());

@@ -43,6 +43,10 @@ struct LoaderOptions {
   /// This process's shard: rank in [0, world_size).
   TORCH_ARG(int64_t, rank) = 0;
   TORCH_ARG(int64_t, world_size) = 1;
+  /// Pad the shards to equal sizes by repeating samples (DistributedSampler; what
+  /// training needs). Off: every sample exactly once over all ranks, shards differ
+  /// by at most one (what evaluation needs to count each image once).
+  TORCH_ARG(bool, pad_shards) = true;
   /// Skip unreadable samples with a warning instead of failing.
   TORCH_ARG(bool, skip_bad) = false;
   /// Images in channels-last memory format (shape stays (B, C, S, S)).

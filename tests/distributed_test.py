@@ -1,0 +1,220 @@
+#!/usr/bin/python3
+"""`alexnet train --distributed` over c10d/Gloo on 127.0.0.1, against one process:
+
+- 2 ranks with batch B end with the same weights as 1 process with batch 2B
+  (within 1e-5), and report the same evaluation;
+- a resumed 2-rank run matches an uninterrupted one;
+- a rank killed mid-epoch, or never started, ends the others with a clear error
+  in bounded time; scripts/launch.sh passes the failure on;
+- a missing torchrun environment is a clear error.
+
+Needs ALEXNET_BINARY, Debian's dataset-fashion-mnist, and a build with Gloo.
+"""
+import gzip
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+
+import torch
+
+BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
+SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
+                        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FMNIST = "/usr/share/datasets/fashion-mnist"
+TRAIN_N, VAL_N = 256, 127  # an odd validation set: unpadded shards of 64 and 63
+TOL = 1e-5
+FAIL_SECONDS = 90  # a surviving rank must give up well within this
+
+
+def write_idx_subset(src, dst, count):
+    with gzip.open(src, "rb") as f:
+        data = f.read()
+    magic, _ = struct.unpack(">II", data[:8])
+    dims = (magic & 0xFF) - 1
+    header = 8 + 4 * dims
+    item = 1
+    for i in range(dims):
+        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
+    with gzip.open(dst, "wb") as f:
+        f.write(data[:4] + struct.pack(">I", count) + data[8:header]
+                + data[header: header + count * item])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank, world, port):
+    env = dict(os.environ)
+    env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+               LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return env
+
+
+def max_diff(a, b):
+    sa, sb = torch.load(a, map_location="cpu"), torch.load(b, map_location="cpu")
+    assert sa.keys() == sb.keys()
+    return max((sa[k] - sb[k]).abs().max().item() for k in sa)
+
+
+def epochs(path):
+    import json
+    with open(path) as f:
+        return [r for r in map(json.loads, f) if r["type"] == "epoch"]
+
+
+class Distributed(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = os.path.join(cls.tmp.name, "fmnist")
+        os.makedirs(d)
+        for prefix, n in (("train", TRAIN_N), ("t10k", VAL_N)):
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+                write_idx_subset(os.path.join(FMNIST, f"{prefix}-{kind}.gz"),
+                                 os.path.join(d, f"{prefix}-{kind}.gz"), n)
+        cls.spec = "fashion-mnist:" + d
+        # Dropout off: the comparison needs the same function on both sides (dropout
+        # masks are per rank). Augmentation is per sample, so it matches.
+        cls.common = ["--data", cls.spec, "--dropout", "0", "--lr", "0.02", "--seed", "5",
+                      "--workers", "1", "--threads", "1", "--print-freq", "1", "--deterministic"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def out(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def single(self, name, batch, *extra):
+        r = subprocess.run([BINARY, "train", *self.common, "--batch-size", str(batch),
+                            "--output", self.out(name), *extra],
+                           capture_output=True, text=True, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def ranks(self, name, batch, *extra, world=2):
+        port = free_port()
+        procs = [subprocess.Popen([BINARY, "train", "--distributed", *self.common,
+                                   "--batch-size", str(batch), "--dist-timeout", "60",
+                                   "--output", self.out(name), *extra],
+                                  env=rank_env(r, world, port), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for r in range(world)]
+        results = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, results):
+            self.assertEqual(p.returncode, 0, err)
+        return [err for _, err in results]
+
+    def test_two_ranks_equal_one_process_with_double_batch(self):
+        steps = ["--epochs", "1", "--max-steps", "6"]
+        self.single("one-16", 16, *steps)
+        logs = self.ranks("two-8", 8, *steps)
+        self.single("one-8", 8, *steps)  # what a rank alone would do: must differ
+        diff = max_diff(self.out("one-16/model.pth"), self.out("two-8/model.pth"))
+        self.assertLessEqual(diff, TOL)
+        self.assertGreater(max_diff(self.out("one-16/model.pth"), self.out("one-8/model.pth")),
+                           100 * TOL, "the test cannot tell averaged from local gradients")
+        # Evaluation: every image once over the ranks (127 = 64 + 63), same numbers.
+        one, two = epochs(self.out("one-16/metrics.jsonl")), epochs(self.out("two-8/metrics.jsonl"))
+        self.assertAlmostEqual(one[-1]["val_loss"], two[-1]["val_loss"], places=4)
+        self.assertAlmostEqual(one[-1]["val_top1"], two[-1]["val_top1"], delta=1.0 / VAL_N)
+        self.assertIn("distributed: 2 processes, gloo backend", logs[0])
+        self.assertNotIn("epoch 1 step", logs[1], "rank 1 must not log progress")
+
+    def test_resume_restarts_all_ranks_from_rank0_checkpoint(self):
+        steps = ["--max-steps", "3"]
+        self.ranks("full", 8, "--epochs", "2", *steps)
+        self.ranks("half", 8, "--epochs", "1", *steps)
+        self.ranks("half", 8, "--epochs", "2", *steps, "--resume", self.out("half/checkpoint.pth"))
+        self.assertLessEqual(max_diff(self.out("full/model.pth"), self.out("half/model.pth")), TOL)
+        ck = torch.load(self.out("half/checkpoint.pth"), map_location="cpu")
+        self.assertEqual(ck["epoch"], 1)
+        self.assertTrue(ck["args"]["distributed"])
+
+    def test_killed_rank_ends_the_others(self):
+        port = free_port()
+        args = [BINARY, "train", "--distributed", *self.common, "--batch-size", "4",
+                "--epochs", "1", "--dist-timeout", "30", "--output", self.out("killed")]
+        procs = [subprocess.Popen(args, env=rank_env(r, 2, port), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for r in range(2)]
+        try:
+            # Wait until training runs (rank 0 logs steps), then kill rank 1 hard.
+            seen = ""
+            deadline = time.time() + 300
+            while "epoch 1 step 3/" not in seen and time.time() < deadline:
+                line = procs[0].stderr.readline()
+                if not line:
+                    break
+                seen += line
+            self.assertIn("epoch 1 step 3/", seen, "training never started")
+            procs[1].send_signal(signal.SIGKILL)
+            start = time.time()
+            _, err = procs[0].communicate(timeout=FAIL_SECONDS)
+            elapsed = time.time() - start
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.communicate()
+        self.assertNotEqual(procs[0].returncode, 0)
+        self.assertIn("error: distributed", err)
+        self.assertIn("rank 0", err)
+        self.assertNotIn("terminate called", err)
+        self.assertLess(elapsed, FAIL_SECONDS)
+
+    def test_rank_that_never_arrives_is_an_error_after_the_timeout(self):
+        start = time.time()
+        r = subprocess.run([BINARY, "train", "--distributed", *self.common, "--batch-size", "4",
+                            "--dist-timeout", "3", "--output", self.out("alone")],
+                           env=rank_env(0, 2, free_port()), capture_output=True, text=True,
+                           timeout=FAIL_SECONDS)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("error: distributed rendezvous", r.stderr)
+        self.assertLess(time.time() - start, 60)
+
+    def test_launch_script_stops_everything_when_a_rank_fails(self):
+        # Rank 0 refuses the run (an existing checkpoint), after the rendezvous:
+        # rank 1 must not wait for it, and launch.sh must fail.
+        out = self.out("taken")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "checkpoint.pth"), "wb") as f:
+            f.write(b"keep me")
+        start = time.time()
+        r = subprocess.run([os.path.join(SOURCE, "scripts", "launch.sh"), "2", *self.common,
+                            "--batch-size", "4", "--dist-timeout", "60", "--output", out],
+                           env=dict(os.environ, ALEXNET=BINARY), capture_output=True, text=True,
+                           timeout=FAIL_SECONDS)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("checkpoint.pth exists", r.stderr)
+        self.assertLess(time.time() - start, 60)
+        with open(os.path.join(out, "checkpoint.pth"), "rb") as f:
+            self.assertEqual(f.read(), b"keep me")
+
+    def test_missing_environment_and_bad_flags(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+        r = subprocess.run([BINARY, "train", "--distributed", "--output", self.out("noenv")],
+                           env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("is not set", r.stderr)
+        r = subprocess.run([BINARY, "train", "--distributed", "--output", self.out("badenv")],
+                           env=dict(rank_env(0, 2, 1234), RANK="7"), capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("RANK='7'", r.stderr)
+        r = subprocess.run([BINARY, "train", "--dist-backend", "mpi"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--dist-backend", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
