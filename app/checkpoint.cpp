@@ -107,6 +107,7 @@ void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
   // Ours, beyond train.py's keys: exact resumption inside an epoch.
   root.set(str("epoch_step"), Value::integer(c.epoch_step));
   if (c.rng_state.defined()) root.set(str("rng_state"), tensor_value(c.rng_state));
+  if (c.cuda_rng_state.defined()) root.set(str("cuda_rng_state"), tensor_value(c.cuda_rng_state));
   pth::write_checkpoint(path, root);
 }
 
@@ -127,6 +128,8 @@ TrainCheckpoint load_train_checkpoint(const std::string& path) {
   if (const Value* s = root.find("epoch_step"); s && s->is_int()) c.epoch_step = s->as_int();
   if (const Value* r = root.find("rng_state"); r && r->is_tensor())
     c.rng_state = to_tensor(r->as_tensor()).clone();
+  if (const Value* r = root.find("cuda_rng_state"); r && r->is_tensor())
+    c.cuda_rng_state = to_tensor(r->as_tensor()).clone();
   if (const Value* a = root.find("args")) c.args = *a;
 
   c.momentum.assign(c.model.size(), torch::Tensor());

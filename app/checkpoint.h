@@ -21,6 +21,7 @@ struct TrainCheckpoint {
   int64_t epoch = -1;       // last completed epoch, 0-based (train.py's "epoch")
   int64_t epoch_step = 0;   // batches already done in epoch + 1 (interrupted mid-epoch)
   torch::Tensor rng_state;  // default CPU generator state (uint8), when saved by us
+  torch::Tensor cuda_rng_state;  // the training device's CUDA generator state, when on CUDA
   pth::Value args;          // the run's flags (a dict; train.py stores a Namespace)
 };
 

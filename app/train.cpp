@@ -448,6 +448,16 @@ int run_train(int argc, const char* const* argv) {
     }
     start_epoch = resumed->epoch + 1;
     skip_steps = resumed->epoch_step;
+    if (resumed->cuda_rng_state.defined() && device.is_cuda()) {
+      // Dropout on CUDA draws from the device's generator.
+      auto gen = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      try {
+        gen.set_state(resumed->cuda_rng_state);
+      } catch (const c10::Error& e) {
+        TORCH_CHECK(false, p.resume, ": bad cuda_rng_state (", e.what_without_backtrace(), ")");
+      }
+    }
     if (resumed->rng_state.defined()) {
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -527,6 +537,11 @@ int run_train(int argc, const char* const* argv) {
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       c.rng_state = gen.get_state();
+    }
+    if (device.is_cuda()) {
+      auto gen = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      c.cuda_rng_state = gen.get_state();
     }
     c.args = args_value(p);
     save_train_checkpoint(checkpoint_path, c, sgd.options(), schedule, next_lr);

@@ -117,6 +117,29 @@ Arch parse_arch(const std::string& name) {
   TORCH_CHECK(false, "unknown architecture '", name, "' (expected alexnet or alexnet2012)");
 }
 
+namespace {
+
+// (out, in) matrix whose row i averages adaptive pooling's bin i:
+// [floor(i * in / out), ceil((i + 1) * in / out)).
+torch::Tensor pooling_matrix(int64_t out, int64_t in, const torch::TensorOptions& options) {
+  auto m = torch::zeros({out, in}, options.dtype(torch::kFloat32).device(torch::kCPU));
+  auto a = m.accessor<float, 2>();
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t start = (i * in) / out;
+    const int64_t end = ((i + 1) * in + out - 1) / out;
+    for (int64_t j = start; j < end; ++j) a[i][j] = 1.0f / static_cast<float>(end - start);
+  }
+  return m.to(options.device(), options.dtype());
+}
+
+}  // namespace
+
+torch::Tensor deterministic_adaptive_avg_pool(const torch::Tensor& x, int64_t out_h, int64_t out_w) {
+  const auto ph = pooling_matrix(out_h, x.size(2), x.options());  // (out_h, h)
+  const auto pw = pooling_matrix(out_w, x.size(3), x.options());  // (out_w, w)
+  return torch::matmul(torch::matmul(ph, x), pw.t());             // (N, C, out_h, out_w)
+}
+
 torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   TORCH_CHECK(x.dim() == 4, "AlexNet: expected input (N, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.size(1) == options_.in_channels(), "AlexNet: expected ", options_.in_channels(),
@@ -125,7 +148,13 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
               "AlexNet: input must be at least ", kMinInputSize, "x", kMinInputSize, ", got ",
               x.size(2), "x", x.size(3));
   x = features->forward(x);    // (N, 256, h, w)
-  x = avgpool->forward(x);     // (N, 256, 6, 6)
+  if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) {
+    // CUDA's adaptive_avg_pool2d backward has no deterministic kernel; the same
+    // pooling as two averaging matrices is deterministic (matmuls).
+    x = deterministic_adaptive_avg_pool(x, 6, 6);
+  } else {
+    x = avgpool->forward(x);   // (N, 256, 6, 6)
+  }
   x = torch::flatten(x, 1);    // (N, 9216)
   return classifier->forward(x);  // (N, num_classes)
 }

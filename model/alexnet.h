@@ -60,6 +60,11 @@ TORCH_MODULE(AlexNet);
 /// Smallest input side AlexNet accepts (the feature map must not vanish).
 constexpr int64_t kMinInputSize = 63;
 
+/// adaptive_avg_pool2d(x, {out_h, out_w}) as two averaging matrices: the same bins
+/// (equal up to rounding), with a deterministic backward pass on CUDA, where
+/// AlexNet uses it under --deterministic.
+torch::Tensor deterministic_adaptive_avg_pool(const torch::Tensor& x, int64_t out_h, int64_t out_w);
+
 /// Parameter names and shapes of an AlexNet with these options, in registration
 /// order, computed without building (and initialising) the module.
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const AlexNetOptions& options);

@@ -164,6 +164,8 @@ class Distributed(unittest.TestCase):
                 if p.poll() is None:
                     p.kill()
                 p.communicate()
+        print(f"\nrank 0 ended {elapsed:.1f} s after rank 1 was killed: "
+              f"{err.strip().splitlines()[-1]}", flush=True)
         self.assertNotEqual(procs[0].returncode, 0)
         self.assertIn("error: distributed", err)
         self.assertIn("rank 0", err)

@@ -202,3 +202,23 @@ TEST(AlexNetUnit, ParameterShapesTableMatchesTheBuiltModules) {
 
 }  // namespace
 }  // namespace alexnet
+
+// The matrix form used on CUDA under --deterministic pools the same bins as
+// adaptive_avg_pool2d, forward and backward, for maps smaller, equal and larger
+// than 6x6 (AlexNet's feature map is 1x1 at 64 px, 6x6 at 224 px).
+TEST(AlexNetUnit, DeterministicAdaptivePoolMatchesAdaptiveAvgPool) {
+  torch::manual_seed(1);
+  for (const auto& [h, w] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 3}, {5, 5},
+                                                                      {6, 6}, {7, 9}, {13, 13}}) {
+    auto a = torch::randn({2, 4, h, w}, torch::requires_grad());
+    auto b = a.detach().clone().requires_grad_(true);
+    const auto ya = torch::adaptive_avg_pool2d(a, {6, 6});
+    const auto yb = alexnet::deterministic_adaptive_avg_pool(b, 6, 6);
+    ASSERT_EQ(yb.sizes(), ya.sizes());
+    EXPECT_LE((ya - yb).abs().max().item<float>(), 1e-6) << h << "x" << w;
+    const auto g = torch::randn_like(ya);
+    ya.backward(g);
+    yb.backward(g);
+    EXPECT_LE((a.grad() - b.grad()).abs().max().item<float>(), 1e-5) << h << "x" << w;
+  }
+}
