@@ -1,0 +1,139 @@
+# The alexnet CLI in a container.
+#
+#   docker build -t alexnet .                      CPU image: Debian bookworm and Debian's LibTorch 1.13
+#   docker build --target cuda -t alexnet:cuda .   CUDA image: NVIDIA's CUDA base, the official LibTorch zip
+#
+# The CPU stages come last, so a build without --target produces the CPU image; BuildKit and
+# buildah then skip the CUDA stages without pulling their base images.
+# Each runtime stage installs the packages that provide the libraries the binary links
+# (scripts/runtime_packages.sh, run in the build stage) and nothing for building.
+
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+ARG CUDA_VERSION=12.6.3
+ARG CUDA_UBUNTU=ubuntu24.04
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: build against the official LibTorch zip; OpenCV, cxxopts, spdlog from Ubuntu.
+
+FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-${CUDA_UBUNTU} AS cuda-build
+ARG DEBIAN_FRONTEND=noninteractive
+# download.pytorch.org/libtorch/<LIBTORCH_CUDA>/, the cxx11 ABI build that matches Ubuntu's g++.
+ARG LIBTORCH_VERSION=2.6.0
+ARG LIBTORCH_CUDA=cu126
+ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/${LIBTORCH_CUDA}/libtorch-cxx11-abi-shared-with-deps-${LIBTORCH_VERSION}%2B${LIBTORCH_CUDA}.zip
+# Checked when given (sha256sum of the zip).
+ARG LIBTORCH_SHA256=
+# Our sources have no CUDA kernels; the list only spares LibTorch's CMake from probing for a GPU,
+# which the build machine need not have.
+ARG TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6;8.9;9.0"
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl unzip \
+      cmake ninja-build g++ libopencv-dev libcxxopts-dev libspdlog-dev libjpeg-dev zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN curl -fsSL --retry 3 -o /tmp/libtorch.zip "$LIBTORCH_URL" \
+ && if [ -n "$LIBTORCH_SHA256" ]; then echo "$LIBTORCH_SHA256  /tmp/libtorch.zip" | sha256sum -c -; fi \
+ && unzip -q /tmp/libtorch.zip -d /opt \
+ && rm /tmp/libtorch.zip
+
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DALEXNET_BUILD_TESTS=OFF \
+      -DCMAKE_PREFIX_PATH=/opt/libtorch \
+ && cmake --build build --target alexnet \
+ && mkdir -p /staging/usr/local/bin /staging/opt/libtorch/lib \
+ && install -m 0755 build/app/alexnet /staging/usr/local/bin/alexnet \
+ && cp -a /opt/libtorch/lib/*.so* /staging/opt/libtorch/lib/ \
+ && scripts/runtime_packages.sh build/app/alexnet /opt/libtorch/lib/*.so* > /staging/runtime-packages
+
+FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${CUDA_UBUNTU} AS cuda
+ARG DEBIAN_FRONTEND=noninteractive
+COPY --from=cuda-build /staging/runtime-packages /tmp/runtime-packages
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) dataset-fashion-mnist \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages
+COPY --from=cuda-build /staging/opt/libtorch/lib/ /opt/libtorch/lib/
+COPY --from=cuda-build /staging/usr/local/bin/alexnet /usr/local/bin/alexnet
+# libcuda.so.1 is the host driver's, mounted by the NVIDIA container runtime (docker run --gpus);
+# any other missing library fails the build here rather than the first run.
+RUN echo /opt/libtorch/lib > /etc/ld.so.conf.d/libtorch.conf \
+ && ldconfig \
+ && ! ldd /usr/local/bin/alexnet | grep -v 'libcuda\.so' | grep 'not found'
+# Ubuntu's images already give uid 1000 to "ubuntu".
+RUN if id ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
+ && useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin alexnet \
+ && mkdir /out \
+ && chown alexnet:alexnet /out
+USER alexnet
+WORKDIR /out
+VOLUME /out
+ENTRYPOINT ["alexnet"]
+CMD ["--help"]
+ARG VERSION=0.1.0
+ARG SOURCE=
+ARG LICENSES=NOASSERTION
+LABEL org.opencontainers.image.title="alexnet (CUDA)" \
+      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, info, export, bench; CUDA build" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="${LICENSES}" \
+      org.opencontainers.image.version="${VERSION}"
+
+# ---------------------------------------------------------------------------------------------
+# CPU (the default): everything from Debian bookworm.
+
+FROM ${DEBIAN_IMAGE} AS cpu-build
+ARG DEBIAN_FRONTEND=noninteractive
+# The native build's package list (ALEXNET_BUILD_PACKAGES), so the two cannot drift apart.
+COPY scripts/common.sh /tmp/common.sh
+RUN bash -c 'source /tmp/common.sh \
+      && apt-get update \
+      && apt-get install -y --no-install-recommends "${ALEXNET_BUILD_PACKAGES[@]}" libjpeg-dev' \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DALEXNET_BUILD_TESTS=OFF \
+ && cmake --build build --target alexnet \
+ && mkdir -p /staging/usr/local/bin \
+ && install -m 0755 build/app/alexnet /staging/usr/local/bin/alexnet \
+ && scripts/runtime_packages.sh build/app/alexnet > /staging/runtime-packages
+
+FROM ${DEBIAN_IMAGE} AS cpu
+ARG DEBIAN_FRONTEND=noninteractive
+COPY --from=cpu-build /staging/runtime-packages /tmp/runtime-packages
+# libopenblas0-openmp: without it Debian's LibTorch uses the reference BLAS (Linear layers ~60x slower).
+# dataset-fashion-mnist: the default training data, so `docker run alexnet train` needs no mounts.
+# Debian's LibTorch links OpenCV's GUI, video and GDAL modules, whose packages bring Mesa's GL
+# drivers (and LLVM, which only they load), Intel's video-encoding plugins, map projection data
+# and the Python bindings. Nothing here opens a window or GL context, encodes video, reprojects
+# or runs Python, so dpkg leaves those files out (~230 MB); the packages stay installed for apt.
+# A library the binary does link cannot be among them: `alexnet --help` below would fail.
+RUN printf 'path-exclude %s\n' \
+      '/usr/lib/x86_64-linux-gnu/dri/*' '/usr/lib/x86_64-linux-gnu/libLLVM-*' \
+      '/usr/lib/x86_64-linux-gnu/libz3.so*' '/usr/lib/x86_64-linux-gnu/libmfxhw64.so*' \
+      '/usr/lib/x86_64-linux-gnu/mfx/*' '/usr/share/proj/*' \
+      '/usr/lib/x86_64-linux-gnu/libtorch_python.so*' > /etc/dpkg/dpkg.cfg.d/alexnet-unused \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) \
+      libopenblas0-openmp dataset-fashion-mnist \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages
+COPY --from=cpu-build /staging/usr/local/bin/alexnet /usr/local/bin/alexnet
+# A missing shared library fails the build here rather than the first run.
+RUN alexnet --help > /dev/null
+RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin alexnet \
+ && mkdir /out \
+ && chown alexnet:alexnet /out
+USER alexnet
+WORKDIR /out
+VOLUME /out
+ENTRYPOINT ["alexnet"]
+CMD ["--help"]
+ARG VERSION=0.1.0
+ARG SOURCE=
+ARG LICENSES=NOASSERTION
+LABEL org.opencontainers.image.title="alexnet" \
+      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, info, export, bench; CPU build" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="${LICENSES}" \
+      org.opencontainers.image.version="${VERSION}"
