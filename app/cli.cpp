@@ -2,8 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <dlfcn.h>
 #include <sched.h>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 namespace alexnet::app {
@@ -28,7 +33,17 @@ cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const c
     throw UsageError(e.what(), options.help());
   }
   if (!allow_positional && !result.unmatched().empty()) {
-    throw UsageError("unexpected argument '" + result.unmatched().front() + "'", options.help());
+    const std::string& extra = result.unmatched().front();
+    std::string message = "unexpected argument '" + extra + "'";
+    // A flag with an optional value takes it only after '='.
+    for (int i = 2; i < argc; ++i) {
+      const std::string previous = argv[i - 1];
+      if (argv[i] == extra && previous == "--channels-last") {
+        message += " (if it is the value of " + previous + ", write " + previous + "=" + extra + ")";
+        break;
+      }
+    }
+    throw UsageError(message, options.help());
   }
   return result;
 }
@@ -78,8 +93,70 @@ int available_cpus() {
   return 1;
 }
 
+namespace {
+
+std::set<std::string> cpu_flags() {
+  std::set<std::string> flags;
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string flag;
+    while (words >> flag) flags.insert(flag);
+    break;
+  }
+  return flags;
+}
+
+// OpenBLAS's most capable x86-64 kernels this CPU can run, by instruction set.
+const char* best_openblas_coretype(const std::set<std::string>& f) {
+  const auto has = [&](const char* name) { return f.count(name) > 0; };
+  const bool avx512 = has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512dq");
+  if (avx512 && has("avx512_bf16")) return "CooperLake";
+  if (avx512) return "SkylakeX";
+  if (has("avx2") && has("fma")) return "Haswell";
+  return nullptr;
+}
+
+}  // namespace
+
+std::string select_blas_kernels() {
+  static std::once_flag once;
+  static std::string core;
+  std::call_once(once, [] {
+    // Looked up at run time: LibTorch may use another BLAS (MKL in pip wheels).
+    using CoreName = char* (*)();
+    using Hook = void (*)();
+    const auto corename = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    const auto quit = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+    const auto init = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+    if (corename == nullptr) return;
+    core = corename();
+    // Only a fallback to a pre-AVX core is corrected; a user's choice stands.
+    static const std::set<std::string> kGeneric = {"Prescott", "Core2", "Penryn", "Dunnington",
+                                                   "Nehalem", "Atom", "Katmai", "Coppermine",
+                                                   "Northwood", "Banias"};
+    if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !kGeneric.count(core) || !quit || !init)
+      return;
+    const char* better = best_openblas_coretype(cpu_flags());
+    if (better == nullptr) return;
+    // Re-runs OpenBLAS's start-up selection, which reads OPENBLAS_CORETYPE; no BLAS
+    // call has run yet, and its buffers do not depend on the kernels.
+    setenv("OPENBLAS_CORETYPE", better, 0);
+    quit();
+    init();
+    const std::string was = core;
+    core = corename();
+    spdlog::info("blas: OpenBLAS took this CPU for {}; using its {} kernels (set OPENBLAS_CORETYPE "
+                 "to choose)", was, core);
+  });
+  return core;
+}
+
 int configure_threads(int requested) {
   TORCH_CHECK(requested >= 0, "--threads must be 0 (all CPUs) or positive, got ", requested);
+  select_blas_kernels();
   // LibTorch's own default can be 1 on small machines; always set it explicitly.
   const int threads = requested > 0 ? requested : available_cpus();
   torch::set_num_threads(threads);

@@ -38,7 +38,16 @@ torch::Device resolve_device(const std::string& spec);
 int available_cpus();
 
 /// Applies --threads (0 = all available CPUs) to LibTorch and logs it with the device.
+/// Also calls select_blas_kernels().
 int configure_threads(int requested);
+
+/// OpenBLAS (Debian's LibTorch does its Linear layers with it) picks its kernels by
+/// CPU model, and a release older than the CPU falls back to its SSE-only
+/// "Prescott" kernels: 5x slower matrix products here. When that happened and
+/// the CPU has AVX2 or AVX-512, switches to the matching kernels (logged once).
+/// OPENBLAS_CORETYPE in the environment takes precedence. Returns the kernels in
+/// use ("Cooperlake"), or "" without OpenBLAS.
+std::string select_blas_kernels();
 
 /// Parses --device/--threads of a result, configures them and logs "device ... threads ...".
 torch::Device setup_runtime(const cxxopts::ParseResult& result);

@@ -1,6 +1,7 @@
 // alexnet eval: loss, top-1, top-5, per-class accuracy and the confusion matrix.
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/precision.h"
 #include "app/training.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -27,6 +28,12 @@ int run_eval(int argc, const char* const* argv) {
       ("j,workers", "Data loading threads", cxxopts::value<int64_t>()->default_value("2"))
       ("image-size", "Model input side (0 = the dataset's default)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("precision", "fp32 (the default: results identical to PyTorch's), bf16, fp16 (CUDA) or "
+                    "auto (the device's fastest; autocast)",
+       cxxopts::value<std::string>()->default_value("fp32"))
+      ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
+                        "faster layout)",
+       cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_common_options(options);
@@ -47,14 +54,28 @@ int run_eval(int argc, const char* const* argv) {
   if (image_size != 0 && image_size < kMinInputSize)
     throw UsageError("--image-size must be at least " + std::to_string(kMinInputSize), options.help());
   const bool json = result.count("json") > 0;
+  const auto precision_flag = parse_precision(result["precision"].as<std::string>());
+  if (!precision_flag)
+    throw UsageError("--precision " + result["precision"].as<std::string>() +
+                         ": expected fp32, bf16, fp16 or auto", options.help());
+  const auto layout_flag = parse_channels_last(result["channels-last"].as<std::string>());
+  if (!layout_flag)
+    throw UsageError("--channels-last " + result["channels-last"].as<std::string>() +
+                         ": expected auto, on or off", options.help());
 
   const torch::Device device = setup_runtime(result);
+  const Precision precision = resolve_precision(*precision_flag, device, Workload::kInference);
+  configure_cuda_math(device, precision);
+  ComputeConfig compute = inference_config(device, precision,
+                                           resolve_channels_last(*layout_flag, device, precision));
+  compute.low_precision_weights = false;  // evaluate() feeds fp32 batches: autocast
   auto dataset = data::open_dataset(spec, split);
   AlexNet model = load_alexnet(weights);
   TORCH_CHECK(model->options().num_classes() == dataset->num_classes(), weights, ": weights have ",
               model->options().num_classes(), " classes, the data (", dataset->description(),
               ") has ", dataset->num_classes());
   model->to(device);
+  if (compute.channels_last) to_channels_last(*model);
 
   auto transform = data::default_transform_options(dataset->kind(), /*train=*/false);
   if (image_size > 0)
@@ -62,10 +83,16 @@ int run_eval(int argc, const char* const* argv) {
   transform.in_channels(model->options().in_channels());
   data::Loader loader(dataset, data::Pipeline(transform),
                       data::LoaderOptions().batch_size(batch_size).shuffle(false).workers(workers)
-                          .skip_bad(result.count("skip-bad") > 0).pin_memory(device.is_cuda()));
+                          .skip_bad(result.count("skip-bad") > 0).pin_memory(device.is_cuda())
+                          .channels_last(compute.channels_last));
   loader.start_epoch(0);
-  spdlog::info("eval {} on {} ({} images)", weights, dataset->description(), dataset->size());
-  const EvalResult r = evaluate(model, loader, device, 20, "eval");
+  spdlog::info("eval {} on {} ({} images), {}", weights, dataset->description(), dataset->size(),
+               compute.describe());
+  EvalResult r;
+  {
+    const AutocastGuard autocast(device, precision);
+    r = evaluate(model, loader, device, 20, "eval");
+  }
   const double rate = r.seconds > 0 ? r.images / r.seconds : 0.0;
   const auto& names = dataset->class_names();
 

@@ -1,6 +1,7 @@
 // alexnet predict: torchvision's evaluation transform, AlexNet, top-k classes.
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/precision.h"
 #include "data/image.h"
 #include "data/labels.h"
 #include "model/weights.h"
@@ -26,6 +27,8 @@ struct PredictParams {
   int64_t batch_size = 16;
   int64_t resize_size = 256;
   int64_t crop_size = 224;
+  std::string precision = "fp32";
+  std::string channels_last = "off";
   bool json = false;
   std::vector<std::string> images;
 };
@@ -78,6 +81,12 @@ int run_predict(int argc, const char* const* argv) {
        cxxopts::value<int64_t>()->default_value(std::to_string(p.resize_size)))
       ("crop-size", "Side of the center crop fed to the model",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
+      ("precision", "fp32 (the default: results identical to PyTorch's), bf16, fp16 (CUDA) or "
+                    "auto (the device's fastest)",
+       cxxopts::value<std::string>()->default_value(p.precision))
+      ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
+                        "faster layout)",
+       cxxopts::value<std::string>()->default_value(p.channels_last)->implicit_value("on"))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_common_options(options);
   options.parse_positional({"images"});
@@ -99,11 +108,25 @@ int run_predict(int argc, const char* const* argv) {
     throw UsageError("--crop-size must be at least " + std::to_string(kMinInputSize),
                      options.help());
   p.images = result["images"].as<std::vector<std::string>>();
+  p.precision = result["precision"].as<std::string>();
+  const auto precision_flag = parse_precision(p.precision);
+  if (!precision_flag)
+    throw UsageError("--precision " + p.precision + ": expected fp32, bf16, fp16 or auto",
+                     options.help());
+  p.channels_last = result["channels-last"].as<std::string>();
+  const auto layout_flag = parse_channels_last(p.channels_last);
+  if (!layout_flag)
+    throw UsageError("--channels-last " + p.channels_last + ": expected auto, on or off",
+                     options.help());
 
 #ifndef ALEXNET_HAVE_OPENCV
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
 #else
   const torch::Device device = setup_runtime(result);
+  const Precision precision = resolve_precision(*precision_flag, device, Workload::kInference);
+  configure_cuda_math(device, precision);
+  const ComputeConfig compute =
+      inference_config(device, precision, resolve_channels_last(*layout_flag, device, precision));
   AlexNet model = load_alexnet(p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
@@ -117,20 +140,21 @@ int run_predict(int argc, const char* const* argv) {
   } else {
     for (int64_t i = 0; i < num_classes; ++i) labels.push_back("class " + std::to_string(i));
   }
-  model->to(device);
-  model->eval();
-  spdlog::info("weights {}: {} classes", p.weights, num_classes);
+  prepare_for_inference(model, compute);
+  spdlog::info("weights {}: {} classes, {}", p.weights, num_classes, compute.describe());
 
   const auto transform =
       data::EvalTransformOptions().resize_size(p.resize_size).crop_size(p.crop_size);
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;
   for (size_t start = 0; start < p.images.size(); start += p.batch_size) {
     const size_t end = std::min(p.images.size(), start + static_cast<size_t>(p.batch_size));
     std::vector<torch::Tensor> batch;
     for (size_t i = start; i < end; ++i)
       batch.push_back(data::eval_transform(data::decode_image_file(p.images[i]), transform));
-    const torch::Tensor x = torch::stack(batch).to(device);        // (B, 3, crop, crop)
-    const torch::Tensor logits = model->forward(x).to(torch::kCPU).to(torch::kFloat32);  // (B, C)
+    torch::Tensor x = torch::stack(batch);  // (B, 3, crop, crop)
+    if (device.is_cuda()) x = x.pin_memory();
+    x = prepare_input(x, compute, /*non_blocking=*/true);
+    const torch::Tensor logits = model->forward(x).to(torch::kCPU, torch::kFloat32);  // (B, C)
     for (size_t i = start; i < end; ++i)
       print_result(p, p.images[i], labels, logits[static_cast<int64_t>(i - start)].contiguous());
   }
