@@ -21,7 +21,7 @@ constexpr const char* kUsage =
     "  predict   classify images (top-k classes with probabilities)\n"
     "  info      describe a weights file (format, classes, parameters)\n"
     "  export    write weights as .pth (torch.load) or .pt (torch.jit.load)\n"
-    "  bench     measure throughput (data loading: decode + transforms)\n"
+    "  bench     measure throughput: model (infer/train), data loading, end to end\n"
     "\n"
     "Run 'alexnet <command> --help' for the options of a command.\n";
 

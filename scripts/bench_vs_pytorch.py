@@ -357,11 +357,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a set that runs in a few minutes")
     parser.add_argument("--full", action="store_true", help="every workload")
     parser.add_argument("--repeat", type=int, default=3, help="alternating pairs per workload")
-    parser.add_argument("--iters", type=int, default=0, help="timed iterations per run (0: per workload)")
+    parser.add_argument("--iters", type=int, default=0,
+                        help="timed iterations per run (0: 5, or 3 with --quick; matmul 10)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides)")
-    parser.add_argument("--images", type=int, default=300, help="JPEGs for e2e-eval")
-    parser.add_argument("--train-images", type=int, default=2560, help="Fashion-MNIST images for e2e-train")
+    parser.add_argument("--images", type=int, default=0, help="JPEGs for e2e-eval (0: 300, 200 with --quick)")
+    parser.add_argument("--train-images", type=int, default=0,
+                        help="Fashion-MNIST images for e2e-train (0: 2560, 1280 with --quick)")
     parser.add_argument("--weights", help="agreement: trained 10-class weights (default: train briefly)")
     parser.add_argument("--python-env", action="append", default=[], metavar="VAR=VALUE",
                         help="environment for the Python side only (e.g. OPENBLAS_CORETYPE=CooperLake)")
@@ -371,6 +373,9 @@ def main():
         py_worker(json.loads(args.worker))
         return
 
+    args.iters = args.iters or (3 if args.quick else 5)
+    args.images = args.images or (200 if args.quick else 300)
+    args.train_images = args.train_images or (1280 if args.quick else 2560)
     default = GPU if args.device.startswith("cuda") else QUICK
     names = (FULL if args.full else args.workloads.split(",") if args.workloads else default)
     for n in names:
@@ -401,7 +406,7 @@ def main():
             w = dict(WORKLOADS[name], threads=args.threads, device=args.device)
             kind = w["kind"]
             w.setdefault("warmup", 1 if kind != "matmul" else 2)
-            w.setdefault("iters", args.iters or (10 if kind == "matmul" else 5))
+            w.setdefault("iters", 10 if kind == "matmul" else args.iters)
             if kind == "e2e-infer":
                 w["folder"] = folder
             if kind == "e2e-train":

@@ -78,6 +78,7 @@ class BenchFlags(unittest.TestCase):
         self.assertUsage(["--batch-size", "two"], "--batch-size")
         self.assertUsage(["--mode", "data"], "--data")
         self.assertUsage(["--predictions", "p.txt"], "--predictions")
+        self.assertUsage(["--mode", "train", "--logits", "l.bin"], "--logits")
         # An optional value goes after '=': the error says how.
         self.assertUsage(["--channels-last", "off"], "--channels-last=off")
 
@@ -123,6 +124,25 @@ class BenchRuns(unittest.TestCase):
             self.assertIn("using fp32", log)
         out, log = self.bench_json("--mode", "infer", "--precision", "auto", *TINY)
         self.assertIn(f"precision {out['precision']} (auto: ", log)
+
+    def test_logits_match_pytorch(self):
+        # bench draws the model, then the batch, after manual_seed(0): as torchvision here.
+        torch.manual_seed(0)
+        model = torchvision.models.alexnet().eval()
+        with torch.no_grad():
+            ref = model(torch.randn(2, 3, 64, 64))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "logits.bin")
+            for precision, layout, bound in (("fp32", "off", 1e-5), ("fp32", "on", 1e-5), ("bf16", "on", 0.03)):
+                out, _ = self.bench_json("--mode", "infer", "--precision", precision,
+                                         f"--channels-last={layout}", "--logits", path, *TINY)
+                got = torch.from_file(path, size=2 * 1000, dtype=torch.float32).view(2, 1000)
+                if precision == "bf16":
+                    if out["precision"] != "bf16":
+                        continue  # a CPU without bf16: fp32 was used (and warned about)
+                    bound *= ref.abs().max().item()  # 8 significant bits: relative to the largest logit
+                diff = (got - ref).abs().max().item()
+                self.assertLessEqual(diff, bound, f"{precision} {layout}: max |diff| {diff:.3g}")
 
     def test_matmul(self):
         out, _ = self.bench_json("--mode", "matmul", "--matrix-size", "64", "--iters", "2", "--threads", "1")
