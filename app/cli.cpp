@@ -1,4 +1,5 @@
 #include "app/cli.h"
+#include "app/precision.h"
 
 #include <spdlog/spdlog.h>
 
@@ -94,20 +95,6 @@ int available_cpus() {
 }
 
 namespace {
-
-std::set<std::string> cpu_flags() {
-  std::set<std::string> flags;
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    std::string flag;
-    while (words >> flag) flags.insert(flag);
-    break;
-  }
-  return flags;
-}
 
 // OpenBLAS's most capable x86-64 kernels this CPU can run, by instruction set.
 const char* best_openblas_coretype(const std::set<std::string>& f) {

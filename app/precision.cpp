@@ -43,21 +43,28 @@ torch::ScalarType precision_dtype(Precision precision) {
   TORCH_CHECK(false, "precision 'auto' must be resolved before use");
 }
 
-const CpuBf16Support& cpu_bf16_support() {
-  static const CpuBf16Support support = [] {
-    CpuBf16Support s;
+const std::set<std::string>& cpu_flags() {
+  static const std::set<std::string> flags = [] {
+    std::set<std::string> f;
     std::ifstream in("/proc/cpuinfo");
     std::string line;
     while (std::getline(in, line)) {
       if (line.rfind("flags", 0) != 0) continue;
       std::istringstream words(line.substr(line.find(':') + 1));
       std::string flag;
-      while (words >> flag) {
-        if (flag == "avx512_bf16") s.avx512_bf16 = true;
-        if (flag == "amx_bf16") s.amx_bf16 = true;
-      }
+      while (words >> flag) f.insert(flag);
       break;  // every core reports the same flags
     }
+    return f;
+  }();
+  return flags;
+}
+
+const CpuBf16Support& cpu_bf16_support() {
+  static const CpuBf16Support support = [] {
+    CpuBf16Support s;
+    s.avx512_bf16 = cpu_flags().count("avx512_bf16") > 0;
+    s.amx_bf16 = cpu_flags().count("amx_bf16") > 0;
     return s;
   }();
   return support;

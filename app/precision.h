@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct CpuBf16Support {
   bool amx_bf16 = false;     // AMX tiles: bf16 matrix multiply, several times fp32's rate
   bool any() const { return avx512_bf16 || amx_bf16; }
 };
+/// The instruction-set flags /proc/cpuinfo lists for this CPU (empty where unreadable); read once.
+const std::set<std::string>& cpu_flags();
+
 const CpuBf16Support& cpu_bf16_support();
 
 /// CUDA compute capability (major * 10 + minor) of a device, or 0 when unknown.
