@@ -539,6 +539,7 @@ int run_bench(int argc, const char* const* argv) {
   }
   RunInfo info;
   info.device = setup_runtime(result);
+  if (p.batch_size > 1) reuse_freed_memory();  // as train and eval do; batch 1 measures predict's memory
   info.threads = torch::get_num_threads();
   info.batch_size = p.batch_size;
   info.image_size = p.image_size > 0 ? p.image_size : 224;

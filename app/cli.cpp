@@ -4,10 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <sched.h>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -139,6 +141,18 @@ std::string select_blas_kernels() {
                  "to choose)", was, core);
   });
   return core;
+}
+
+void reuse_freed_memory() {
+#if defined(__GLIBC__)
+  for (const char* name : {"GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+                           "MALLOC_MMAP_THRESHOLD_"})
+    if (std::getenv(name) != nullptr) return;  // the user's allocator settings stand
+  // Large blocks from the heap, not mmap (threads' arenas fall back to the main
+  // heap for them), and no trimming of its top back to the kernel.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
 }
 
 int configure_threads(int requested) {

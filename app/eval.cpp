@@ -64,6 +64,7 @@ int run_eval(int argc, const char* const* argv) {
                          ": expected auto, on or off", options.help());
 
   const torch::Device device = setup_runtime(result);
+  reuse_freed_memory();
   const Precision precision = resolve_precision(*precision_flag, device, Workload::kInference);
   configure_cuda_math(device, precision);
   ComputeConfig compute = inference_config(device, precision,

@@ -322,6 +322,7 @@ int run_train(int argc, const char* const* argv) {
 
   // Everything that can be wrong with the inputs is checked before training starts.
   torch::Device device = setup_runtime(result);
+  reuse_freed_memory();
   // Distributed: connect first, so that a rank failing any check below ends the
   // others at their next collective instead of leaving them waiting.
   std::unique_ptr<Communicator> comm;

@@ -1,5 +1,6 @@
 // Unit tests of the AlexNet module and weight loading; no Python needed.
 #include "model/alexnet.h"
+#include "model/sgd.h"
 #include "model/weights.h"
 
 #include <gtest/gtest.h>
@@ -221,4 +222,73 @@ TEST(AlexNetUnit, DeterministicAdaptivePoolMatchesAdaptiveAvgPool) {
     yb.backward(g);
     EXPECT_LE((a.grad() - b.grad()).abs().max().item<float>(), 1e-5) << h << "x" << w;
   }
+}
+
+// PyTorch's single-tensor SGD formula, as tensor ops (torch.optim.SGD, dampening 0).
+static void reference_sgd_step(std::vector<torch::Tensor>& ps, std::vector<torch::Tensor>& bufs,
+                               const std::vector<torch::Tensor>& grads, double lr,
+                               const alexnet::SgdOptions& o) {
+  for (size_t i = 0; i < ps.size(); ++i) {
+    torch::Tensor d = grads[i];
+    if (o.weight_decay() != 0) d = d.add(ps[i], o.weight_decay());
+    if (o.momentum() != 0) {
+      if (!bufs[i].defined()) bufs[i] = d.clone();
+      else bufs[i].mul_(o.momentum()).add_(d);
+      d = o.nesterov() ? d.add(bufs[i], o.momentum()) : bufs[i];
+    }
+    ps[i].add_(d, -lr);
+  }
+}
+
+TEST(SgdUnit, FusedStepMatchesTheTensorFormula) {
+  // Float32 CPU parameters take the fused one-pass loop; it must compute what the
+  // tensor ops compute, for every option, contiguous or channels-last.
+  for (double momentum : {0.0, 0.9})
+    for (double wd : {0.0, 5e-4})
+      for (bool nesterov : {false, true})
+        for (bool channels_last : {false, true}) {
+          if (nesterov && momentum == 0) continue;
+          SCOPED_TRACE("momentum " + std::to_string(momentum) + " wd " + std::to_string(wd) +
+                       " nesterov " + std::to_string(nesterov) + " channels_last " +
+                       std::to_string(channels_last));
+          torch::manual_seed(3);
+          std::vector<torch::Tensor> ours = {torch::randn({70000}), torch::randn({16, 3, 11, 11})};
+          if (channels_last) ours[1] = ours[1].contiguous(torch::MemoryFormat::ChannelsLast);
+          std::vector<torch::Tensor> ref = {ours[0].clone(), ours[1].clone()};
+          const auto o = alexnet::SgdOptions().momentum(momentum).weight_decay(wd).nesterov(nesterov);
+          alexnet::Sgd sgd(ours, o);
+          std::vector<torch::Tensor> ref_bufs(2);
+          for (int step = 0; step < 3; ++step) {
+            std::vector<torch::Tensor> grads = {torch::randn({70000}), torch::randn({16, 3, 11, 11})};
+            if (channels_last) grads[1] = grads[1].contiguous(torch::MemoryFormat::ChannelsLast);
+            for (size_t i = 0; i < ours.size(); ++i) ours[i].mutable_grad() = grads[i].clone();
+            sgd.step(0.05);
+            reference_sgd_step(ref, ref_bufs, grads, 0.05, o);
+          }
+          for (size_t i = 0; i < ours.size(); ++i) {
+            // Float rounding differs only where the compiler fuses a multiply-add.
+            EXPECT_TRUE(torch::allclose(ours[i], ref[i], 1e-6, 1e-7))
+                << "parameter " << i << " max diff " << (ours[i] - ref[i]).abs().max().item<float>();
+            if (momentum != 0) {
+              EXPECT_TRUE(torch::allclose(sgd.momentum_buffers()[i], ref_bufs[i], 1e-6, 1e-7));
+              EXPECT_EQ(sgd.momentum_buffers()[i].strides(), ours[i].strides());
+            }
+          }
+        }
+}
+
+TEST(SgdUnit, OtherDtypesUseTheTensorFormulaExactly) {
+  torch::manual_seed(4);
+  std::vector<torch::Tensor> ours = {torch::randn({100}, torch::kFloat64)};
+  std::vector<torch::Tensor> ref = {ours[0].clone()}, bufs(1);
+  const auto o = alexnet::SgdOptions().momentum(0.9).weight_decay(1e-3).nesterov(true);
+  alexnet::Sgd sgd(ours, o);
+  for (int step = 0; step < 3; ++step) {
+    auto g = torch::randn({100}, torch::kFloat64);
+    ours[0].mutable_grad() = g.clone();
+    sgd.step(0.1);
+    reference_sgd_step(ref, bufs, {g}, 0.1, o);
+  }
+  EXPECT_TRUE(torch::equal(ours[0], ref[0]));
+  EXPECT_TRUE(torch::equal(sgd.momentum_buffers()[0], bufs[0]));
 }
