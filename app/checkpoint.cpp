@@ -57,7 +57,9 @@ void common_scheduler_fields(Value& s, int64_t last_epoch, double base_lr, doubl
 // CosineAnnealingLR or ConstantLR(factor=1), wrapped in SequentialLR after a
 // LinearLR/ConstantLR warmup. `steps` = epochs completed (scheduler.step() calls).
 Value scheduler_state(int64_t steps, const LrSchedule& schedule, double lr) {
-  const int64_t warmup = schedule.warmup_epochs;
+  // Per-step schedules are written as their per-epoch counterparts (train.py
+  // steps per epoch), with the current lr; a fractional warmup rounds up.
+  const auto warmup = static_cast<int64_t>(std::ceil(schedule.warmup_epochs));
   Value main = Value::dict();
   if (schedule.kind == "step") {
     main.set(str("step_size"), Value::integer(schedule.step_size));

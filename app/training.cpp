@@ -68,24 +68,26 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
   return r;
 }
 
-double LrSchedule::lr_at(int64_t epoch) const {
-  // Warmup multiplies the first epochs' lr as LinearLR / ConstantLR do.
-  const int64_t main_epoch = std::max<int64_t>(0, epoch - warmup_epochs);
-  double lr = base_lr;
-  if (kind == "step") {
-    lr = base_lr * std::pow(gamma, static_cast<double>(main_epoch / std::max<int64_t>(1, step_size)));
-  } else if (kind == "cosine") {
-    const int64_t t_max = std::max<int64_t>(1, epochs - warmup_epochs);
-    lr = base_lr * (1 + std::cos(M_PI * static_cast<double>(main_epoch) / t_max)) / 2;
+double LrSchedule::lr_at(int64_t epoch, int64_t step, int64_t steps_per_epoch) const {
+  // Position in epochs: whole epochs for train.py's per-epoch stepping.
+  const double t = per_step && steps_per_epoch > 0
+                       ? static_cast<double>(epoch) + static_cast<double>(step) / steps_per_epoch
+                       : static_cast<double>(epoch);
+  if (t < warmup_epochs) {
+    // Warmup multiplies the lr as LinearLR / ConstantLR do.
+    const double factor = warmup_method == "constant"
+                              ? warmup_decay
+                              : warmup_decay + (1.0 - warmup_decay) * t / warmup_epochs;
+    return base_lr * factor;
   }
-  if (epoch < warmup_epochs) {
-    const double factor =
-        warmup_method == "constant"
-            ? warmup_decay
-            : warmup_decay + (1.0 - warmup_decay) * static_cast<double>(epoch) / warmup_epochs;
-    lr = base_lr * factor;
+  const double main_t = t - warmup_epochs;
+  if (kind == "step")
+    return base_lr * std::pow(gamma, std::floor(main_t / static_cast<double>(std::max<int64_t>(1, step_size))));
+  if (kind == "cosine") {
+    const double t_max = std::max(per_step ? 1e-9 : 1.0, static_cast<double>(epochs) - warmup_epochs);
+    return base_lr * (1 + std::cos(M_PI * std::min(main_t, t_max) / t_max)) / 2;
   }
-  return lr;
+  return base_lr;
 }
 
 Progress::Progress(std::string what, int64_t total_steps)

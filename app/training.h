@@ -34,20 +34,25 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
                     int64_t progress_every, const std::string& what,
                     const std::function<void(torch::Tensor&)>& reduce_sum = {});
 
-/// torchvision references/classification schedule, stepped once per epoch:
-/// optional linear/constant warmup, then step, cosine or constant.
+/// torchvision references/classification schedule: optional linear/constant
+/// warmup, then step, cosine or constant. torchvision's train.py moves it once per
+/// epoch (per_step = false); per_step moves it every step, along the same curve
+/// with the epoch counted fractionally (epoch + step / steps_per_epoch), so that
+/// a cosine decays smoothly to 0 at the last step and warmup may be a fraction
+/// of an epoch.
 struct LrSchedule {
   double base_lr = 0.01;
   std::string kind = "cosine";  // step | cosine | constant
   int64_t epochs = 1;
   int64_t step_size = 30;
   double gamma = 0.1;
-  int64_t warmup_epochs = 0;
+  double warmup_epochs = 0;  // whole epochs unless per_step
   std::string warmup_method = "linear";  // linear | constant
   double warmup_decay = 0.01;
+  bool per_step = false;
 
-  /// Learning rate during 0-based epoch `epoch`.
-  double lr_at(int64_t epoch) const;
+  /// Learning rate at step `step` (of steps_per_epoch) of 0-based epoch `epoch`.
+  double lr_at(int64_t epoch, int64_t step = 0, int64_t steps_per_epoch = 1) const;
 };
 
 /// Periodic progress: "what step i/n: ... img/s ETA".

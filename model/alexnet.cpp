@@ -1,4 +1,5 @@
 #include "model/alexnet.h"
+#include "model/dropout.h"
 
 #include <tuple>
 
@@ -28,10 +29,10 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
 void AlexNetImpl::build_head() {
   avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
   classifier = nn::Sequential();
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options_.dropout())));  // 0
+  classifier->push_back(Dropout(options_.dropout()));                          // 0
   classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                       // 1
   classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 2
-  classifier->push_back(nn::Dropout(nn::DropoutOptions(options_.dropout())));  // 3
+  classifier->push_back(Dropout(options_.dropout()));                          // 3
   classifier->push_back(nn::Linear(4096, 4096));                              // 4
   classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 5
   classifier->push_back(nn::Linear(4096, options_.num_classes()));            // 6
@@ -148,7 +149,14 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
               "AlexNet: input must be at least ", kMinInputSize, "x", kMinInputSize, ", got ",
               x.size(2), "x", x.size(3));
   x = features->forward(x);    // (N, 256, h, w)
-  if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) {
+  if (x.size(2) == 1 && x.size(3) == 1) {
+    // Inputs under 95 px leave a 1x1 map, and pooling it to 6x6 copies each value
+    // into all 36 bins (the average of one value is that value, exactly). A
+    // broadcast view does the same without adaptive_avg_pool2d's per-bin loops
+    // (about 7 ms each way for a batch of 128 at 64 px on this project's 2-core
+    // machine; BENCHMARKS.md). Its backward sums the 36 gradients of each value.
+    x = x.expand({x.size(0), x.size(1), 6, 6});
+  } else if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) {
     // CUDA's adaptive_avg_pool2d backward has no deterministic kernel; the same
     // pooling as two averaging matrices is deterministic (matmuls).
     x = deterministic_adaptive_avg_pool(x, 6, 6);
@@ -192,6 +200,19 @@ int64_t count_parameters(torch::nn::Module& module) {
   int64_t total = 0;
   for (const auto& p : module.parameters()) total += p.numel();
   return total;
+}
+
+void init_vgg_style(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, /*a=*/0.0, torch::kFanOut, torch::kReLU);
+      if (conv->bias.defined()) conv->bias.zero_();
+    } else if (auto* linear = m->as<torch::nn::Linear>()) {
+      linear->weight.normal_(0.0, 0.01);
+      if (linear->bias.defined()) linear->bias.zero_();
+    }
+  }
 }
 
 }  // namespace alexnet

@@ -69,6 +69,14 @@ torch::Tensor deterministic_adaptive_avg_pool(const torch::Tensor& x, int64_t ou
 /// order, computed without building (and initialising) the module.
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const AlexNetOptions& options);
 
+/// Re-initialises every convolution and linear layer the way torchvision
+/// initialises VGG: Kaiming-normal weights scaled by fan-out for convolutions,
+/// N(0, 0.01) for linear layers, zero biases. Trained from scratch without batch
+/// normalisation, torchvision's AlexNet initialisation shrinks the signal through
+/// its seven layers and training sits at chance for the first hundred or so
+/// steps; from this one it starts learning at once. Draws from torch's generator.
+void init_vgg_style(torch::nn::Module& module);
+
 /// Total number of parameters of an AlexNet with these options.
 int64_t count_parameters(torch::nn::Module& module);
 

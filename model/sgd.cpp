@@ -2,6 +2,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace alexnet {
 
 Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options)
@@ -25,10 +28,16 @@ bool same_dense_layout(const torch::Tensor& a, const torch::Tensor& b) {
 
 // The same arithmetic as the tensor ops in Sgd::step, element by element; each
 // variant is its own loop so that the compiler vectorises it.
-void fused_update(float* p, const float* g, float* buf, int64_t n, float lr, float wd,
-                  float momentum, bool first, bool nesterov) {
+void fused_update(float* p, const float* grad, float* buf, float* scratch, int64_t n, float lr,
+                  float wd, float momentum, bool first, bool nesterov, float grad_scale) {
   constexpr int64_t kGrain = 1 << 15;
   at::parallel_for(0, n, kGrain, [=](int64_t begin, int64_t end) {
+    const float* g = grad;
+    if (grad_scale != 1.0f) {
+      // Clipped: the gradient scaled first (in place, as clip_grad_norm_ leaves it).
+      for (int64_t i = begin; i < end; ++i) scratch[i] = grad[i] * grad_scale;
+      g = scratch;
+    }
     if (momentum == 0.0f) {
       for (int64_t i = begin; i < end; ++i) p[i] -= lr * (g[i] + wd * p[i]);
     } else if (first && !nesterov) {
@@ -62,7 +71,7 @@ void fused_update(float* p, const float* g, float* buf, int64_t n, float lr, flo
 
 }  // namespace
 
-void Sgd::step(double lr) {
+void Sgd::step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   const double wd = options_.weight_decay(), momentum = options_.momentum();
   const bool nesterov = options_.nesterov();
@@ -75,14 +84,15 @@ void Sgd::step(double lr) {
     if (same_dense_layout(p, grad) && (first || same_dense_layout(p, buf))) {
       if (first && momentum != 0) buf = torch::empty_like(p);  // same strides as p
       if (momentum == 0 || same_dense_layout(p, buf)) {
-        fused_update(p.data_ptr<float>(), grad.data_ptr<float>(),
-                     momentum != 0 ? buf.data_ptr<float>() : nullptr, p.numel(),
-                     static_cast<float>(lr), static_cast<float>(wd), static_cast<float>(momentum),
-                     first, nesterov);
+        float* g = grad.data_ptr<float>();
+        fused_update(p.data_ptr<float>(), g, momentum != 0 ? buf.data_ptr<float>() : nullptr, g,
+                     p.numel(), static_cast<float>(lr), static_cast<float>(wd),
+                     static_cast<float>(momentum), first, nesterov, static_cast<float>(grad_scale));
         continue;
       }
     }
     // Anything else (CUDA, other dtypes or layouts): PyTorch's single-tensor formula.
+    if (grad_scale != 1.0) grad.mul_(grad_scale);
     torch::Tensor d = grad;
     if (wd != 0) d = d.add(p, wd);
     if (momentum != 0) {
@@ -95,6 +105,17 @@ void Sgd::step(double lr) {
     }
     p.add_(d, -lr);
   }
+}
+
+double clip_coefficient(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat64));
+  if (norms.empty()) return 1.0;
+  const double total = torch::stack(norms).norm(2).item<double>();
+  const double coefficient = max_norm / (total + 1e-6);
+  return std::isnan(coefficient) ? coefficient : std::min(1.0, coefficient);
 }
 
 }  // namespace alexnet

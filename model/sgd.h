@@ -26,8 +26,9 @@ class Sgd {
   Sgd(std::vector<torch::Tensor> params, SgdOptions options);
 
   void zero_grad();
-  /// One update with learning rate lr, from the gradients in p.grad().
-  void step(double lr);
+  /// One update with learning rate lr, from the gradients in p.grad() times
+  /// grad_scale (a clipping coefficient, applied first as clip_grad_norm_ does).
+  void step(double lr, double grad_scale = 1.0);
 
   const SgdOptions& options() const { return options_; }
   const std::vector<torch::Tensor>& params() const { return params_; }
@@ -39,5 +40,10 @@ class Sgd {
   std::vector<torch::Tensor> buffers_;
   SgdOptions options_;
 };
+
+/// torch.nn.utils.clip_grad_norm_'s coefficient for these parameters' gradients:
+/// min(1, max_norm / (total_norm + 1e-6)), total_norm the L2 norm of all of them
+/// together. Pass it to Sgd::step as grad_scale. NaN when a gradient is not finite.
+double clip_coefficient(const std::vector<torch::Tensor>& params, double max_norm);
 
 }  // namespace alexnet

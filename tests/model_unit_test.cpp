@@ -1,5 +1,6 @@
 // Unit tests of the AlexNet module and weight loading; no Python needed.
 #include "model/alexnet.h"
+#include "model/dropout.h"
 #include "model/sgd.h"
 #include "model/weights.h"
 
@@ -291,4 +292,50 @@ TEST(SgdUnit, OtherDtypesUseTheTensorFormulaExactly) {
   }
   EXPECT_TRUE(torch::equal(ours[0], ref[0]));
   EXPECT_TRUE(torch::equal(sgd.momentum_buffers()[0], bufs[0]));
+}
+
+TEST(DropoutUnit, HashedMaskHasTheRateAndScaleOfDropout) {
+  const auto x = torch::rand({1 << 20}) + 0.5;  // no zeros of its own
+  for (double p : {0.1, 0.5}) {
+    const auto y = alexnet::hashed_dropout(x, p, 12345);
+    const auto dropped = y.eq(0);
+    // 2^20 Bernoulli draws: the rate is within 0.003 (6 standard deviations) of p.
+    EXPECT_NEAR(dropped.to(torch::kFloat64).mean().item<double>(), p, 0.003);
+    // Neighbours are independent: both dropped about p^2 of the time.
+    const auto both = dropped.slice(0, 1).logical_and(dropped.slice(0, 0, -1));
+    EXPECT_NEAR(both.to(torch::kFloat64).mean().item<double>(), p * p, 0.003);
+    // The kept elements are scaled exactly as torch's dropout scales them.
+    const auto kept = dropped.logical_not();
+    const auto scale = static_cast<float>(1.0 / (1.0 - p));
+    EXPECT_TRUE(torch::equal(y.masked_select(kept), x.masked_select(kept) * scale));
+    // Another key, another mask.
+    EXPECT_FALSE(torch::equal(alexnet::hashed_dropout(x, p, 12346).eq(0), dropped));
+  }
+}
+
+TEST(DropoutUnit, BackwardUsesTheForwardMask) {
+  const auto x = (torch::rand({64, 300}) + 0.5).requires_grad_();
+  const auto w = torch::randn({64, 300});
+  const auto y = alexnet::hashed_dropout(x, 0.3, 7);
+  (y * w).sum().backward();
+  const auto expected = y.detach().ne(0).to(torch::kFloat32) * static_cast<float>(1.0 / 0.7) * w;
+  EXPECT_TRUE(torch::allclose(x.grad(), expected, 1e-6, 0));
+}
+
+TEST(DropoutUnit, ModuleFollowsTorchGeneratorAndModes) {
+  alexnet::Dropout drop(0.5);
+  const auto x = torch::rand({1000}) + 0.5;
+  torch::manual_seed(1);
+  const auto a = drop->forward(x);
+  torch::manual_seed(1);
+  EXPECT_TRUE(torch::equal(drop->forward(x), a));  // reproducible from the seed
+  EXPECT_FALSE(torch::equal(drop->forward(x), a));  // a new mask each call
+  drop->eval();
+  EXPECT_TRUE(torch::equal(drop->forward(x), x));
+  drop->train();
+  EXPECT_TRUE(torch::equal(alexnet::Dropout(0.0)->forward(x), x));
+  // Tensors the hash does not cover take torch's dropout.
+  const auto d = drop->forward(x.to(torch::kFloat64));
+  EXPECT_EQ(d.scalar_type(), torch::kFloat64);
+  EXPECT_NEAR(d.eq(0).to(torch::kFloat64).mean().item<double>(), 0.5, 0.1);
 }

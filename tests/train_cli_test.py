@@ -152,6 +152,42 @@ class TrainEval(unittest.TestCase):
         self.assertIn("at epoch 2", r.stderr)
         self.assertNotIn("epoch 1 step", r.stderr)
 
+    def _step_lrs(self, name, *flags):
+        out = self.out(name)
+        r = run("train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--max-steps", "4",
+                "--print-freq", "1", "--lr", "0.1", "--output", out, *flags)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [x["lr"] for x in map(json.loads, open(os.path.join(out, "metrics.jsonl")))
+                if x["type"] == "step"]
+
+    def _torch_lrs(self, warmup_iters, total_iters, per_iteration, steps_per_epoch=4):
+        # torchvision train.py's scheduler: LinearLR warmup, then CosineAnnealingLR.
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup_iters)
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_iters - warmup_iters)
+        sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, main], milestones=[warmup_iters])
+        lrs = []
+        for i in range(total_iters if per_iteration else total_iters * steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            if per_iteration or (i + 1) % steps_per_epoch == 0:
+                sched.step()
+        return lrs
+
+    def test_lr_schedule_matches_torch_schedulers(self):
+        # Per epoch (train.py's way): 1 warmup epoch, then cosine, each held for an epoch's 4 steps.
+        ours = self._step_lrs("sched_epoch", "--lr-update", "epoch", "--lr-warmup-epochs", "1")
+        theirs = self._torch_lrs(warmup_iters=1, total_iters=3, per_iteration=False)
+        self.assertEqual(len(ours), 12)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            self.assertAlmostEqual(a, b, delta=1e-9, msg=f"step {i}")
+        # Per step: the same schedulers stepped every iteration, with half an epoch (2 steps) of warmup.
+        ours = self._step_lrs("sched_step", "--lr-update", "step", "--lr-warmup-epochs", "0.5")
+        theirs = self._torch_lrs(warmup_iters=2, total_iters=12, per_iteration=True)
+        self.assertEqual(len(ours), 12)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            self.assertAlmostEqual(a, b, delta=1e-9, msg=f"step {i}")
+        self.assertEqual(len(set(ours)), 12)  # it moves every step
+
     def test_eval_json_agrees_across_weight_formats(self):
         results = []
         for w in ("model.pth", "checkpoint.pth"):
@@ -205,9 +241,12 @@ class TrainEval(unittest.TestCase):
     def test_bad_flags_are_usage_errors(self):
         base = ["train", "--data", self.spec, "--output", self.out("bad")]
         for flag, value in (("--batch-size", "0"), ("--epochs", "-1"), ("--lr", "0"),
-                            ("--lr", "-0.1"), ("--lr-scheduler", "linear"), ("--momentum", "1.5")):
+                            ("--lr", "-0.1"), ("--lr-scheduler", "linear"), ("--momentum", "1.5"),
+                            ("--lr-update", "batch"), ("--init", "xavier"), ("--lr-warmup-epochs", "nan")):
             with self.subTest(flag=flag, value=value):
                 self.assertError(base + [flag, value], flag, status=2)
+        self.assertError(base + ["--lr-update", "epoch", "--lr-warmup-epochs", "0.5"],
+                         "--lr-warmup-epochs", status=2)
 
     def test_bad_inputs_fail_before_training_and_keep_checkpoints(self):
         existing = os.path.join(self.full, "checkpoint.pth")
