@@ -115,7 +115,7 @@ struct TrainParams {
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[40];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  std::snprintf(buf, sizeof(buf), "%.9g", v);  // float32 values round-trip
   return buf;
 }
 
@@ -504,6 +504,11 @@ int run_train(int argc, const char* const* argv) {
       }
     }
     spdlog::info("resuming {} at epoch {} step {}", p.resume, start_epoch + 1, skip_steps);
+    if (const pth::Value* e = resumed->args.is_dict() ? resumed->args.find("epochs") : nullptr;
+        e && e->is_int() && e->as_int() != p.epochs && p.lr_update == "step" && p.lr_scheduler != "constant")
+      spdlog::warn("{} was trained for a run of {} epochs; with --epochs {} the per-step schedule "
+                   "follows a new curve from here (--lr-update epoch continues train.py's)",
+                   p.resume, e->as_int(), p.epochs);
     TORCH_CHECK(start_epoch < p.epochs || (start_epoch == p.epochs && skip_steps == 0), p.resume,
                 ": already trained ", start_epoch, " epochs; --epochs ", p.epochs, " leaves nothing to do");
   }
