@@ -284,6 +284,52 @@ void write_logits(const std::string& path, const torch::Tensor& logits) {
   TORCH_CHECK(out.good(), path, ": cannot write the logits");
 }
 
+// One training step as alexnet train takes it: fp32 master weights, autocast
+// for bf16/fp16, loss scaling for fp16, SGD with momentum and weight decay.
+// Shared by the model-only and end-to-end training benchmarks.
+class TrainStep {
+ public:
+  TrainStep(AlexNet& model, const RunInfo& info)
+      : model_(model),
+        info_(info),
+        input_cfg_(info.cfg),
+        params_(model->parameters()),  // the same tensors after to(): it sets their data
+        sgd_(params_, SgdOptions().momentum(0.9).weight_decay(5e-4)),
+        scaler_(LossScalerOptions().enabled(info.cfg.precision == Precision::kFp16)) {
+    model_->to(info.device);
+    if (info.cfg.channels_last) to_channels_last(*model_);
+    model_->train();
+    input_cfg_.low_precision_weights = false;  // training autocasts; the input stays fp32
+  }
+
+  /// A batch (B, 3, S, S) on the device, in the model's layout.
+  torch::Tensor input(const torch::Tensor& images, bool non_blocking = false) const {
+    return prepare_input(images, input_cfg_, non_blocking);
+  }
+
+  /// One step on an input from input() and labels (B,) on the device; the loss.
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor& y) {
+    sgd_.zero_grad();
+    torch::Tensor logits;
+    {
+      const AutocastGuard autocast(info_.device, info_.cfg.precision);
+      logits = model_->forward(x);
+    }
+    const auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
+    scaler_.scale(loss).backward();
+    scaler_.step(params_, [&] { sgd_.step(0.01); });
+    return loss;
+  }
+
+ private:
+  AlexNet& model_;
+  const RunInfo& info_;
+  ComputeConfig input_cfg_;
+  std::vector<torch::Tensor> params_;
+  Sgd sgd_;
+  LossScaler scaler_;
+};
+
 // --- Model only, on one random batch made before timing. The batch is drawn
 // after the model (torch.manual_seed(0); torchvision.models.alexnet(); torch.randn
 // draws the same values in Python).
@@ -311,29 +357,12 @@ Measurement bench_model(const BenchParams& p, RunInfo& info, bool train) {
     if (!p.logits.empty()) write_logits(p.logits, logits);
     return m;
   }
-  // One training step as alexnet train takes it: fp32 master weights, autocast
-  // for bf16/fp16, loss scaling for fp16, SGD with momentum and weight decay.
-  model->to(info.device);
-  if (info.cfg.channels_last) to_channels_last(*model);
-  model->train();
-  std::vector<torch::Tensor> params = model->parameters();
-  Sgd sgd(params, SgdOptions().momentum(0.9).weight_decay(5e-4));
-  LossScaler scaler(LossScalerOptions().enabled(info.cfg.precision == Precision::kFp16));
-  ComputeConfig fp32_input = info.cfg;
-  fp32_input.low_precision_weights = false;
-  const auto x = prepare_input(input, fp32_input);                                      // (B, 3, S, S)
+  TrainStep step(model, info);
+  const auto x = step.input(input);                                                     // (B, 3, S, S)
   const auto y = torch::randint(info.num_classes, {info.batch_size}, torch::kInt64).to(info.device);  // (B,)
   for (int64_t i = 0; i < p.warmup + p.iters; ++i) {
     const auto start = Clock::now();
-    sgd.zero_grad();
-    torch::Tensor logits;
-    {
-      const AutocastGuard autocast(info.device, info.cfg.precision);
-      logits = model->forward(x);
-    }
-    const auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
-    scaler.scale(loss).backward();
-    scaler.step(params, [&] { sgd.step(0.01); });
+    step(x, y);
     synchronize(info.device);
     if (i >= p.warmup) m.seconds.push_back(seconds_since(start));
   }
@@ -406,27 +435,11 @@ Measurement bench_end_to_end(const BenchParams& p, RunInfo& info, bool train) {
     return m;
   }
 
-  model->to(info.device);
-  if (info.cfg.channels_last) to_channels_last(*model);
-  model->train();
-  std::vector<torch::Tensor> params = model->parameters();
-  Sgd sgd(params, SgdOptions().momentum(0.9).weight_decay(5e-4));
-  LossScaler scaler(LossScalerOptions().enabled(info.cfg.precision == Precision::kFp16));
-  ComputeConfig fp32_input = info.cfg;
-  fp32_input.low_precision_weights = false;
+  TrainStep train_step(model, info);
   const auto step = [&](const torch::Tensor& images, const torch::Tensor& labels) {
-    const auto x = prepare_input(images, fp32_input, /*non_blocking=*/true);  // (B, 3, S, S)
-    const auto y = labels.to(info.device, /*non_blocking=*/true);            // (B,)
-    sgd.zero_grad();
-    torch::Tensor logits;
-    {
-      const AutocastGuard autocast(info.device, info.cfg.precision);
-      logits = model->forward(x);
-    }
-    const auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
-    scaler.scale(loss).backward();
-    scaler.step(params, [&] { sgd.step(0.01); });
-    return loss.item<double>();
+    return train_step(train_step.input(images, /*non_blocking=*/true),
+                      labels.to(info.device, /*non_blocking=*/true))
+        .item<double>();
   };
   step(warm, torch::zeros({p.batch_size}, torch::kInt64));
   for (int64_t r = 0; r < p.repeat; ++r) {
