@@ -28,15 +28,13 @@ bool same_dense_layout(const torch::Tensor& a, const torch::Tensor& b) {
 
 // The same arithmetic as the tensor ops in Sgd::step, element by element; each
 // variant is its own loop so that the compiler vectorises it.
-void fused_update(float* p, const float* grad, float* buf, float* scratch, int64_t n, float lr,
-                  float wd, float momentum, bool first, bool nesterov, float grad_scale) {
+void fused_update(float* p, float* g, float* buf, int64_t n, float lr, float wd, float momentum,
+                  bool first, bool nesterov, float grad_scale) {
   constexpr int64_t kGrain = 1 << 15;
   at::parallel_for(0, n, kGrain, [=](int64_t begin, int64_t end) {
-    const float* g = grad;
     if (grad_scale != 1.0f) {
-      // Clipped: the gradient scaled first (in place, as clip_grad_norm_ leaves it).
-      for (int64_t i = begin; i < end; ++i) scratch[i] = grad[i] * grad_scale;
-      g = scratch;
+      // Clipped: the gradient scaled first, in place, as clip_grad_norm_ leaves it.
+      for (int64_t i = begin; i < end; ++i) g[i] *= grad_scale;
     }
     if (momentum == 0.0f) {
       for (int64_t i = begin; i < end; ++i) p[i] -= lr * (g[i] + wd * p[i]);
@@ -84,10 +82,10 @@ void Sgd::step(double lr, double grad_scale) {
     if (same_dense_layout(p, grad) && (first || same_dense_layout(p, buf))) {
       if (first && momentum != 0) buf = torch::empty_like(p);  // same strides as p
       if (momentum == 0 || same_dense_layout(p, buf)) {
-        float* g = grad.data_ptr<float>();
-        fused_update(p.data_ptr<float>(), g, momentum != 0 ? buf.data_ptr<float>() : nullptr, g,
-                     p.numel(), static_cast<float>(lr), static_cast<float>(wd),
-                     static_cast<float>(momentum), first, nesterov, static_cast<float>(grad_scale));
+        fused_update(p.data_ptr<float>(), grad.data_ptr<float>(),
+                     momentum != 0 ? buf.data_ptr<float>() : nullptr, p.numel(),
+                     static_cast<float>(lr), static_cast<float>(wd), static_cast<float>(momentum),
+                     first, nesterov, static_cast<float>(grad_scale));
         continue;
       }
     }
