@@ -4,12 +4,15 @@
 #include "model/unpickler.h"
 #include "model/zip_file.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <mutex>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -208,6 +211,59 @@ FileBuffer read_file(const std::string& path) {
   }
   ::close(fd);
   return {owner, static_cast<const uint8_t*>(buffer), size};
+}
+
+namespace {
+
+// Live map_file buffers, by start address, so release_pages only ever advises
+// memory that is one of them and cannot race with its munmap.
+std::mutex& mappings_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::map<uintptr_t, size_t>& mappings() {
+  static std::map<uintptr_t, size_t> live;
+  return live;
+}
+
+}  // namespace
+
+FileBuffer map_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* p = size ? ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  if (p == MAP_FAILED) return read_file(path);  // empty, or a file system without mmap
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings().emplace(reinterpret_cast<uintptr_t>(p), size);
+  }
+  std::shared_ptr<void> owner(p, [size](void* q) {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings().erase(reinterpret_cast<uintptr_t>(q));
+    ::munmap(q, size);
+  });
+  return {owner, static_cast<const uint8_t*>(p), size};
+}
+
+void release_pages(const void* data, size_t size) {
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  std::lock_guard<std::mutex> lock(mappings_mutex());
+  auto it = mappings().upper_bound(begin);
+  if (it == mappings().begin()) return;
+  --it;
+  const uintptr_t map_end = it->first + it->second;
+  if (begin >= map_end) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (begin + page - 1) / page * page;
+  const uintptr_t hi = std::min<uintptr_t>(begin + size, map_end) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

@@ -43,6 +43,20 @@ struct FileBuffer {
 };
 FileBuffer read_file(const std::string& path);
 
+/// The whole file mapped copy-on-write (MAP_PRIVATE): a page is read from the
+/// page cache when first touched, so bytes never looked at cost no memory, and
+/// release_pages() gives read pages back. Falls back to read_file where the file
+/// cannot be mapped. As with any mapped file, another process truncating it
+/// while it is mapped makes access to the lost pages fault: keep such buffers
+/// short-lived (load_alexnet copies out of it and drops it).
+FileBuffer map_file(const std::string& path);
+
+/// Drops the pages wholly inside [data, data + size) from this process's
+/// resident memory when they belong to a live map_file buffer; touched again,
+/// they are read from the file again. A no-op for any other memory. Only for
+/// pages never written through the mapping (a written page would revert).
+void release_pages(const void* data, size_t size);
+
 /// read_file + parse_checkpoint.
 Checkpoint read_checkpoint(const std::string& path);
 

@@ -2,6 +2,7 @@
 
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <istream>
@@ -81,12 +82,17 @@ bool is_state_dict(const pth::Value& v) {
 }
 
 // Removes `prefix` when every key starts with it.
-bool strip_common_prefix(NamedTensors& tensors, const std::string& prefix) {
-  for (const auto& [name, t] : tensors)
+template <typename T>
+bool strip_common_prefix(std::vector<std::pair<std::string, T>>& named, const std::string& prefix) {
+  for (const auto& [name, t] : named)
     if (name.compare(0, prefix.size(), prefix) != 0) return false;
-  for (auto& [name, t] : tensors) name.erase(0, prefix.size());
+  for (auto& [name, t] : named) name.erase(0, prefix.size());
   return true;
 }
+
+// The state_dict's records, as find_state_dict finds them, before any tensor is made.
+using NamedRecords = std::vector<std::pair<std::string, const pth::TensorRecord*>>;
+NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source);
 
 }  // namespace
 
@@ -126,6 +132,15 @@ pth::Value tensor_value(const torch::Tensor& tensor) {
 }
 
 NamedTensors find_state_dict(const pth::Value& root, const std::string& source) {
+  NamedTensors tensors;
+  for (const auto& [name, record] : find_state_dict_records(root, source))
+    tensors.emplace_back(name, to_tensor(*record));
+  return tensors;
+}
+
+namespace {
+
+NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source) {
   const pth::Value* dict = &root;
   if (!is_state_dict(root)) {
     dict = nullptr;
@@ -148,14 +163,15 @@ NamedTensors find_state_dict(const pth::Value& root, const std::string& source) 
                 "'state_dict', 'model_state_dict'); the file holds ", root.describe(),
                 keys.empty() ? "" : " {" + keys + "}");
   }
-  NamedTensors tensors;
-  for (const auto& [key, value] : dict->entries())
-    tensors.emplace_back(key.as_string(), to_tensor(value.as_tensor()));
+  NamedRecords records;
+  for (const auto& [key, value] : dict->entries()) records.emplace_back(key.as_string(), &value.as_tensor());
   // DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod"; either order.
-  while (strip_common_prefix(tensors, "module.") || strip_common_prefix(tensors, "_orig_mod.")) {
+  while (strip_common_prefix(records, "module.") || strip_common_prefix(records, "_orig_mod.")) {
   }
-  return tensors;
+  return records;
 }
+
+}  // namespace
 
 void save_state_dict(const NamedTensors& tensors, const std::string& path) {
   pth::Value root = pth::Value::dict("collections.OrderedDict");
@@ -365,38 +381,107 @@ InferredShape check_fits_alexnet(const NamedTensors& tensors, const std::string&
   return shape;
 }
 
-void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
-                        const std::string& source) {
-  auto targets = state_dict(module);
+namespace {
+
+// Every target has a source of its name, shape and kind (floating or not); else
+// the error check_named_shapes gives, or one naming the key.
+void check_fit(const NamedTensors& targets, const NamedTensors& tensors, const std::string& source) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
   for (const auto& [name, target] : targets) expected.emplace_back(name, target.sizes().vec());
   check_named_shapes(expected, tensors, source);
-  std::map<std::string, torch::Tensor> given;
-  for (const auto& [name, t] : tensors) given.emplace(name, t);
-
-  torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) {
+  std::map<std::string, torch::Tensor> given(tensors.begin(), tensors.end());
+  for (const auto& [name, target] : targets) {
     const auto& src = given.at(name);
     TORCH_CHECK(src.is_floating_point() == target.is_floating_point(), source, ": key ", name,
                 ": expected a ", target.scalar_type(), " tensor, got ", src.scalar_type());
-    target.copy_(src);
   }
 }
 
-AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
-                     AlexNetOptions base) {
-  return alexnet_from_tensors(read_weight_file(path).tensors, path, num_classes, base);
+}  // namespace
+
+void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
+                        const std::string& source) {
+  auto targets = state_dict(module);
+  check_fit(targets, tensors, source);
+  std::map<std::string, torch::Tensor> given(tensors.begin(), tensors.end());
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) target.copy_(given.at(name));
 }
 
-AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
-                             std::optional<int64_t> num_classes, AlexNetOptions base) {
+namespace {
+
+// The AlexNet the tensors' shapes describe (only their names and shapes are read).
+AlexNet build_for(const NamedTensors& tensors, const std::string& path,
+                  std::optional<int64_t> num_classes, AlexNetOptions base) {
   InferredShape shape = infer_shape(tensors, path);
   if (num_classes) {
     TORCH_CHECK(*num_classes == shape.num_classes, path, ": weights have ", shape.num_classes,
                 " classes but ", *num_classes, " were asked for");
   }
   base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
-  AlexNet model(base);
+  return AlexNet(base);
+}
+
+// Copies a record of a mapped file into `target` (shape already checked), giving
+// back the file's pages as it goes, so the file and the model are never both
+// resident. Records of the target's dtype are copied bytewise, which also serves
+// the unaligned storages of legacy files without an intermediate tensor.
+void copy_record(const pth::TensorRecord& record, torch::Tensor& target) {
+  const pth::Storage& storage = *record.storage;
+  const size_t nbytes = static_cast<size_t>(storage.numel) * pth::element_size(storage.dtype);
+  if (storage.data && record.is_contiguous_whole() && target.is_contiguous() &&
+      target.device().is_cpu() && to_scalar_type(storage.dtype) == target.scalar_type() &&
+      target.nbytes() == nbytes) {
+    constexpr size_t kStep = size_t{16} << 20;
+    auto* dst = static_cast<uint8_t*>(target.data_ptr());
+    for (size_t done = 0; done < nbytes; done += kStep) {
+      const size_t n = std::min(kStep, nbytes - done);
+      std::memcpy(dst + done, storage.data + done, n);
+      pth::release_pages(storage.data + done, n);
+    }
+  } else {
+    target.copy_(to_tensor(record));
+    if (storage.data) pth::release_pages(storage.data, nbytes);
+  }
+}
+
+}  // namespace
+
+AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
+                     AlexNetOptions base) {
+  check_regular_file(path);
+  const pth::FileBuffer buffer = pth::map_file(path);
+  const pth::FileFormat format = pth::detect_format(buffer.data, buffer.size, path);
+  if (format != pth::FileFormat::kPthZip && format != pth::FileFormat::kPthLegacy) {
+    NamedTensors tensors = format == pth::FileFormat::kTorchScript
+                               ? read_torchscript_tensors(buffer.data, buffer.size, path)
+                               : read_weight_file(path).tensors;  // its error for other files
+    pth::release_pages(buffer.data, buffer.size);  // TorchScript's tensors are copies
+    return alexnet_from_tensors(tensors, path, num_classes, base);
+  }
+  // torch.save files: the model is built from the records' shapes first, then
+  // filled record by record straight from the mapping, so peak memory is the
+  // model plus a few pages rather than the model plus the whole file.
+  const pth::Checkpoint checkpoint = pth::parse_checkpoint(buffer.data, buffer.size, buffer.owner, path);
+  pth::release_pages(buffer.data, buffer.size);  // the zip checksums read every page
+  const NamedRecords records = find_state_dict_records(checkpoint.root, path);
+  NamedTensors shapes;  // names, shapes and dtypes, without data
+  for (const auto& [name, record] : records)
+    shapes.emplace_back(name, torch::empty(record->sizes, torch::TensorOptions()
+                                                              .dtype(to_scalar_type(record->dtype()))
+                                                              .device(torch::kMeta)));
+  AlexNet model = build_for(shapes, path, num_classes, base);
+  auto targets = state_dict(*model);
+  check_fit(targets, shapes, path);
+  std::map<std::string, const pth::TensorRecord*> given(records.begin(), records.end());
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) copy_record(*given.at(name), target);
+  return model;
+}
+
+AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
+                             std::optional<int64_t> num_classes, AlexNetOptions base) {
+  AlexNet model = build_for(tensors, path, num_classes, base);
   load_named_tensors(*model, tensors, path);
   return model;
 }
