@@ -22,12 +22,23 @@ cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const c
   try {
     result = options.parse(argc, argv);
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    // cxxopts names the value, not the flag: find the flag that preceded it.
+    // cxxopts names the value, not the flag: find the flag that carried it,
+    // as "--flag value" or "--flag=value".
     std::string message = e.what();
-    for (int i = 1; i + 1 < argc; ++i) {
-      const std::string value = argv[i + 1];
-      if (argv[i][0] == '-' && !value.empty() && message.find(value) != std::string::npos) {
-        message = std::string(argv[i]) + ": " + message;
+    auto quoted = [&message](const std::string& value) {
+      return !value.empty() && (message.find("\u2018" + value + "\u2019") != std::string::npos ||
+                                message.find("'" + value + "'") != std::string::npos);
+    };
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg.size() < 2 || arg[0] != '-') continue;
+      const auto eq = arg.find('=');
+      if (eq != std::string::npos && quoted(arg.substr(eq + 1))) {
+        message = arg.substr(0, eq) + ": " + message;
+        break;
+      }
+      if (eq == std::string::npos && i + 1 < argc && quoted(argv[i + 1])) {
+        message = arg + ": " + message;
         break;
       }
     }

@@ -76,6 +76,8 @@ class BenchFlags(unittest.TestCase):
         self.assertUsage(["--image-size", "32"], "--image-size")
         self.assertUsage(["--num-classes", "0"], "--num-classes")
         self.assertUsage(["--batch-size", "two"], "--batch-size")
+        self.assertUsage(["--batch-size=two"], "--batch-size")
+        self.assertUsage(["--iters=1.5"], "--iters")
         self.assertUsage(["--mode", "data"], "--data")
         self.assertUsage(["--predictions", "p.txt"], "--predictions")
         self.assertUsage(["--mode", "train", "--logits", "l.bin"], "--logits")
