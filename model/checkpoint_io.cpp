@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 namespace alexnet::pth {
 
@@ -183,7 +184,10 @@ Checkpoint parse_checkpoint(const uint8_t* data, size_t size, std::shared_ptr<co
   fail(source, "not a PyTorch checkpoint (neither a zip archive nor the legacy torch.save format)");
 }
 
-FileBuffer read_file(const std::string& path) {
+namespace {
+
+// Opens a regular file for reading; its descriptor and size.
+std::pair<int, size_t> open_regular(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
@@ -191,7 +195,13 @@ FileBuffer read_file(const std::string& path) {
     ::close(fd);
     fail(path, "not a regular file");
   }
-  const size_t size = static_cast<size_t>(st.st_size);
+  return {fd, static_cast<size_t>(st.st_size)};
+}
+
+}  // namespace
+
+FileBuffer read_file(const std::string& path) {
+  const auto [fd, size] = open_regular(path);
   void* buffer = nullptr;
   if (::posix_memalign(&buffer, 64, size ? size : 1) != 0) {
     ::close(fd);
@@ -229,14 +239,9 @@ std::map<uintptr_t, size_t>& mappings() {
 }  // namespace
 
 FileBuffer map_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
+  const auto opened = open_regular(path);
+  const int fd = opened.first;
+  const size_t size = opened.second;  // a plain variable: lambdas capture it (C++17)
   void* p = size ? ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : MAP_FAILED;
   ::close(fd);
   if (p == MAP_FAILED) return read_file(path);  // empty, or a file system without mmap
