@@ -1,21 +1,42 @@
 #include "model/alexnet.h"
 #include "model/dropout.h"
 
+#include <map>
 #include <tuple>
 
 namespace alexnet {
 
 namespace nn = torch::nn;
 
-AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
+namespace {
+
+void check_options(const AlexNetOptions& options) {
   TORCH_CHECK(options.num_classes() > 0, "AlexNet: num_classes must be positive, got ",
               options.num_classes());
   TORCH_CHECK(options.dropout() >= 0.0 && options.dropout() < 1.0,
               "AlexNet: dropout must be in [0, 1), got ", options.dropout());
   TORCH_CHECK(options.in_channels() > 0, "AlexNet: in_channels must be positive, got ",
               options.in_channels());
+}
 
-  if (options.arch() == Arch::kPaper2012) {
+}  // namespace
+
+AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
+  check_options(options);
+  build();
+}
+
+AlexNetImpl::AlexNetImpl(const AlexNetOptions& options,
+                         const std::vector<std::pair<std::string, torch::Tensor>>& parameters)
+    : options_(options), placeholder_(true) {
+  check_options(options);
+  build();
+  placeholder_ = false;
+  adopt(parameters);
+}
+
+void AlexNetImpl::build() {
+  if (options_.arch() == Arch::kPaper2012) {
     build_paper2012();
   } else {
     build_torchvision();
@@ -25,17 +46,54 @@ AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
   register_module("classifier", classifier);
 }
 
+nn::Conv2dOptions AlexNetImpl::conv(int64_t in, int64_t out, int64_t kernel, int64_t groups) const {
+  return placeholder_ ? nn::Conv2dOptions(groups, groups, kernel).groups(groups)
+                      : nn::Conv2dOptions(in, out, kernel).groups(groups);
+}
+
+nn::LinearOptions AlexNetImpl::linear(int64_t in, int64_t out) const {
+  return placeholder_ ? nn::LinearOptions(1, 1) : nn::LinearOptions(in, out);
+}
+
+void AlexNetImpl::adopt(const std::vector<std::pair<std::string, torch::Tensor>>& parameters) {
+  std::map<std::string, torch::Tensor> given(parameters.begin(), parameters.end());
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, shape] : parameter_shapes(options_)) shapes.emplace(name, shape);
+  torch::NoGradGuard no_grad;
+  for (auto& p : named_parameters(/*recurse=*/true)) {
+    auto it = given.find(p.key());
+    TORCH_CHECK(it != given.end(), "AlexNet: no tensor for ", p.key());
+    const c10::IntArrayRef expected(shapes.at(p.key()));
+    TORCH_CHECK(it->second.sizes() == expected, "AlexNet: ", p.key(), " has shape ",
+                it->second.sizes(), ", expected ", expected);
+    TORCH_CHECK(it->second.is_floating_point(), "AlexNet: ", p.key(), " is a ",
+                it->second.scalar_type(), " tensor, expected floating point");
+    torch::Tensor t = it->second.detach();
+    if (t.scalar_type() != torch::kFloat || !t.is_contiguous() || !t.device().is_cpu())
+      t = t.to(torch::kCPU, torch::kFloat).contiguous();
+    p.value().set_data(t);
+  }
+  // The layers' options follow the tensors they now hold.
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* c = module->as<nn::Conv2d>()) {
+      c->options.in_channels(c->weight.size(1) * c->options.groups()).out_channels(c->weight.size(0));
+    } else if (auto* l = module->as<nn::Linear>()) {
+      l->options.in_features(l->weight.size(1)).out_features(l->weight.size(0));
+    }
+  }
+}
+
 // The same in both networks: average pooling to 6x6 and the three Linear layers.
 void AlexNetImpl::build_head() {
   avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
   classifier = nn::Sequential();
   classifier->push_back(Dropout(options_.dropout()));                          // 0
-  classifier->push_back(nn::Linear(256 * 6 * 6, 4096));                       // 1
+  classifier->push_back(nn::Linear(linear(256 * 6 * 6, 4096)));               // 1
   classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 2
   classifier->push_back(Dropout(options_.dropout()));                          // 3
-  classifier->push_back(nn::Linear(4096, 4096));                              // 4
+  classifier->push_back(nn::Linear(linear(4096, 4096)));                      // 4
   classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 5
-  classifier->push_back(nn::Linear(4096, options_.num_classes()));            // 6
+  classifier->push_back(nn::Linear(linear(4096, options_.num_classes())));    // 6
 }
 
 void AlexNetImpl::build_torchvision() {
@@ -46,17 +104,17 @@ void AlexNetImpl::build_torchvision() {
   // torchvision. Positions match torchvision's; parameters live at 0, 3, 6, 8, 10.
   features = nn::Sequential();
   features->push_back(nn::Conv2d(
-      nn::Conv2dOptions(options.in_channels(), 64, /*kernel_size=*/11).stride(4).padding(2)));  // 0
+      conv(options.in_channels(), 64, /*kernel_size=*/11).stride(4).padding(2)));  // 0
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 2
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(64, 192, /*kernel_size=*/5).padding(2)));    // 3
+  features->push_back(nn::Conv2d(conv(64, 192, /*kernel_size=*/5).padding(2)));    // 3
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 4
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 5
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(192, 384, /*kernel_size=*/3).padding(1)));   // 6
+  features->push_back(nn::Conv2d(conv(192, 384, /*kernel_size=*/3).padding(1)));   // 6
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 7
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1)));   // 8
+  features->push_back(nn::Conv2d(conv(384, 256, /*kernel_size=*/3).padding(1)));   // 8
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(256, 256, /*kernel_size=*/3).padding(1)));   // 10
+  features->push_back(nn::Conv2d(conv(256, 256, /*kernel_size=*/3).padding(1)));   // 10
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 12
   build_head();
@@ -72,27 +130,28 @@ void AlexNetImpl::build_paper2012() {
   };
   features = nn::Sequential();
   features->push_back(nn::Conv2d(
-      nn::Conv2dOptions(options.in_channels(), 96, /*kernel_size=*/11).stride(4).padding(2)));  // 0
+      conv(options.in_channels(), 96, /*kernel_size=*/11).stride(4).padding(2)));  // 0
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
   features->push_back(lrn());                                                                   // 2
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 3
   // The paper's two GPUs: conv2, conv4 and conv5 see only their own half of the channels.
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(96, 256, /*kernel_size=*/5).padding(2).groups(2)));  // 4
+  features->push_back(nn::Conv2d(conv(96, 256, /*kernel_size=*/5, /*groups=*/2).padding(2)));  // 4
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 5
   features->push_back(lrn());                                                                   // 6
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 7
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(256, 384, /*kernel_size=*/3).padding(1)));   // 8
+  features->push_back(nn::Conv2d(conv(256, 384, /*kernel_size=*/3).padding(1)));   // 8
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 384, /*kernel_size=*/3).padding(1).groups(2)));  // 10
+  features->push_back(nn::Conv2d(conv(384, 384, /*kernel_size=*/3, /*groups=*/2).padding(1)));  // 10
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
-  features->push_back(nn::Conv2d(nn::Conv2dOptions(384, 256, /*kernel_size=*/3).padding(1).groups(2)));  // 12
+  features->push_back(nn::Conv2d(conv(384, 256, /*kernel_size=*/3, /*groups=*/2).padding(1)));  // 12
   features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 13
   features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 14
   build_head();
 
   // The paper's initialisation: weights N(0, 0.01); biases 1 in conv2, conv4,
   // conv5 and the hidden fully-connected layers (early ReLUs get positive
-  // input), 0 elsewhere.
+  // input), 0 elsewhere. Placeholders are replaced by adopt() instead.
+  if (placeholder_) return;
   torch::NoGradGuard no_grad;
   const auto init = [](torch::Tensor& w, torch::Tensor& b, double bias) {
     w.normal_(0.0, 0.01);

@@ -38,6 +38,14 @@ struct AlexNetOptions {
 class AlexNetImpl : public torch::nn::Module {
  public:
   explicit AlexNetImpl(const AlexNetOptions& options = {});
+  /// The network around existing tensors, named and shaped as
+  /// parameter_shapes(options) lists them (checked): the parameters take over
+  /// their storage instead of being allocated and initialised, so a model made
+  /// from loaded weights never exists twice in memory. Tensors that are not
+  /// contiguous float32 are converted. Draws nothing from torch's generator
+  /// beyond a few numbers for the placeholder layers it replaces.
+  AlexNetImpl(const AlexNetOptions& options,
+              const std::vector<std::pair<std::string, torch::Tensor>>& parameters);
 
   // x: (N, C, H, W) with H, W >= 63 -> logits (N, num_classes)
   torch::Tensor forward(torch::Tensor x);
@@ -49,11 +57,18 @@ class AlexNetImpl : public torch::nn::Module {
   torch::nn::Sequential classifier{nullptr};
 
  private:
+  void build();
   void build_torchvision();
   void build_paper2012();
   void build_head();
+  // A layer's options; while placeholder_, the smallest layer of that kind
+  // (1-element Linear, groups x 1 x k x k convolution) whose tensors adopt() replaces.
+  torch::nn::Conv2dOptions conv(int64_t in, int64_t out, int64_t kernel, int64_t groups = 1) const;
+  torch::nn::LinearOptions linear(int64_t in, int64_t out) const;
+  void adopt(const std::vector<std::pair<std::string, torch::Tensor>>& parameters);
 
   AlexNetOptions options_;
+  bool placeholder_ = false;
 };
 TORCH_MODULE(AlexNet);
 

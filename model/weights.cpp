@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <fstream>
 #include <istream>
 #include <streambuf>
@@ -206,12 +207,14 @@ class MemoryStreamBuf : public std::streambuf {
 
 }  // namespace
 
-NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const std::string& source) {
-  MemoryStreamBuf buffer(data, size);
-  std::istream in(&buffer);
+namespace {
+
+// Every parameter and buffer of the archive torch::jit::load(args...) reads.
+template <typename... Args>
+NamedTensors load_torchscript(const std::string& source, Args&&... args) {
   torch::jit::Module module;
   try {
-    module = torch::jit::load(in, torch::kCPU);
+    module = torch::jit::load(std::forward<Args>(args)..., torch::kCPU);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, source, ": not a TorchScript archive (",
                 first_line(e.what_without_backtrace()), ")");
@@ -222,6 +225,14 @@ NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const st
   for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
   for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.name, b.value);
   return out;
+}
+
+}  // namespace
+
+NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const std::string& source) {
+  MemoryStreamBuf buffer(data, size);
+  std::istream in(&buffer);
+  return load_torchscript(source, in);
 }
 
 WeightFile read_weight_file(const std::string& path) {
@@ -410,14 +421,19 @@ void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
 
 namespace {
 
-// The AlexNet the tensors' shapes describe (only their names and shapes are read).
-AlexNet build_for(const NamedTensors& tensors, const std::string& path,
-                  std::optional<int64_t> num_classes, AlexNetOptions base) {
-  InferredShape shape = infer_shape(tensors, path);
+void check_class_count(const InferredShape& shape, std::optional<int64_t> num_classes,
+                       const std::string& path) {
   if (num_classes) {
     TORCH_CHECK(*num_classes == shape.num_classes, path, ": weights have ", shape.num_classes,
                 " classes but ", *num_classes, " were asked for");
   }
+}
+
+// The AlexNet the tensors' shapes describe (only their names and shapes are read).
+AlexNet build_for(const NamedTensors& tensors, const std::string& path,
+                  std::optional<int64_t> num_classes, AlexNetOptions base) {
+  InferredShape shape = infer_shape(tensors, path);
+  check_class_count(shape, num_classes, path);
   base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
   return AlexNet(base);
 }
@@ -452,13 +468,22 @@ AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes
   check_regular_file(path);
   const pth::FileBuffer buffer = pth::map_file(path);
   const pth::FileFormat format = pth::detect_format(buffer.data, buffer.size, path);
-  if (format != pth::FileFormat::kPthZip && format != pth::FileFormat::kPthLegacy) {
-    NamedTensors tensors = format == pth::FileFormat::kTorchScript
-                               ? read_torchscript_tensors(buffer.data, buffer.size, path)
-                               : read_weight_file(path).tensors;  // its error for other files
-    pth::release_pages(buffer.data, buffer.size);  // TorchScript's tensors are copies
-    return alexnet_from_tensors(tensors, path, num_classes, base);
+  if (format == pth::FileFormat::kTorchScript) {
+    // LibTorch's loader copies every tensor out of the archive. Reading the file
+    // itself (not the mapping, whose pages would count too), and the model
+    // taking those copies over as its parameters, keeps one copy resident.
+    pth::release_pages(buffer.data, buffer.size);  // detection read the zip directory
+    const NamedTensors tensors = load_torchscript(path, path);
+    const InferredShape shape = check_fits_alexnet(tensors, path);
+    check_class_count(shape, num_classes, path);
+    for (const auto& [name, t] : tensors)
+      TORCH_CHECK(t.is_floating_point(), path, ": key ", name, ": expected a Float tensor, got ",
+                  t.scalar_type());
+    base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
+    return AlexNet(base, tensors);
   }
+  if (format != pth::FileFormat::kPthZip && format != pth::FileFormat::kPthLegacy)
+    return alexnet_from_tensors(read_weight_file(path).tensors, path, num_classes, base);  // its error
   // torch.save files: the model is built from the records' shapes first, then
   // filled record by record straight from the mapping, so peak memory is the
   // model plus a few pages rather than the model plus the whole file.

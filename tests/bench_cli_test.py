@@ -113,18 +113,23 @@ class BenchRuns(unittest.TestCase):
         self.assertIn("device cpu threads 1", log)
 
     def test_weights_file_adds_little_to_peak_memory(self):
-        # Loading a 1000-class torch.save file (244 MB) must not hold the file and the model at
-        # once: the peak resident memory of batch-1 inference with the file stays within a
-        # quarter of the file's size of the same run on a model built in memory. (Holding both,
+        # Loading a 1000-class weights file (244 MB: torch.save zip and legacy, TorchScript)
+        # must not hold the file and the model at once: the peak resident memory of batch-1
+        # inference with the file stays within a quarter of the file's size of the same run
+        # on a model built in memory. (Holding both,
         # as a read-into-a-buffer loader does, adds the whole file.) Memory, not time.
         args = ["--mode", "infer", "--batch-size", "1", "--image-size", "224", "--iters", "1",
                 "--warmup", "0", "--threads", "1", "--precision", "fp32"]
         base, _ = self.bench_json(*args)
         with tempfile.TemporaryDirectory() as tmp:
-            state = torchvision.models.alexnet().state_dict()
-            for name, kwargs in (("zip", {}), ("legacy", {"_use_new_zipfile_serialization": False})):
+            model = torchvision.models.alexnet().eval()
+            for name, kwargs in (("zip", {}), ("legacy", {"_use_new_zipfile_serialization": False}),
+                                 ("torchscript", None)):
                 path = os.path.join(tmp, name + ".pth")
-                torch.save(state, path, **kwargs)
+                if kwargs is None:
+                    torch.jit.save(torch.jit.script(model), path)
+                else:
+                    torch.save(model.state_dict(), path, **kwargs)
                 size_mb = os.path.getsize(path) / 2**20
                 out, _ = self.bench_json("--weights", path, *args)
                 os.remove(path)

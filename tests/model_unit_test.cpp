@@ -83,6 +83,41 @@ TEST(WeightsUnit, LoadNamedTensorsCopiesEveryValue) {
     EXPECT_TRUE(torch::equal(p.value(), dst->named_parameters()[p.key()])) << p.key();
 }
 
+// The adopting constructor: parameters share the given storage (float32), are converted
+// otherwise, the layers' options describe the adopted shapes, and the outputs are those
+// of the model the tensors came from; for both architectures.
+TEST(AlexNetUnit, AdoptingConstructorSharesTheTensors) {
+  for (const Arch arch : {Arch::kTorchvision, Arch::kPaper2012}) {
+    const auto options = AlexNetOptions().num_classes(7).in_channels(1).arch(arch);
+    AlexNet src(options);
+    src->eval();
+    NamedTensors tensors = state_dict(*src);
+    tensors[1].second = tensors[1].second.to(torch::kFloat64);  // features.0.bias: converted
+    AlexNet adopted(options, tensors);
+    adopted->eval();
+    for (const auto& [name, t] : state_dict(*adopted)) {
+      const torch::Tensor& given = src->named_parameters()[name];
+      EXPECT_TRUE(torch::equal(t, given)) << name;
+      EXPECT_EQ(t.scalar_type(), torch::kFloat) << name;
+      if (name != "features.0.bias") EXPECT_EQ(t.data_ptr(), given.data_ptr()) << name;
+    }
+    for (const auto& m : adopted->modules(/*include_self=*/false)) {
+      if (auto* c = m->as<torch::nn::Conv2d>()) {
+        EXPECT_EQ(c->options.out_channels(), c->weight.size(0));
+        EXPECT_EQ(c->options.in_channels(), c->weight.size(1) * c->options.groups());
+      } else if (auto* l = m->as<torch::nn::Linear>()) {
+        EXPECT_EQ(l->options.in_features(), l->weight.size(1));
+        EXPECT_EQ(l->options.out_features(), l->weight.size(0));
+      }
+    }
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, 1, 64, 64});
+    EXPECT_TRUE(torch::equal(adopted->forward(x), src->forward(x))) << arch_name(arch);
+    tensors.pop_back();
+    EXPECT_THROW(AlexNet(options, tensors), c10::Error);  // a missing tensor
+  }
+}
+
 std::string load_error(torch::nn::Module& module, const NamedTensors& tensors) {
   try {
     load_named_tensors(module, tensors, "file.pt");
