@@ -130,15 +130,21 @@ pth::Value args_value(const TrainParams& p) {
   s("data_path", p.data); s("val", p.val); s("model", p.arch);
   i("epochs", p.epochs); i("batch_size", p.batch_size); f("lr", p.lr); f("momentum", p.momentum);
   f("weight_decay", p.weight_decay); b("nesterov", p.nesterov); s("lr_scheduler", p.lr_scheduler);
-  i("lr_step_size", p.lr_step_size); f("lr_gamma", p.lr_gamma); if (p.lr_warmup_epochs == std::floor(p.lr_warmup_epochs))
+  i("lr_step_size", p.lr_step_size); f("lr_gamma", p.lr_gamma);
+  if (p.lr_warmup_epochs == std::floor(p.lr_warmup_epochs)) {
     i("lr_warmup_epochs", static_cast<int64_t>(p.lr_warmup_epochs));  // train.py's type
-  else
+  } else {
     f("lr_warmup_epochs", p.lr_warmup_epochs);
+  }
   s("lr_update", p.lr_update); s("init", p.init);
   s("lr_warmup_method", p.lr_warmup_method); f("lr_warmup_decay", p.lr_warmup_decay);
   f("label_smoothing", p.label_smoothing);
-  if (p.clip_grad_norm > 0) f("clip_grad_norm", p.clip_grad_norm);
-  else a.set(Value::string("clip_grad_norm"), Value::none()); f("dropout", p.dropout); i("image_size", p.image_size); s("augment", p.augment);
+  if (p.clip_grad_norm > 0) {
+    f("clip_grad_norm", p.clip_grad_norm);
+  } else {
+    a.set(Value::string("clip_grad_norm"), Value::none());  // train.py's "off"
+  }
+  f("dropout", p.dropout); i("image_size", p.image_size); s("augment", p.augment);
   i("workers", p.workers); i("seed", p.seed); b("deterministic", p.deterministic);
   s("output_dir", p.output); i("num_classes", p.num_classes); i("in_channels", p.in_channels);
   s("precision", p.precision); s("channels_last", p.channels_last); i("max_steps", p.max_steps);
