@@ -209,6 +209,11 @@ class MemoryStreamBuf : public std::streambuf {
 
 namespace {
 
+// What read_weight_file and load_alexnet say of a file in no format they read.
+constexpr const char* kNotWeights =
+    ": not a PyTorch weights file (neither torch.save's zip or legacy format nor a TorchScript "
+    "archive)";
+
 // Every parameter and buffer of the archive torch::jit::load(args...) reads.
 template <typename... Args>
 NamedTensors load_torchscript(const std::string& source, Args&&... args) {
@@ -255,8 +260,7 @@ WeightFile read_weight_file(const std::string& path) {
       break;
     }
     case pth::FileFormat::kUnknown:
-      TORCH_CHECK(false, path, ": not a PyTorch weights file (neither torch.save's zip or legacy "
-                  "format nor a TorchScript archive)");
+      TORCH_CHECK(false, path, kNotWeights);
   }
   return file;
 }
@@ -421,21 +425,17 @@ void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
 
 namespace {
 
-void check_class_count(const InferredShape& shape, std::optional<int64_t> num_classes,
-                       const std::string& path) {
+// `base` with the classes, channels and layout the tensors' shapes describe
+// (only their names and shapes are read); a clear error when `num_classes`
+// asks for another count.
+AlexNetOptions options_for(const NamedTensors& tensors, const std::string& path,
+                           std::optional<int64_t> num_classes, AlexNetOptions base) {
+  const InferredShape shape = infer_shape(tensors, path);
   if (num_classes) {
     TORCH_CHECK(*num_classes == shape.num_classes, path, ": weights have ", shape.num_classes,
                 " classes but ", *num_classes, " were asked for");
   }
-}
-
-// The AlexNet the tensors' shapes describe (only their names and shapes are read).
-AlexNet build_for(const NamedTensors& tensors, const std::string& path,
-                  std::optional<int64_t> num_classes, AlexNetOptions base) {
-  InferredShape shape = infer_shape(tensors, path);
-  check_class_count(shape, num_classes, path);
-  base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
-  return AlexNet(base);
+  return base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
 }
 
 // Copies a record of a mapped file into `target` (shape already checked), giving
@@ -474,16 +474,13 @@ AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes
     // taking those copies over as its parameters, keeps one copy resident.
     pth::release_pages(buffer.data, buffer.size);  // detection read the zip directory
     const NamedTensors tensors = load_torchscript(path, path);
-    const InferredShape shape = check_fits_alexnet(tensors, path);
-    check_class_count(shape, num_classes, path);
+    check_fits_alexnet(tensors, path);
     for (const auto& [name, t] : tensors)
       TORCH_CHECK(t.is_floating_point(), path, ": key ", name, ": expected a Float tensor, got ",
                   t.scalar_type());
-    base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
-    return AlexNet(base, tensors);
+    return AlexNet(options_for(tensors, path, num_classes, base), tensors);
   }
-  if (format != pth::FileFormat::kPthZip && format != pth::FileFormat::kPthLegacy)
-    return alexnet_from_tensors(read_weight_file(path).tensors, path, num_classes, base);  // its error
+  TORCH_CHECK(format != pth::FileFormat::kUnknown, path, kNotWeights);
   // torch.save files: the model is built from the records' shapes first, then
   // filled record by record straight from the mapping, so peak memory is the
   // model plus a few pages rather than the model plus the whole file.
@@ -495,7 +492,7 @@ AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes
     shapes.emplace_back(name, torch::empty(record->sizes, torch::TensorOptions()
                                                               .dtype(to_scalar_type(record->dtype()))
                                                               .device(torch::kMeta)));
-  AlexNet model = build_for(shapes, path, num_classes, base);
+  AlexNet model(options_for(shapes, path, num_classes, base));
   auto targets = state_dict(*model);
   check_fit(targets, shapes, path);
   std::map<std::string, const pth::TensorRecord*> given(records.begin(), records.end());
@@ -506,7 +503,7 @@ AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes
 
 AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
                              std::optional<int64_t> num_classes, AlexNetOptions base) {
-  AlexNet model = build_for(tensors, path, num_classes, base);
+  AlexNet model(options_for(tensors, path, num_classes, base));
   load_named_tensors(*model, tensors, path);
   return model;
 }
