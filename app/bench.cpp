@@ -497,6 +497,8 @@ int run_bench(int argc, const char* const* argv) {
        cxxopts::value<std::string>()->default_value(p.precision))
       ("channels-last", "Channels-last memory format: auto (CPU, or low precision on CUDA), on, off",
        cxxopts::value<std::string>()->default_value(p.channels_last)->implicit_value("on"))
+      ("onednn-plan", std::string(kPlanHelp) + "; inference only",
+       cxxopts::value<std::string>()->default_value("auto"))
       ("warmup", "Untimed iterations first (model only, matmul)",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.warmup)))
       ("iters", "Timed iterations (model only, matmul); the median is reported",
@@ -553,6 +555,9 @@ int run_bench(int argc, const char* const* argv) {
   const auto channels_last = parse_channels_last(result["channels-last"].as<std::string>());
   if (!channels_last)
     usage("--channels-last " + result["channels-last"].as<std::string>() + ": expected auto, on or off");
+  const auto plan_flag = parse_plan_choice(result["onednn-plan"].as<std::string>());
+  if (!plan_flag)
+    usage("--onednn-plan " + result["onednn-plan"].as<std::string>() + ": expected auto, winograd, direct or off");
 
   if (p.mode == "data") {
     configure_threads(result["threads"].as<int>());
@@ -581,6 +586,10 @@ int run_bench(int argc, const char* const* argv) {
   }
   info.cfg = inference_config(info.device, resolved, resolve_channels_last(*channels_last, info.device, resolved));
   if (train) info.cfg.low_precision_weights = false;  // fp32 master weights, autocast
+  if (!train) {
+    info.cfg.plan = resolve_plan(*plan_flag, info.device, resolved);
+    info.cfg.plan_required = *plan_flag != PlanChoice::kAuto;
+  }
   spdlog::info("bench {}{}: {}", p.mode, p.data.empty() ? "" : " end to end", info.cfg.describe());
   const Measurement m = p.data.empty() ? bench_model(p, info, train) : bench_end_to_end(p, info, train);
   report(p, info, m);

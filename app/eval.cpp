@@ -34,6 +34,7 @@ int run_eval(int argc, const char* const* argv) {
       ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
                         "faster layout)",
        cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
+      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("auto"))
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_common_options(options);
@@ -62,6 +63,10 @@ int run_eval(int argc, const char* const* argv) {
   if (!layout_flag)
     throw UsageError("--channels-last " + result["channels-last"].as<std::string>() +
                          ": expected auto, on or off", options.help());
+  const auto plan_flag = parse_plan_choice(result["onednn-plan"].as<std::string>());
+  if (!plan_flag)
+    throw UsageError("--onednn-plan " + result["onednn-plan"].as<std::string>() +
+                         ": expected auto, winograd, direct or off", options.help());
 
   const torch::Device device = setup_runtime(result);
   reuse_freed_memory();
@@ -70,6 +75,8 @@ int run_eval(int argc, const char* const* argv) {
   ComputeConfig compute = inference_config(device, precision,
                                            resolve_channels_last(*layout_flag, device, precision));
   compute.low_precision_weights = false;  // evaluate() feeds fp32 batches: autocast
+  compute.plan = resolve_plan(*plan_flag, device, precision);
+  compute.plan_required = *plan_flag != PlanChoice::kAuto;
   auto dataset = data::open_dataset(spec, split);
   AlexNet model = load_alexnet(weights);
   TORCH_CHECK(model->options().num_classes() == dataset->num_classes(), weights, ": weights have ",
@@ -77,6 +84,8 @@ int run_eval(int argc, const char* const* argv) {
               ") has ", dataset->num_classes());
   model->to(device);
   if (compute.channels_last) to_channels_last(*model);
+  model->eval();
+  attach_inference_plan(model, compute);
 
   auto transform = data::default_transform_options(dataset->kind(), /*train=*/false);
   if (image_size > 0)

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 // LibTorch 2.4 replaced the per-device autocast setters with ones taking a device type.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -147,10 +148,36 @@ bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, 
   return device.is_cpu() || precision != Precision::kFp32;
 }
 
+std::optional<PlanChoice> parse_plan_choice(const std::string& value) {
+  if (value == "auto") return PlanChoice::kAuto;
+  if (value == "winograd") return PlanChoice::kWinograd;
+  if (value == "direct") return PlanChoice::kDirect;
+  if (value == "off" || value == "false" || value == "0" || value == "no") return PlanChoice::kOff;
+  return std::nullopt;
+}
+
+std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
+                                          Precision precision) {
+  if (requested == PlanChoice::kOff) return std::nullopt;
+  const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
+  if (requested == PlanChoice::kAuto)
+    return possible ? std::optional<ConvAlgorithm>(ConvAlgorithm::kWinograd) : std::nullopt;
+  const std::string flag =
+      std::string("--onednn-plan ") + (requested == PlanChoice::kWinograd ? "winograd" : "direct");
+  if (!OneDnnFeatures::compiled())
+    throw std::invalid_argument(flag + ": this build has no oneDNN plan (built without oneDNN's headers)");
+  if (!device.is_cpu() || precision != Precision::kFp32)
+    throw std::invalid_argument(flag + ": the plan runs fp32 inference on the CPU, not " +
+                                precision_name(precision) + " on " + device.str());
+  return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+}
+
 std::string ComputeConfig::describe() const {
   std::string s = precision_name(precision);
   if (precision != Precision::kFp32) s += low_precision_weights ? " weights" : " autocast";
-  return s + (channels_last ? ", channels-last" : ", NCHW");
+  s += channels_last ? ", channels-last" : ", NCHW";
+  if (plan) s += *plan == ConvAlgorithm::kWinograd ? ", oneDNN plan (Winograd)" : ", oneDNN plan (direct)";
+  return s;
 }
 
 ComputeConfig inference_config(const torch::Device& device, Precision precision, bool channels_last) {
@@ -171,7 +198,7 @@ void to_channels_last(torch::nn::Module& model) {
     if (t.dim() == 4) t.set_data(t.contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
-void prepare_for_inference(AlexNet& model, const ComputeConfig& cfg) {
+void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
   model->eval();
   if (cfg.low_precision_weights) {
     model->to(cfg.device, precision_dtype(cfg.precision));
@@ -179,6 +206,19 @@ void prepare_for_inference(AlexNet& model, const ComputeConfig& cfg) {
     model->to(cfg.device);
   }
   if (cfg.channels_last) to_channels_last(*model);
+  attach_inference_plan(model, cfg);
+}
+
+void attach_inference_plan(AlexNet& model, ComputeConfig& cfg) {
+  model->set_inference_plan(nullptr);
+  if (!cfg.plan) return;
+  try {
+    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, *cfg.plan));
+  } catch (const std::invalid_argument& e) {
+    if (cfg.plan_required) throw;
+    spdlog::warn("oneDNN plan: off ({})", e.what());
+    cfg.plan.reset();
+  }
 }
 
 torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg, bool non_blocking) {

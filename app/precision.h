@@ -4,6 +4,7 @@
 #pragma once
 
 #include "model/alexnet.h"
+#include "model/onednn_plan.h"
 
 #include <torch/torch.h>
 
@@ -64,6 +65,23 @@ std::optional<ChannelsLast> parse_channels_last(const std::string& value);
 /// reorders) and for fp16/bf16 on CUDA (tensor cores want NHWC); NCHW for fp32 on CUDA.
 bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, Precision precision);
 
+/// --onednn-plan: whether CPU fp32 inference runs AlexNet's features as one
+/// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions.
+///   auto (the default): Winograd on the CPU in fp32, when this build has the plan;
+///     off on CUDA, in bf16/fp16, and without oneDNN's headers;
+///   winograd, direct: the plan with those kernels (an error where it cannot run);
+///   off: LibTorch's layers one by one, as PyTorch runs them.
+enum class PlanChoice { kAuto, kWinograd, kDirect, kOff };
+std::optional<PlanChoice> parse_plan_choice(const std::string& value);
+/// --onednn-plan's help text, shared by the commands that infer.
+inline constexpr const char* kPlanHelp =
+    "CPU fp32 inference as one oneDNN pipeline: auto (Winograd where it runs), winograd, direct, "
+    "or off (LibTorch's layers one by one, as PyTorch)";
+/// The algorithm the plan uses, or nullopt for no plan; throws
+/// std::invalid_argument naming the flag when an explicit choice cannot run here.
+std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
+                                          Precision precision);
+
 /// A model's resolved execution settings.
 struct ComputeConfig {
   torch::Device device = torch::kCPU;
@@ -72,17 +90,27 @@ struct ComputeConfig {
   /// Inference only: the weights themselves are converted to the low precision
   /// (faster than autocast, which converts them again on every forward pass).
   bool low_precision_weights = false;
+  /// Inference only: the oneDNN plan's algorithm, or nullopt (LibTorch's layers).
+  std::optional<ConvAlgorithm> plan;
+  /// Whether the plan was asked for explicitly (then failing to build it is an error).
+  bool plan_required = false;
 
-  /// "bf16 weights, channels-last", "fp32, NCHW", ...
+  /// "bf16 weights, channels-last", "fp32, NCHW, oneDNN plan (Winograd)", ...
   std::string describe() const;
 };
 
 /// The settings for inference: low-precision weights whenever the precision is not fp32.
 ComputeConfig inference_config(const torch::Device& device, Precision precision, bool channels_last);
 
-/// Moves a model to cfg.device, converts its weights (dtype, conv layout) and
-/// puts it in eval mode. Dropout is then the identity; gradients are not needed.
-void prepare_for_inference(AlexNet& model, const ComputeConfig& cfg);
+/// Moves a model to cfg.device, converts its weights (dtype, conv layout),
+/// puts it in eval mode (dropout is then the identity; gradients are not
+/// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan).
+void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
+/// Builds and attaches cfg.plan to a model whose weights are final. A network
+/// the plan cannot run (the 2012 architecture's LocalResponseNorm) leaves the
+/// model without a plan and cfg.plan empty, with a warning; an error instead
+/// when cfg.plan_required.
+void attach_inference_plan(AlexNet& model, ComputeConfig& cfg);
 /// Moves a batch (N, C, H, W) to cfg.device, in the model's input dtype and layout.
 torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg,
                             bool non_blocking = false);

@@ -87,6 +87,7 @@ int run_predict(int argc, const char* const* argv) {
       ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
                         "faster layout)",
        cxxopts::value<std::string>()->default_value(p.channels_last)->implicit_value("on"))
+      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("auto"))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_common_options(options);
   options.parse_positional({"images"});
@@ -118,6 +119,10 @@ int run_predict(int argc, const char* const* argv) {
   if (!layout_flag)
     throw UsageError("--channels-last " + p.channels_last + ": expected auto, on or off",
                      options.help());
+  const auto plan_flag = parse_plan_choice(result["onednn-plan"].as<std::string>());
+  if (!plan_flag)
+    throw UsageError("--onednn-plan " + result["onednn-plan"].as<std::string>() +
+                         ": expected auto, winograd, direct or off", options.help());
 
 #ifndef ALEXNET_HAVE_OPENCV
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
@@ -125,8 +130,10 @@ int run_predict(int argc, const char* const* argv) {
   const torch::Device device = setup_runtime(result);
   const Precision precision = resolve_precision(*precision_flag, device, Workload::kInference);
   configure_cuda_math(device, precision);
-  const ComputeConfig compute =
+  ComputeConfig compute =
       inference_config(device, precision, resolve_channels_last(*layout_flag, device, precision));
+  compute.plan = resolve_plan(*plan_flag, device, precision);
+  compute.plan_required = *plan_flag != PlanChoice::kAuto;
   AlexNet model = load_alexnet(p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",

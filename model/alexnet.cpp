@@ -1,5 +1,6 @@
 #include "model/alexnet.h"
 #include "model/dropout.h"
+#include "model/onednn_plan.h"
 
 #include <map>
 #include <tuple>
@@ -207,7 +208,12 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   TORCH_CHECK(x.size(2) >= kMinInputSize && x.size(3) >= kMinInputSize,
               "AlexNet: input must be at least ", kMinInputSize, "x", kMinInputSize, ", got ",
               x.size(2), "x", x.size(3));
-  x = features->forward(x);    // (N, 256, h, w)
+  if (plan_ && !is_training() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
+      x.scalar_type() == torch::kFloat) {
+    x = plan_->forward(x);     // (N, 256, h, w)
+  } else {
+    x = features->forward(x);  // (N, 256, h, w)
+  }
   if (x.size(2) == 1 && x.size(3) == 1) {
     // Inputs under 95 px leave a 1x1 map, and pooling it to 6x6 copies each value
     // into all 36 bins (the average of one value is that value, exactly). A

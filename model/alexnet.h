@@ -8,11 +8,14 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace alexnet {
+
+class OneDnnFeatures;
 
 /// Which network: torchvision's (the default, "One weird trick" variant) or the
 /// 2012 paper's (96-256-384-384-256 channels, local response normalisation,
@@ -52,6 +55,12 @@ class AlexNetImpl : public torch::nn::Module {
 
   const AlexNetOptions& options() const { return options_; }
 
+  /// Runs `features` through this plan instead of the Sequential whenever the
+  /// module is in eval mode, gradients are off and the input is float32 on the
+  /// CPU (the plan was built from this module's weights; nullptr: never).
+  void set_inference_plan(std::shared_ptr<OneDnnFeatures> plan) { plan_ = std::move(plan); }
+  const std::shared_ptr<OneDnnFeatures>& inference_plan() const { return plan_; }
+
   torch::nn::Sequential features{nullptr};
   torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
   torch::nn::Sequential classifier{nullptr};
@@ -69,6 +78,7 @@ class AlexNetImpl : public torch::nn::Module {
 
   AlexNetOptions options_;
   bool placeholder_ = false;
+  std::shared_ptr<OneDnnFeatures> plan_;
 };
 TORCH_MODULE(AlexNet);
 

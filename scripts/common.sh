@@ -7,7 +7,7 @@ ALEXNET_BUILD=${ALEXNET_BUILD:-$ALEXNET_ROOT/build}
 # Build and run-time packages (Debian bookworm). libopenblas0-openmp matters:
 # without it LibTorch falls back to the reference BLAS (~60x slower Linear layers).
 ALEXNET_BUILD_PACKAGES=(cmake ninja-build g++ libtorch-dev libopencv-dev libcxxopts-dev
-  libspdlog-dev libgtest-dev libopenblas0-openmp zlib1g-dev libgloo-dev)
+  libspdlog-dev libgtest-dev libopenblas0-openmp zlib1g-dev libgloo-dev libdnnl-dev)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

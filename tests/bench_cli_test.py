@@ -81,6 +81,7 @@ class BenchFlags(unittest.TestCase):
         self.assertUsage(["--mode", "data"], "--data")
         self.assertUsage(["--predictions", "p.txt"], "--predictions")
         self.assertUsage(["--mode", "train", "--logits", "l.bin"], "--logits")
+        self.assertUsage(["--onednn-plan", "fast"], "--onednn-plan fast")
         # An optional value goes after '=': the error says how.
         self.assertUsage(["--channels-last", "off"], "--channels-last=off")
 
@@ -172,6 +173,42 @@ class BenchRuns(unittest.TestCase):
                 diff = (got - ref).abs().max().item()
                 self.assertLessEqual(diff, bound, f"{precision} {layout}: max |diff| {diff:.3g}")
 
+    def test_onednn_plan_resolves_logs_and_matches_pytorch(self):
+        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", *TINY)
+        if "oneDNN plan" not in out["compute"]:
+            self.skipTest("built without oneDNN's headers: no plan (" + out["compute"] + ")")
+        # auto: Winograd for CPU fp32 inference; off: LibTorch's layers.
+        self.assertIn("oneDNN plan (Winograd)", out["compute"])
+        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", "off", *TINY)
+        self.assertNotIn("oneDNN plan", out["compute"])
+        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", "direct", *TINY)
+        self.assertIn("oneDNN plan (direct)", out["compute"])
+        # Training never uses it (the plan has no backward pass).
+        out, _ = self.bench_json("--mode", "train", "--precision", "fp32", *TINY)
+        self.assertNotIn("oneDNN plan", out["compute"])
+        # Asked for where it cannot run: an error naming the flag, not a silent fallback.
+        r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "bf16",
+                "--onednn-plan", "winograd", *TINY)
+        if "using fp32" not in r.stderr:  # a CPU with bf16: bf16 inference, no plan
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("error: --onednn-plan winograd: the plan runs fp32 inference on the CPU",
+                          r.stderr.strip().splitlines()[-1])
+        # Logits against torchvision for the same seed, every algorithm and layout.
+        torch.manual_seed(0)
+        model = torchvision.models.alexnet().eval()
+        with torch.no_grad():
+            ref = model(torch.randn(2, 3, 64, 64))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "logits.bin")
+            for plan in ("winograd", "direct"):
+                for layout in ("on", "off"):
+                    self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", plan,
+                                    f"--channels-last={layout}", "--logits", path, *TINY)
+                    got = torch.from_file(path, size=2 * 1000, dtype=torch.float32).view(2, 1000)
+                    # Relative to the largest logit: measured 1e-6 for both algorithms.
+                    err = ((got - ref).abs().max() / ref.abs().max()).item()
+                    self.assertLess(err, 1e-4, f"{plan} {layout}: max |diff| / max |logit| = {err:.3g}")
+
     def test_matmul(self):
         out, _ = self.bench_json("--mode", "matmul", "--matrix-size", "64", "--iters", "2", "--threads", "1")
         self.assertEqual(out["mode"], "matmul")
@@ -244,6 +281,15 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(a["images"], b["images"])
         # Random weights: near-tied logits, so only the loss is compared (bf16: ~3 digits).
         self.assertAlmostEqual(a["loss"], b["loss"], delta=0.02 * a["loss"])
+        # The oneDNN plan (the default for CPU fp32) against LibTorch's layers.
+        roff = run(*base, "--onednn-plan", "off")
+        self.assertEqual(roff.returncode, 0, roff.stderr)
+        self.assertNotIn("oneDNN plan", roff.stderr)
+        c = json.loads(roff.stdout)
+        self.assertAlmostEqual(a["loss"], c["loss"], delta=1e-5 * a["loss"])
+        r = run(*base, "--onednn-plan", "sometimes")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--onednn-plan sometimes", r.stderr.strip().splitlines()[-1])
         r = run(*base, "--precision", "half")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--precision half", r.stderr.strip().splitlines()[-1])
@@ -257,9 +303,10 @@ class EndToEnd(unittest.TestCase):
                                  transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
         with torch.no_grad():
             ref = self.model(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths]))
-        for precision, layout, bound in (("fp32", "on", 1e-5), ("bf16", "on", 0.03), ("bf16", "off", 0.03)):
+        for precision, layout, plan, bound in (("fp32", "on", "auto", 1e-5), ("fp32", "off", "off", 1e-5),
+                                               ("bf16", "on", "auto", 0.03), ("bf16", "off", "auto", 0.03)):
             r = run("predict", "--weights", self.weights, "--json", "--topk", "0", "--threads", "1",
-                    "--precision", precision, f"--channels-last={layout}", *paths)
+                    "--precision", precision, f"--channels-last={layout}", "--onednn-plan", plan, *paths)
             self.assertEqual(r.returncode, 0, r.stderr)
             if precision == "bf16" and "using fp32" in r.stderr:
                 continue  # a CPU without bf16: fp32 was used (and warned about)
@@ -269,7 +316,7 @@ class EndToEnd(unittest.TestCase):
                     got[i, t["index"]] = t["logit"]
             # Bound relative to the largest logit: bf16 keeps 8 significant bits (measured 0.45%).
             err = ((got - ref).abs().max() / ref.abs().max()).item()
-            self.assertLess(err, bound, f"{precision} {layout}: max |diff| / max |logit| = {err:.3g}")
+            self.assertLess(err, bound, f"{precision} {layout} plan {plan}: max |diff| / max |logit| = {err:.3g}")
 
 
 if __name__ == "__main__":

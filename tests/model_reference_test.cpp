@@ -2,6 +2,7 @@
 // at test time (ctest runs it first as the `reference` fixture).
 #include "data/image.h"
 #include "model/alexnet.h"
+#include "model/onednn_plan.h"
 #include "model/weights.h"
 #include "tests/fixture.h"
 
@@ -79,6 +80,40 @@ void expect_logits_match(AlexNet& model) {
     EXPECT_LE(diff, 1e-5f) << key << ": max |C++ - torchvision| logits";
     std::printf("  %-13s max |diff| %.3g\n", key, diff);
   }
+}
+
+// The oneDNN plan (model/onednn_plan.h) in place of the features Sequential,
+// against torchvision's logits for the same weights and inputs. Direct kernels
+// differ from PyTorch's layer-by-layer calls only in summation order; Winograd's
+// transforms round differently, so its bound is relative to the logits' scale.
+TEST(AlexNetReference, OneDnnPlanGivesTorchvisionLogits) {
+  if (!OneDnnFeatures::compiled()) GTEST_SKIP() << "built without oneDNN's headers: no plan";
+  AlexNet model = load_alexnet(reference_path("alexnet_seed0_script.pt"));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  for (const auto algorithm : {ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd}) {
+    const bool wino = algorithm == ConvAlgorithm::kWinograd;
+    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, algorithm));
+    for (const char* key : {"224_b1", "224_b8", "63_b1", "63_b8", "nonsquare_b1", "nonsquare_b8"}) {
+      const auto& x = model_fixture().at(std::string("input/") + key);
+      const auto& want = model_fixture().at(std::string("logits/") + key);
+      for (const bool channels_last : {false, true}) {
+        const auto input = channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+        const auto got = model->forward(input);
+        ASSERT_EQ(got.sizes(), want.sizes()) << key;
+        const float diff = max_abs_diff(got, want);
+        const float scale = want.abs().max().item<float>();
+        const float tolerance = wino ? 1e-4f * scale + 1e-6f : 1e-5f;
+        EXPECT_LE(diff, tolerance) << key << (wino ? " winograd" : " direct")
+                                   << (channels_last ? " channels-last" : " NCHW")
+                                   << ": max |plan - torchvision| logits (scale " << scale << ")";
+        std::printf("  %-9s %-13s %-13s max |diff| %.3g (max |logit| %.3g)\n",
+                    wino ? "winograd" : "direct", key, channels_last ? "channels-last" : "NCHW",
+                    diff, scale);
+      }
+    }
+  }
+  model->set_inference_plan(nullptr);
 }
 
 TEST(AlexNetReference, ScriptedArchiveGivesTorchvisionLogits) {

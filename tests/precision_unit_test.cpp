@@ -57,7 +57,7 @@ TEST(AutocastGuard, NestsAndRestores) {
 
 TEST(Inference, ConvertsWeightsAndInput) {
   AlexNet model(AlexNetOptions().num_classes(10));
-  const ComputeConfig cfg = inference_config(torch::kCPU, Precision::kBf16, /*channels_last=*/true);
+  ComputeConfig cfg = inference_config(torch::kCPU, Precision::kBf16, /*channels_last=*/true);
   EXPECT_TRUE(cfg.low_precision_weights);
   EXPECT_EQ(cfg.describe(), "bf16 weights, channels-last");
   prepare_for_inference(model, cfg);

@@ -1,0 +1,372 @@
+#include "model/onednn_plan.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#ifdef ALEXNET_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace alexnet {
+
+namespace nn = torch::nn;
+
+namespace {
+
+// One layer of the features, as the plan runs it.
+struct Layer {
+  enum Kind { kConv, kPool } kind = kConv;
+  std::string name;  // "features.6" (the Sequential's index)
+  // Convolution
+  torch::Tensor weight;  // (OC, IC / groups, KH, KW)
+  torch::Tensor bias;    // (OC) or undefined
+  int64_t groups = 1;
+  bool relu = false;     // a ReLU follows, fused into the convolution
+  // Both
+  int64_t kernel[2] = {1, 1}, stride[2] = {1, 1}, padding[2] = {0, 0};
+};
+
+template <typename Options>
+void check_no_dilation(const Options& o, const std::string& name) {
+  for (int64_t d : *o.dilation())
+    if (d != 1) throw std::invalid_argument(name + ": dilation is not supported by the oneDNN plan");
+}
+
+std::vector<Layer> describe_layers(nn::Sequential& features) {
+  std::vector<Layer> layers;
+  size_t index = 0;
+  for (const auto& child : features->children()) {
+    const std::string name = "features." + std::to_string(index++);
+    if (auto* c = child->as<nn::Conv2d>()) {
+      const auto& o = c->options;
+      check_no_dilation(o, name);
+      if (!c10::holds_alternative<torch::ExpandingArray<2>>(o.padding()))
+        throw std::invalid_argument(name + ": 'same'/'valid' padding is not supported by the oneDNN plan");
+      if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
+        throw std::invalid_argument(name + ": only zero padding is supported by the oneDNN plan");
+      Layer l;
+      l.kind = Layer::kConv;
+      l.name = name;
+      l.weight = c->weight;
+      l.bias = c->bias;
+      l.groups = o.groups();
+      const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+      for (int i = 0; i < 2; ++i) {
+        l.kernel[i] = (*o.kernel_size())[i];
+        l.stride[i] = (*o.stride())[i];
+        l.padding[i] = (*pad)[i];
+      }
+      layers.push_back(l);
+    } else if (child->as<nn::ReLU>()) {
+      if (layers.empty() || layers.back().kind != Layer::kConv || layers.back().relu)
+        throw std::invalid_argument(name + ": a ReLU not after a convolution is not supported by the oneDNN plan");
+      layers.back().relu = true;
+    } else if (auto* p = child->as<nn::MaxPool2d>()) {
+      const auto& o = p->options;
+      check_no_dilation(o, name);
+      if (o.ceil_mode())
+        throw std::invalid_argument(name + ": ceil_mode is not supported by the oneDNN plan");
+      Layer l;
+      l.kind = Layer::kPool;
+      l.name = name;
+      for (int i = 0; i < 2; ++i) {
+        l.kernel[i] = (*o.kernel_size())[i];
+        l.stride[i] = (*o.stride())[i];
+        l.padding[i] = (*o.padding())[i];
+      }
+      layers.push_back(l);
+    } else {
+      throw std::invalid_argument(name + ": " + child->name() + " is not supported by the oneDNN plan");
+    }
+  }
+  if (layers.empty()) throw std::invalid_argument("features: no layers");
+  return layers;
+}
+
+}  // namespace
+
+#ifdef ALEXNET_HAVE_DNNL
+
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Dt = memory::data_type;
+
+enum Slot { kPing, kPong, kScratch, kSlots };
+Slot other(Slot slot) { return slot == kPing ? kPong : kPing; }
+
+// Output side of a convolution or pooling window, as PyTorch computes it (floor).
+int64_t out_side(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - kernel) / stride + 1;
+}
+
+// oneDNN wants the right/bottom padding that makes the window count come out at
+// `out`; with PyTorch's floor it can be negative (the last rows are never read).
+int64_t right_padding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {
+  return (out - 1) * stride + kernel - in - pad;
+}
+
+}  // namespace
+
+struct OneDnnFeatures::Impl {
+  std::vector<Layer> layers;
+  ConvAlgorithm algorithm;
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::mutex mutex;
+
+  // Weights in the layouts the primitives asked for, shared by every input
+  // shape whose primitive asks for the same layout: (layer, layout) -> memory.
+  std::vector<std::vector<std::pair<memory::desc, memory>>> weights;
+  std::vector<torch::Tensor> bias_tensors;  // contiguous copies the memories below wrap
+  std::vector<memory> biases;
+
+  struct Step {
+    dnnl::primitive primitive;
+    std::unordered_map<int, memory> args;
+    std::string what;
+  };
+  // Activations alternate between two buffers (each layer reads one and writes
+  // the other) and every primitive shares one scratchpad: the plan's memory is
+  // twice the largest activation plus the largest scratchpad, not the sum of
+  // all layers'. The buffers are shared by every input shape and grow to fit.
+  torch::Tensor buffers[kSlots];  // bytes
+
+  struct Shape {
+    memory input;   // wraps the caller's tensor (handle set per call)
+    memory output;  // wraps the returned tensor (handle set per call)
+    std::vector<Step> steps;
+    std::vector<std::pair<memory, Slot>> bound;  // memories living in buffers[slot]
+    size_t need[kSlots] = {0, 0, 0};             // bytes
+    std::vector<int64_t> out_dims;
+    int winograd = 0;
+  };
+
+  // A memory for `desc` in the buffer other than `from`'s.
+  memory intermediate(Shape& s, const memory::desc& desc, Slot slot) {
+    memory m(desc, engine, DNNL_MEMORY_NONE);
+    s.bound.emplace_back(m, slot);
+    s.need[slot] = std::max(s.need[slot], desc.get_size());
+    return m;
+  }
+  memory scratchpad(Shape& s, const memory::desc& desc) {
+    return intermediate(s, desc, kScratch);
+  }
+  std::map<std::vector<int64_t>, Shape> shapes;  // (N, C, H, W, channels_last)
+  const Shape* last = nullptr;
+
+  const memory& weights_in(size_t i, const memory::desc& want) {
+    for (const auto& [desc, mem] : weights[i])
+      if (desc == want) return mem;
+    const Layer& l = layers[i];
+    const torch::Tensor w = l.weight.detach().contiguous();  // (OC, IC/g, KH, KW)
+    memory::dims dims{w.size(0), w.size(1), w.size(2), w.size(3)};
+    Tag tag = Tag::oihw;
+    if (l.groups > 1) {
+      dims = {l.groups, w.size(0) / l.groups, w.size(1), w.size(2), w.size(3)};
+      tag = Tag::goihw;
+    }
+    memory user({dims, Dt::f32, tag}, engine, w.data_ptr<float>());
+    memory packed(want, engine);
+    dnnl::reorder(user, packed).execute(stream, user, packed);
+    stream.wait();
+    weights[i].emplace_back(want, packed);
+    return weights[i].back().second;
+  }
+
+  Shape build(int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last) {
+    Shape s;
+    memory::desc cur({n, c, h, w}, Dt::f32, channels_last ? Tag::nhwc : Tag::nchw);
+    s.input = memory(cur, engine, DNNL_MEMORY_NONE);
+    memory cur_mem = s.input;
+    // The input is the caller's; pretend it sits in kPong so the first layer writes kPing.
+    Slot cur_slot = kPong;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const Layer& l = layers[i];
+      const int64_t oh = out_side(h, l.kernel[0], l.stride[0], l.padding[0]);
+      const int64_t ow = out_side(w, l.kernel[1], l.stride[1], l.padding[1]);
+      TORCH_CHECK(oh >= 1 && ow >= 1, l.name, ": input ", h, "x", w, " is too small");
+      const memory::dims strides{l.stride[0], l.stride[1]};
+      const memory::dims pad_l{l.padding[0], l.padding[1]};
+      const memory::dims pad_r{right_padding(h, oh, l.kernel[0], l.stride[0], l.padding[0]),
+                               right_padding(w, ow, l.kernel[1], l.stride[1], l.padding[1])};
+      Step step;
+      if (l.kind == Layer::kConv) {
+        const int64_t oc = l.weight.size(0);
+        TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
+                    l.weight.size(1) * l.groups, " input channels, got ", c);
+        memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
+        if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
+        // The first layer reads the caller's layout as is (3 channels: a blocked
+        // copy would be mostly padding); later ones let oneDNN choose.
+        const memory::desc src_md = i == 0 ? cur : memory::desc({n, c, h, w}, Dt::f32, Tag::any);
+        const memory::desc w_md(wdims, Dt::f32, Tag::any);
+        const memory::desc b_md({oc}, Dt::f32, Tag::x);
+        const memory::desc dst_md({n, oc, oh, ow}, Dt::f32, Tag::any);
+        dnnl::post_ops ops;
+        if (l.relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        dnnl::primitive_attr attr;
+        attr.set_post_ops(ops);
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        const bool wino_shape = algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
+                                l.kernel[0] == 3 && l.kernel[1] == 3 && l.stride[0] == 1 &&
+                                l.stride[1] == 1;
+        dnnl::convolution_forward::primitive_desc pd;
+        bool wino = false;
+        if (wino_shape) {
+          try {
+            dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                              dnnl::algorithm::convolution_winograd, src_md, w_md,
+                                              b_md, dst_md, strides, pad_l, pad_r);
+            pd = dnnl::convolution_forward::primitive_desc(d, attr, engine);
+            wino = true;
+          } catch (const dnnl::error&) {
+            // No Winograd kernel for this CPU or shape: the direct one below.
+          }
+        }
+        if (!wino) {
+          dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                            dnnl::algorithm::convolution_direct, src_md, w_md, b_md,
+                                            dst_md, strides, pad_l, pad_r);
+          pd = dnnl::convolution_forward::primitive_desc(d, attr, engine);
+        }
+        s.winograd += wino;
+        if (pd.src_desc() != cur_mem.get_desc()) {
+          memory converted = intermediate(s, pd.src_desc(), other(cur_slot));
+          cur_slot = other(cur_slot);
+          s.steps.push_back({dnnl::reorder(cur_mem, converted),
+                             {{DNNL_ARG_FROM, cur_mem}, {DNNL_ARG_TO, converted}},
+                             l.name + ": reorder"});
+          cur_mem = converted;
+        }
+        memory dst = intermediate(s, pd.dst_desc(), other(cur_slot));
+        cur_slot = other(cur_slot);
+        if (!bias_tensors[i].defined()) {
+          bias_tensors[i] = l.bias.detach().contiguous();
+          biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr<float>());
+        }
+        s.steps.push_back({dnnl::convolution_forward(pd),
+                           {{DNNL_ARG_SRC, cur_mem},
+                            {DNNL_ARG_WEIGHTS, weights_in(i, pd.weights_desc())},
+                            {DNNL_ARG_BIAS, biases[i]},
+                            {DNNL_ARG_DST, dst},
+                            {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                           l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : "")});
+        cur_mem = dst;
+        c = oc;
+      } else {
+        const memory::desc dst_md({n, c, oh, ow}, Dt::f32, Tag::any);
+        dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                      cur_mem.get_desc(), dst_md, strides,
+                                      {l.kernel[0], l.kernel[1]}, pad_l, pad_r);
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        dnnl::pooling_forward::primitive_desc pd(d, attr, engine);
+        memory dst = intermediate(s, pd.dst_desc(), other(cur_slot));
+        cur_slot = other(cur_slot);
+        s.steps.push_back({dnnl::pooling_forward(pd),
+                           {{DNNL_ARG_SRC, cur_mem},
+                            {DNNL_ARG_DST, dst},
+                            {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                           l.name + ": " + pd.impl_info_str()});
+        cur_mem = dst;
+      }
+      h = oh;
+      w = ow;
+    }
+    s.out_dims = {n, c, h, w};
+    s.output = memory({{n, c, h, w}, Dt::f32, Tag::nchw}, engine, DNNL_MEMORY_NONE);
+    s.steps.push_back({dnnl::reorder(cur_mem, s.output),
+                       {{DNNL_ARG_FROM, cur_mem}, {DNNL_ARG_TO, s.output}},
+                       "output: reorder to NCHW"});
+    return s;
+  }
+};
+
+bool OneDnnFeatures::compiled() { return true; }
+
+OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->layers = describe_layers(features);
+  impl_->algorithm = algorithm;
+  impl_->weights.resize(impl_->layers.size());
+  impl_->biases.resize(impl_->layers.size());
+  impl_->bias_tensors.resize(impl_->layers.size());
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    const Layer& l = impl_->layers[i];
+    if (l.kind != Layer::kConv) continue;
+    if (!l.weight.device().is_cpu() || l.weight.scalar_type() != torch::kFloat)
+      throw std::invalid_argument(l.name + ": the oneDNN plan needs float32 weights on the CPU");
+    if (!l.bias.defined()) throw std::invalid_argument(l.name + ": a convolution without bias");
+  }
+}
+
+OneDnnFeatures::~OneDnnFeatures() = default;
+
+torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
+  TORCH_CHECK(input.dim() == 4 && input.device().is_cpu() && input.scalar_type() == torch::kFloat,
+              "oneDNN plan: expected a float32 CPU tensor (N, C, H, W), got ", input.sizes(), " ",
+              input.scalar_type(), " on ", input.device());
+  const bool channels_last =
+      !input.is_contiguous() && input.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  const torch::Tensor x = channels_last ? input : input.contiguous();
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), channels_last};
+  auto it = impl_->shapes.find(key);
+  if (it == impl_->shapes.end()) {
+    try {
+      it = impl_->shapes.emplace(key, impl_->build(x.size(0), x.size(1), x.size(2), x.size(3), channels_last)).first;
+    } catch (const dnnl::error& e) {
+      TORCH_CHECK(false, "oneDNN plan: no primitive for input ", x.sizes(), ": ", e.what());
+    }
+  }
+  Impl::Shape& s = it->second;
+  torch::Tensor out = torch::empty(s.out_dims, x.options().memory_format(torch::MemoryFormat::Contiguous));
+  for (int slot = 0; slot < kSlots; ++slot) {
+    auto& buffer = impl_->buffers[slot];
+    if (!buffer.defined() || static_cast<size_t>(buffer.numel()) < s.need[slot])
+      buffer = torch::empty({static_cast<int64_t>(std::max<size_t>(s.need[slot], 1))}, torch::kUInt8);
+  }
+  for (auto& [mem, slot] : s.bound) mem.set_data_handle(impl_->buffers[slot].data_ptr());
+  s.input.set_data_handle(x.data_ptr<float>());
+  s.output.set_data_handle(out.data_ptr<float>());
+  for (auto& step : s.steps) step.primitive.execute(impl_->stream, step.args);
+  impl_->stream.wait();
+  impl_->last = &s;
+  return out;
+}
+
+std::vector<std::string> OneDnnFeatures::describe() const {
+  std::vector<std::string> lines;
+  if (impl_->last)
+    for (const auto& step : impl_->last->steps) lines.push_back(step.what);
+  return lines;
+}
+
+int OneDnnFeatures::winograd_layers() const { return impl_->last ? impl_->last->winograd : 0; }
+
+#else  // !ALEXNET_HAVE_DNNL
+
+struct OneDnnFeatures::Impl {};
+
+bool OneDnnFeatures::compiled() { return false; }
+
+OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm) {
+  describe_layers(features);
+  throw std::invalid_argument("this build has no oneDNN plan (oneDNN's headers were not found)");
+}
+
+OneDnnFeatures::~OneDnnFeatures() = default;
+
+torch::Tensor OneDnnFeatures::forward(const torch::Tensor&) {
+  throw std::logic_error("this build has no oneDNN plan");
+}
+
+std::vector<std::string> OneDnnFeatures::describe() const { return {}; }
+
+int OneDnnFeatures::winograd_layers() const { return 0; }
+
+#endif
+
+}  // namespace alexnet

@@ -1,0 +1,56 @@
+// AlexNet's convolutional features as one oneDNN pipeline, for fp32 inference
+// on the CPU.
+//
+// PyTorch 1.13 runs each layer on its own: every convolution takes and returns a
+// plain (NCHW or NHWC) tensor, ReLU is a separate pass over memory, and 3x3
+// convolutions use direct kernels. The plan calls the same oneDNN library that
+// LibTorch links, but keeps oneDNN's blocked layouts from layer to layer, fuses
+// each ReLU into its convolution, and runs the 3x3 stride-1 convolutions (conv3-5,
+// half of AlexNet's multiply-adds) with Winograd F(4x4, 3x3) where oneDNN has it
+// (AVX-512 CPUs), which needs 1.5x fewer cycles for those layers on this project's
+// machine. Winograd's transforms round differently from a direct convolution:
+// results agree with PyTorch's to about 1e-5 of the largest activation, not bit for
+// bit (tests/onednn_plan_test.cpp; BENCHMARKS.md).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace alexnet {
+
+/// How the 3x3 stride-1 convolutions are computed.
+enum class ConvAlgorithm { kDirect, kWinograd };
+
+class OneDnnFeatures {
+ public:
+  /// Whether this build has the plan (oneDNN headers found at build time).
+  static bool compiled();
+
+  /// The plan for `features` (a Sequential of Conv2d, ReLU and MaxPool2d, as in
+  /// torchvision's AlexNet) or throws std::invalid_argument naming the layer it
+  /// cannot run (LocalResponseNorm, dilation, padding modes, ceil_mode, ...).
+  /// Keeps references to the layers' weights and reads them when it first sees
+  /// an input shape: build a new plan after changing the weights.
+  OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm);
+  ~OneDnnFeatures();
+
+  /// x: (N, C, H, W) float32 on the CPU, NCHW or channels-last -> the features
+  /// (N, 256, h, w), contiguous NCHW. Same shapes as features->forward(x).
+  torch::Tensor forward(const torch::Tensor& x);
+
+  /// One line per layer of the last shape run: the kernel oneDNN chose.
+  std::vector<std::string> describe() const;
+  /// How many convolutions run as Winograd (for the log).
+  int winograd_layers() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace alexnet
