@@ -34,7 +34,7 @@ int run_eval(int argc, const char* const* argv) {
       ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
                         "faster layout)",
        cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
-      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("auto"))
+      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("off"))
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_common_options(options);

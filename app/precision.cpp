@@ -160,8 +160,17 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
                                           Precision precision) {
   if (requested == PlanChoice::kOff) return std::nullopt;
   const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
-  if (requested == PlanChoice::kAuto)
-    return possible ? std::optional<ConvAlgorithm>(ConvAlgorithm::kWinograd) : std::nullopt;
+  if (requested == PlanChoice::kAuto) {
+    if (possible) {
+      spdlog::info("oneDNN plan: Winograd (auto: fp32 inference on the CPU)");
+      return ConvAlgorithm::kWinograd;
+    }
+    spdlog::info("oneDNN plan: off (auto: {})",
+                 !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
+                 : !device.is_cpu()          ? "the plan runs on the CPU only"
+                                             : "the plan runs fp32 only");
+    return std::nullopt;
+  }
   const std::string flag =
       std::string("--onednn-plan ") + (requested == PlanChoice::kWinograd ? "winograd" : "direct");
   if (!OneDnnFeatures::compiled())

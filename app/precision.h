@@ -67,16 +67,17 @@ bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, 
 
 /// --onednn-plan: whether CPU fp32 inference runs AlexNet's features as one
 /// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions.
-///   auto (the default): Winograd on the CPU in fp32, when this build has the plan;
-///     off on CUDA, in bf16/fp16, and without oneDNN's headers;
+///   auto (bench's default): Winograd on the CPU in fp32, when this build has the
+///     plan; off on CUDA, in bf16/fp16, and without oneDNN's headers;
 ///   winograd, direct: the plan with those kernels (an error where it cannot run);
-///   off: LibTorch's layers one by one, as PyTorch runs them.
+///   off (predict's and eval's default): LibTorch's layers one by one, as PyTorch
+///     runs them, for results equal to PyTorch's bit for bit.
 enum class PlanChoice { kAuto, kWinograd, kDirect, kOff };
 std::optional<PlanChoice> parse_plan_choice(const std::string& value);
 /// --onednn-plan's help text, shared by the commands that infer.
 inline constexpr const char* kPlanHelp =
-    "CPU fp32 inference as one oneDNN pipeline: auto (Winograd where it runs), winograd, direct, "
-    "or off (LibTorch's layers one by one, as PyTorch)";
+    "CPU fp32 inference as one oneDNN pipeline: auto (Winograd where the plan runs, else off), "
+    "winograd, direct, or off (LibTorch's layers one by one: PyTorch's results bit for bit)";
 /// The algorithm the plan uses, or nullopt for no plan; throws
 /// std::invalid_argument naming the flag when an explicit choice cannot run here.
 std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,

@@ -87,7 +87,7 @@ int run_predict(int argc, const char* const* argv) {
       ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
                         "faster layout)",
        cxxopts::value<std::string>()->default_value(p.channels_last)->implicit_value("on"))
-      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("auto"))
+      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("off"))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_common_options(options);
   options.parse_positional({"images"});
