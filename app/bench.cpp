@@ -363,6 +363,7 @@ Measurement bench_model(const BenchParams& p, RunInfo& info, bool train) {
       if (i >= p.warmup) m.seconds.push_back(seconds_since(start));
     }
     if (!p.logits.empty()) write_logits(p.logits, logits);
+    log_inference_plan(model);
     return m;
   }
   TrainStep step(model, info);
@@ -440,6 +441,7 @@ Measurement bench_end_to_end(const BenchParams& p, RunInfo& info, bool train) {
         TORCH_CHECK(out.good(), p.predictions, ": write failed");
       }
     }
+    log_inference_plan(model);
     return m;
   }
 

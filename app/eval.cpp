@@ -103,6 +103,7 @@ int run_eval(int argc, const char* const* argv) {
     const AutocastGuard autocast(device, precision);
     r = evaluate(model, loader, device, 20, "eval");
   }
+  log_inference_plan(model);
   const double rate = r.seconds > 0 ? r.images / r.seconds : 0.0;
   const auto& names = dataset->class_names();
 

@@ -161,9 +161,13 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
   if (requested == PlanChoice::kOff) return std::nullopt;
   const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
   if (requested == PlanChoice::kAuto) {
-    if (possible) {
+    if (possible && OneDnnFeatures::winograd_available()) {
       spdlog::info("oneDNN plan: Winograd (auto: fp32 inference on the CPU)");
       return ConvAlgorithm::kWinograd;
+    }
+    if (possible) {
+      spdlog::info("oneDNN plan: direct (auto: oneDNN has no Winograd convolution for this CPU)");
+      return ConvAlgorithm::kDirect;
     }
     spdlog::info("oneDNN plan: off (auto: {})",
                  !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
@@ -178,7 +182,20 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
   if (!device.is_cpu() || precision != Precision::kFp32)
     throw std::invalid_argument(flag + ": the plan runs fp32 inference on the CPU, not " +
                                 precision_name(precision) + " on " + device.str());
+  if (requested == PlanChoice::kWinograd && !OneDnnFeatures::winograd_available())
+    throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU "
+                                "(it needs AVX-512); --onednn-plan direct runs the plan without it");
   return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+}
+
+void log_inference_plan(const AlexNet& model) {
+  const auto& plan = model->inference_plan();
+  if (!plan) return;
+  const auto lines = plan->describe();
+  if (lines.empty()) return;  // never ran
+  std::string joined;
+  for (const auto& line : lines) joined += (joined.empty() ? "" : "; ") + line;
+  spdlog::info("oneDNN plan: {} convolution(s) as Winograd; {}", plan->winograd_layers(), joined);
 }
 
 std::string ComputeConfig::describe() const {

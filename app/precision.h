@@ -112,6 +112,9 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
 /// model without a plan and cfg.plan empty, with a warning; an error instead
 /// when cfg.plan_required.
 void attach_inference_plan(AlexNet& model, ComputeConfig& cfg);
+/// Logs the kernel oneDNN chose for each layer of the model's plan, as of its
+/// last forward pass (nothing without a plan, or before it ran).
+void log_inference_plan(const AlexNet& model);
 /// Moves a batch (N, C, H, W) to cfg.device, in the model's input dtype and layout.
 torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg,
                             bool non_blocking = false);

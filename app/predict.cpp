@@ -165,6 +165,7 @@ int run_predict(int argc, const char* const* argv) {
     for (size_t i = start; i < end; ++i)
       print_result(p, p.images[i], labels, logits[static_cast<int64_t>(i - start)].contiguous());
   }
+  log_inference_plan(model);
   return 0;
 #endif
 }

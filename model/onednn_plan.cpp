@@ -66,6 +66,9 @@ std::vector<Layer> describe_layers(nn::Sequential& features) {
       check_no_dilation(o, name);
       if (o.ceil_mode())
         throw std::invalid_argument(name + ": ceil_mode is not supported by the oneDNN plan");
+      for (int i = 0; i < 2; ++i)
+        if (2 * (*o.padding())[i] > (*o.kernel_size())[i])
+          throw std::invalid_argument(name + ": padding must be at most half the kernel size");
       Layer l;
       l.kind = Layer::kPool;
       l.name = name;
@@ -94,11 +97,14 @@ using Tag = memory::format_tag;
 using Dt = memory::data_type;
 
 enum Slot { kPing, kPong, kScratch, kSlots };
+constexpr size_t kMaxShapes = 8;
 Slot other(Slot slot) { return slot == kPing ? kPong : kPing; }
 
 // Output side of a convolution or pooling window, as PyTorch computes it (floor).
+// 0 when the window does not fit at all (C++'s division would round -1/2 up to 0).
 int64_t out_side(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
-  return (in + 2 * pad - kernel) / stride + 1;
+  const int64_t span = in + 2 * pad - kernel;
+  return span < 0 ? 0 : span / stride + 1;
 }
 
 // oneDNN wants the right/bottom padding that makes the window count come out at
@@ -114,7 +120,33 @@ struct OneDnnFeatures::Impl {
   ConvAlgorithm algorithm;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  std::mutex mutex;
+  mutable std::mutex mutex;
+
+  // What the packed weights were made from: each convolution's weight and bias
+  // storage and version counter. An in-place update (an optimizer step,
+  // load_state_dict, copy_) bumps the version, set_data or to() changes the
+  // storage; either way forward() repacks instead of using stale weights.
+  std::vector<std::pair<const void*, int64_t>> signature;
+  std::vector<std::pair<const void*, int64_t>> current_signature() const {
+    std::vector<std::pair<const void*, int64_t>> sig;
+    for (const Layer& l : layers) {
+      if (l.kind != Layer::kConv) continue;
+      for (const torch::Tensor* t : {&l.weight, &l.bias}) {
+        TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat, "oneDNN plan: ",
+                    l.name, " now holds ", t->scalar_type(), " on ", t->device(),
+                    "; the plan runs float32 on the CPU (build a new one, or none)");
+        sig.emplace_back(t->data_ptr(), static_cast<int64_t>(t->_version()));
+      }
+    }
+    return sig;
+  }
+  void forget_weights() {
+    for (auto& w : weights) w.clear();
+    for (auto& b : biases) b = memory();
+    for (auto& t : bias_tensors) t = torch::Tensor();
+    shapes.clear();
+    last = nullptr;
+  }
 
   // Weights in the layouts the primitives asked for, shared by every input
   // shape whose primitive asks for the same layout: (layer, layout) -> memory.
@@ -143,7 +175,7 @@ struct OneDnnFeatures::Impl {
     int winograd = 0;
   };
 
-  // A memory for `desc` in the buffer other than `from`'s.
+  // A memory for `desc` that will live in buffers[slot].
   memory intermediate(Shape& s, const memory::desc& desc, Slot slot) {
     memory m(desc, engine, DNNL_MEMORY_NONE);
     s.bound.emplace_back(m, slot);
@@ -156,7 +188,7 @@ struct OneDnnFeatures::Impl {
   std::map<std::vector<int64_t>, Shape> shapes;  // (N, C, H, W, channels_last)
   const Shape* last = nullptr;
 
-  const memory& weights_in(size_t i, const memory::desc& want) {
+  memory weights_in(size_t i, const memory::desc& want) {
     for (const auto& [desc, mem] : weights[i])
       if (desc == want) return mem;
     const Layer& l = layers[i];
@@ -191,7 +223,6 @@ struct OneDnnFeatures::Impl {
       const memory::dims pad_l{l.padding[0], l.padding[1]};
       const memory::dims pad_r{right_padding(h, oh, l.kernel[0], l.stride[0], l.padding[0]),
                                right_padding(w, ow, l.kernel[1], l.stride[1], l.padding[1])};
-      Step step;
       if (l.kind == Layer::kConv) {
         const int64_t oc = l.weight.size(0);
         TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
@@ -243,7 +274,7 @@ struct OneDnnFeatures::Impl {
         memory dst = intermediate(s, pd.dst_desc(), other(cur_slot));
         cur_slot = other(cur_slot);
         if (!bias_tensors[i].defined()) {
-          bias_tensors[i] = l.bias.detach().contiguous();
+          bias_tensors[i] = l.bias.detach().clone();  // the plan's own: packed like the weights
           biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr<float>());
         }
         s.steps.push_back({dnnl::convolution_forward(pd),
@@ -312,9 +343,20 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
       !input.is_contiguous() && input.is_contiguous(torch::MemoryFormat::ChannelsLast);
   const torch::Tensor x = channels_last ? input : input.contiguous();
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto signature = impl_->current_signature();
+  if (signature != impl_->signature) {
+    impl_->forget_weights();
+    impl_->signature = std::move(signature);
+  }
   const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), channels_last};
   auto it = impl_->shapes.find(key);
   if (it == impl_->shapes.end()) {
+    // A few shapes are usual (the batch size and a smaller last batch); inputs
+    // of ever new sizes would otherwise keep a set of primitives each.
+    if (impl_->shapes.size() >= kMaxShapes) {
+      impl_->shapes.clear();
+      impl_->last = nullptr;
+    }
     try {
       it = impl_->shapes.emplace(key, impl_->build(x.size(0), x.size(1), x.size(2), x.size(3), channels_last)).first;
     } catch (const dnnl::error& e) {
@@ -338,13 +380,36 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
 }
 
 std::vector<std::string> OneDnnFeatures::describe() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
   std::vector<std::string> lines;
   if (impl_->last)
     for (const auto& step : impl_->last->steps) lines.push_back(step.what);
   return lines;
 }
 
-int OneDnnFeatures::winograd_layers() const { return impl_->last ? impl_->last->winograd : 0; }
+int OneDnnFeatures::winograd_layers() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->last ? impl_->last->winograd : 0;
+}
+
+bool OneDnnFeatures::winograd_available() {
+  static const bool available = [] {
+    try {
+      const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+      const memory::desc src({1, 64, 13, 13}, Dt::f32, Tag::any);
+      const memory::desc dst({1, 64, 13, 13}, Dt::f32, Tag::any);
+      dnnl::convolution_forward::desc d(
+          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd, src,
+          memory::desc({64, 64, 3, 3}, Dt::f32, Tag::any), memory::desc({64}, Dt::f32, Tag::x), dst,
+          {1, 1}, {1, 1}, {1, 1});
+      dnnl::convolution_forward::primitive_desc pd(d, engine);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return available;
+}
 
 #else  // !ALEXNET_HAVE_DNNL
 
@@ -366,6 +431,8 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor&) {
 std::vector<std::string> OneDnnFeatures::describe() const { return {}; }
 
 int OneDnnFeatures::winograd_layers() const { return 0; }
+
+bool OneDnnFeatures::winograd_available() { return false; }
 
 #endif
 

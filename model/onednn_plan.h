@@ -30,12 +30,16 @@ class OneDnnFeatures {
  public:
   /// Whether this build has the plan (oneDNN headers found at build time).
   static bool compiled();
+  /// Whether oneDNN has a Winograd convolution for this CPU (AVX-512); without
+  /// one, ConvAlgorithm::kWinograd runs every layer with direct kernels.
+  static bool winograd_available();
 
   /// The plan for `features` (a Sequential of Conv2d, ReLU and MaxPool2d, as in
   /// torchvision's AlexNet) or throws std::invalid_argument naming the layer it
   /// cannot run (LocalResponseNorm, dilation, padding modes, ceil_mode, ...).
-  /// Keeps references to the layers' weights and reads them when it first sees
-  /// an input shape: build a new plan after changing the weights.
+  /// Keeps references to the layers' parameters and packs them when it first
+  /// sees an input shape; a parameter changed since (in place or replaced) is
+  /// noticed at the next forward(), which packs the new values.
   OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm);
   ~OneDnnFeatures();
 

@@ -80,6 +80,7 @@ TEST(OneDnnPlan, FeaturesMatchTheSequentialAtEverySizeAndLayout) {
 
 TEST(OneDnnPlan, WinogradRunsTheThreeByThreeConvolutionsOnAvx512) {
   SKIP_WITHOUT_PLAN();
+  EXPECT_EQ(OneDnnFeatures::winograd_available(), cpu_has_avx512_core());
   if (!cpu_has_avx512_core()) GTEST_SKIP() << "no AVX-512 on this CPU: oneDNN has no Winograd kernel";
   AlexNet model;
   model->eval();
@@ -107,17 +108,27 @@ TEST(OneDnnPlan, ModelUsesThePlanOnlyForInferenceWithoutGradients) {
     torch::NoGradGuard no_grad;
     want = model->forward(x);
   }
-  model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, ConvAlgorithm::kWinograd));
+  // describe() lists the plan's layers once it has run, and is empty before.
+  const auto plan_ran = [&] { return !model->inference_plan()->describe().empty(); };
+  const auto attach = [&] {
+    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, ConvAlgorithm::kWinograd));
+  };
+  attach();
   {
     torch::NoGradGuard no_grad;
-    EXPECT_LE(relative_error(model->forward(x), want), 1e-4f);
+    EXPECT_FALSE(plan_ran());
+    EXPECT_LE(relative_error(model->forward(x), want), 2e-5f);
+    EXPECT_TRUE(plan_ran());
   }
+  attach();
   {
     c10::InferenceMode inference;
-    EXPECT_LE(relative_error(model->forward(x), want), 1e-4f);
+    EXPECT_LE(relative_error(model->forward(x), want), 2e-5f);
+    EXPECT_TRUE(plan_ran());
   }
   // With gradients on, the Sequential runs (the plan has no backward): the
   // logits carry a graph and equal the layer-by-layer ones exactly.
+  attach();
   const auto with_grad = model->forward(x);
   EXPECT_TRUE(with_grad.requires_grad());
   EXPECT_TRUE(torch::equal(with_grad.detach(), want));
@@ -126,6 +137,33 @@ TEST(OneDnnPlan, ModelUsesThePlanOnlyForInferenceWithoutGradients) {
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(torch::equal(model->forward(x), want));
   }
+  EXPECT_FALSE(plan_ran());
+}
+
+TEST(OneDnnPlan, FollowsWeightsChangedAfterItRan) {
+  SKIP_WITHOUT_PLAN();
+  torch::manual_seed(2);
+  AlexNet model;
+  init_vgg_style(*model);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd);
+  const auto x = torch::randn({2, 3, 96, 96});
+  const auto before = plan.forward(x).clone();
+  auto& conv3 = *model->features[6]->as<torch::nn::Conv2d>();
+  // In place (an optimizer step, load_state_dict): the version counter moves.
+  conv3.weight.mul_(-1.5);
+  conv3.bias.add_(0.25);
+  const auto want = model->features->forward(x);
+  const auto after = plan.forward(x);
+  EXPECT_FALSE(torch::allclose(before, want));  // the change matters
+  EXPECT_LE(relative_error(after, want), 2e-5f);
+  // Replaced storage (set_data, as to_channels_last does): the pointer moves.
+  conv3.weight.set_data(torch::randn_like(conv3.weight) * 0.05);
+  EXPECT_LE(relative_error(plan.forward(x), model->features->forward(x)), 2e-5f);
+  // Moved off float32: a clear error, not a bad read.
+  conv3.weight.set_data(conv3.weight.to(torch::kDouble));
+  EXPECT_THROW(plan.forward(x), c10::Error);
 }
 
 TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
@@ -135,16 +173,18 @@ TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
   model->eval();
   torch::NoGradGuard no_grad;
   OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd);
-  // A full batch, a smaller last batch, then the full one again: each result
-  // must be the one for its own input (the shared buffers are rebound per call).
-  const auto a = torch::randn({4, 3, 128, 128});
-  const auto b = torch::randn({1, 3, 128, 128});
-  const auto first = plan.forward(a).clone();
-  const auto small = plan.forward(b);
-  const auto again = plan.forward(a);
+  // Small, large (the shared buffers grow: every memory must be rebound to the
+  // new ones), small again, large again: each result is its own input's.
+  const auto small = torch::randn({1, 3, 96, 96});
+  const auto large = torch::randn({4, 3, 160, 160});
+  const auto want_small = model->features->forward(small);
+  const auto want_large = model->features->forward(large);
+  const auto first = plan.forward(small).clone();
+  EXPECT_LE(relative_error(first, want_small), 2e-5f);
+  EXPECT_LE(relative_error(plan.forward(large), want_large), 2e-5f);
+  const auto again = plan.forward(small);
   EXPECT_TRUE(torch::equal(first, again));
-  EXPECT_EQ(small.size(0), 1);
-  EXPECT_LE(relative_error(small, model->features->forward(b)), 1e-4f);
+  EXPECT_LE(relative_error(plan.forward(large), want_large), 2e-5f);
 }
 
 TEST(OneDnnPlan, RefusesWhatItCannotRun) {
@@ -162,7 +202,16 @@ TEST(OneDnnPlan, RefusesWhatItCannotRun) {
   EXPECT_THROW(plan.forward(torch::randn({1, 3, 224, 224}, torch::kDouble)), c10::Error);
   EXPECT_THROW(plan.forward(torch::randn({3, 224, 224})), c10::Error);
   EXPECT_THROW(plan.forward(torch::randn({1, 4, 224, 224})), c10::Error);  // conv1 takes 3 channels
-  EXPECT_THROW(plan.forward(torch::randn({1, 3, 30, 30})), c10::Error);    // the map vanishes
+  // 62 px: the last max-pool's 3x3 window no longer fits its 2x2 input (63 is the minimum).
+  for (const int64_t side : {62, 30}) {
+    try {
+      plan.forward(torch::randn({1, 3, side, side}));
+      FAIL() << side << " px was accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("too small"), std::string::npos)
+          << e.what_without_backtrace();
+    }
+  }
 }
 
 }  // namespace
