@@ -86,6 +86,11 @@ void Sgd::step(double lr, double grad_scale) {
                      momentum != 0 ? buf.data_ptr<float>() : nullptr, p.numel(),
                      static_cast<float>(lr), static_cast<float>(wd), static_cast<float>(momentum),
                      first, nesterov, static_cast<float>(grad_scale));
+        // Written through raw pointers: tell autograd and anything that caches
+        // the weights (the oneDNN inference plan) that they changed, as an
+        // in-place torch op would.
+        p.unsafeGetTensorImpl()->bump_version();
+        if (momentum != 0) buf.unsafeGetTensorImpl()->bump_version();
         continue;
       }
     }

@@ -4,6 +4,7 @@
 // (tests/model_reference_test.cpp compares the plan's logits with torchvision's.)
 #include "model/alexnet.h"
 #include "model/onednn_plan.h"
+#include "model/sgd.h"
 
 #include <gtest/gtest.h>
 
@@ -164,6 +165,31 @@ TEST(OneDnnPlan, FollowsWeightsChangedAfterItRan) {
   // Moved off float32: a clear error, not a bad read.
   conv3.weight.set_data(conv3.weight.to(torch::kDouble));
   EXPECT_THROW(plan.forward(x), c10::Error);
+}
+
+TEST(OneDnnPlan, FollowsAnSgdStep) {
+  SKIP_WITHOUT_PLAN();
+  torch::manual_seed(3);
+  AlexNet model(AlexNetOptions().num_classes(10));
+  init_vgg_style(*model);
+  model->eval();
+  model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, ConvAlgorithm::kWinograd));
+  const auto x = torch::randn({2, 3, 96, 96});
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = model->inference_plan()->forward(x).clone();  // packs the weights
+  }
+  // The project's fused SGD writes the weights through raw pointers.
+  Sgd sgd(model->parameters(), SgdOptions().momentum(0.9));
+  model->train();
+  model->forward(x).pow(2).sum().backward();
+  sgd.step(/*lr=*/0.5);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto want = model->features->forward(x);
+  EXPECT_FALSE(torch::allclose(before, want));  // the step changed the features
+  EXPECT_LE(relative_error(model->inference_plan()->forward(x), want), 2e-5f);
 }
 
 TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
