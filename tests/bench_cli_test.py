@@ -49,6 +49,15 @@ def torchvision_macs(size, classes=1000):
     return sum(macs)
 
 
+def reference_logits():
+    """torchvision's logits for what bench --mode infer draws after manual_seed(0) with TINY's
+    shapes: the model, then a (2, 3, 64, 64) batch."""
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    with torch.no_grad():
+        return model(torch.randn(2, 3, 64, 64))
+
+
 def write_idx(path, array):
     """An uncompressed IDX file of uint8 data (the MNIST format)."""
     with open(path, "wb") as f:
@@ -155,11 +164,7 @@ class BenchRuns(unittest.TestCase):
         self.assertIn(f"precision {out['precision']} (auto: ", log)
 
     def test_logits_match_pytorch(self):
-        # bench draws the model, then the batch, after manual_seed(0): as torchvision here.
-        torch.manual_seed(0)
-        model = torchvision.models.alexnet().eval()
-        with torch.no_grad():
-            ref = model(torch.randn(2, 3, 64, 64))
+        ref = reference_logits()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "logits.bin")
             for precision, layout, bound in (("fp32", "off", 1e-5), ("fp32", "on", 1e-5), ("bf16", "on", 0.03)):
@@ -194,10 +199,7 @@ class BenchRuns(unittest.TestCase):
             self.assertIn("error: --onednn-plan winograd: the plan runs fp32 inference on the CPU",
                           r.stderr.strip().splitlines()[-1])
         # Logits against torchvision for the same seed, every algorithm and layout.
-        torch.manual_seed(0)
-        model = torchvision.models.alexnet().eval()
-        with torch.no_grad():
-            ref = model(torch.randn(2, 3, 64, 64))
+        ref = reference_logits()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "logits.bin")
             for plan in ("winograd", "direct"):
