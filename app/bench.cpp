@@ -588,10 +588,7 @@ int run_bench(int argc, const char* const* argv) {
   }
   info.cfg = inference_config(info.device, resolved, resolve_channels_last(*channels_last, info.device, resolved));
   if (train) info.cfg.low_precision_weights = false;  // fp32 master weights, autocast
-  if (!train) {
-    info.cfg.plan = resolve_plan(*plan_flag, info.device, resolved);
-    info.cfg.plan_required = *plan_flag != PlanChoice::kAuto;
-  }
+  if (!train) choose_plan(info.cfg, *plan_flag);
   spdlog::info("bench {}{}: {}", p.mode, p.data.empty() ? "" : " end to end", info.cfg.describe());
   const Measurement m = p.data.empty() ? bench_model(p, info, train) : bench_end_to_end(p, info, train);
   report(p, info, m);

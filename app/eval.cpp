@@ -75,17 +75,13 @@ int run_eval(int argc, const char* const* argv) {
   ComputeConfig compute = inference_config(device, precision,
                                            resolve_channels_last(*layout_flag, device, precision));
   compute.low_precision_weights = false;  // evaluate() feeds fp32 batches: autocast
-  compute.plan = resolve_plan(*plan_flag, device, precision);
-  compute.plan_required = *plan_flag != PlanChoice::kAuto;
+  choose_plan(compute, *plan_flag);
   auto dataset = data::open_dataset(spec, split);
   AlexNet model = load_alexnet(weights);
   TORCH_CHECK(model->options().num_classes() == dataset->num_classes(), weights, ": weights have ",
               model->options().num_classes(), " classes, the data (", dataset->description(),
               ") has ", dataset->num_classes());
-  model->to(device);
-  if (compute.channels_last) to_channels_last(*model);
-  model->eval();
-  attach_inference_plan(model, compute);
+  prepare_for_inference(model, compute);  // fp32 weights: evaluate() autocasts
 
   auto transform = data::default_transform_options(dataset->kind(), /*train=*/false);
   if (image_size > 0)

@@ -156,6 +156,8 @@ std::optional<PlanChoice> parse_plan_choice(const std::string& value) {
   return std::nullopt;
 }
 
+namespace {
+
 std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
                                           Precision precision) {
   if (requested == PlanChoice::kOff) return std::nullopt;
@@ -186,6 +188,13 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
     throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU "
                                 "(it needs AVX-512); --onednn-plan direct runs the plan without it");
   return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+}
+
+}  // namespace
+
+void choose_plan(ComputeConfig& cfg, PlanChoice requested) {
+  cfg.plan = resolve_plan(requested, cfg.device, cfg.precision);
+  cfg.plan_required = requested != PlanChoice::kAuto;
 }
 
 void log_inference_plan(const AlexNet& model) {

@@ -67,8 +67,9 @@ bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, 
 
 /// --onednn-plan: whether CPU fp32 inference runs AlexNet's features as one
 /// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions.
-///   auto (bench's default): Winograd on the CPU in fp32, when this build has the
-///     plan; off on CUDA, in bf16/fp16, and without oneDNN's headers;
+///   auto (bench's default): the plan on the CPU in fp32 when this build has it,
+///     with Winograd where oneDNN has a Winograd kernel, else direct; off on
+///     CUDA, in bf16/fp16, and without oneDNN's headers;
 ///   winograd, direct: the plan with those kernels (an error where it cannot run);
 ///   off (predict's and eval's default): LibTorch's layers one by one, as PyTorch
 ///     runs them, for results equal to PyTorch's bit for bit.
@@ -76,12 +77,9 @@ enum class PlanChoice { kAuto, kWinograd, kDirect, kOff };
 std::optional<PlanChoice> parse_plan_choice(const std::string& value);
 /// --onednn-plan's help text, shared by the commands that infer.
 inline constexpr const char* kPlanHelp =
-    "CPU fp32 inference as one oneDNN pipeline: auto (Winograd where the plan runs, else off), "
-    "winograd, direct, or off (LibTorch's layers one by one: PyTorch's results bit for bit)";
-/// The algorithm the plan uses, or nullopt for no plan; throws
-/// std::invalid_argument naming the flag when an explicit choice cannot run here.
-std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
-                                          Precision precision);
+    "CPU fp32 inference as one oneDNN pipeline: auto (the plan where it runs, with Winograd where "
+    "oneDNN has it; else off), winograd, direct, or off (LibTorch's layers one by one: PyTorch's "
+    "results bit for bit)";
 
 /// A model's resolved execution settings.
 struct ComputeConfig {
@@ -107,6 +105,10 @@ ComputeConfig inference_config(const torch::Device& device, Precision precision,
 /// puts it in eval mode (dropout is then the identity; gradients are not
 /// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan).
 void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
+/// Resolves --onednn-plan for cfg's device and precision into cfg.plan (logging
+/// auto's choice and reason) and cfg.plan_required; throws std::invalid_argument
+/// naming the flag when an explicit choice cannot run here.
+void choose_plan(ComputeConfig& cfg, PlanChoice requested);
 /// Builds and attaches cfg.plan to a model whose weights are final. A network
 /// the plan cannot run (the 2012 architecture's LocalResponseNorm) leaves the
 /// model without a plan and cfg.plan empty, with a warning; an error instead

@@ -132,8 +132,7 @@ int run_predict(int argc, const char* const* argv) {
   configure_cuda_math(device, precision);
   ComputeConfig compute =
       inference_config(device, precision, resolve_channels_last(*layout_flag, device, precision));
-  compute.plan = resolve_plan(*plan_flag, device, precision);
-  compute.plan_required = *plan_flag != PlanChoice::kAuto;
+  choose_plan(compute, *plan_flag);
   AlexNet model = load_alexnet(p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
