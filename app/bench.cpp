@@ -12,6 +12,7 @@
 #include "data/transforms.h"
 #include "model/alexnet.h"
 #include "model/sgd.h"
+#include "model/torch_compat.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
@@ -126,7 +127,7 @@ int64_t forward_macs(AlexNet& model, int64_t height, int64_t width) {
     if (const auto* conv = child->as<nn::Conv2d>()) {
       const auto& o = conv->options;
       const int64_t k = o.kernel_size()->at(0), s = o.stride()->at(0);
-      const int64_t p = c10::get<torch::ExpandingArray<2>>(o.padding())->at(0);
+      const int64_t p = compat::get<torch::ExpandingArray<2>>(o.padding())->at(0);
       h = (h + 2 * p - k) / s + 1;
       w = (w + 2 * p - k) / s + 1;
       macs += o.out_channels() * h * w * (o.in_channels() / o.groups()) * k * k;

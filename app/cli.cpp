@@ -1,6 +1,10 @@
 #include "app/cli.h"
 #include "app/precision.h"
+#include "model/onednn_plan.h"
 
+#include <ATen/Context.h>
+#include <ATen/Version.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <dlfcn.h>
@@ -15,6 +19,48 @@
 #include <sstream>
 
 namespace alexnet::app {
+
+namespace {
+
+// "3.13.3" out of "Intel(R) MKL-DNN v3.13.3 (Git Hash ...)", or "" when LibTorch has no oneDNN.
+std::string onednn_version() {
+  const std::string text = at::get_mkldnn_version();
+  const auto v = text.find(" v");
+  if (v == std::string::npos) return "";
+  const auto end = text.find(' ', v + 2);
+  return text.substr(v + 2, end == std::string::npos ? std::string::npos : end - v - 2);
+}
+
+// "13.2" from CUDART_VERSION 13020 as LibTorch's CUDA library was compiled; "" without it.
+std::string cuda_version() {
+  try {
+    const long v = at::detail::getCUDAHooks().versionCUDART();
+    return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+  } catch (const c10::Error&) {
+    return "";  // LibTorch without its CUDA library
+  }
+}
+
+std::string cudnn_version() {
+  try {
+    const long v = at::detail::getCUDAHooks().versionCuDNN();  // e.g. 92600
+    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100);
+  } catch (const c10::Error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
+std::string build_info() {
+  std::string s = std::string("alexnet ") + ALEXNET_VERSION + ": LibTorch " + TORCH_VERSION;
+  const std::string cuda = cuda_version(), cudnn = cudnn_version(), dnnl = onednn_version();
+  s += cuda.empty() ? " (CPU only" : " (CUDA " + cuda + (cudnn.empty() ? "" : ", cuDNN " + cudnn);
+  if (!dnnl.empty()) s += ", oneDNN " + dnnl;
+  s += at::hasMKL() ? ", MKL" : dlsym(RTLD_DEFAULT, "openblas_get_corename") ? ", OpenBLAS" : "";
+  s += OneDnnFeatures::compiled() ? "); --onednn-plan available" : "); --onednn-plan not built";
+  return s;
+}
 
 cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const char* const* argv,
                                     bool allow_positional) {
@@ -168,6 +214,14 @@ void reuse_freed_memory() {
 
 int configure_threads(int requested) {
   TORCH_CHECK(requested >= 0, "--threads must be 0 (all CPUs) or positive, got ", requested);
+  static std::once_flag once;
+  std::call_once(once, [] {
+    spdlog::info("{}", build_info());
+    // What differs by LibTorch flavour, said once (README: "Two LibTorch flavours").
+    if (!OneDnnFeatures::compiled())
+      spdlog::info("fallback: no oneDNN inference plan in this build (its LibTorch keeps its oneDNN "
+                   "private, or libdnnl-dev was missing): inference runs LibTorch's own kernels");
+  });
   select_blas_kernels();
   // LibTorch's own default can be 1 on small machines; always set it explicitly.
   const int threads = requested > 0 ? requested : available_cpus();

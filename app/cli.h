@@ -21,6 +21,11 @@ class UsageError : public std::runtime_error {
   std::string usage_;
 };
 
+/// One line naming this build: the project's version, the LibTorch it was built with (its
+/// version, CUDA and cuDNN when it has them, its oneDNN and BLAS) and whether the oneDNN
+/// inference plan (--onednn-plan) is in. `alexnet --version` prints it; every computing command logs it first.
+std::string build_info();
+
 /// Parses argv with cxxopts; turns its exceptions and leftover arguments into UsageError.
 cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const char* const* argv,
                                     bool allow_positional = false);
@@ -38,7 +43,7 @@ torch::Device resolve_device(const std::string& spec);
 int available_cpus();
 
 /// Applies --threads (0 = all available CPUs) to LibTorch and logs it with the device.
-/// Also calls select_blas_kernels().
+/// The first call logs build_info() and what this build lacks; it also calls select_blas_kernels().
 int configure_threads(int requested);
 
 /// OpenBLAS (Debian's LibTorch does its Linear layers with it) picks its kernels by

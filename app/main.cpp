@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "--version") {
-    std::printf("alexnet %s (LibTorch %s)\n", ALEXNET_VERSION, TORCH_VERSION);
+    std::printf("%s\n", alexnet::app::build_info().c_str());
     return 0;
   }
   for (const auto& entry : kCommands) {

@@ -1,8 +1,8 @@
 #include "app/precision.h"
+#include "model/torch_compat.h"
 
 #include <ATen/autocast_mode.h>
 #include <spdlog/spdlog.h>
-#include <torch/version.h>
 
 #include <dlfcn.h>
 
@@ -10,11 +10,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-
-// LibTorch 2.4 replaced the per-device autocast setters with ones taking a device type.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define ALEXNET_AUTOCAST_BY_DEVICE_TYPE 1
-#endif
 
 namespace alexnet::app {
 
@@ -267,55 +262,22 @@ torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cf
   return images.to(dtype, false, false, format);
 }
 
-namespace {
-
-#ifdef ALEXNET_AUTOCAST_BY_DEVICE_TYPE
-bool autocast_enabled(bool cuda) {
-  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
-}
-at::ScalarType autocast_dtype(bool cuda) {
-  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU);
-}
-void set_autocast(bool cuda, bool enabled, at::ScalarType dtype) {
-  at::autocast::set_autocast_enabled(cuda ? at::kCUDA : at::kCPU, enabled);
-  at::autocast::set_autocast_dtype(cuda ? at::kCUDA : at::kCPU, dtype);
-}
-#else
-bool autocast_enabled(bool cuda) {
-  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-}
-at::ScalarType autocast_dtype(bool cuda) {
-  return cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
-}
-void set_autocast(bool cuda, bool enabled, at::ScalarType dtype) {
-  if (cuda) {
-    at::autocast::set_enabled(enabled);
-    at::autocast::set_autocast_gpu_dtype(dtype);
-  } else {
-    at::autocast::set_cpu_enabled(enabled);
-    at::autocast::set_autocast_cpu_dtype(dtype);
-  }
-}
-#endif
-
-}  // namespace
-
 AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) {
   if (precision == Precision::kFp32) return;
   TORCH_CHECK(device.is_cpu() || device.is_cuda(), "autocast: unsupported device ", device.str());
   const auto dtype = precision_dtype(precision);
   active_ = true;
   cuda_ = device.is_cuda();
-  was_enabled_ = autocast_enabled(cuda_);
-  previous_dtype_ = autocast_dtype(cuda_);
-  set_autocast(cuda_, true, dtype);
+  was_enabled_ = compat::autocast_enabled(cuda_);
+  previous_dtype_ = compat::autocast_dtype(cuda_);
+  compat::set_autocast(cuda_, true, dtype);
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!active_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_autocast(cuda_, was_enabled_, previous_dtype_);
+  compat::set_autocast(cuda_, was_enabled_, previous_dtype_);
 }
 
 LossScaler::LossScaler(LossScalerOptions options)

@@ -1,4 +1,5 @@
 #include "model/onednn_plan.h"
+#include "model/torch_compat.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -40,9 +41,9 @@ std::vector<Layer> describe_layers(nn::Sequential& features) {
     if (auto* c = child->as<nn::Conv2d>()) {
       const auto& o = c->options;
       check_no_dilation(o, name);
-      if (!c10::holds_alternative<torch::ExpandingArray<2>>(o.padding()))
+      if (!compat::holds_alternative<torch::ExpandingArray<2>>(o.padding()))
         throw std::invalid_argument(name + ": 'same'/'valid' padding is not supported by the oneDNN plan");
-      if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
+      if (!compat::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
         throw std::invalid_argument(name + ": only zero padding is supported by the oneDNN plan");
       Layer l;
       l.kind = Layer::kConv;
@@ -50,7 +51,7 @@ std::vector<Layer> describe_layers(nn::Sequential& features) {
       l.weight = c->weight;
       l.bias = c->bias;
       l.groups = o.groups();
-      const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+      const auto& pad = compat::get<torch::ExpandingArray<2>>(o.padding());
       for (int i = 0; i < 2; ++i) {
         l.kernel[i] = (*o.kernel_size())[i];
         l.stride[i] = (*o.stride())[i];

@@ -2,8 +2,9 @@
 # scripts/gpu_check.sh: build alexnet against the LibTorch inside a pip PyTorch on a
 # machine with an NVIDIA GPU, then check the CUDA paths:
 #   1. logits on CUDA equal logits on the CPU within 1e-3 (fp32, NCHW and channels-last),
-#      and bf16/fp16 stay close; the unit tests, and the reference tests when torchvision
-#      is there (ctest);
+#      and bf16/fp16 stay close; the unit tests (tests/cuda_test.cpp's CUDA paths among them,
+#      which CI compiles but can only skip), and the reference tests when torchvision is
+#      there (ctest);
 #   2. a short Fashion-MNIST training run on the GPU (when the data is at hand);
 #   3. `alexnet bench` beside PyTorch on the same GPU (scripts/bench_vs_pytorch.py).
 # Exits non-zero when a check fails; prints what was skipped and why.
@@ -24,7 +25,7 @@
 # shared/fashion-mnist is used when present (copy Debian's /usr/share/datasets/fashion-mnist).
 #
 # A CUDA PyTorch's CMake files look for the CUDA toolkit (nvcc and headers): install it,
-# or have pip's nvidia-cuda-nvcc-cu12 package (found automatically), or set CUDAToolkit_ROOT.
+# or have pip's nvidia-cuda-nvcc package (found automatically), or set CUDAToolkit_ROOT.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,7 +38,7 @@ REPEAT=3
 SKIP_BENCH=0
 PREPARE=
 
-usage() { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -115,9 +116,9 @@ BIN=$BUILD/app/alexnet
 # --- PyTorch and the GPU -------------------------------------------------------------------
 step "PyTorch and the GPU"
 if [[ $DRY_RUN == 1 ]]; then
-  TORCH_PREFIX='<torch.utils.cmake_prefix_path>'
+  TORCH_PREFIX='<the torch package folder>'
   HAVE_TORCHVISION=1
-  echo "+ $PYTHON -c 'import torch; print(torch.utils.cmake_prefix_path)'"
+  echo "+ $PYTHON -c 'import os, torch; print(os.path.dirname(torch.__file__))'"
 else
   "$PYTHON" - <<'EOF'
 import torch
@@ -127,11 +128,13 @@ for i in range(torch.cuda.device_count()):
     p = torch.cuda.get_device_properties(i)
     print(f"GPU {i}: {p.name}, compute capability {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB")
 EOF
-  TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  # The same recipe as scripts/common.sh's pypi flavour (what CI compiles): CMake is pointed at
+  # the torch package folder itself, so its libraries are found before any system LibTorch's.
+  TORCH_PREFIX=$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
   HAVE_TORCHVISION=0
   "$PYTHON" -c 'import torchvision' 2>/dev/null && HAVE_TORCHVISION=1
 fi
-echo "LibTorch CMake files: $TORCH_PREFIX; torchvision: $([[ $HAVE_TORCHVISION == 1 ]] && echo yes || echo no)"
+echo "LibTorch: $TORCH_PREFIX; torchvision: $([[ $HAVE_TORCHVISION == 1 ]] && echo yes || echo no)"
 
 # --- Configure and build -------------------------------------------------------------------
 step "configure and build in $BUILD"
@@ -157,7 +160,9 @@ fi
 CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX_PATH")
 # The CUDA toolkit PyTorch's CMake files want: nvcc on PATH, CUDAToolkit_ROOT, or pip's package.
 if ! command -v nvcc >/dev/null && [[ -z ${CUDAToolkit_ROOT:-} && $DRY_RUN == 0 ]]; then
-  NVCC_DIR=$("$PYTHON" -c 'import nvidia.cuda_nvcc, os; print(os.path.dirname(nvidia.cuda_nvcc.__file__))' 2>/dev/null || true)
+  # pip's nvcc: nvidia/cuda_nvcc/bin/nvcc (CUDA 12 wheels) or nvidia/cu13/bin/nvcc (CUDA 13).
+  NVCC_DIR=$("$PYTHON" -c 'import glob, nvidia
+print(next(p[:-9] for d in nvidia.__path__ for p in sorted(glob.glob(d + "/*/bin/nvcc"))))' 2>/dev/null || true)
   if [[ -n $NVCC_DIR && -x $NVCC_DIR/bin/nvcc ]]; then
     CMAKE_ARGS+=("-DCUDAToolkit_ROOT=$NVCC_DIR" "-DCMAKE_CUDA_COMPILER=$NVCC_DIR/bin/nvcc")
   else

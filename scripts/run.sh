@@ -4,11 +4,19 @@
 # OUT/checkpoint.pth is replaced), evaluates the
 # result and draws the training curves.
 # Usage: scripts/run.sh [alexnet train flags...]   (e.g. --epochs 1, --output DIR)
+#        ALEXNET_LIBTORCH=debian|pypi scripts/run.sh   (the LibTorch to build against; see below)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-install_packages "${ALEXNET_BUILD_PACKAGES[@]}" dataset-fashion-mnist python3-matplotlib
+# The flavour that trains this job faster on the development machine, side by side in
+# BENCHMARKS.md ("Two LibTorch flavours"): Debian's LibTorch 1.13, whose step is
+# ALEXNET_RUN_WHY. It also needs no multi-GB download of PyPI's CUDA build.
+ALEXNET_LIBTORCH=${ALEXNET_LIBTORCH:-debian}
+
+install_packages "${ALEXNET_BUILD_PACKAGES[@]}" dataset-fashion-mnist python3-matplotlib ccache
+use_libtorch "$ALEXNET_LIBTORCH"
 build
+log "LibTorch flavour '$ALEXNET_LIBTORCH' ($("$ALEXNET_BUILD/app/alexnet" --version)); ALEXNET_LIBTORCH=debian|pypi chooses"
 
 alexnet=$ALEXNET_BUILD/app/alexnet
 out=$ALEXNET_ROOT/out

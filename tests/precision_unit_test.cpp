@@ -1,8 +1,8 @@
 // app/precision: flag parsing, per-device resolution, the autocast guard, the
 // inference conversion and the dynamic loss scaler.
 #include "app/precision.h"
+#include "model/torch_compat.h"
 
-#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -38,20 +38,20 @@ TEST(Precision, ResolvesOnTheCpu) {
 
 TEST(AutocastGuard, NestsAndRestores) {
   const torch::Device cpu(torch::kCPU);
-  ASSERT_FALSE(at::autocast::is_cpu_enabled());
+  ASSERT_FALSE(alexnet::compat::autocast_enabled(/*cuda=*/false));
   {
     const AutocastGuard outer(cpu, Precision::kBf16);
-    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+    EXPECT_TRUE(alexnet::compat::autocast_enabled(/*cuda=*/false));
     {
       const AutocastGuard fp32(cpu, Precision::kFp32);  // fp32: no change
-      EXPECT_TRUE(at::autocast::is_cpu_enabled());
+      EXPECT_TRUE(alexnet::compat::autocast_enabled(/*cuda=*/false));
       const AutocastGuard inner(cpu, Precision::kBf16);
       const auto a = torch::randn({4, 8}), b = torch::randn({8, 3});  // (4, 8), (8, 3)
       EXPECT_EQ(torch::mm(a, b).scalar_type(), torch::kBFloat16);
     }
-    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+    EXPECT_TRUE(alexnet::compat::autocast_enabled(/*cuda=*/false));
   }
-  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  EXPECT_FALSE(alexnet::compat::autocast_enabled(/*cuda=*/false));
   EXPECT_EQ(torch::mm(torch::randn({2, 2}), torch::randn({2, 2})).scalar_type(), torch::kFloat32);
 }
 
