@@ -38,31 +38,32 @@ WORKDIR /src
 COPY . .
 # pip's torch finds its CUDA libraries through relative RPATHs (torch/lib -> ../../nvidia/...):
 # torch/lib and nvidia/ are staged side by side, as in site-packages.
+# The binary finds LibTorch through its RPATH: LibTorch's folder in the loader's cache would
+# put pip's libgomp and libgfortran ahead of Ubuntu's for every other library too.
 RUN site=$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))') \
  && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DALEXNET_BUILD_TESTS=OFF \
-      -DCMAKE_PREFIX_PATH="$site/torch" \
+      -DCMAKE_PREFIX_PATH="$site/torch" -DCMAKE_BUILD_RPATH=/opt/pytorch/torch/lib \
  && cmake --build build --target alexnet \
  && mkdir -p /staging/usr/local/bin /staging/opt/pytorch/torch \
  && install -m 0755 build/app/alexnet /staging/usr/local/bin/alexnet \
  && cp -a "$site/torch/lib" /staging/opt/pytorch/torch/lib \
  && rm -f /staging/opt/pytorch/torch/lib/libtorch_python.so \
  && cp -a "$site/nvidia" /staging/opt/pytorch/nvidia \
+ && find /staging/opt/pytorch/nvidia \( -name include -type d -prune -o -name '*.a' \) -exec rm -rf {} + \
  && scripts/runtime_packages.sh build/app/alexnet > /staging/runtime-packages
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-${CUDA_UBUNTU} AS cuda
 ARG DEBIAN_FRONTEND=noninteractive
 COPY --from=cuda-build /staging/runtime-packages /tmp/runtime-packages
 RUN apt-get update \
- && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) \
+ && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) dataset-fashion-mnist \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages
 COPY --from=cuda-build /staging/opt/pytorch/ /opt/pytorch/
 COPY --from=cuda-build /staging/usr/local/bin/alexnet /usr/local/bin/alexnet
 # libcuda.so.1 is the host driver's, mounted by the NVIDIA container runtime (docker run --gpus);
 # any other missing library fails the build here rather than the first run.
-RUN echo /opt/pytorch/torch/lib > /etc/ld.so.conf.d/pytorch.conf \
- && ldconfig \
- && ! ldd /usr/local/bin/alexnet | grep -v 'libcuda\.so' | grep 'not found'
+RUN ! ldd /usr/local/bin/alexnet | grep -v 'libcuda\.so' | grep 'not found'
 # Ubuntu's images already give uid 1000 to "ubuntu".
 RUN if id ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
  && useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin alexnet \

@@ -43,8 +43,11 @@ std::string cuda_version() {
 
 std::string cudnn_version() {
   try {
-    const long v = at::detail::getCUDAHooks().versionCuDNN();  // e.g. 92600
-    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100);
+    // cuDNN 9 numbers its versions major * 10000 + minor * 100 (92600: 9.26), cuDNN 8
+    // major * 1000 + minor * 100 (8907: 8.9).
+    const long v = at::detail::getCUDAHooks().versionCuDNN();
+    return v >= 90000 ? std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100)
+                      : std::to_string(v / 1000) + "." + std::to_string(v / 100 % 10);
   } catch (const c10::Error&) {
     return "";
   }

@@ -51,14 +51,22 @@ ensure_venv() {
     return 0
   fi
   install_packages python3-venv || return 1
-  if [ ! -x "$ALEXNET_VENV/bin/python" ]; then
+  # A folder without a working pip (made before python3-venv was there) is made again.
+  if ! "$ALEXNET_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     log "making the virtual environment $ALEXNET_VENV"
-    /usr/bin/python3 -m venv "$ALEXNET_VENV" || return 1
+    /usr/bin/python3 -m venv --clear "$ALEXNET_VENV" || return 1
   fi
   log "installing torch $(pypi_pin torch), torchvision $(pypi_pin torchvision) from PyPI into" \
       "$ALEXNET_VENV (once per machine; several GB with CUDA's libraries)"
-  "$ALEXNET_VENV/bin/pip" install --progress-bar off -r "$ALEXNET_REQUIREMENTS" >&2 || return 1
+  "$ALEXNET_VENV/bin/python" -m pip install --progress-bar off -r "$ALEXNET_REQUIREMENTS" >&2 || return 1
   cp "$ALEXNET_REQUIREMENTS" "$stamp"
+}
+
+# have_cuda_toolkit: whether nvcc is there for the pypi flavour's CMake files (on PATH, in
+# CUDAToolkit_ROOT, or where NVIDIA's packages put it).
+have_cuda_toolkit() {
+  command -v nvcc >/dev/null || [ -x "${CUDAToolkit_ROOT:-/nonexistent}/bin/nvcc" ] \
+    || [ -x /usr/local/cuda/bin/nvcc ]
 }
 
 # use_libtorch debian|pypi: installs what that flavour needs and sets ALEXNET_LIBTORCH,
@@ -69,11 +77,16 @@ use_libtorch() {
   ALEXNET_CMAKE_ARGS=()
   case $1 in
     debian)
-      ALEXNET_BUILD=${ALEXNET_BUILD_DEBIAN:-$ALEXNET_ROOT/build}
+      ALEXNET_BUILD=${ALEXNET_BUILD_DEBIAN:-${ALEXNET_BUILD:-$ALEXNET_ROOT/build}}
       ALEXNET_PYTHON=/usr/bin/python3
       ;;
     pypi)
       ALEXNET_BUILD=${ALEXNET_BUILD_PYPI:-$ALEXNET_ROOT/build-pypi}
+      if ! have_cuda_toolkit; then
+        echo "error: ALEXNET_LIBTORCH=pypi: PyPI's torch is the CUDA build and its CMake files need the" \
+             "CUDA toolkit (nvcc); install it or set CUDAToolkit_ROOT, or build with ALEXNET_LIBTORCH=debian" >&2
+        return 1
+      fi
       ensure_venv || return 1
       ALEXNET_PYTHON=$ALEXNET_VENV/bin/python
       local torch_dir
@@ -81,11 +94,6 @@ use_libtorch() {
       # The torch package folder itself (lib/, include/, share/cmake/Torch), not only
       # torch.utils.cmake_prefix_path: CMake then finds its libraries before a system LibTorch's.
       ALEXNET_CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$torch_dir" "-DALEXNET_PYTHON=$ALEXNET_PYTHON")
-      if ! command -v nvcc >/dev/null && [ -z "${CUDAToolkit_ROOT:-}" ] && [ ! -x /usr/local/cuda/bin/nvcc ]; then
-        echo "error: ALEXNET_LIBTORCH=pypi: PyPI's torch is the CUDA build and its CMake files need the" \
-             "CUDA toolkit (nvcc); install it or set CUDAToolkit_ROOT, or build with ALEXNET_LIBTORCH=debian" >&2
-        return 1
-      fi
       ;;
     *)
       echo "error: ALEXNET_LIBTORCH must be debian or pypi, got '$1'" >&2
