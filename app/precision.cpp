@@ -162,14 +162,15 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
       spdlog::info("oneDNN plan: Winograd (auto: fp32 inference on the CPU)");
       return ConvAlgorithm::kWinograd;
     }
-    if (possible) {
-      spdlog::info("oneDNN plan: direct (auto: oneDNN has no Winograd convolution for this CPU)");
-      return ConvAlgorithm::kDirect;
-    }
+    // Without Winograd the plan's direct kernels lose to LibTorch's: 3.5 against 86 img/s at
+    // batch 64 on an AVX2 EPYC (BENCHMARKS.md, "Two LibTorch flavours").
     spdlog::info("oneDNN plan: off (auto: {})",
                  !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
                  : !device.is_cpu()          ? "the plan runs on the CPU only"
-                                             : "the plan runs fp32 only");
+                 : precision != Precision::kFp32
+                     ? "the plan runs fp32 only"
+                     : "oneDNN has no Winograd convolution for this CPU, and without it the plan "
+                       "is slower than LibTorch's layers");
     return std::nullopt;
   }
   const std::string flag =
