@@ -1,69 +1,12 @@
 #include "app/cli.h"
-#include "app/precision.h"
-#include "model/onednn_plan.h"
 
-#include <ATen/Context.h>
-#include <ATen/Version.h>
-#include <ATen/detail/CUDAHooksInterface.h>
-#include <spdlog/spdlog.h>
+#include "app/runtime/machine.h"
 
-#include <dlfcn.h>
-#include <malloc.h>
-#include <sched.h>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <limits>
-#include <mutex>
-#include <set>
+#include <cmath>
 #include <sstream>
+#include <string>
 
 namespace alexnet::app {
-
-namespace {
-
-// "3.13.3" out of "Intel(R) MKL-DNN v3.13.3 (Git Hash ...)", or "" when LibTorch has no oneDNN.
-std::string onednn_version() {
-  const std::string text = at::get_mkldnn_version();
-  const auto v = text.find(" v");
-  if (v == std::string::npos) return "";
-  const auto end = text.find(' ', v + 2);
-  return text.substr(v + 2, end == std::string::npos ? std::string::npos : end - v - 2);
-}
-
-// "13.2" from CUDART_VERSION 13020 as LibTorch's CUDA library was compiled; "" without it.
-std::string cuda_version() {
-  try {
-    const long v = at::detail::getCUDAHooks().versionCUDART();
-    return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
-  } catch (const c10::Error&) {
-    return "";  // LibTorch without its CUDA library
-  }
-}
-
-std::string cudnn_version() {
-  try {
-    // cuDNN 9 numbers its versions major * 10000 + minor * 100 (92600: 9.26), cuDNN 8
-    // major * 1000 + minor * 100 (8907: 8.9).
-    const long v = at::detail::getCUDAHooks().versionCuDNN();
-    return v >= 90000 ? std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100)
-                      : std::to_string(v / 1000) + "." + std::to_string(v / 100 % 10);
-  } catch (const c10::Error&) {
-    return "";
-  }
-}
-
-}  // namespace
-
-std::string build_info() {
-  std::string s = std::string("alexnet ") + ALEXNET_VERSION + ": LibTorch " + TORCH_VERSION;
-  const std::string cuda = cuda_version(), cudnn = cudnn_version(), dnnl = onednn_version();
-  s += cuda.empty() ? " (CPU only" : " (CUDA " + cuda + (cudnn.empty() ? "" : ", cuDNN " + cudnn);
-  if (!dnnl.empty()) s += ", oneDNN " + dnnl;
-  s += at::hasMKL() ? ", MKL" : dlsym(RTLD_DEFAULT, "openblas_get_corename") ? ", OpenBLAS" : "";
-  s += OneDnnFeatures::compiled() ? "); --onednn-plan available" : "); --onednn-plan not built";
-  return s;
-}
 
 cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const char* const* argv,
                                     bool allow_positional) {
@@ -122,143 +65,8 @@ void add_common_options(cxxopts::Options& options) {
 
 bool wants_help(const cxxopts::ParseResult& result) { return result.count("help") > 0; }
 
-torch::Device resolve_device(const std::string& spec) {
-  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
-  if (spec == "cpu") return torch::kCPU;
-  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
-    TORCH_CHECK(torch::cuda::is_available(), "--device ", spec,
-                ": CUDA is not available (no GPU visible, or LibTorch built without CUDA)");
-    int index = 0;
-    if (spec.size() > 5) {
-      try {
-        size_t used = 0;
-        index = std::stoi(spec.substr(5), &used);
-        TORCH_CHECK(used == spec.size() - 5, "");
-      } catch (const std::exception&) {
-        TORCH_CHECK(false, "--device ", spec, ": bad GPU index");
-      }
-    }
-    const int count = static_cast<int>(torch::cuda::device_count());
-    TORCH_CHECK(index >= 0 && index < count, "--device ", spec, ": only ", count,
-                " CUDA device(s) visible");
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-  }
-  TORCH_CHECK(false, "--device ", spec, ": expected cpu, cuda, cuda:N or auto");
-}
-
-int available_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  return 1;
-}
-
-namespace {
-
-// OpenBLAS's most capable x86-64 kernels this CPU can run, by instruction set.
-const char* best_openblas_coretype(const std::set<std::string>& f) {
-  const auto has = [&](const char* name) { return f.count(name) > 0; };
-  const bool avx512 = has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512dq");
-  if (avx512 && has("avx512_bf16")) return "CooperLake";
-  if (avx512) return "SkylakeX";
-  if (has("avx2") && has("fma")) return "Haswell";
-  return nullptr;
-}
-
-}  // namespace
-
-std::string select_blas_kernels() {
-  static std::once_flag once;
-  static std::string core;
-  std::call_once(once, [] {
-    // Looked up at run time: LibTorch may use another BLAS (MKL in pip wheels).
-    using CoreName = char* (*)();
-    using Hook = void (*)();
-    const auto corename = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-    const auto quit = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
-    const auto init = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
-    if (corename == nullptr) return;
-    core = corename();
-    // Only a fallback to a pre-AVX core is corrected; a user's choice stands.
-    static const std::set<std::string> kGeneric = {"Prescott", "Core2", "Penryn", "Dunnington",
-                                                   "Nehalem", "Atom", "Katmai", "Coppermine",
-                                                   "Northwood", "Banias"};
-    if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !kGeneric.count(core) || !quit || !init)
-      return;
-    const char* better = best_openblas_coretype(cpu_flags());
-    if (better == nullptr) return;
-    // Re-runs OpenBLAS's start-up selection, which reads OPENBLAS_CORETYPE; no BLAS
-    // call has run yet, and its buffers do not depend on the kernels.
-    setenv("OPENBLAS_CORETYPE", better, 0);
-    quit();
-    init();
-    const std::string was = core;
-    core = corename();
-    spdlog::info("blas: OpenBLAS took this CPU for {}; using its {} kernels (set OPENBLAS_CORETYPE "
-                 "to choose)", was, core);
-  });
-  return core;
-}
-
-void reuse_freed_memory() {
-#if defined(__GLIBC__)
-  for (const char* name : {"GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
-                           "MALLOC_MMAP_THRESHOLD_"})
-    if (std::getenv(name) != nullptr) return;  // the user's allocator settings stand
-  // Large blocks from the heap, not mmap (threads' arenas fall back to the main
-  // heap for them), and no trimming of its top back to the kernel.
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
-#endif
-}
-
-int configure_threads(int requested) {
-  TORCH_CHECK(requested >= 0, "--threads must be 0 (all CPUs) or positive, got ", requested);
-  static std::once_flag once;
-  std::call_once(once, [] {
-    spdlog::info("{}", build_info());
-    // What differs by LibTorch flavour, said once (README: "Two LibTorch flavours").
-    if (!OneDnnFeatures::compiled())
-      spdlog::info("fallback: no oneDNN inference plan in this build (its LibTorch keeps its oneDNN "
-                   "private, or libdnnl-dev was missing): inference runs LibTorch's own kernels");
-  });
-  select_blas_kernels();
-  // LibTorch's own default can be 1 on small machines; always set it explicitly.
-  const int threads = requested > 0 ? requested : available_cpus();
-  torch::set_num_threads(threads);
-  return threads;
-}
-
 torch::Device setup_runtime(const cxxopts::ParseResult& result) {
-  const torch::Device device = resolve_device(result["device"].as<std::string>());
-  const int threads = configure_threads(result["threads"].as<int>());
-  spdlog::info("device {} threads {}", device.str(), threads);
-  return device;
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
+  return runtime::setup_device(result["device"].as<std::string>(), result["threads"].as<int>());
 }
 
 std::string required_flag(const cxxopts::ParseResult& result, const std::string& name,
@@ -272,6 +80,69 @@ int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& nam
   const int64_t v = result[name].as<int64_t>();
   if (v <= 0) throw UsageError("--" + name + " must be positive, got " + std::to_string(v), options.help());
   return v;
+}
+
+void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan) {
+  options.add_options("compute")
+      ("precision", "fp32, bf16, fp16 (CUDA) or auto (bf16 on AMX CPUs and Ampere GPUs, fp16 on older "
+       "GPUs, else fp32). Inference in fp32 gives PyTorch's results bit for bit; training keeps fp32 "
+       "weights and autocasts (fp16 with loss scaling)",
+       cxxopts::value<std::string>()->default_value(runtime::precision_name(defaults.precision)))
+      ("channels-last", "Channels-last memory format: on, off, or auto (the device's faster layout)",
+       cxxopts::value<std::string>()
+           ->default_value(runtime::channels_last_name(defaults.channels_last))
+           ->implicit_value("on"));
+  if (with_plan)
+    options.add_options("compute")("onednn-plan", kPlanHelp,
+                                   cxxopts::value<std::string>()->default_value(runtime::plan_choice_name(defaults.plan)));
+}
+
+runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                                      bool with_plan) {
+  runtime::ComputeRequest request;
+  request.precision = choice_flag<runtime::Precision>(result, "precision", runtime::parse_precision,
+                                                      "fp32, bf16, fp16 or auto", options);
+  request.channels_last = choice_flag<runtime::ChannelsLast>(
+      result, "channels-last", runtime::parse_channels_last, "auto, on or off", options);
+  if (with_plan)
+    request.plan = choice_flag<runtime::PlanChoice>(result, "onednn-plan", runtime::parse_plan_choice,
+                                                    "auto, winograd, direct or off", options);
+  return request;
+}
+
+void add_recipe_options(cxxopts::Options& options, const engine::Recipe& defaults) {
+  const auto d = [](double v) { std::ostringstream os; os << v; return os.str(); };
+  options.add_options("recipe")
+      ("lr", "Base learning rate", cxxopts::value<double>()->default_value(d(defaults.lr)))
+      ("momentum", "SGD momentum", cxxopts::value<double>()->default_value(d(defaults.momentum)))
+      ("wd,weight-decay", "L2 weight decay", cxxopts::value<double>()->default_value(d(defaults.weight_decay)))
+      ("nesterov", "Nesterov momentum (--nesterov=false for plain momentum, as torchvision's sgd)",
+       cxxopts::value<bool>()->default_value(defaults.nesterov ? "true" : "false")->implicit_value("true"))
+      ("label-smoothing", "Label smoothing", cxxopts::value<double>()->default_value(d(defaults.label_smoothing)))
+      ("clip-grad-norm", "Scale the gradients down to this total L2 norm when above it, as "
+       "clip_grad_norm_ (0 = off)", cxxopts::value<double>()->default_value(d(defaults.clip_grad_norm)))
+      ("dropout", "Dropout probability", cxxopts::value<double>()->default_value(d(defaults.dropout)));
+}
+
+engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options) {
+  engine::Recipe r;
+  r.lr = result["lr"].as<double>();
+  r.momentum = result["momentum"].as<double>();
+  r.weight_decay = result["weight-decay"].as<double>();
+  r.nesterov = result["nesterov"].as<bool>();
+  // The default's Nesterov momentum needs momentum; asked for by name it is an error without.
+  if (r.momentum == 0 && !result.count("nesterov")) r.nesterov = false;
+  r.label_smoothing = result["label-smoothing"].as<double>();
+  r.clip_grad_norm = result["clip-grad-norm"].as<double>();
+  r.dropout = result["dropout"].as<double>();
+  engine::TrainConfig check;
+  check.recipe = r;
+  try {
+    check.validate();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what(), options.help());
+  }
+  return r;
 }
 
 }  // namespace alexnet::app

@@ -1,12 +1,16 @@
-// Shared by the subcommands: usage errors, device and thread set-up, output helpers.
+// What the commands share: parsing flags into the libraries' types, usage errors,
+// and the flags several commands take (device and threads, compute, the recipe).
 #pragma once
+
+#include "app/engine/train_config.h"
+#include "app/runtime/compute.h"
 
 #include <cxxopts.hpp>
 #include <torch/torch.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 namespace alexnet::app {
 
@@ -21,53 +25,18 @@ class UsageError : public std::runtime_error {
   std::string usage_;
 };
 
-/// One line naming this build: the project's version, the LibTorch it was built with (its
-/// version, CUDA and cuDNN when it has them, its oneDNN and BLAS) and whether the oneDNN
-/// inference plan (--onednn-plan) is in. `alexnet --version` prints it; every computing command logs it first.
-std::string build_info();
-
 /// Parses argv with cxxopts; turns its exceptions and leftover arguments into UsageError.
 cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, const char* const* argv,
                                     bool allow_positional = false);
 
-/// Adds --device, --threads and --help, the flags every command shares.
+/// Adds --device, --threads and --help, the flags every computing command shares.
 void add_common_options(cxxopts::Options& options);
 
 /// True when the user asked for --help (the command then prints options.help() and returns 0).
 bool wants_help(const cxxopts::ParseResult& result);
 
-/// Resolves --device (cpu, cuda, cuda:N, auto). CUDA asked for but absent is an error.
-torch::Device resolve_device(const std::string& spec);
-
-/// Number of CPUs this process may run on (its affinity mask), at least 1.
-int available_cpus();
-
-/// Applies --threads (0 = all available CPUs) to LibTorch and logs it with the device.
-/// The first call logs build_info() and what this build lacks; it also calls select_blas_kernels().
-int configure_threads(int requested);
-
-/// OpenBLAS (Debian's LibTorch does its Linear layers with it) picks its kernels by
-/// CPU model, and a release older than the CPU falls back to its SSE-only
-/// "Prescott" kernels: 5x slower matrix products here. When that happened and
-/// the CPU has AVX2 or AVX-512, switches to the matching kernels (logged once).
-/// OPENBLAS_CORETYPE in the environment takes precedence. Returns the kernels in
-/// use ("Cooperlake"), or "" without OpenBLAS.
-std::string select_blas_kernels();
-
-/// Training and batch inference free and re-allocate the same large buffers
-/// (gradients, activations: up to 151 MB each) every step. glibc returns blocks
-/// over its mmap threshold to the kernel at once, so each step pays for fresh
-/// zeroed pages again (a fifth of a 64 px training step here). This makes glibc
-/// keep freed memory in the heap for reuse instead (peak memory grows ~20%).
-/// Does nothing with another C library, or when MALLOC_ or GLIBC_TUNABLES
-/// settings are in the environment. Call before the first large allocation.
-void reuse_freed_memory();
-
-/// Parses --device/--threads of a result, configures them and logs "device ... threads ...".
+/// --device and --threads, set up and logged (runtime::setup_device).
 torch::Device setup_runtime(const cxxopts::ParseResult& result);
-
-/// JSON string literal (quotes included) for s.
-std::string json_string(const std::string& s);
 
 /// The value of a string flag the command cannot do without, else UsageError "missing --NAME".
 std::string required_flag(const cxxopts::ParseResult& result, const std::string& name,
@@ -76,5 +45,35 @@ std::string required_flag(const cxxopts::ParseResult& result, const std::string&
 /// Requires a positive integer flag, else UsageError naming it.
 int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& name,
                       const cxxopts::Options& options);
+
+/// A string flag parsed by `parse` (nullopt: not a valid value); else UsageError
+/// "--NAME VALUE: expected EXPECTED".
+template <typename T, typename Parse>
+T choice_flag(const cxxopts::ParseResult& result, const std::string& name, Parse parse,
+              const char* expected, const cxxopts::Options& options) {
+  const std::string value = result[name].as<std::string>();
+  const std::optional<T> parsed = parse(value);
+  if (!parsed) throw UsageError("--" + name + " " + value + ": expected " + expected, options.help());
+  return *parsed;
+}
+
+/// --onednn-plan's help text, shared by the commands that infer.
+inline constexpr const char* kPlanHelp =
+    "CPU fp32 inference as one oneDNN pipeline: auto (the plan with Winograd where oneDNN has it, "
+    "AVX-512; else off), winograd, direct, or off (LibTorch's layers one by one: PyTorch's "
+    "results bit for bit)";
+
+/// Adds --precision and --channels-last with these defaults and, with_plan, --onednn-plan.
+void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan);
+/// --precision, --channels-last and, with_plan, --onednn-plan.
+runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                                      bool with_plan = true);
+
+/// The training recipe's flags (--lr, --momentum, --weight-decay, --nesterov,
+/// --label-smoothing, --clip-grad-norm, --dropout), with these defaults; train
+/// and bench --mode train take the same ones.
+void add_recipe_options(cxxopts::Options& options, const engine::Recipe& defaults);
+/// The recipe from those flags, each checked (engine::TrainConfig::validate's rules).
+engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options);
 
 }  // namespace alexnet::app

@@ -44,15 +44,15 @@ int run_export(int argc, const char* const* argv) {
   std::optional<int64_t> num_classes;
   if (result.count("num-classes")) num_classes = positive_flag(result, "num-classes", options);
 
-  const WeightFile file = read_weight_file(input);
-  // Checks names, shapes and classes like loading would; the tensors written are the file's own.
-  const AlexNet model = alexnet_from_tensors(file.tensors, input, num_classes);
+  const WeightsFile file(input);
+  // Names, shapes and classes checked as loading checks them; the tensors written are the file's own.
+  const AlexNetOptions model = file.options(num_classes);
   if (to_pth)
-    save_state_dict(file.tensors, output);
+    save_state_dict(file.tensors(), output);
   else
-    save_torchscript(file.tensors, output);
-  spdlog::info("export: {} ({}, {} classes) -> {}", input, format_name(file.format),
-               model->options().num_classes(), output);
+    save_torchscript(file.tensors(), output);
+  spdlog::info("export: {} ({}, {} classes) -> {}", input, format_name(file.format()), model.num_classes(),
+               output);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // alexnet info: what a weights file holds and whether it is an AlexNet.
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/runtime/json.h"
 #include "model/weights.h"
 
 #include <cstdio>
@@ -11,14 +12,43 @@ namespace alexnet::app {
 
 namespace {
 
-std::string shape_text(const torch::Tensor& t) {
+using runtime::JsonObject;
+
+std::string shape_text(const std::vector<int64_t>& shape) {
   std::ostringstream os;
-  os << t.sizes();
+  os << c10::IntArrayRef(shape);
   return os.str();
 }
 
-std::string dtype_text(const torch::Tensor& t) {
-  return std::string(c10::toString(t.scalar_type()));
+void print_json(const WeightsFile& file, int64_t total) {
+  std::string tensors = "[";
+  for (const auto& e : file.entries())
+    tensors += (tensors.size() > 1 ? ", " : "") + JsonObject()
+                                                       .str("name", e.name)
+                                                       .raw("shape", shape_text(e.shape))
+                                                       .str("dtype", c10::toString(e.dtype))
+                                                       .dump();
+  JsonObject out;
+  out.str("weights", file.path()).str("format", format_name(file.format()));
+  if (file.fits())
+    out.integer("num_classes", file.options().num_classes());
+  else
+    out.null("num_classes");
+  out.integer("total_parameters", total).boolean("alexnet", file.fits());
+  if (!file.fits()) out.str("mismatch", file.mismatch());
+  std::printf("%s\n", out.raw("tensors", tensors + "]").dump().c_str());
+}
+
+void print_table(const WeightsFile& file, int64_t total) {
+  std::printf("weights: %s\nformat: %s\n", file.path().c_str(), format_name(file.format()));
+  std::printf("%-24s %-20s %s\n", "name", "shape", "dtype");
+  for (const auto& e : file.entries())
+    std::printf("%-24s %-20s %s\n", e.name.c_str(), shape_text(e.shape).c_str(), c10::toString(e.dtype));
+  std::printf("total parameters: %lld\n", static_cast<long long>(total));
+  if (file.fits())
+    std::printf("AlexNet: yes, %lld classes\n", static_cast<long long>(file.options().num_classes()));
+  else
+    std::printf("AlexNet: no (%s)\n", file.mismatch().c_str());
 }
 
 }  // namespace
@@ -37,50 +67,15 @@ int run_info(int argc, const char* const* argv) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  const std::string path = required_flag(result, "weights", options);
-
-  const WeightFile file = read_weight_file(path);
+  // Fitting AlexNet: the classes, channels and layout read from the shapes, then every
+  // key and shape checked (the check loading makes, without building a model).
+  const WeightsFile file(required_flag(result, "weights", options));
   int64_t total = 0;
-  for (const auto& [name, t] : file.tensors) total += t.numel();
-
-  // Fitting AlexNet means: the classes, channels and layout inferred from the
-  // shapes, then every key and shape (the check loading makes, without
-  // building and initialising a model).
-  int64_t num_classes = 0;
-  std::string mismatch;
-  try {
-    num_classes = check_fits_alexnet(file.tensors, path).num_classes;
-  } catch (const c10::Error& e) {
-    mismatch = e.what_without_backtrace();
-    mismatch = mismatch.substr(0, mismatch.find('\n'));
-  }
-
-  if (result.count("json")) {
-    std::string out = "{\"weights\": " + json_string(path) +
-                      ", \"format\": " + json_string(format_name(file.format)) +
-                      ", \"num_classes\": " + (num_classes ? std::to_string(num_classes) : "null") +
-                      ", \"total_parameters\": " + std::to_string(total) +
-                      ", \"alexnet\": " + (mismatch.empty() ? "true" : "false");
-    if (!mismatch.empty()) out += ", \"mismatch\": " + json_string(mismatch);
-    out += ", \"tensors\": [";
-    for (size_t i = 0; i < file.tensors.size(); ++i) {
-      const auto& [name, t] = file.tensors[i];
-      out += std::string(i ? ", " : "") + "{\"name\": " + json_string(name) + ", \"shape\": " +
-             shape_text(t) + ", \"dtype\": " + json_string(dtype_text(t)) + "}";
-    }
-    std::printf("%s]}\n", out.c_str());
-    return 0;
-  }
-
-  std::printf("weights: %s\nformat: %s\n", path.c_str(), format_name(file.format));
-  std::printf("%-24s %-20s %s\n", "name", "shape", "dtype");
-  for (const auto& [name, t] : file.tensors)
-    std::printf("%-24s %-20s %s\n", name.c_str(), shape_text(t).c_str(), dtype_text(t).c_str());
-  std::printf("total parameters: %lld\n", static_cast<long long>(total));
-  if (mismatch.empty())
-    std::printf("AlexNet: yes, %lld classes\n", static_cast<long long>(num_classes));
+  for (const auto& e : file.entries()) total += c10::multiply_integers(e.shape);
+  if (result.count("json"))
+    print_json(file, total);
   else
-    std::printf("AlexNet: no (%s)\n", mismatch.c_str());
+    print_table(file, total);
   return 0;
 }
 

@@ -2,6 +2,7 @@
 // 0 success, 1 error (message "error: ..."), 2 usage error (usage printed).
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/runtime/machine.h"
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "--version") {
-    std::printf("%s\n", alexnet::app::build_info().c_str());
+    std::printf("%s\n", alexnet::runtime::build_info().c_str());
     return 0;
   }
   for (const auto& entry : kCommands) {

@@ -1,7 +1,7 @@
 // alexnet predict: torchvision's evaluation transform, AlexNet, top-k classes.
 #include "app/cli.h"
 #include "app/commands.h"
-#include "app/precision.h"
+#include "app/runtime/json.h"
 #include "data/image.h"
 #include "data/labels.h"
 #include "model/weights.h"
@@ -20,6 +20,8 @@ namespace alexnet::app {
 
 namespace {
 
+using runtime::JsonObject;
+
 struct PredictParams {
   std::string weights;
   std::string labels = "imagenet";
@@ -27,8 +29,6 @@ struct PredictParams {
   int64_t batch_size = 16;
   int64_t resize_size = 256;
   int64_t crop_size = 224;
-  std::string precision = "fp32";
-  std::string channels_last = "off";
   bool json = false;
   std::vector<std::string> images;
 };
@@ -43,14 +43,15 @@ void print_result(const PredictParams& p, const std::string& image,
   const auto* iv = top_i.data_ptr<int64_t>();
   const auto* zv = logits.data_ptr<float>();
   if (p.json) {
-    std::string line = "{\"image\": " + json_string(image) + ", \"top\": [";
-    for (int64_t j = 0; j < k; ++j) {
-      char num[96];
-      std::snprintf(num, sizeof(num), "\"probability\": %.9g, \"logit\": %.9g}", pv[j], zv[iv[j]]);
-      line += (j ? ", " : "") + std::string("{\"index\": ") + std::to_string(iv[j]) +
-              ", \"label\": " + json_string(labels[iv[j]]) + ", " + num;
-    }
-    std::printf("%s]}\n", line.c_str());
+    std::string top = "[";
+    for (int64_t j = 0; j < k; ++j)
+      top += (j ? ", " : "") + JsonObject()
+                                   .integer("index", iv[j])
+                                   .str("label", labels[iv[j]])
+                                   .number("probability", pv[j])
+                                   .number("logit", zv[iv[j]])
+                                   .dump();
+    std::printf("%s\n", JsonObject().str("image", image).raw("top", top + "]").dump().c_str());
   } else {
     std::printf("%s\n", image.c_str());
     for (int64_t j = 0; j < k; ++j)
@@ -60,10 +61,7 @@ void print_result(const PredictParams& p, const std::string& image,
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int run_predict(int argc, const char* const* argv) {
-  PredictParams p;
+cxxopts::Options predict_options(const PredictParams& p) {
   cxxopts::Options options("alexnet predict",
                            "Classify images with torchvision's evaluation transform "
                            "(resize shorter side, center crop, ImageNet normalisation).");
@@ -81,16 +79,18 @@ int run_predict(int argc, const char* const* argv) {
        cxxopts::value<int64_t>()->default_value(std::to_string(p.resize_size)))
       ("crop-size", "Side of the center crop fed to the model",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
-      ("precision", "fp32 (the default: results identical to PyTorch's), bf16, fp16 (CUDA) or "
-                    "auto (the device's fastest)",
-       cxxopts::value<std::string>()->default_value(p.precision))
-      ("channels-last", "Channels-last memory format: off (default), on, or auto (the device's "
-                        "faster layout)",
-       cxxopts::value<std::string>()->default_value(p.channels_last)->implicit_value("on"))
-      ("onednn-plan", kPlanHelp, cxxopts::value<std::string>()->default_value("off"))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
+  add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
   add_common_options(options);
   options.parse_positional({"images"});
+  return options;
+}
+
+}  // namespace
+
+int run_predict(int argc, const char* const* argv) {
+  PredictParams p;
+  cxxopts::Options options = predict_options(p);
   auto result = parse_or_usage(options, argc, argv);
   if (wants_help(result)) {
     std::printf("%s\n", options.help().c_str());
@@ -109,30 +109,13 @@ int run_predict(int argc, const char* const* argv) {
     throw UsageError("--crop-size must be at least " + std::to_string(kMinInputSize),
                      options.help());
   p.images = result["images"].as<std::vector<std::string>>();
-  p.precision = result["precision"].as<std::string>();
-  const auto precision_flag = parse_precision(p.precision);
-  if (!precision_flag)
-    throw UsageError("--precision " + p.precision + ": expected fp32, bf16, fp16 or auto",
-                     options.help());
-  p.channels_last = result["channels-last"].as<std::string>();
-  const auto layout_flag = parse_channels_last(p.channels_last);
-  if (!layout_flag)
-    throw UsageError("--channels-last " + p.channels_last + ": expected auto, on or off",
-                     options.help());
-  const auto plan_flag = parse_plan_choice(result["onednn-plan"].as<std::string>());
-  if (!plan_flag)
-    throw UsageError("--onednn-plan " + result["onednn-plan"].as<std::string>() +
-                         ": expected auto, winograd, direct or off", options.help());
+  const runtime::ComputeRequest request = compute_flags(result, options);
 
 #ifndef ALEXNET_HAVE_OPENCV
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
 #else
   const torch::Device device = setup_runtime(result);
-  const Precision precision = resolve_precision(*precision_flag, device, Workload::kInference);
-  configure_cuda_math(device, precision);
-  ComputeConfig compute =
-      inference_config(device, precision, resolve_channels_last(*layout_flag, device, precision));
-  choose_plan(compute, *plan_flag);
+  runtime::ComputeConfig compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
   AlexNet model = load_alexnet(p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
@@ -146,7 +129,7 @@ int run_predict(int argc, const char* const* argv) {
   } else {
     for (int64_t i = 0; i < num_classes; ++i) labels.push_back("class " + std::to_string(i));
   }
-  prepare_for_inference(model, compute);
+  runtime::prepare_for_inference(model, compute);
   spdlog::info("weights {}: {} classes, {}", p.weights, num_classes, compute.describe());
 
   const auto transform =
@@ -159,12 +142,12 @@ int run_predict(int argc, const char* const* argv) {
       batch.push_back(data::eval_transform(data::decode_image_file(p.images[i]), transform));
     torch::Tensor x = torch::stack(batch);  // (B, 3, crop, crop)
     if (device.is_cuda()) x = x.pin_memory();
-    x = prepare_input(x, compute, /*non_blocking=*/true);
+    x = runtime::prepare_input(x, compute, /*non_blocking=*/true);
     const torch::Tensor logits = model->forward(x).to(torch::kCPU, torch::kFloat32);  // (B, C)
     for (size_t i = start; i < end; ++i)
       print_result(p, p.images[i], labels, logits[static_cast<int64_t>(i - start)].contiguous());
   }
-  log_inference_plan(model);
+  runtime::log_inference_plan(model);
   return 0;
 #endif
 }

@@ -2,8 +2,7 @@
 #include "model/dropout.h"
 #include "model/onednn_plan.h"
 
-#include <map>
-#include <tuple>
+#include <algorithm>
 
 namespace alexnet {
 
@@ -20,165 +19,155 @@ void check_options(const AlexNetOptions& options) {
               options.in_channels());
 }
 
-}  // namespace
+using Kind = LayerSpec::Kind;
 
-AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
-  check_options(options);
-  build();
+LayerSpec conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
+               int64_t groups = 1) {
+  LayerSpec s;
+  s.kind = Kind::kConv;
+  s.in = in;
+  s.out = out;
+  s.kernel = kernel;
+  s.stride = stride;
+  s.padding = padding;
+  s.groups = groups;
+  return s;
 }
 
-AlexNetImpl::AlexNetImpl(const AlexNetOptions& options,
-                         const std::vector<std::pair<std::string, torch::Tensor>>& parameters)
-    : options_(options), placeholder_(true) {
-  check_options(options);
-  build();
-  placeholder_ = false;
-  adopt(parameters);
+LayerSpec linear(int64_t in, int64_t out) {
+  LayerSpec s;
+  s.kind = Kind::kLinear;
+  s.in = in;
+  s.out = out;
+  return s;
 }
 
-void AlexNetImpl::build() {
-  if (options_.arch() == Arch::kPaper2012) {
-    build_paper2012();
-  } else {
-    build_torchvision();
+LayerSpec of_kind(Kind kind) {
+  LayerSpec s;
+  s.kind = kind;
+  return s;
+}
+
+LayerSpec relu() { return of_kind(Kind::kReLU); }
+
+// Overlapping pooling: 3x3 windows, stride 2 (both networks).
+LayerSpec maxpool() {
+  LayerSpec s = of_kind(Kind::kMaxPool);
+  s.kernel = 3;
+  s.stride = 2;
+  return s;
+}
+
+// The paper's local response normalisation over 5 neighbouring channels.
+LayerSpec lrn() {
+  LayerSpec s = of_kind(Kind::kLrn);
+  s.kernel = 5;
+  return s;
+}
+
+LayerSpec dropout(double p) {
+  LayerSpec s = of_kind(Kind::kDropout);
+  s.p = p;
+  return s;
+}
+
+// The 2012 paper's initialisation for this layer: N(0, 0.01) weights, this bias.
+LayerSpec paper(LayerSpec s, double bias) {
+  s.paper_bias = bias;
+  return s;
+}
+
+nn::Conv2dOptions conv_options(const LayerSpec& s) {
+  return nn::Conv2dOptions(s.in, s.out, s.kernel).stride(s.stride).padding(s.padding).groups(s.groups);
+}
+
+// The shapes of a conv or linear spec's weight and bias.
+std::vector<std::pair<std::string, std::vector<int64_t>>> spec_shapes(const LayerSpec& s) {
+  if (s.kind == Kind::kConv) return {{"weight", {s.out, s.in / s.groups, s.kernel, s.kernel}}, {"bias", {s.out}}};
+  if (s.kind == Kind::kLinear) return {{"weight", {s.out, s.in}}, {"bias", {s.out}}};
+  return {};
+}
+
+// The layer a spec describes. A stand-in, for a layer whose parameters adopt()
+// then takes from given tensors, is the spec's smallest relative (a 1 x 1 Linear,
+// a groups x 1 x k x k convolution): LibTorch's layers allocate and initialise
+// their parameters when built, and a full-size layer beside the given tensors
+// would hold up to 144 MiB (classifier.1) twice.
+nn::AnyModule make_layer(const LayerSpec& s, bool stand_in = false) {
+  switch (s.kind) {
+    case Kind::kConv: {
+      LayerSpec built = s;
+      if (stand_in) built.in = built.out = s.groups;
+      return nn::AnyModule(nn::Conv2d(conv_options(built)));
+    }
+    case Kind::kReLU:
+      return nn::AnyModule(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));
+    case Kind::kMaxPool:
+      return nn::AnyModule(nn::MaxPool2d(nn::MaxPool2dOptions(s.kernel).stride(s.stride)));
+    case Kind::kLrn:
+      // Krizhevsky et al. 2012, section 3.3: k=2, n=5, alpha=1e-4, beta=0.75 on
+      // sum_j a_j^2. PyTorch's LocalResponseNorm divides alpha by n, so it gets n * alpha.
+      return nn::AnyModule(nn::LocalResponseNorm(
+          nn::LocalResponseNormOptions(s.kernel).alpha(s.kernel * 1e-4).beta(0.75).k(2.0)));
+    case Kind::kDropout:
+      return nn::AnyModule(Dropout(s.p));
+    case Kind::kLinear:
+      return nn::AnyModule(nn::Linear(stand_in ? nn::LinearOptions(1, 1) : nn::LinearOptions(s.in, s.out)));
   }
-  register_module("features", features);
-  register_module("avgpool", avgpool);
-  register_module("classifier", classifier);
+  TORCH_CHECK(false, "AlexNet: unknown layer kind");
 }
 
-nn::Conv2dOptions AlexNetImpl::conv(int64_t in, int64_t out, int64_t kernel, int64_t groups) const {
-  return placeholder_ ? nn::Conv2dOptions(groups, groups, kernel).groups(groups)
-                      : nn::Conv2dOptions(in, out, kernel).groups(groups);
-}
+using Named = std::vector<std::pair<std::string, torch::Tensor>>;
 
-nn::LinearOptions AlexNetImpl::linear(int64_t in, int64_t out) const {
-  return placeholder_ ? nn::LinearOptions(1, 1) : nn::LinearOptions(in, out);
-}
-
-void AlexNetImpl::adopt(const std::vector<std::pair<std::string, torch::Tensor>>& parameters) {
-  std::map<std::string, torch::Tensor> given(parameters.begin(), parameters.end());
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& [name, shape] : parameter_shapes(options_)) shapes.emplace(name, shape);
+// Gives a stand-in layer (make_layer) the given tensors named `prefix`.weight,
+// `prefix`.bias, checked against the spec's shapes, and the spec's options.
+void adopt(nn::Module& layer, const LayerSpec& spec, const std::string& prefix, const Named& given) {
   torch::NoGradGuard no_grad;
-  for (auto& p : named_parameters(/*recurse=*/true)) {
-    auto it = given.find(p.key());
-    TORCH_CHECK(it != given.end(), "AlexNet: no tensor for ", p.key());
-    const c10::IntArrayRef expected(shapes.at(p.key()));
-    TORCH_CHECK(it->second.sizes() == expected, "AlexNet: ", p.key(), " has shape ",
-                it->second.sizes(), ", expected ", expected);
-    TORCH_CHECK(it->second.is_floating_point(), "AlexNet: ", p.key(), " is a ",
+  auto params = layer.named_parameters(/*recurse=*/false);
+  for (const auto& [key, shape] : spec_shapes(spec)) {
+    const std::string name = prefix + "." + key;
+    const auto it = std::find_if(given.begin(), given.end(),
+                                 [&name](const auto& entry) { return entry.first == name; });
+    TORCH_CHECK(it != given.end(), "AlexNet: no tensor for ", name);
+    TORCH_CHECK(it->second.sizes() == c10::IntArrayRef(shape), "AlexNet: ", name, " has shape ",
+                it->second.sizes(), ", expected ", c10::IntArrayRef(shape));
+    TORCH_CHECK(it->second.is_floating_point(), "AlexNet: ", name, " is a ",
                 it->second.scalar_type(), " tensor, expected floating point");
     torch::Tensor t = it->second.detach();
     if (t.scalar_type() != torch::kFloat || !t.is_contiguous() || !t.device().is_cpu())
       t = t.to(torch::kCPU, torch::kFloat).contiguous();
-    p.value().set_data(t);
+    params[key].set_data(t);
   }
-  // The layers' options follow the tensors they now hold.
-  for (auto& module : modules(/*include_self=*/false)) {
-    if (auto* c = module->as<nn::Conv2d>()) {
-      c->options.in_channels(c->weight.size(1) * c->options.groups()).out_channels(c->weight.size(0));
-    } else if (auto* l = module->as<nn::Linear>()) {
-      l->options.in_features(l->weight.size(1)).out_features(l->weight.size(0));
-    }
+  // The stand-in was built from the spec but for its sizes, which the spec gives now.
+  if (auto* conv = layer.as<nn::Conv2d>()) conv->options.in_channels(spec.in).out_channels(spec.out);
+  if (auto* fc = layer.as<nn::Linear>()) fc->options = nn::LinearOptions(spec.in, spec.out);
+}
+
+// Built with push_back, one layer at a time: the arguments of a single
+// Sequential(...) call may be evaluated in any order (GCC goes right to left),
+// which would draw the initial weights in a different order than torchvision.
+nn::Sequential build_sequential(const std::string& name, const std::vector<LayerSpec>& specs,
+                                const Named* given) {
+  nn::Sequential sequential;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    nn::AnyModule layer = make_layer(specs[i], /*stand_in=*/given != nullptr);
+    if (given) adopt(*layer.ptr(), specs[i], name + "." + std::to_string(i), *given);
+    sequential->push_back(std::move(layer));
   }
+  return sequential;
 }
 
-// The same in both networks: average pooling to 6x6 and the three Linear layers.
-void AlexNetImpl::build_head() {
-  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6}));
-  classifier = nn::Sequential();
-  classifier->push_back(Dropout(options_.dropout()));                          // 0
-  classifier->push_back(nn::Linear(linear(256 * 6 * 6, 4096)));               // 1
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 2
-  classifier->push_back(Dropout(options_.dropout()));                          // 3
-  classifier->push_back(nn::Linear(linear(4096, 4096)));                      // 4
-  classifier->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));          // 5
-  classifier->push_back(nn::Linear(linear(4096, options_.num_classes())));    // 6
-}
-
-void AlexNetImpl::build_torchvision() {
-  const auto& options = options_;
-  // Built with push_back, one layer at a time: the arguments of a single
-  // Sequential(...) call may be evaluated in any order (GCC goes right to
-  // left), which would draw the initial weights in a different order than
-  // torchvision. Positions match torchvision's; parameters live at 0, 3, 6, 8, 10.
-  features = nn::Sequential();
-  features->push_back(nn::Conv2d(
-      conv(options.in_channels(), 64, /*kernel_size=*/11).stride(4).padding(2)));  // 0
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 2
-  features->push_back(nn::Conv2d(conv(64, 192, /*kernel_size=*/5).padding(2)));    // 3
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 4
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 5
-  features->push_back(nn::Conv2d(conv(192, 384, /*kernel_size=*/3).padding(1)));   // 6
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 7
-  features->push_back(nn::Conv2d(conv(384, 256, /*kernel_size=*/3).padding(1)));   // 8
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
-  features->push_back(nn::Conv2d(conv(256, 256, /*kernel_size=*/3).padding(1)));   // 10
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 12
-  build_head();
-
-}
-
-void AlexNetImpl::build_paper2012() {
-  const auto& options = options_;
-  // Krizhevsky et al. 2012, section 3.5: LRN with k=2, n=5, alpha=1e-4, beta=0.75
-  // on sum_j a_j^2. PyTorch's LocalResponseNorm divides alpha by n, so it gets n * alpha.
-  const auto lrn = [] {
-    return nn::LocalResponseNorm(nn::LocalResponseNormOptions(5).alpha(5 * 1e-4).beta(0.75).k(2.0));
-  };
-  features = nn::Sequential();
-  features->push_back(nn::Conv2d(
-      conv(options.in_channels(), 96, /*kernel_size=*/11).stride(4).padding(2)));  // 0
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 1
-  features->push_back(lrn());                                                                   // 2
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 3
-  // The paper's two GPUs: conv2, conv4 and conv5 see only their own half of the channels.
-  features->push_back(nn::Conv2d(conv(96, 256, /*kernel_size=*/5, /*groups=*/2).padding(2)));  // 4
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 5
-  features->push_back(lrn());                                                                   // 6
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 7
-  features->push_back(nn::Conv2d(conv(256, 384, /*kernel_size=*/3).padding(1)));   // 8
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 9
-  features->push_back(nn::Conv2d(conv(384, 384, /*kernel_size=*/3, /*groups=*/2).padding(1)));  // 10
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 11
-  features->push_back(nn::Conv2d(conv(384, 256, /*kernel_size=*/3, /*groups=*/2).padding(1)));  // 12
-  features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));                             // 13
-  features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(/*kernel_size=*/3).stride(2)));        // 14
-  build_head();
-
-  // The paper's initialisation: weights N(0, 0.01); biases 1 in conv2, conv4,
-  // conv5 and the hidden fully-connected layers (early ReLUs get positive
-  // input), 0 elsewhere. Placeholders are replaced by adopt() instead.
-  if (placeholder_) return;
+// The paper's initialisation, in layer order once the whole network is built
+// (the order the draws have always been made in).
+void paper_init(const std::vector<LayerSpec>& specs, nn::Sequential& sequential) {
   torch::NoGradGuard no_grad;
-  const auto init = [](torch::Tensor& w, torch::Tensor& b, double bias) {
-    w.normal_(0.0, 0.01);
-    b.fill_(bias);
-  };
-  for (const auto& [index, bias] : std::vector<std::pair<size_t, double>>{
-           {0, 0.0}, {4, 1.0}, {8, 0.0}, {10, 1.0}, {12, 1.0}}) {
-    auto conv = features[index]->as<nn::Conv2d>();
-    init(conv->weight, conv->bias, bias);
-  }
-  for (const auto& [index, bias] :
-       std::vector<std::pair<size_t, double>>{{1, 1.0}, {4, 1.0}, {6, 0.0}}) {
-    auto fc = classifier[index]->as<nn::Linear>();
-    init(fc->weight, fc->bias, bias);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (!specs[i].paper_bias) continue;
+    auto params = sequential[i]->named_parameters(/*recurse=*/false);
+    params["weight"].normal_(0.0, 0.01);
+    params["bias"].fill_(*specs[i].paper_bias);
   }
 }
-
-const char* arch_name(Arch arch) { return arch == Arch::kPaper2012 ? "alexnet2012" : "alexnet"; }
-
-Arch parse_arch(const std::string& name) {
-  if (name == "alexnet") return Arch::kTorchvision;
-  if (name == "alexnet2012") return Arch::kPaper2012;
-  TORCH_CHECK(false, "unknown architecture '", name, "' (expected alexnet or alexnet2012)");
-}
-
-namespace {
 
 // (out, in) matrix whose row i averages adaptive pooling's bin i:
 // [floor(i * in / out), ceil((i + 1) * in / out)).
@@ -194,6 +183,75 @@ torch::Tensor pooling_matrix(int64_t out, int64_t in, const torch::TensorOptions
 }
 
 }  // namespace
+
+AlexNetLayers alexnet_layers(const AlexNetOptions& options) {
+  const int64_t c = options.in_channels();
+  AlexNetLayers layers;
+  if (options.arch() == Arch::kPaper2012) {
+    // 96-256-384-384-256 channels; the paper's two GPUs: conv2, conv4 and conv5
+    // see only their own half of the channels. Biases 1 in conv2, conv4, conv5
+    // and the hidden fully-connected layers (early ReLUs get positive input).
+    layers.features = {
+        paper(conv(c, 96, /*kernel=*/11, /*stride=*/4, /*padding=*/2), 0.0), relu(), lrn(), maxpool(),  // 0-3
+        paper(conv(96, 256, 5, 1, 2, /*groups=*/2), 1.0), relu(), lrn(), maxpool(),                    // 4-7
+        paper(conv(256, 384, 3, 1, 1), 0.0), relu(),                                                   // 8-9
+        paper(conv(384, 384, 3, 1, 1, /*groups=*/2), 1.0), relu(),                                     // 10-11
+        paper(conv(384, 256, 3, 1, 1, /*groups=*/2), 1.0), relu(), maxpool(),                          // 12-14
+    };
+  } else {
+    // torchvision's ("One weird trick"); parameters live at 0, 3, 6, 8, 10.
+    layers.features = {
+        conv(c, 64, /*kernel=*/11, /*stride=*/4, /*padding=*/2), relu(), maxpool(),  // 0-2
+        conv(64, 192, 5, 1, 2), relu(), maxpool(),                                  // 3-5
+        conv(192, 384, 3, 1, 1), relu(),                                            // 6-7
+        conv(384, 256, 3, 1, 1), relu(),                                            // 8-9
+        conv(256, 256, 3, 1, 1), relu(), maxpool(),                                 // 10-12
+    };
+  }
+  const bool init = options.arch() == Arch::kPaper2012;
+  const auto fc = [init](int64_t in, int64_t out, double bias) {
+    return init ? paper(linear(in, out), bias) : linear(in, out);
+  };
+  layers.classifier = {
+      dropout(options.dropout()), fc(256 * kPooledSize * kPooledSize, 4096, 1.0), relu(),  // 0-2
+      dropout(options.dropout()), fc(4096, 4096, 1.0), relu(),                             // 3-5
+      fc(4096, options.num_classes(), 0.0),                                                // 6
+  };
+  return layers;
+}
+
+AlexNetImpl::AlexNetImpl(const AlexNetOptions& options) : options_(options) {
+  check_options(options);
+  build(nullptr);
+}
+
+AlexNetImpl::AlexNetImpl(const AlexNetOptions& options, const Named& parameters)
+    : options_(options) {
+  check_options(options);
+  build(&parameters);
+}
+
+void AlexNetImpl::build(const Named* given) {
+  const AlexNetLayers layers = alexnet_layers(options_);
+  features = build_sequential("features", layers.features, given);
+  avgpool = nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({kPooledSize, kPooledSize}));
+  classifier = build_sequential("classifier", layers.classifier, given);
+  register_module("features", features);
+  register_module("avgpool", avgpool);
+  register_module("classifier", classifier);
+  // Given tensors replace any initialisation.
+  if (given) return;
+  paper_init(layers.features, features);
+  paper_init(layers.classifier, classifier);
+}
+
+const char* arch_name(Arch arch) { return arch == Arch::kPaper2012 ? "alexnet2012" : "alexnet"; }
+
+Arch parse_arch(const std::string& name) {
+  if (name == "alexnet") return Arch::kTorchvision;
+  if (name == "alexnet2012") return Arch::kPaper2012;
+  TORCH_CHECK(false, "unknown architecture '", name, "' (expected alexnet or alexnet2012)");
+}
 
 torch::Tensor deterministic_adaptive_avg_pool(const torch::Tensor& x, int64_t out_h, int64_t out_w) {
   const auto ph = pooling_matrix(out_h, x.size(2), x.options());  // (out_h, h)
@@ -220,11 +278,11 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
     // broadcast view does the same without adaptive_avg_pool2d's per-bin loops
     // (about 7 ms each way for a batch of 128 at 64 px on this project's 2-core
     // machine; BENCHMARKS.md). Its backward sums the 36 gradients of each value.
-    x = x.expand({x.size(0), x.size(1), 6, 6});
+    x = x.expand({x.size(0), x.size(1), kPooledSize, kPooledSize});
   } else if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) {
     // CUDA's adaptive_avg_pool2d backward has no deterministic kernel; the same
     // pooling as two averaging matrices is deterministic (matmuls).
-    x = deterministic_adaptive_avg_pool(x, 6, 6);
+    x = deterministic_adaptive_avg_pool(x, kPooledSize, kPooledSize);
   } else {
     x = avgpool->forward(x);   // (N, 256, 6, 6)
   }
@@ -234,29 +292,14 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(
     const AlexNetOptions& options) {
-  struct Conv {
-    int index;
-    int64_t in, out, kernel, groups;
-  };
-  const bool paper = options.arch() == Arch::kPaper2012;
-  const int64_t c = options.in_channels();
-  const std::vector<Conv> convs =
-      paper ? std::vector<Conv>{{0, c, 96, 11, 1}, {4, 96, 256, 5, 2}, {8, 256, 384, 3, 1},
-                                {10, 384, 384, 3, 2}, {12, 384, 256, 3, 2}}
-            : std::vector<Conv>{{0, c, 64, 11, 1}, {3, 64, 192, 5, 1}, {6, 192, 384, 3, 1},
-                                {8, 384, 256, 3, 1}, {10, 256, 256, 3, 1}};
+  const AlexNetLayers layers = alexnet_layers(options);
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-  for (const auto& conv : convs) {
-    const std::string name = "features." + std::to_string(conv.index);
-    shapes.push_back({name + ".weight", {conv.out, conv.in / conv.groups, conv.kernel, conv.kernel}});
-    shapes.push_back({name + ".bias", {conv.out}});
-  }
-  const std::vector<std::tuple<int, int64_t, int64_t>> linears = {
-      {1, 256 * 6 * 6, 4096}, {4, 4096, 4096}, {6, 4096, options.num_classes()}};
-  for (const auto& [index, in, out] : linears) {
-    const std::string name = "classifier." + std::to_string(index);
-    shapes.push_back({name + ".weight", {out, in}});
-    shapes.push_back({name + ".bias", {out}});
+  for (const auto& [container, specs] :
+       {std::pair{"features", &layers.features}, std::pair{"classifier", &layers.classifier}}) {
+    for (size_t i = 0; i < specs->size(); ++i) {
+      const std::string name = std::string(container) + "." + std::to_string(i);
+      for (const auto& [key, shape] : spec_shapes((*specs)[i])) shapes.push_back({name + "." + key, shape});
+    }
   }
   return shapes;
 }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,15 +39,46 @@ struct AlexNetOptions {
   TORCH_ARG(Arch, arch) = Arch::kTorchvision;
 };
 
+/// One layer of AlexNet's `features` or `classifier` Sequential. alexnet_layers()
+/// is the one description of the network: the module is built from it,
+/// parameter_shapes() derived from it, and the TorchScript export's forward
+/// written from it.
+struct LayerSpec {
+  enum class Kind { kConv, kReLU, kMaxPool, kLrn, kDropout, kLinear };
+  Kind kind = Kind::kReLU;
+  int64_t in = 0;       // input channels (conv) or features (linear)
+  int64_t out = 0;      // output channels (conv) or features (linear)
+  int64_t kernel = 0;   // conv and max-pool window side
+  int64_t stride = 1;   // conv and max-pool
+  int64_t padding = 0;  // conv
+  int64_t groups = 1;   // conv: channel groups (the 2012 paper's two GPUs)
+  double p = 0.0;       // dropout probability
+  /// The 2012 paper's initialisation, made once the whole network is built:
+  /// weights N(0, 0.01), biases this value. Unset: LibTorch's (torchvision's).
+  std::optional<double> paper_bias;
+};
+
+/// Side of the average-pooled feature map the classifier reads (256 x 6 x 6 inputs).
+constexpr int64_t kPooledSize = 6;
+
+/// AlexNet's layers in Sequential order (a layer's index is its position, as in
+/// torchvision's parameter names features.3.weight ...). Between the two:
+/// adaptive average pooling to kPooledSize x kPooledSize and flatten.
+struct AlexNetLayers {
+  std::vector<LayerSpec> features;
+  std::vector<LayerSpec> classifier;
+};
+AlexNetLayers alexnet_layers(const AlexNetOptions& options);
+
 class AlexNetImpl : public torch::nn::Module {
  public:
   explicit AlexNetImpl(const AlexNetOptions& options = {});
   /// The network around existing tensors, named and shaped as
-  /// parameter_shapes(options) lists them (checked): the parameters take over
-  /// their storage instead of being allocated and initialised, so a model made
-  /// from loaded weights never exists twice in memory. Tensors that are not
-  /// contiguous float32 are converted. Draws nothing from torch's generator
-  /// beyond a few numbers for the placeholder layers it replaces.
+  /// parameter_shapes(options) lists them (checked): each layer is built as a
+  /// small stand-in whose parameters then take over the given tensors' storage
+  /// (and whose options are the table's), so a model made from loaded weights
+  /// never exists twice in memory. Tensors that are not contiguous float32 are
+  /// converted. Draws only the stand-ins' few initial numbers from torch's generator.
   AlexNetImpl(const AlexNetOptions& options,
               const std::vector<std::pair<std::string, torch::Tensor>>& parameters);
 
@@ -66,18 +98,11 @@ class AlexNetImpl : public torch::nn::Module {
   torch::nn::Sequential classifier{nullptr};
 
  private:
-  void build();
-  void build_torchvision();
-  void build_paper2012();
-  void build_head();
-  // A layer's options; while placeholder_, the smallest layer of that kind
-  // (1-element Linear, groups x 1 x k x k convolution) whose tensors adopt() replaces.
-  torch::nn::Conv2dOptions conv(int64_t in, int64_t out, int64_t kernel, int64_t groups = 1) const;
-  torch::nn::LinearOptions linear(int64_t in, int64_t out) const;
-  void adopt(const std::vector<std::pair<std::string, torch::Tensor>>& parameters);
+  // Builds the layers of alexnet_layers(options_); with `given`, each layer's
+  // parameters are replaced by the given tensors as soon as it is built.
+  void build(const std::vector<std::pair<std::string, torch::Tensor>>* given);
 
   AlexNetOptions options_;
-  bool placeholder_ = false;
   std::shared_ptr<OneDnnFeatures> plan_;
 };
 TORCH_MODULE(AlexNet);
@@ -91,7 +116,7 @@ constexpr int64_t kMinInputSize = 63;
 torch::Tensor deterministic_adaptive_avg_pool(const torch::Tensor& x, int64_t out_h, int64_t out_w);
 
 /// Parameter names and shapes of an AlexNet with these options, in registration
-/// order, computed without building (and initialising) the module.
+/// order, computed from alexnet_layers() without building (and initialising) the module.
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const AlexNetOptions& options);
 
 /// Re-initialises every convolution and linear layer the way torchvision

@@ -3,17 +3,17 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <utility>
 #include <fstream>
 #include <istream>
-#include <streambuf>
 #include <map>
+#include <set>
 #include <sstream>
+#include <streambuf>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <cerrno>
+#include <utility>
 
 namespace alexnet {
 
@@ -28,10 +28,24 @@ const char* format_name(WeightFormat format) {
 
 namespace {
 
+using Entry = WeightsFile::Entry;
+using Entries = std::vector<Entry>;
+
+// What WeightsFile says of a file in no format it reads.
+constexpr const char* kNotWeights =
+    ": not a PyTorch weights file (neither torch.save's zip or legacy format nor a TorchScript "
+    "archive)";
+
 std::string shape_str(c10::IntArrayRef sizes) {
   std::ostringstream os;
   os << sizes;
   return os.str();
+}
+
+// The first line of a c10::Error, without LibTorch's C++ backtrace.
+std::string first_line(const std::string& message) {
+  auto end = message.find('\n');
+  return message.substr(0, end);
 }
 
 // A readable regular file, or an error naming it.
@@ -42,12 +56,6 @@ void check_regular_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), path, ": cannot open for reading");
   TORCH_CHECK(st.st_size > 0, path, ": file is empty");
-}
-
-// The first line of a c10::Error, without LibTorch's C++ backtrace.
-std::string first_line(const std::string& message) {
-  auto end = message.find('\n');
-  return message.substr(0, end);
 }
 
 struct DTypePair {
@@ -74,6 +82,8 @@ pth::DType to_file_dtype(torch::ScalarType type) {
   TORCH_CHECK(false, "weights.cpp: cannot save tensors of type ", type);
 }
 
+// ---- Finding the state_dict in a torch.save value tree.
+
 // A state_dict is a non-empty dict whose values are all tensors.
 bool is_state_dict(const pth::Value& v) {
   if (!v.is_dict() || v.entries().empty()) return false;
@@ -91,9 +101,281 @@ bool strip_common_prefix(std::vector<std::pair<std::string, T>>& named, const st
   return true;
 }
 
-// The state_dict's records, as find_state_dict finds them, before any tensor is made.
+// The state_dict's records (pointing into `root`), before any tensor is made.
 using NamedRecords = std::vector<std::pair<std::string, const pth::TensorRecord*>>;
-NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source);
+NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source) {
+  const pth::Value* dict = &root;
+  if (!is_state_dict(root)) {
+    dict = nullptr;
+    // torchvision's references/classification/train.py saves {"model": ..., "optimizer": ...};
+    // other training scripts use "state_dict" or "model_state_dict".
+    for (const char* key : {"model", "state_dict", "model_state_dict"}) {
+      const pth::Value* candidate = root.find(key);
+      if (candidate && is_state_dict(*candidate)) {
+        dict = candidate;
+        break;
+      }
+    }
+  }
+  if (!dict) {
+    std::string keys;
+    if (root.is_dict())
+      for (const auto& [k, v] : root.entries())
+        if (keys.size() < 200) keys += (keys.empty() ? "" : ", ") + k.describe() + ": " + v.describe();
+    TORCH_CHECK(false, source, ": no state_dict found (looked at the top level and under 'model', "
+                "'state_dict', 'model_state_dict'); the file holds ", root.describe(),
+                keys.empty() ? "" : " {" + keys + "}");
+  }
+  NamedRecords records;
+  for (const auto& [key, value] : dict->entries()) records.emplace_back(key.as_string(), &value.as_tensor());
+  // DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod"; either order.
+  while (strip_common_prefix(records, "module.") || strip_common_prefix(records, "_orig_mod.")) {
+  }
+  return records;
+}
+
+// ---- The one validation: a state_dict's names, shapes and dtypes against a table.
+
+Entries entries_of(const NamedTensors& tensors) {
+  Entries entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, t.sizes().vec(), t.scalar_type()});
+  return entries;
+}
+
+// AlexNet's parameters, float32, as parameter_shapes() lists them.
+Entries alexnet_entries(const AlexNetOptions& options) {
+  Entries entries;
+  for (const auto& [name, shape] : parameter_shapes(options))
+    entries.push_back({name, shape, torch::kFloat});
+  return entries;
+}
+
+struct Comparison {
+  size_t problems = 0;
+  std::string reason;  // one line naming `source`; empty when no problems
+};
+
+// `given` against `expected`: every expected name present with its shape and
+// kind of dtype (floating or not), nothing else.
+Comparison compare(const Entries& expected, const Entries& given, const std::string& source) {
+  std::map<std::string, const Entry*> by_name;
+  for (const auto& e : given) by_name.emplace(e.name, &e);
+  std::set<std::string> known;
+  std::vector<std::string> missing, mismatched, unexpected, dtypes;
+  for (const auto& want : expected) {
+    known.insert(want.name);
+    const auto it = by_name.find(want.name);
+    if (it == by_name.end()) {
+      missing.push_back(want.name);
+    } else if (it->second->shape != want.shape) {
+      mismatched.push_back(want.name + ": expected shape " + shape_str(want.shape) + ", got " +
+                           shape_str(it->second->shape));
+    } else if (c10::isFloatingType(it->second->dtype) != c10::isFloatingType(want.dtype)) {
+      dtypes.push_back(source + ": key " + want.name + ": expected a " + c10::toString(want.dtype) +
+                       " tensor, got " + c10::toString(it->second->dtype));
+    }
+  }
+  for (const auto& e : given)
+    if (!known.count(e.name)) unexpected.push_back(e.name + " " + shape_str(e.shape));
+
+  Comparison c;
+  c.problems = missing.size() + mismatched.size() + unexpected.size() + dtypes.size();
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) {
+    if (!dtypes.empty()) c.reason = dtypes.front();
+    return c;
+  }
+  std::ostringstream os;
+  os << source << ": weights do not fit AlexNet";
+  auto list = [&os](const char* what, const std::vector<std::string>& items) {
+    if (items.empty()) return;
+    os << "; " << what << ": ";
+    for (size_t i = 0; i < items.size(); ++i) os << (i ? ", " : "") << items[i];
+  };
+  list("shape mismatch", mismatched);
+  list("missing keys", missing);
+  list("unexpected keys", unexpected);
+  c.reason = os.str();
+  return c;
+}
+
+struct Fit {
+  AlexNetOptions options;  // classes, channels and arch the state_dict describes
+  std::string mismatch;    // empty when it is exactly that AlexNet
+};
+
+// Reads the classes and input channels from classifier.6.weight and
+// features.0.weight, then compares with both architectures; a mismatch is
+// reported against the one with fewer problems (torchvision's on a tie).
+Fit fit_alexnet(const Entries& given, const std::string& source) {
+  int64_t classes = 0, channels = 0;
+  for (const auto& e : given) {
+    if (e.name == "classifier.6.weight" && e.shape.size() == 2) classes = e.shape[0];
+    if (e.name == "features.0.weight" && e.shape.size() == 4) channels = e.shape[1];
+  }
+  Fit fit;
+  if (classes <= 0 || channels <= 0) {
+    fit.mismatch = source + ": not an AlexNet state_dict (no classifier.6.weight / "
+                   "features.0.weight of the expected rank)";
+    return fit;
+  }
+  std::optional<Comparison> best;
+  for (const Arch arch : {Arch::kTorchvision, Arch::kPaper2012}) {
+    const auto options = AlexNetOptions().num_classes(classes).in_channels(channels).arch(arch);
+    Comparison c = compare(alexnet_entries(options), given, source);
+    if (!best || c.problems < best->problems) {
+      best = std::move(c);
+      fit.options = options;
+    }
+  }
+  fit.mismatch = best->reason;
+  return fit;
+}
+
+// The module's state_dict less the entries under `skip_prefix`, once `given`
+// (less the same entries) has been checked to fit it; else throws naming `source`.
+NamedTensors checked_targets(const torch::nn::Module& module, const Entries& given,
+                             const std::string& skip_prefix, const std::string& source) {
+  const auto skipped = [&skip_prefix](const std::string& name) {
+    return !skip_prefix.empty() && name.compare(0, skip_prefix.size(), skip_prefix) == 0;
+  };
+  NamedTensors targets;
+  for (auto& [name, t] : state_dict(module))
+    if (!skipped(name)) targets.emplace_back(name, t);
+  Entries kept;
+  for (const auto& e : given)
+    if (!skipped(e.name)) kept.push_back(e);
+  const Comparison c = compare(entries_of(targets), kept, source);
+  TORCH_CHECK(c.reason.empty(), c.reason);
+  return targets;
+}
+
+// ---- Reading.
+
+// memcpy from a mapped file in steps, giving each step's pages back once copied,
+// so that the source and the copy are never both resident.
+void copy_releasing(void* dst, const uint8_t* src, size_t n) {
+  constexpr size_t kStep = size_t{16} << 20;
+  for (size_t done = 0; done < n; done += kStep) {
+    const size_t step = std::min(kStep, n - done);
+    std::memcpy(static_cast<uint8_t*>(dst) + done, src + done, step);
+    pth::release_pages(src + done, step);
+  }
+}
+
+// A read-only std::streambuf over a mapped file, so that torch::jit::load parses
+// the mapping instead of reading the file again. Reads give back the pages they
+// have copied out (copy_releasing): the archive and the tensors LibTorch copies
+// out of it are never both resident.
+class MappedStreamBuf : public std::streambuf {
+ public:
+  MappedStreamBuf(const uint8_t* data, size_t size) {
+    char* begin = reinterpret_cast<char*>(const_cast<uint8_t*>(data));
+    setg(begin, begin, begin + size);
+  }
+
+ protected:
+  std::streamsize xsgetn(char* out, std::streamsize n) override {
+    const std::streamsize count = std::min<std::streamsize>(n, egptr() - gptr());
+    copy_releasing(out, reinterpret_cast<const uint8_t*>(gptr()), static_cast<size_t>(count));
+    setg(eback(), gptr() + count, egptr());
+    return count;
+  }
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    const off_type base = dir == std::ios_base::beg ? 0
+                          : dir == std::ios_base::cur ? gptr() - eback()
+                                                      : egptr() - eback();
+    return seekpos(base + off, std::ios_base::in);
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode) override {
+    if (pos < 0 || pos > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + static_cast<off_type>(pos), egptr());
+    return pos;
+  }
+};
+
+// Every parameter and buffer of the TorchScript archive in `buffer`, by full dotted name.
+NamedTensors load_torchscript(const pth::FileBuffer& buffer, const std::string& source) {
+  MappedStreamBuf stream_buffer(buffer.data, buffer.size);
+  std::istream in(&stream_buffer);
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(in, torch::kCPU);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, source, ": not a TorchScript archive (",
+                first_line(e.what_without_backtrace()), ")");
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, source, ": not a TorchScript archive (", first_line(e.what()), ")");
+  }
+  NamedTensors out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.name, b.value);
+  return out;
+}
+
+// Copies a record of a mapped file into `target` (shape already checked), giving
+// back the file's pages as it goes, so the file and the model are never both
+// resident. Records of the target's dtype are copied bytewise, which also serves
+// the unaligned storages of legacy files without an intermediate tensor.
+void copy_record(const pth::TensorRecord& record, torch::Tensor& target) {
+  const pth::Storage& storage = *record.storage;
+  const size_t nbytes = static_cast<size_t>(storage.numel) * pth::element_size(storage.dtype);
+  if (storage.data && record.is_contiguous_whole() && target.is_contiguous() &&
+      target.device().is_cpu() && to_scalar_type(storage.dtype) == target.scalar_type() &&
+      target.nbytes() == nbytes) {
+    copy_releasing(target.data_ptr(), storage.data, nbytes);
+  } else {
+    target.copy_(to_tensor(record));
+    if (storage.data) pth::release_pages(storage.data, nbytes);
+  }
+}
+
+// ---- Writing.
+
+// AlexNet's forward in TorchScript for eval, from alexnet_layers(): dropout is
+// the identity. Layers are reached by their Sequential index with getattr, which
+// keeps torchvision's parameter names (features.0.weight ...) in the archive.
+std::string torchscript_forward(const AlexNetOptions& options, const std::string& path) {
+  const AlexNetLayers layers = alexnet_layers(options);
+  std::ostringstream py;
+  const auto emit = [&py, &path](const char* var, const char* container,
+                                 const std::vector<LayerSpec>& specs) {
+    py << "    " << var << " = self." << container << "\n";
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const LayerSpec& s = specs[i];
+      const std::string layer = std::string("getattr(") + var + ", \"" + std::to_string(i) + "\")";
+      switch (s.kind) {
+        case LayerSpec::Kind::kConv:
+          py << "    x = torch.conv2d(x, " << layer << ".weight, " << layer << ".bias, [" << s.stride
+             << ", " << s.stride << "], [" << s.padding << ", " << s.padding << "], [1, 1], "
+             << s.groups << ")\n";
+          break;
+        case LayerSpec::Kind::kReLU:
+          py << "    x = torch.relu(x)\n";
+          break;
+        case LayerSpec::Kind::kMaxPool:
+          py << "    x = torch.max_pool2d(x, [" << s.kernel << ", " << s.kernel << "], [" << s.stride
+             << ", " << s.stride << "])\n";
+          break;
+        case LayerSpec::Kind::kLinear:
+          py << "    x = torch.linear(x, " << layer << ".weight, " << layer << ".bias)\n";
+          break;
+        case LayerSpec::Kind::kDropout:
+          break;
+        case LayerSpec::Kind::kLrn:
+          TORCH_CHECK(false, path,
+                      ": TorchScript export covers torchvision's AlexNet; write the 2012 paper's "
+                      "network as .pth instead");
+      }
+    }
+  };
+  py << "\ndef forward(self, x):\n";
+  emit("f", "features", layers.features);
+  py << "    x = torch.adaptive_avg_pool2d(x, [" << kPooledSize << ", " << kPooledSize << "])\n";
+  py << "    x = torch.flatten(x, 1)\n";
+  emit("c", "classifier", layers.classifier);
+  py << "    return x\n";
+  return py.str();
+}
 
 }  // namespace
 
@@ -139,40 +421,103 @@ NamedTensors find_state_dict(const pth::Value& root, const std::string& source) 
   return tensors;
 }
 
-namespace {
-
-NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source) {
-  const pth::Value* dict = &root;
-  if (!is_state_dict(root)) {
-    dict = nullptr;
-    // torchvision's references/classification/train.py saves {"model": ..., "optimizer": ...};
-    // other training scripts use "state_dict" or "model_state_dict".
-    for (const char* key : {"model", "state_dict", "model_state_dict"}) {
-      const pth::Value* candidate = root.find(key);
-      if (candidate && is_state_dict(*candidate)) {
-        dict = candidate;
-        break;
-      }
-    }
-  }
-  if (!dict) {
-    std::string keys;
-    if (root.is_dict())
-      for (const auto& [k, v] : root.entries())
-        if (keys.size() < 200) keys += (keys.empty() ? "" : ", ") + k.describe() + ": " + v.describe();
-    TORCH_CHECK(false, source, ": no state_dict found (looked at the top level and under 'model', "
-                "'state_dict', 'model_state_dict'); the file holds ", root.describe(),
-                keys.empty() ? "" : " {" + keys + "}");
-  }
-  NamedRecords records;
-  for (const auto& [key, value] : dict->entries()) records.emplace_back(key.as_string(), &value.as_tensor());
-  // DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod"; either order.
-  while (strip_common_prefix(records, "module.") || strip_common_prefix(records, "_orig_mod.")) {
-  }
-  return records;
+NamedTensors state_dict(const torch::nn::Module& module) {
+  NamedTensors out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.key(), b.value());
+  return out;
 }
 
-}  // namespace
+WeightsFile::WeightsFile(const std::string& path) : path_(path) {
+  check_regular_file(path);
+  try {
+    buffer_ = pth::map_file(path);
+    const pth::FileFormat format = pth::detect_format(buffer_.data, buffer_.size, path);
+    TORCH_CHECK(format != pth::FileFormat::kUnknown, path, kNotWeights);
+    pth::release_pages(buffer_.data, buffer_.size);  // detection read the zip directory
+    if (format == pth::FileFormat::kTorchScript) {
+      format_ = WeightFormat::kTorchScript;
+      loaded_ = load_torchscript(buffer_, path);
+      buffer_ = {};  // LibTorch copied every tensor out of the archive
+      entries_ = entries_of(loaded_);
+    } else {
+      pth::Checkpoint checkpoint =
+          pth::parse_checkpoint(buffer_.data, buffer_.size, buffer_.owner, path);
+      pth::release_pages(buffer_.data, buffer_.size);  // the zip checksums read every page
+      format_ = checkpoint.format == pth::FileFormat::kPthZip ? WeightFormat::kPthZip
+                                                              : WeightFormat::kPthLegacy;
+      root_ = std::move(checkpoint.root);
+      for (const auto& [name, record] : find_state_dict_records(root_, path)) {
+        records_.push_back(record);
+        entries_.push_back({name, record->sizes, to_scalar_type(record->dtype())});
+      }
+    }
+  } catch (const pth::FormatError& e) {
+    TORCH_CHECK(false, e.what());  // "<path>: <what>"
+  }
+  Fit fit = fit_alexnet(entries_, path);
+  fitted_ = fit.options;
+  mismatch_ = std::move(fit.mismatch);
+}
+
+AlexNetOptions WeightsFile::options(std::optional<int64_t> num_classes, AlexNetOptions base) const {
+  TORCH_CHECK(fits(), mismatch_);
+  if (num_classes) {
+    TORCH_CHECK(*num_classes == fitted_.num_classes(), path_, ": weights have ",
+                fitted_.num_classes(), " classes but ", *num_classes, " were asked for");
+  }
+  return base.num_classes(fitted_.num_classes()).in_channels(fitted_.in_channels()).arch(fitted_.arch());
+}
+
+void WeightsFile::copy_into(NamedTensors& targets) const {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < entries_.size(); ++i) index.emplace(entries_[i].name, i);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    const size_t i = index.at(name);
+    if (format_ == WeightFormat::kTorchScript) {
+      target.copy_(loaded_[i].second);
+    } else {
+      copy_record(*records_[i], target);
+    }
+  }
+}
+
+AlexNet WeightsFile::load(std::optional<int64_t> num_classes, AlexNetOptions base) const {
+  const AlexNetOptions options = this->options(num_classes, base);
+  if (format_ == WeightFormat::kTorchScript) return AlexNet(options, loaded_);
+  // The model is built first, then filled record by record straight from the
+  // mapping: peak memory is the model plus a few pages, not the model plus the file.
+  AlexNet model(options);
+  NamedTensors targets = state_dict(*model);
+  copy_into(targets);
+  return model;
+}
+
+void WeightsFile::load_into(torch::nn::Module& module, const std::string& skip_prefix) const {
+  NamedTensors targets = checked_targets(module, entries_, skip_prefix, path_);
+  copy_into(targets);
+}
+
+NamedTensors WeightsFile::tensors() const {
+  if (format_ == WeightFormat::kTorchScript) return loaded_;
+  NamedTensors out;
+  for (size_t i = 0; i < entries_.size(); ++i) out.emplace_back(entries_[i].name, to_tensor(*records_[i]));
+  return out;
+}
+
+AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
+                     AlexNetOptions base) {
+  return WeightsFile(path).load(num_classes, base);
+}
+
+void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
+                        const std::string& source) {
+  NamedTensors targets = checked_targets(module, entries_of(tensors), "", source);
+  const std::map<std::string, torch::Tensor> given(tensors.begin(), tensors.end());
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) target.copy_(given.at(name));
+}
 
 void save_state_dict(const NamedTensors& tensors, const std::string& path) {
   pth::Value root = pth::Value::dict("collections.OrderedDict");
@@ -180,145 +525,27 @@ void save_state_dict(const NamedTensors& tensors, const std::string& path) {
   pth::write_checkpoint(path, root);
 }
 
-namespace {
-
-// A read-only std::streambuf over bytes already in memory, so torch::jit::load
-// parses the buffer read_weight_file filled instead of reading the file again.
-class MemoryStreamBuf : public std::streambuf {
- public:
-  MemoryStreamBuf(const uint8_t* data, size_t size) {
-    char* begin = reinterpret_cast<char*>(const_cast<uint8_t*>(data));
-    setg(begin, begin, begin + size);
-  }
-
- protected:
-  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
-    const off_type base = dir == std::ios_base::beg ? 0
-                          : dir == std::ios_base::cur ? gptr() - eback()
-                                                      : egptr() - eback();
-    return seekpos(base + off, std::ios_base::in);
-  }
-  pos_type seekpos(pos_type pos, std::ios_base::openmode) override {
-    if (pos < 0 || pos > egptr() - eback()) return pos_type(off_type(-1));
-    setg(eback(), eback() + static_cast<off_type>(pos), egptr());
-    return pos;
-  }
-};
-
-}  // namespace
-
-namespace {
-
-// What read_weight_file and load_alexnet say of a file in no format they read.
-constexpr const char* kNotWeights =
-    ": not a PyTorch weights file (neither torch.save's zip or legacy format nor a TorchScript "
-    "archive)";
-
-// Every parameter and buffer of the archive torch::jit::load(args...) reads.
-template <typename... Args>
-NamedTensors load_torchscript(const std::string& source, Args&&... args) {
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(std::forward<Args>(args)..., torch::kCPU);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, source, ": not a TorchScript archive (",
-                first_line(e.what_without_backtrace()), ")");
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, source, ": not a TorchScript archive (", first_line(e.what()), ")");
-  }
-  NamedTensors out;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.name, b.value);
-  return out;
-}
-
-}  // namespace
-
-NamedTensors read_torchscript_tensors(const uint8_t* data, size_t size, const std::string& source) {
-  MemoryStreamBuf buffer(data, size);
-  std::istream in(&buffer);
-  return load_torchscript(source, in);
-}
-
-WeightFile read_weight_file(const std::string& path) {
-  check_regular_file(path);
-  const pth::FileBuffer buffer = pth::read_file(path);
-  WeightFile file;
-  file.path = path;
-  switch (pth::detect_format(buffer.data, buffer.size, path)) {
-    case pth::FileFormat::kTorchScript:
-      file.format = WeightFormat::kTorchScript;
-      file.tensors = read_torchscript_tensors(buffer.data, buffer.size, path);
-      break;
-    case pth::FileFormat::kPthZip:
-    case pth::FileFormat::kPthLegacy: {
-      const pth::Checkpoint checkpoint =
-          pth::parse_checkpoint(buffer.data, buffer.size, buffer.owner, path);
-      file.format = checkpoint.format == pth::FileFormat::kPthZip ? WeightFormat::kPthZip
-                                                                  : WeightFormat::kPthLegacy;
-      file.tensors = find_state_dict(checkpoint.root, path);
-      break;
-    }
-    case pth::FileFormat::kUnknown:
-      TORCH_CHECK(false, path, kNotWeights);
-  }
-  return file;
-}
-
-namespace {
-
-// AlexNet's forward in TorchScript, for eval (dropout is the identity). Layers
-// are reached by their Sequential index with getattr, which keeps torchvision's
-// parameter names (features.0.weight ...) in the saved archive.
-constexpr const char* kTorchScriptForward = R"(
-def forward(self, x):
-    f = self.features
-    x = torch.relu(torch.conv2d(x, getattr(f, "0").weight, getattr(f, "0").bias, [4, 4], [2, 2]))
-    x = torch.max_pool2d(x, [3, 3], [2, 2])
-    x = torch.relu(torch.conv2d(x, getattr(f, "3").weight, getattr(f, "3").bias, [1, 1], [2, 2]))
-    x = torch.max_pool2d(x, [3, 3], [2, 2])
-    x = torch.relu(torch.conv2d(x, getattr(f, "6").weight, getattr(f, "6").bias, [1, 1], [1, 1]))
-    x = torch.relu(torch.conv2d(x, getattr(f, "8").weight, getattr(f, "8").bias, [1, 1], [1, 1]))
-    x = torch.relu(torch.conv2d(x, getattr(f, "10").weight, getattr(f, "10").bias, [1, 1], [1, 1]))
-    x = torch.max_pool2d(x, [3, 3], [2, 2])
-    x = torch.adaptive_avg_pool2d(x, [6, 6])
-    x = torch.flatten(x, 1)
-    c = self.classifier
-    x = torch.relu(torch.linear(x, getattr(c, "1").weight, getattr(c, "1").bias))
-    x = torch.relu(torch.linear(x, getattr(c, "4").weight, getattr(c, "4").bias))
-    return torch.linear(x, getattr(c, "6").weight, getattr(c, "6").bias)
-)";
-
-}  // namespace
-
 void save_torchscript(const NamedTensors& tensors, const std::string& path) {
-  const InferredShape shape = infer_shape(tensors, path);  // an AlexNet state_dict, else a clear error
-  TORCH_CHECK(shape.arch == Arch::kTorchvision, path,
-              ": TorchScript export covers torchvision's AlexNet; write the 2012 paper's network "
-              "as .pth instead");
-  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
-  AlexNet reference(AlexNetOptions().num_classes(1).in_channels(1));
-  std::vector<std::string> missing;
-  for (const auto& [name, t] : state_dict(*reference))
-    if (!by_name.count(name)) missing.push_back(name);
-  TORCH_CHECK(missing.empty(), path, ": cannot export, the weights lack ", missing.front());
-
+  const Fit fit = fit_alexnet(entries_of(tensors), path);
+  TORCH_CHECK(fit.mismatch.empty(), fit.mismatch);
+  const std::string forward = torchscript_forward(fit.options, path);
+  const std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
   torch::jit::Module model("__torch__.alexnet.AlexNet");
-  for (const char* container : {"features", "classifier"}) {
-    torch::jit::Module holder(std::string("__torch__.alexnet.") + container);
-    for (const auto& [name, t] : by_name) {
-      const std::string prefix = std::string(container) + ".";
-      if (name.compare(0, prefix.size(), prefix) != 0) continue;
-      const auto dot = name.find('.', prefix.size());
-      const std::string index = name.substr(prefix.size(), dot - prefix.size());
-      if (!holder.hasattr(index))
-        holder.register_module(index, torch::jit::Module("__torch__.alexnet." + std::string(container) + "_" + index));
-      auto layer = holder.attr(index).toModule();
-      layer.register_parameter(name.substr(dot + 1), t.detach().contiguous(), /*is_buffer=*/false);
-    }
-    model.register_module(container, holder);
+  for (const auto& [name, shape] : parameter_shapes(fit.options)) {
+    // "features.3.weight": container "features", layer "3", parameter "weight".
+    const size_t first = name.find('.'), last = name.rfind('.');
+    const std::string container = name.substr(0, first);
+    const std::string index = name.substr(first + 1, last - first - 1);
+    if (!model.hasattr(container))
+      model.register_module(container, torch::jit::Module("__torch__.alexnet." + container));
+    auto holder = model.attr(container).toModule();
+    if (!holder.hasattr(index))
+      holder.register_module(index, torch::jit::Module("__torch__.alexnet." + container + "_" + index));
+    holder.attr(index).toModule().register_parameter(name.substr(last + 1),
+                                                     by_name.at(name).detach().contiguous(),
+                                                     /*is_buffer=*/false);
   }
-  model.define(kTorchScriptForward);
+  model.define(forward);
   model.eval();
   std::ostringstream archive;
   model.save(archive);
@@ -331,181 +558,6 @@ void save_torchscript(const NamedTensors& tensors, const std::string& path) {
       if (n > 0) done += static_cast<size_t>(n);
     }
   });
-}
-
-InferredShape infer_shape(const NamedTensors& tensors, const std::string& source) {
-  InferredShape shape;
-  for (const auto& [name, t] : tensors) {
-    if (name == "classifier.6.weight" && t.dim() == 2) shape.num_classes = t.size(0);
-    if (name == "features.0.weight" && t.dim() == 4) shape.in_channels = t.size(1);
-    if (name == "features.4.weight") shape.arch = Arch::kPaper2012;
-  }
-  TORCH_CHECK(shape.num_classes > 0 && shape.in_channels > 0, source,
-              ": not an AlexNet state_dict (no classifier.6.weight / features.0.weight of the "
-              "expected rank)");
-  return shape;
-}
-
-NamedTensors state_dict(const torch::nn::Module& module) {
-  NamedTensors out;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.key(), p.value());
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.key(), b.value());
-  return out;
-}
-
-void check_named_shapes(const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected,
-                        const NamedTensors& tensors, const std::string& source) {
-  std::map<std::string, torch::Tensor> given;
-  for (const auto& [name, t] : tensors) given.emplace(name, t);
-  std::vector<std::string> missing, mismatched, unexpected;
-  std::map<std::string, bool> known;
-  for (const auto& [name, shape] : expected) {
-    known[name] = true;
-    auto it = given.find(name);
-    if (it == given.end()) {
-      missing.push_back(name);
-    } else if (it->second.sizes() != c10::IntArrayRef(shape)) {
-      mismatched.push_back(name + ": expected shape " + shape_str(shape) + ", got " +
-                           shape_str(it->second.sizes()));
-    }
-  }
-  for (const auto& [name, t] : tensors) {
-    if (!known.count(name)) unexpected.push_back(name + " " + shape_str(t.sizes()));
-  }
-  if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
-  std::ostringstream os;
-  os << source << ": weights do not fit AlexNet";
-  auto list = [&os](const char* what, const std::vector<std::string>& items) {
-    if (items.empty()) return;
-    os << "; " << what << ": ";
-    for (size_t i = 0; i < items.size(); ++i) os << (i ? ", " : "") << items[i];
-  };
-  list("shape mismatch", mismatched);
-  list("missing keys", missing);
-  list("unexpected keys", unexpected);
-  TORCH_CHECK(false, os.str());
-}
-
-InferredShape check_fits_alexnet(const NamedTensors& tensors, const std::string& source) {
-  const InferredShape shape = infer_shape(tensors, source);
-  check_named_shapes(parameter_shapes(AlexNetOptions()
-                                          .num_classes(shape.num_classes)
-                                          .in_channels(shape.in_channels)
-                                          .arch(shape.arch)),
-                     tensors, source);
-  return shape;
-}
-
-namespace {
-
-// Every target has a source of its name, shape and kind (floating or not); else
-// the error check_named_shapes gives, or one naming the key.
-void check_fit(const NamedTensors& targets, const NamedTensors& tensors, const std::string& source) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
-  for (const auto& [name, target] : targets) expected.emplace_back(name, target.sizes().vec());
-  check_named_shapes(expected, tensors, source);
-  std::map<std::string, torch::Tensor> given(tensors.begin(), tensors.end());
-  for (const auto& [name, target] : targets) {
-    const auto& src = given.at(name);
-    TORCH_CHECK(src.is_floating_point() == target.is_floating_point(), source, ": key ", name,
-                ": expected a ", target.scalar_type(), " tensor, got ", src.scalar_type());
-  }
-}
-
-}  // namespace
-
-void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
-                        const std::string& source) {
-  auto targets = state_dict(module);
-  check_fit(targets, tensors, source);
-  std::map<std::string, torch::Tensor> given(tensors.begin(), tensors.end());
-  torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) target.copy_(given.at(name));
-}
-
-namespace {
-
-// `base` with the classes, channels and layout the tensors' shapes describe
-// (only their names and shapes are read); a clear error when `num_classes`
-// asks for another count.
-AlexNetOptions options_for(const NamedTensors& tensors, const std::string& path,
-                           std::optional<int64_t> num_classes, AlexNetOptions base) {
-  const InferredShape shape = infer_shape(tensors, path);
-  if (num_classes) {
-    TORCH_CHECK(*num_classes == shape.num_classes, path, ": weights have ", shape.num_classes,
-                " classes but ", *num_classes, " were asked for");
-  }
-  return base.num_classes(shape.num_classes).in_channels(shape.in_channels).arch(shape.arch);
-}
-
-// Copies a record of a mapped file into `target` (shape already checked), giving
-// back the file's pages as it goes, so the file and the model are never both
-// resident. Records of the target's dtype are copied bytewise, which also serves
-// the unaligned storages of legacy files without an intermediate tensor.
-void copy_record(const pth::TensorRecord& record, torch::Tensor& target) {
-  const pth::Storage& storage = *record.storage;
-  const size_t nbytes = static_cast<size_t>(storage.numel) * pth::element_size(storage.dtype);
-  if (storage.data && record.is_contiguous_whole() && target.is_contiguous() &&
-      target.device().is_cpu() && to_scalar_type(storage.dtype) == target.scalar_type() &&
-      target.nbytes() == nbytes) {
-    constexpr size_t kStep = size_t{16} << 20;
-    auto* dst = static_cast<uint8_t*>(target.data_ptr());
-    for (size_t done = 0; done < nbytes; done += kStep) {
-      const size_t n = std::min(kStep, nbytes - done);
-      std::memcpy(dst + done, storage.data + done, n);
-      pth::release_pages(storage.data + done, n);
-    }
-  } else {
-    target.copy_(to_tensor(record));
-    if (storage.data) pth::release_pages(storage.data, nbytes);
-  }
-}
-
-}  // namespace
-
-AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
-                     AlexNetOptions base) {
-  check_regular_file(path);
-  const pth::FileBuffer buffer = pth::map_file(path);
-  const pth::FileFormat format = pth::detect_format(buffer.data, buffer.size, path);
-  if (format == pth::FileFormat::kTorchScript) {
-    // LibTorch's loader copies every tensor out of the archive. Reading the file
-    // itself (not the mapping, whose pages would count too), and the model
-    // taking those copies over as its parameters, keeps one copy resident.
-    pth::release_pages(buffer.data, buffer.size);  // detection read the zip directory
-    const NamedTensors tensors = load_torchscript(path, path);
-    check_fits_alexnet(tensors, path);
-    for (const auto& [name, t] : tensors)
-      TORCH_CHECK(t.is_floating_point(), path, ": key ", name, ": expected a Float tensor, got ",
-                  t.scalar_type());
-    return AlexNet(options_for(tensors, path, num_classes, base), tensors);
-  }
-  TORCH_CHECK(format != pth::FileFormat::kUnknown, path, kNotWeights);
-  // torch.save files: the model is built from the records' shapes first, then
-  // filled record by record straight from the mapping, so peak memory is the
-  // model plus a few pages rather than the model plus the whole file.
-  const pth::Checkpoint checkpoint = pth::parse_checkpoint(buffer.data, buffer.size, buffer.owner, path);
-  pth::release_pages(buffer.data, buffer.size);  // the zip checksums read every page
-  const NamedRecords records = find_state_dict_records(checkpoint.root, path);
-  NamedTensors shapes;  // names, shapes and dtypes, without data
-  for (const auto& [name, record] : records)
-    shapes.emplace_back(name, torch::empty(record->sizes, torch::TensorOptions()
-                                                              .dtype(to_scalar_type(record->dtype()))
-                                                              .device(torch::kMeta)));
-  AlexNet model(options_for(shapes, path, num_classes, base));
-  auto targets = state_dict(*model);
-  check_fit(targets, shapes, path);
-  std::map<std::string, const pth::TensorRecord*> given(records.begin(), records.end());
-  torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) copy_record(*given.at(name), target);
-  return model;
-}
-
-AlexNet alexnet_from_tensors(const NamedTensors& tensors, const std::string& path,
-                             std::optional<int64_t> num_classes, AlexNetOptions base) {
-  AlexNet model(options_for(tensors, path, num_classes, base));
-  load_named_tensors(*model, tensors, path);
-  return model;
 }
 
 }  // namespace alexnet

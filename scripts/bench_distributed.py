@@ -11,11 +11,9 @@ their ratio. The validation split is a 256-image subset so that evaluation
 time stays small; only the training phase's rate is compared.
 """
 import argparse
-import gzip
 import os
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -23,19 +21,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = re.compile(r"epoch 1 done: .*? ([0-9.]+) img/s")
 
-
-def write_idx_subset(src, dst, count):
-    with gzip.open(src, "rb") as f:
-        data = f.read()
-    magic, _ = struct.unpack(">II", data[:8])
-    dims = (magic & 0xFF) - 1
-    header = 8 + 4 * dims
-    item = 1
-    for i in range(dims):
-        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
-    with gzip.open(dst, "wb") as f:
-        f.write(data[:4] + struct.pack(">I", count) + data[8:header]
-                + data[header: header + count * item])
+# The tests' Fashion-MNIST subsets (tests/fixture.py needs only the standard library).
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from fixture import FASHION_MNIST, write_fashion_mnist_subset  # noqa: E402
 
 
 def rate_of(text):
@@ -52,19 +40,14 @@ def main():
     ap.add_argument("--batch", type=int, default=128, help="global batch (split over processes)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="threads of the single process")
-    ap.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--fmnist", default=FASHION_MNIST)
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "app", "alexnet"))
     a = ap.parse_args()
     if a.batch % a.processes:
         sys.exit("error: --batch must be a multiple of --processes")
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "fmnist")
-        os.makedirs(data)
-        for prefix, n in (("train", 60000), ("t10k", 256)):
-            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-                write_idx_subset(os.path.join(a.fmnist, f"{prefix}-{kind}.gz"),
-                                 os.path.join(data, f"{prefix}-{kind}.gz"), n)
+        data = write_fashion_mnist_subset(os.path.join(tmp, "fmnist"), 60000, 256, src=a.fmnist)
         common = ["--data", "fashion-mnist:" + data, "--epochs", "1", "--max-steps", str(a.steps),
                   "--print-freq", "0", "--overwrite"]
         per_thread = max(1, a.threads // a.processes)

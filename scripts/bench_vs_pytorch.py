@@ -49,56 +49,39 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FASHION = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 
-# name: what runs on each side. "py" and "cpp" describe the two configurations;
-# target: the issue's minimum ratio (alexnet / PyTorch), if it sets one.
+
+def workload(kind, batch, py, cpp, target=None, **extra):
+    """One WORKLOADS entry: py and cpp are each side's (precision, channels_last)."""
+    w = dict(kind=kind, batch=batch, **extra, py=dict(precision=py[0], channels_last=py[1]),
+             cpp=dict(precision=cpp[0], channels_last=cpp[1]))
+    if target is not None:
+        w["target"] = target
+    return w
+
+
+# name: what runs on each side; target: the issue's minimum ratio (alexnet / PyTorch), if it
+# sets one. Columns: kind, batch, PyTorch's (precision, channels_last), alexnet's, target, shape.
+EAGER = ("fp32", False)  # PyTorch eager fp32 NCHW, the usual baseline
+IMAGENET = dict(size=224, classes=1000)
 WORKLOADS = {
     "matmul": dict(kind="matmul", n=2048),
-    "infer-fp32": dict(kind="infer", batch=64, size=224, classes=1000,
-                       py=dict(precision="fp32", channels_last=False),
-                       cpp=dict(precision="fp32", channels_last="auto"), target=1.35),
-    "infer-fp32-cl": dict(kind="infer", batch=64, size=224, classes=1000,
-                          py=dict(precision="fp32", channels_last=True),
-                          cpp=dict(precision="fp32", channels_last="on")),
-    "infer-bf16": dict(kind="infer", batch=64, size=224, classes=1000,
-                       py=dict(precision="fp32", channels_last=False),
-                       cpp=dict(precision="bf16", channels_last="auto"), target=5.5),
-    "infer-bf16-bf16": dict(kind="infer", batch=64, size=224, classes=1000,
-                            py=dict(precision="bf16", channels_last=True),
-                            cpp=dict(precision="bf16", channels_last="on")),
-    "infer-batch1": dict(kind="infer", batch=1, size=224, classes=1000, iters=20,
-                         py=dict(precision="fp32", channels_last=False),
-                         cpp=dict(precision="fp32", channels_last="auto")),
-    "train-fp32": dict(kind="train", batch=128, size=64, classes=10,
-                       py=dict(precision="fp32", channels_last=False),
-                       cpp=dict(precision="fp32", channels_last="auto"), target=1.05),
-    "train-bf16": dict(kind="train", batch=128, size=64, classes=10,
-                       py=dict(precision="fp32", channels_last=False),
-                       cpp=dict(precision="bf16", channels_last="auto"), target=2.5),
-    "train224-fp32": dict(kind="train", batch=32, size=224, classes=1000,
-                          py=dict(precision="fp32", channels_last=False),
-                          cpp=dict(precision="fp32", channels_last="auto"), target=1.05),
-    "e2e-eval": dict(kind="e2e-infer", batch=64, workers=2,
-                     py=dict(precision="fp32", channels_last=False),
-                     cpp=dict(precision="auto", channels_last="auto"), target=2.0),
-    "e2e-train-fp32": dict(kind="e2e-train", batch=128, workers=2,
-                           py=dict(precision="fp32", channels_last=False),
-                           cpp=dict(precision="fp32", channels_last="auto"), target=1.2),
-    "e2e-train-bf16": dict(kind="e2e-train", batch=128, workers=2,
-                           py=dict(precision="fp32", channels_last=False),
-                           cpp=dict(precision="bf16", channels_last="auto"), target=2.5),
-    "infer-fp16": dict(kind="infer", batch=64, size=224, classes=1000,
-                       py=dict(precision="fp16", channels_last=True),
-                       cpp=dict(precision="fp16", channels_last="on")),
-    "train-fp16": dict(kind="train", batch=128, size=224, classes=1000,
-                       py=dict(precision="fp16", channels_last=True),
-                       cpp=dict(precision="fp16", channels_last="on")),
-    "train-bf16-amp": dict(kind="train", batch=128, size=224, classes=1000,
-                           py=dict(precision="bf16", channels_last=True),
-                           cpp=dict(precision="bf16", channels_last="on")),
+    "infer-fp32": workload("infer", 64, EAGER, ("fp32", "auto"), 1.35, **IMAGENET),
+    "infer-fp32-cl": workload("infer", 64, ("fp32", True), ("fp32", "on"), **IMAGENET),
+    "infer-bf16": workload("infer", 64, EAGER, ("bf16", "auto"), 5.5, **IMAGENET),
+    "infer-bf16-bf16": workload("infer", 64, ("bf16", True), ("bf16", "on"), **IMAGENET),
+    "infer-batch1": workload("infer", 1, EAGER, ("fp32", "auto"), iters=20, **IMAGENET),
+    "train-fp32": workload("train", 128, EAGER, ("fp32", "auto"), 1.05, size=64, classes=10),
+    "train-bf16": workload("train", 128, EAGER, ("bf16", "auto"), 2.5, size=64, classes=10),
+    "train224-fp32": workload("train", 32, EAGER, ("fp32", "auto"), 1.05, **IMAGENET),
+    "e2e-eval": workload("e2e-infer", 64, EAGER, ("auto", "auto"), 2.0, workers=2),
+    "e2e-train-fp32": workload("e2e-train", 128, EAGER, ("fp32", "auto"), 1.2, workers=2),
+    "e2e-train-bf16": workload("e2e-train", 128, EAGER, ("bf16", "auto"), 2.5, workers=2),
+    "infer-fp16": workload("infer", 64, ("fp16", True), ("fp16", "on"), **IMAGENET),
+    "train-fp16": workload("train", 128, ("fp16", True), ("fp16", "on"), **IMAGENET),
+    "train-bf16-amp": workload("train", 128, ("bf16", True), ("bf16", "on"), **IMAGENET),
     "scaling": dict(kind="scaling", batch=64, workers=2),
     "agreement": dict(kind="agreement"),
 }
@@ -315,15 +298,9 @@ def link_copies(src, dst, count):
 
 
 def fashion_root(tmp):
-    import gzip
-    import shutil
-    raw = os.path.join(tmp, "fashion", "FashionMNIST", "raw")
-    os.makedirs(raw, exist_ok=True)
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-        with gzip.open(os.path.join(FASHION, stem + ".gz")) as src, \
-                open(os.path.join(raw, stem), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return os.path.join(tmp, "fashion")
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from fixture import unpack_fashion_mnist  # the layout tests/make_data_reference.py makes too
+    return unpack_fashion_mnist(os.path.join(tmp, "fashion"), "train")
 
 
 def machine_description():

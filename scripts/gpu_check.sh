@@ -242,7 +242,7 @@ fi
 # --- 2. Training on the GPU ----------------------------------------------------------------
 step "short Fashion-MNIST training on the GPU"
 if [[ -n $FASHION ]]; then
-  # --precision auto once alexnet train resolves it (app/precision.h); bf16 before that.
+  # --precision auto once alexnet train resolves it (app/runtime/precision.h); bf16 before that.
   TRAIN_PRECISION=bf16
   [[ $DRY_RUN == 0 ]] && "$BIN" train --help | grep -q 'auto' && TRAIN_PRECISION=auto
   check "train on CUDA (200 steps, precision $TRAIN_PRECISION)" "$BIN" train --device cuda \

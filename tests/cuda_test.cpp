@@ -3,7 +3,8 @@
 // keeps, and page-locked batches from the loader. Every test reports skipped, with the reason,
 // where no GPU is visible (CI builds them against a CUDA LibTorch so that they compile and
 // link on every change; scripts/gpu_check.sh runs them where a GPU is).
-#include "app/precision.h"
+#include "app/engine/loss_scaler.h"
+#include "app/runtime/precision.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/transforms.h"
@@ -51,7 +52,7 @@ TEST(Cuda, Fp32LogitsMatchTheCpu) {
   auto [model, x] = seeded_model_and_batch();
   torch::NoGradGuard no_grad;
   const auto cpu = model->forward(x);
-  app::configure_cuda_math(kCuda, app::Precision::kFp32);
+  runtime::configure_cuda_math(kCuda, runtime::Precision::kFp32);
   model->to(kCuda);
   const auto gpu = model->forward(x.to(kCuda)).cpu();
   EXPECT_LE((gpu - cpu).abs().max().item<double>(), 1e-3);
@@ -68,16 +69,16 @@ TEST(Cuda, AutocastGuardComputesInLowPrecision) {
   const auto reference = model->forward(xg);
   const double scale = reference.abs().max().item<double>();
   for (const auto& [precision, dtype, bound] :
-       {std::tuple{app::Precision::kBf16, torch::kBFloat16, 0.03},
-        std::tuple{app::Precision::kFp16, torch::kFloat16, 0.01}}) {
+       {std::tuple{runtime::Precision::kBf16, torch::kBFloat16, 0.03},
+        std::tuple{runtime::Precision::kFp16, torch::kFloat16, 0.01}}) {
     torch::Tensor low;
     {
-      const app::AutocastGuard autocast(kCuda, precision);
+      const runtime::AutocastGuard autocast(kCuda, precision);
       low = model->forward(xg);
     }
-    EXPECT_EQ(low.scalar_type(), dtype) << app::precision_name(precision);
+    EXPECT_EQ(low.scalar_type(), dtype) << runtime::precision_name(precision);
     EXPECT_LE((low.to(torch::kFloat32) - reference).abs().max().item<double>(), bound * scale)
-        << app::precision_name(precision);
+        << runtime::precision_name(precision);
     EXPECT_EQ(model->forward(xg).scalar_type(), torch::kFloat32) << "autocast left on";
   }
 }
@@ -87,7 +88,7 @@ TEST(Cuda, AutocastGuardComputesInLowPrecision) {
 TEST(Cuda, LossScalerUnscalesAndSkipsOverflow) {
   SKIP_WITHOUT_CUDA();
   auto p = torch::zeros({3}, torch::TensorOptions().device(kCuda).requires_grad(true));
-  app::LossScaler scaler(app::LossScalerOptions().init_scale(1024.0));
+  engine::LossScaler scaler(engine::LossScalerOptions().init_scale(1024.0));
   p.mutable_grad() = torch::tensor({1024.0f, -2048.0f, 512.0f}).to(kCuda);
   bool ran = false;
   EXPECT_TRUE(scaler.step({p}, [&] { ran = true; }));

@@ -10,11 +10,9 @@
 
 Needs ALEXNET_BINARY, Debian's dataset-fashion-mnist, and a build with Gloo.
 """
-import gzip
 import os
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
@@ -22,27 +20,14 @@ import unittest
 
 import torch
 
+from fixture import write_fashion_mnist_subset
+
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
                         os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FMNIST = "/usr/share/datasets/fashion-mnist"
 TRAIN_N, VAL_N = 256, 127  # an odd validation set: unpadded shards of 64 and 63
 TOL = 1e-5
 FAIL_SECONDS = 90  # a surviving rank must give up well within this
-
-
-def write_idx_subset(src, dst, count):
-    with gzip.open(src, "rb") as f:
-        data = f.read()
-    magic, _ = struct.unpack(">II", data[:8])
-    dims = (magic & 0xFF) - 1
-    header = 8 + 4 * dims
-    item = 1
-    for i in range(dims):
-        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
-    with gzip.open(dst, "wb") as f:
-        f.write(data[:4] + struct.pack(">I", count) + data[8:header]
-                + data[header: header + count * item])
 
 
 def free_port():
@@ -74,12 +59,7 @@ class Distributed(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        d = os.path.join(cls.tmp.name, "fmnist")
-        os.makedirs(d)
-        for prefix, n in (("train", TRAIN_N), ("t10k", VAL_N)):
-            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-                write_idx_subset(os.path.join(FMNIST, f"{prefix}-{kind}.gz"),
-                                 os.path.join(d, f"{prefix}-{kind}.gz"), n)
+        d = write_fashion_mnist_subset(os.path.join(cls.tmp.name, "fmnist"), TRAIN_N, VAL_N)
         cls.spec = "fashion-mnist:" + d
         # Dropout off: the comparison needs the same function on both sides (dropout
         # masks are per rank). Augmentation is per sample, so it matches.

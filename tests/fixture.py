@@ -1,21 +1,29 @@
-"""Versioned tensor fixtures that the C++ tests read (tests/fixture.h).
+"""Test data shared by the tests and the benchmark scripts.
 
-Layout, little-endian:
+Versioned tensor fixtures that the C++ tests read (tests/fixture.h). Layout, little-endian:
   b"ALXREF\\0\\0", uint32 version, uint32 count,
   then per tensor: uint32 name length, name (utf-8), uint32 dtype code,
   uint32 ndim, int64 sizes[ndim], raw contiguous data.
-"""
-import struct
 
-import torch
+Fashion-MNIST folders made from Debian's dataset-fashion-mnist: subsets in its own layout,
+and torchvision's raw/ layout. These need only the standard library (scripts/bench_distributed.py
+runs without torch), so torch is imported where a fixture is written.
+"""
+import gzip
+import os
+import shutil
+import struct
 
 MAGIC = b"ALXREF\0\0"
 VERSION = 1
-DTYPES = {torch.float32: 0, torch.int64: 1, torch.uint8: 2, torch.float64: 3}
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_KINDS = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
 def write_fixture(path, tensors):
     """tensors: dict name -> tensor (written in insertion order)."""
+    import torch
+    dtypes = {torch.float32: 0, torch.int64: 1, torch.uint8: 2, torch.float64: 3}
     with open(path + ".tmp", "wb") as f:
         f.write(MAGIC)
         f.write(struct.pack("<II", VERSION, len(tensors)))
@@ -24,8 +32,44 @@ def write_fixture(path, tensors):
             raw = name.encode()
             f.write(struct.pack("<I", len(raw)))
             f.write(raw)
-            f.write(struct.pack("<II", DTYPES[t.dtype], t.dim()))
+            f.write(struct.pack("<II", dtypes[t.dtype], t.dim()))
             f.write(struct.pack(f"<{t.dim()}q", *t.shape))
             f.write(t.numpy().tobytes())
-    import os
     os.replace(path + ".tmp", path)
+
+
+def write_idx_subset(src, dst, count):
+    """Writes the first `count` items of the gzipped IDX file src to dst, gzipped."""
+    with gzip.open(src, "rb") as f:
+        data = f.read()
+    magic, _ = struct.unpack(">II", data[:8])
+    dims = (magic & 0xFF) - 1  # dimensions after the count
+    header = 8 + 4 * dims
+    item = 1
+    for i in range(dims):
+        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
+    with gzip.open(dst, "wb") as f:
+        f.write(data[:4] + struct.pack(">I", count) + data[8:header]
+                + data[header: header + count * item])
+
+
+def write_fashion_mnist_subset(dst, train_count, val_count, src=FASHION_MNIST):
+    """Makes dst a Fashion-MNIST folder: src's first train_count training and val_count test items."""
+    os.makedirs(dst)
+    for prefix, count in (("train", train_count), ("t10k", val_count)):
+        for kind in FASHION_MNIST_KINDS:
+            write_idx_subset(os.path.join(src, f"{prefix}-{kind}.gz"),
+                             os.path.join(dst, f"{prefix}-{kind}.gz"), count)
+    return dst
+
+
+def unpack_fashion_mnist(root, prefix, src=FASHION_MNIST):
+    """Unzips src's `prefix` ("train" or "t10k") files into root/FashionMNIST/raw, torchvision's layout."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    for kind in FASHION_MNIST_KINDS:
+        stem = f"{prefix}-{kind}"
+        with gzip.open(os.path.join(src, stem + ".gz")) as packed, \
+                open(os.path.join(raw, stem), "wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked)
+    return root

@@ -16,7 +16,6 @@ Writes under --out:
 Usage: /usr/bin/python3 tests/make_data_reference.py --out build/reference/data
 """
 import argparse
-import gzip
 import math
 import os
 import pickle
@@ -32,10 +31,9 @@ from PIL import Image
 from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixture import write_fixture  # noqa: E402
+from fixture import unpack_fashion_mnist, write_fixture  # noqa: E402
 
 PHOTOS = "/usr/share/doc/opencv-doc/examples/data"
-FASHION = "/usr/share/datasets/fashion-mnist"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -135,15 +133,10 @@ def rrc_reference(out):
 
 
 def fashion_reference(out):
-    raw = os.path.join(out, "fashion", "FashionMNIST", "raw")
-    os.makedirs(raw, exist_ok=True)
-    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        with gzip.open(os.path.join(FASHION, stem + ".gz")) as src, \
-                open(os.path.join(raw, stem), "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    root = unpack_fashion_mnist(os.path.join(out, "fashion"), "t10k")
     # torchvision checks that the train files exist too; only the test set is used here.
     torchvision.datasets.FashionMNIST._check_exists = lambda self: True
-    ds = torchvision.datasets.FashionMNIST(os.path.join(out, "fashion"), train=False)
+    ds = torchvision.datasets.FashionMNIST(root, train=False)
     tf = transforms.Compose([transforms.Resize(64), transforms.ToTensor(),
                              transforms.Normalize((0.2860,), (0.3530,))])
     first = torch.stack([tf(ds[i][0]) for i in range(32)])  # (32, 1, 64, 64)

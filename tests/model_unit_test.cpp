@@ -1,10 +1,13 @@
 // Unit tests of the AlexNet module and weight loading; no Python needed.
 #include "model/alexnet.h"
 #include "model/dropout.h"
-#include "model/sgd.h"
+#include "app/engine/sgd.h"
 #include "model/weights.h"
 
 #include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <unistd.h>
 
 namespace alexnet {
 namespace {
@@ -149,17 +152,102 @@ TEST(WeightsUnit, MissingAndUnexpectedKeysAreListed) {
   EXPECT_NE(msg.find("unexpected keys: classifier.5.bias [4096]"), std::string::npos) << msg;
 }
 
+// A torch.save file with the names, shapes and dtypes of `tensors`, every value 0
+// and one element stored per tensor (zero strides): all WeightsFile checks, without
+// writing hundreds of megabytes of weights.
+std::string write_shapes(const NamedTensors& tensors, const std::string& name) {
+  NamedTensors zeros;
+  for (const auto& [key, t] : tensors)
+    zeros.emplace_back(key, torch::zeros({1}, t.options()).expand(t.sizes()));
+  const std::string path = ::testing::TempDir() + "model_unit_" + name + ".pth";
+  save_state_dict(zeros, path);
+  return path;
+}
+
 TEST(WeightsUnit, InferShapeReadsClassesAndChannels) {
   AlexNet model(AlexNetOptions().num_classes(12).in_channels(1));
-  auto shape = infer_shape(state_dict(*model), "x");
-  EXPECT_EQ(shape.num_classes, 12);
-  EXPECT_EQ(shape.in_channels, 1);
-  EXPECT_THROW(infer_shape({{"fc.weight", torch::zeros({3, 3})}}, "x"), c10::Error);
+  const auto shape = WeightsFile(write_shapes(state_dict(*model), "12cls")).options();
+  EXPECT_EQ(shape.num_classes(), 12);
+  EXPECT_EQ(shape.in_channels(), 1);
+  EXPECT_THROW(WeightsFile(write_shapes({{"fc.weight", torch::zeros({3, 3})}}, "fc")).options(),
+               c10::Error);
 }
 
 TEST(WeightsUnit, MissingFileAndDirectoryAreErrors) {
-  EXPECT_THROW(read_weight_file("/nonexistent/weights.pt"), c10::Error);
-  EXPECT_THROW(read_weight_file("/tmp"), c10::Error);
+  EXPECT_THROW(WeightsFile("/nonexistent/weights.pt"), c10::Error);
+  EXPECT_THROW(WeightsFile("/tmp"), c10::Error);
+}
+
+TEST(WeightsUnit, MismatchIsReportedAgainstTheCloserArchitecture) {
+  AlexNet model(AlexNetOptions().num_classes(5).arch(Arch::kPaper2012));
+  auto tensors = state_dict(*model);
+  for (auto& [name, t] : tensors)
+    if (name == "features.8.weight") t = torch::zeros({384, 256, 5, 5});
+  const WeightsFile shape(write_shapes(tensors, "paper_shape"));
+  EXPECT_FALSE(shape.fits());
+  EXPECT_EQ(shape.mismatch(), shape.path() + ": weights do not fit AlexNet; shape mismatch: "
+                              "features.8.weight: expected shape [384, 256, 3, 3], got [384, 256, 5, 5]");
+  EXPECT_THROW(shape.options(), c10::Error);
+  for (auto& [name, t] : tensors)
+    if (name == "features.8.weight") t = torch::zeros({384, 256, 3, 3}, torch::kLong);
+  const WeightsFile dtype(write_shapes(tensors, "paper_dtype"));
+  EXPECT_EQ(dtype.mismatch(), dtype.path() + ": key features.8.weight: expected a Float tensor, got Long");
+  EXPECT_TRUE(WeightsFile(write_shapes(state_dict(*model), "paper")).fits());
+}
+
+// train --weights with a reset classifier: every weight but the skipped ones,
+// whatever shape those have in the module.
+TEST(WeightsUnit, LoadIntoLeavesSkippedEntriesAsTheModuleHasThem) {
+  AlexNet src(AlexNetOptions().num_classes(10).in_channels(1));
+  const std::string path = ::testing::TempDir() + "model_unit_load_into.pth";
+  save_state_dict(state_dict(*src), path);
+  AlexNet dst(AlexNetOptions().num_classes(4).in_channels(1));
+  const torch::Tensor head = dst->named_parameters()["classifier.6.weight"].clone();
+  const WeightsFile file(path);
+  EXPECT_THROW(file.load_into(*dst), c10::Error);  // 10 classes into 4
+  file.load_into(*dst, "classifier.6.");
+  for (const auto& [name, t] : state_dict(*dst)) {
+    if (name.rfind("classifier.6.", 0) == 0) continue;
+    EXPECT_TRUE(torch::equal(t, src->named_parameters()[name])) << name;
+  }
+  EXPECT_TRUE(torch::equal(dst->named_parameters()["classifier.6.weight"], head));
+}
+
+// The TorchScript forward written from alexnet_layers() computes what the module
+// does (the same ATen ops: max |difference| <= 1e-6, expected 0), and the archive
+// loads back; the 2012 paper's network (LRN) is refused before anything is written.
+TEST(WeightsUnit, TorchScriptExportRunsTheModulesForward) {
+  torch::manual_seed(2);
+  AlexNet model(AlexNetOptions().num_classes(3));
+  model->eval();
+  const std::string path = ::testing::TempDir() + "model_unit_export.pt";
+  save_torchscript(state_dict(*model), path);
+  torch::jit::Module scripted = torch::jit::load(path);
+  scripted.eval();
+  torch::NoGradGuard no_grad;
+  for (const int64_t side : {64, 120}) {
+    const auto x = torch::randn({2, 3, side, side});
+    const auto want = model->forward(x);                             // (2, 3)
+    const auto got = scripted.forward({x}).toTensor();               // (2, 3)
+    EXPECT_LE((got - want).abs().max().item<float>(), 1e-6f) << side;
+  }
+  const WeightsFile file(path);
+  EXPECT_EQ(file.format(), WeightFormat::kTorchScript);
+  EXPECT_TRUE(file.fits()) << file.mismatch();
+  AlexNet loaded = file.load();
+  for (const auto& [name, t] : state_dict(*loaded))
+    EXPECT_TRUE(torch::equal(t, model->named_parameters()[name])) << name;
+
+  AlexNet paper(AlexNetOptions().num_classes(3).arch(Arch::kPaper2012));
+  const std::string refused = ::testing::TempDir() + "model_unit_paper.pt";
+  try {
+    save_torchscript(state_dict(*paper), refused);
+    FAIL() << "the 2012 paper's network exported as TorchScript";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("TorchScript export covers torchvision's AlexNet"),
+              std::string::npos) << e.what_without_backtrace();
+  }
+  EXPECT_NE(::access(refused.c_str(), F_OK), 0) << "nothing written";
 }
 
 }  // namespace
@@ -232,7 +320,8 @@ TEST(AlexNetUnit, ParameterShapesTableMatchesTheBuiltModules) {
       std::vector<std::pair<std::string, std::vector<int64_t>>> built;
       for (const auto& p : model->named_parameters()) built.emplace_back(p.key(), p.value().sizes().vec());
       EXPECT_EQ(parameter_shapes(options), built) << arch_name(arch) << " " << classes << " " << channels;
-      EXPECT_NO_THROW(check_fits_alexnet(state_dict(*model), "x"));
+      const WeightsFile file(write_shapes(state_dict(*model), "fits"));
+      EXPECT_TRUE(file.fits()) << file.mismatch();
     }
   }
 }
@@ -263,7 +352,7 @@ TEST(AlexNetUnit, DeterministicAdaptivePoolMatchesAdaptiveAvgPool) {
 // PyTorch's single-tensor SGD formula, as tensor ops (torch.optim.SGD, dampening 0).
 static void reference_sgd_step(std::vector<torch::Tensor>& ps, std::vector<torch::Tensor>& bufs,
                                const std::vector<torch::Tensor>& grads, double lr,
-                               const alexnet::SgdOptions& o) {
+                               const alexnet::engine::SgdOptions& o) {
   for (size_t i = 0; i < ps.size(); ++i) {
     torch::Tensor d = grads[i];
     if (o.weight_decay() != 0) d = d.add(ps[i], o.weight_decay());
@@ -291,8 +380,8 @@ TEST(SgdUnit, FusedStepMatchesTheTensorFormula) {
           std::vector<torch::Tensor> ours = {torch::randn({70000}), torch::randn({16, 3, 11, 11})};
           if (channels_last) ours[1] = ours[1].contiguous(torch::MemoryFormat::ChannelsLast);
           std::vector<torch::Tensor> ref = {ours[0].clone(), ours[1].clone()};
-          const auto o = alexnet::SgdOptions().momentum(momentum).weight_decay(wd).nesterov(nesterov);
-          alexnet::Sgd sgd(ours, o);
+          const auto o = alexnet::engine::SgdOptions().momentum(momentum).weight_decay(wd).nesterov(nesterov);
+          alexnet::engine::Sgd sgd(ours, o);
           std::vector<torch::Tensor> ref_bufs(2);
           for (int step = 0; step < 3; ++step) {
             std::vector<torch::Tensor> grads = {torch::randn({70000}), torch::randn({16, 3, 11, 11})};
@@ -317,8 +406,8 @@ TEST(SgdUnit, OtherDtypesUseTheTensorFormulaExactly) {
   torch::manual_seed(4);
   std::vector<torch::Tensor> ours = {torch::randn({100}, torch::kFloat64)};
   std::vector<torch::Tensor> ref = {ours[0].clone()}, bufs(1);
-  const auto o = alexnet::SgdOptions().momentum(0.9).weight_decay(1e-3).nesterov(true);
-  alexnet::Sgd sgd(ours, o);
+  const auto o = alexnet::engine::SgdOptions().momentum(0.9).weight_decay(1e-3).nesterov(true);
+  alexnet::engine::Sgd sgd(ours, o);
   for (int step = 0; step < 3; ++step) {
     auto g = torch::randn({100}, torch::kFloat64);
     ours[0].mutable_grad() = g.clone();

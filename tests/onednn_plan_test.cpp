@@ -4,7 +4,7 @@
 // (tests/model_reference_test.cpp compares the plan's logits with torchvision's.)
 #include "model/alexnet.h"
 #include "model/onednn_plan.h"
-#include "model/sgd.h"
+#include "app/engine/sgd.h"
 
 #include <gtest/gtest.h>
 
@@ -181,7 +181,7 @@ TEST(OneDnnPlan, FollowsAnSgdStep) {
     before = model->inference_plan()->forward(x).clone();  // packs the weights
   }
   // The project's fused SGD writes the weights through raw pointers.
-  Sgd sgd(model->parameters(), SgdOptions().momentum(0.9));
+  engine::Sgd sgd(model->parameters(), engine::SgdOptions().momentum(0.9));
   model->train();
   model->forward(x).pow(2).sum().backward();
   sgd.step(/*lr=*/0.5);

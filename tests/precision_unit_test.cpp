@@ -1,6 +1,9 @@
-// app/precision: flag parsing, per-device resolution, the autocast guard, the
-// inference conversion and the dynamic loss scaler.
-#include "app/precision.h"
+// app/runtime: flag parsing, per-device resolution, the autocast guard and the
+// inference conversion; app/engine's dynamic loss scaler.
+#include "app/engine/loss_scaler.h"
+#include "app/runtime/compute.h"
+#include "app/runtime/machine.h"
+#include "app/runtime/precision.h"
 #include "model/torch_compat.h"
 
 #include <gtest/gtest.h>
@@ -8,8 +11,11 @@
 #include <cmath>
 #include <limits>
 
-namespace alexnet::app {
+namespace alexnet::runtime {
 namespace {
+
+using engine::LossScaler;
+using engine::LossScalerOptions;
 
 TEST(Precision, ParsesItsNames) {
   for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp16, Precision::kAuto})
@@ -115,4 +121,4 @@ TEST(LossScaler, SkipsOverflowsBacksOffAndGrows) {
 }
 
 }  // namespace
-}  // namespace alexnet::app
+}  // namespace alexnet::runtime

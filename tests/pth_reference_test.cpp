@@ -37,15 +37,15 @@ INSTANTIATE_TEST_SUITE_P(AllShapes, PthVariant,
                                            "bfloat16", "float64", "shared"));
 
 TEST(PthFormats, DetectedByContent) {
-  EXPECT_EQ(read_weight_file(pth_path("zip")).format, WeightFormat::kPthZip);
-  EXPECT_EQ(read_weight_file(pth_path("legacy")).format, WeightFormat::kPthLegacy);
-  EXPECT_EQ(read_weight_file(pth_path("module")).format, WeightFormat::kPthLegacy);
+  EXPECT_EQ(WeightsFile(pth_path("zip")).format(), WeightFormat::kPthZip);
+  EXPECT_EQ(WeightsFile(pth_path("legacy")).format(), WeightFormat::kPthLegacy);
+  EXPECT_EQ(WeightsFile(pth_path("module")).format(), WeightFormat::kPthLegacy);
 }
 
 TEST(PthFormats, DtypeOfTheFileIsKept) {
   for (const auto& [name, type] : {std::pair<std::string, torch::ScalarType>{"float16", torch::kFloat16},
                                    {"bfloat16", torch::kBFloat16}, {"float64", torch::kFloat64}}) {
-    for (const auto& [key, t] : read_weight_file(pth_path(name)).tensors) EXPECT_EQ(t.scalar_type(), type) << key;
+    for (const auto& [key, t] : WeightsFile(pth_path(name)).tensors()) EXPECT_EQ(t.scalar_type(), type) << key;
   }
 }
 

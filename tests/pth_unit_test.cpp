@@ -1,8 +1,8 @@
 // The checkpoint reader and writer without Python: round trips through our own
 // writer, the committed fuzz seeds, and hostile inputs (truncated, corrupted,
 // random, crafted). Every comparison is exact (bit-identical) unless stated.
-#include "model/checkpoint_io.h"
-#include "model/unpickler.h"
+#include "model/pth/checkpoint_io.h"
+#include "model/pth/unpickler.h"
 #include "model/weights.h"
 
 #include <gtest/gtest.h>
@@ -130,7 +130,7 @@ TEST(PthWriter, AlexNetStateDictRoundTripsThroughLoadAlexnet) {
   ASSERT_EQ(want.size(), got.size());
   for (size_t i = 0; i < want.size(); ++i)
     EXPECT_TRUE(torch::equal(want[i].second, got[i].second)) << want[i].first << " (exact)";
-  EXPECT_EQ(read_weight_file(path).format, WeightFormat::kPthZip);
+  EXPECT_EQ(WeightsFile(path).format(), WeightFormat::kPthZip);
 }
 
 TEST(PthWriter, FailedWriteLeavesExistingFileAndNoTemporary) {
@@ -235,7 +235,7 @@ TEST(PthReader, ErrorsNameTheFile) {
   const std::string path = temp_dir() + "/garbage.pth";
   std::ofstream(path) << "definitely not a checkpoint";
   try {
-    read_weight_file(path);
+    WeightsFile file(path);
     FAIL() << "garbage accepted";
   } catch (const std::exception& e) {
     EXPECT_EQ(std::string(e.what()).find(path + ": "), 0u) << e.what();

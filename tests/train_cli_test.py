@@ -7,11 +7,9 @@ torchvision train.py checkpoint, metrics and plots, and bad input.
 Needs ALEXNET_BINARY and Debian's dataset-fashion-mnist.
 """
 import argparse
-import gzip
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -21,24 +19,11 @@ import unittest
 import torch
 import torchvision
 
+from fixture import write_fashion_mnist_subset
+
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FMNIST = "/usr/share/datasets/fashion-mnist"
 TRAIN_N, VAL_N = 1024, 256
-
-
-def write_idx_subset(src, dst, count):
-    with gzip.open(src, "rb") as f:
-        data = f.read()
-    magic, n = struct.unpack(">II", data[:8])
-    dims = (magic & 0xFF) - 1  # dimensions after the count
-    header = 8 + 4 * dims
-    item = 1
-    for i in range(dims):
-        item *= struct.unpack(">I", data[8 + 4 * i: 12 + 4 * i])[0]
-    out = data[:4] + struct.pack(">I", count) + data[8:header] + data[header: header + count * item]
-    with gzip.open(dst, "wb") as f:
-        f.write(out)
 
 
 def run(*args, timeout=900):
@@ -53,12 +38,7 @@ class TrainEval(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.data_dir = os.path.join(cls.tmp.name, "fmnist")
-        os.makedirs(cls.data_dir)
-        for prefix, n in (("train", TRAIN_N), ("t10k", VAL_N)):
-            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-                write_idx_subset(os.path.join(FMNIST, f"{prefix}-{kind}.gz"),
-                                 os.path.join(cls.data_dir, f"{prefix}-{kind}.gz"), n)
+        cls.data_dir = write_fashion_mnist_subset(os.path.join(cls.tmp.name, "fmnist"), TRAIN_N, VAL_N)
         cls.spec = "fashion-mnist:" + cls.data_dir
         # The reference run every other test compares with: 2 epochs, deterministic.
         cls.full = os.path.join(cls.tmp.name, "full")
@@ -214,6 +194,37 @@ class TrainEval(unittest.TestCase):
         # The last epoch's validation in metrics.jsonl is the same evaluation.
         last = [json.loads(l) for l in open(os.path.join(self.full, "metrics.jsonl"))][-1]
         self.assertAlmostEqual(last["val_top1"], first["top1"], delta=1e-6)
+
+    def test_recipe_flags_move_train_and_bench_alike(self):
+        # `train` and `bench --mode train` run one TrainStep: a recipe flag must change
+        # both, and naming a flag at its default value must change neither (bit for bit).
+        def train_losses(*flags):
+            out = self.out("recipe-" + str(abs(hash(flags))))
+            r = run("train", "--data", self.spec, "--epochs", "1", "--max-steps", "3", "--batch-size", "16",
+                    "--print-freq", "1", "--image-size", "64", "--deterministic", "--threads", "2",
+                    "--overwrite", "--output", out, *flags)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(os.path.join(out, "metrics.jsonl")) as f:
+                return [json.loads(l)["loss"] for l in f if '"step"' in l]
+
+        def bench_loss(*flags):
+            r = run("bench", "--mode", "train", "--json", "--batch-size", "8", "--image-size", "64",
+                    "--num-classes", "10", "--warmup", "0", "--iters", "3", "--precision", "fp32",
+                    "--threads", "2", *flags)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)["loss"]
+
+        base_train, base_bench = train_losses(), bench_loss()
+        self.assertEqual(len(base_train), 3)
+        for flag, default, changed in (("--label-smoothing", "0.1", "0.4"), ("--clip-grad-norm", "2", "0.01"),
+                                       ("--nesterov", "true", "false"), ("--dropout", "0.1", "0.6"),
+                                       ("--lr", "0.06", "0.01"), ("--weight-decay", "0.0005", "0.05"),
+                                       ("--momentum", "0.9", "0.5")):
+            with self.subTest(flag=flag):
+                self.assertEqual(train_losses(f"{flag}={default}"), base_train)
+                self.assertEqual(bench_loss(f"{flag}={default}"), base_bench)
+                self.assertNotEqual(train_losses(f"{flag}={changed}"), base_train)
+                self.assertNotEqual(bench_loss(f"{flag}={changed}"), base_bench)
 
     def test_plot_metrics_writes_png(self):
         png = self.out("curves.png")

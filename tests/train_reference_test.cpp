@@ -1,7 +1,7 @@
-// Training parity: C++ AlexNet + alexnet::Sgd against torchvision's AlexNet +
+// Training parity: C++ AlexNet + alexnet::engine::Sgd against torchvision's AlexNet +
 // torch.optim.SGD, from the same weights on the same batches (dropout off).
 #include "model/alexnet.h"
-#include "model/sgd.h"
+#include "app/engine/sgd.h"
 #include "model/weights.h"
 #include "tests/fixture.h"
 
@@ -23,7 +23,8 @@ TEST(TrainReference, TwentySgdStepsMatchTorchOptimSgd) {
   for (const auto& p : model->named_parameters()) init.emplace_back(p.key(), f.at("init/" + p.key()));
   load_named_tensors(*model, init, "train.bin");
   model->train();
-  Sgd sgd(model->parameters(), SgdOptions().momentum(momentum).weight_decay(weight_decay));
+  engine::Sgd sgd(model->parameters(),
+                  engine::SgdOptions().momentum(momentum).weight_decay(weight_decay));
 
   double worst_loss = 0;
   for (int64_t s = 0; s < steps; ++s) {

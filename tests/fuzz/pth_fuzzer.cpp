@@ -1,8 +1,8 @@
 // libFuzzer target: any bytes given to the checkpoint reader either parse or
 // throw FormatError; never a crash, hang, or unbounded allocation. A parsed
 // value is pickled again to exercise the writer on whatever the reader accepts.
-#include "model/checkpoint_io.h"
-#include "model/pickler.h"
+#include "model/pth/checkpoint_io.h"
+#include "model/pth/pickler.h"
 
 #include <cstddef>
 #include <cstdint>

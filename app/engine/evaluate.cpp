@@ -1,11 +1,13 @@
-#include "app/training.h"
+#include "app/engine/evaluate.h"
+
+#include "app/engine/progress.h"
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cmath>
-#include <cstdio>
 
-namespace alexnet::app {
+namespace alexnet::engine {
 
 EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
                     int64_t progress_every, const std::string& what,
@@ -68,71 +70,4 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
   return r;
 }
 
-double LrSchedule::lr_at(int64_t epoch, int64_t step, int64_t steps_per_epoch) const {
-  // Position in epochs: whole epochs for train.py's per-epoch stepping.
-  const double t = per_step && steps_per_epoch > 0
-                       ? static_cast<double>(epoch) + static_cast<double>(step) / steps_per_epoch
-                       : static_cast<double>(epoch);
-  if (t < warmup_epochs) {
-    // Warmup multiplies the lr as LinearLR / ConstantLR do.
-    const double factor = warmup_method == "constant"
-                              ? warmup_decay
-                              : warmup_decay + (1.0 - warmup_decay) * t / warmup_epochs;
-    return base_lr * factor;
-  }
-  const double main_t = t - warmup_epochs;
-  if (kind == "step")
-    return base_lr * std::pow(gamma, std::floor(main_t / static_cast<double>(std::max<int64_t>(1, step_size))));
-  if (kind == "cosine") {
-    const double t_max = std::max(per_step ? 1e-9 : 1.0, static_cast<double>(epochs) - warmup_epochs);
-    return base_lr * (1 + std::cos(M_PI * std::min(main_t, t_max) / t_max)) / 2;
-  }
-  return base_lr;
-}
-
-Progress::Progress(std::string what, int64_t total_steps)
-    : what_(std::move(what)), total_(total_steps), start_(std::chrono::steady_clock::now()) {}
-
-double Progress::advance(int64_t images) {
-  ++step_;
-  images_ += images;
-  return rate();
-}
-
-double Progress::rate() const {
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  return s > 0 ? images_ / s : 0.0;
-}
-
-std::string Progress::eta() const {
-  if (step_ == 0 || total_ <= 0) return "?";
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  return format_duration(s / step_ * std::max<int64_t>(0, total_ - step_));
-}
-
-std::string format_duration(double seconds) {
-  const auto total = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
-  const int64_t h = total / 3600, m = total / 60 % 60, s = total % 60;
-  char buf[32];
-  if (h > 0)
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm%02llds", static_cast<long long>(h),
-                  static_cast<long long>(m), static_cast<long long>(s));
-  else if (m > 0)
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(m), static_cast<long long>(s));
-  else
-    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
-  return buf;
-}
-
-MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {
-  file_ = std::fopen(path.c_str(), append ? "a" : "w");
-  TORCH_CHECK(file_ != nullptr, path, ": cannot open for writing");
-  holder_.reset(file_, [](std::FILE* f) { std::fclose(f); });
-}
-
-void MetricsLog::write(const std::string& json_object) {
-  std::fprintf(file_, "%s\n", json_object.c_str());
-  std::fflush(file_);
-}
-
-}  // namespace alexnet::app
+}  // namespace alexnet::engine

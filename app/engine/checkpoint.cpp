@@ -1,10 +1,10 @@
-#include "app/checkpoint.h"
+#include "app/engine/checkpoint.h"
 
-#include "model/checkpoint_io.h"
+#include "model/pth/checkpoint_io.h"
 
 #include <cmath>
 
-namespace alexnet::app {
+namespace alexnet::engine {
 
 namespace {
 
@@ -61,10 +61,10 @@ Value scheduler_state(int64_t steps, const LrSchedule& schedule, double lr) {
   // steps per epoch), with the current lr; a fractional warmup rounds up.
   const auto warmup = static_cast<int64_t>(std::ceil(schedule.warmup_epochs));
   Value main = Value::dict();
-  if (schedule.kind == "step") {
+  if (schedule.kind == LrScheduler::kStep) {
     main.set(str("step_size"), Value::integer(schedule.step_size));
     main.set(str("gamma"), Value::floating(schedule.gamma));
-  } else if (schedule.kind == "cosine") {
+  } else if (schedule.kind == LrScheduler::kCosine) {
     main.set(str("T_max"), Value::integer(schedule.epochs - warmup));
     main.set(str("eta_min"), Value::floating(0.0));
   } else {
@@ -78,7 +78,7 @@ Value scheduler_state(int64_t steps, const LrSchedule& schedule, double lr) {
   // SequentialLR steps the warmup until the milestone, then the main scheduler from 0.
   common_scheduler_fields(main, std::max<int64_t>(0, steps - warmup), schedule.base_lr, lr);
   Value warm = Value::dict();
-  if (schedule.warmup_method == "linear") {
+  if (schedule.warmup_method == WarmupMethod::kLinear) {
     warm.set(str("start_factor"), Value::floating(schedule.warmup_decay));
     warm.set(str("end_factor"), Value::floating(1.0));
   } else {
@@ -113,17 +113,16 @@ void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
   pth::write_checkpoint(path, root);
 }
 
-TrainCheckpoint load_train_checkpoint(const std::string& path) {
-  const pth::Checkpoint file = pth::read_checkpoint(path);
-  TORCH_CHECK(file.format != pth::FileFormat::kTorchScript, path,
+TrainCheckpoint read_train_state(const WeightsFile& file) {
+  const std::string& path = file.path();
+  TORCH_CHECK(file.format() != WeightFormat::kTorchScript, path,
               ": a TorchScript archive holds weights only; resume needs a training checkpoint "
               "(use --weights to start from it)");
-  const Value& root = file.root;
+  const Value& root = file.root();
   TORCH_CHECK(root.is_dict() && root.find("model") && root.find("epoch"), path,
               ": not a training checkpoint (no \"model\" and \"epoch\" keys); to start from "
               "these weights use --weights");
   TrainCheckpoint c;
-  c.model = find_state_dict(root, path);
   const Value* epoch = root.find("epoch");
   TORCH_CHECK(epoch->is_int(), path, ": \"epoch\" is ", epoch->describe(), ", expected an int");
   c.epoch = epoch->as_int();
@@ -134,14 +133,15 @@ TrainCheckpoint load_train_checkpoint(const std::string& path) {
     c.cuda_rng_state = to_tensor(r->as_tensor()).clone();
   if (const Value* a = root.find("args")) c.args = *a;
 
-  c.momentum.assign(c.model.size(), torch::Tensor());
+  const size_t entries = file.entries().size();
+  c.momentum.assign(entries, torch::Tensor());
   const Value* optimizer = root.find("optimizer");
   const Value* state = optimizer && optimizer->is_dict() ? optimizer->find("state") : nullptr;
   if (state && state->is_dict()) {
     for (const auto& [key, entry] : state->entries()) {
       TORCH_CHECK(key.is_int() && key.as_int() >= 0 &&
-                      key.as_int() < static_cast<int64_t>(c.model.size()),
-                  path, ": optimizer state for parameter ", key.describe(), " of ", c.model.size());
+                      key.as_int() < static_cast<int64_t>(entries),
+                  path, ": optimizer state for parameter ", key.describe(), " of ", entries);
       const Value* buf = entry.find("momentum_buffer");
       if (buf && buf->is_tensor()) c.momentum[key.as_int()] = to_tensor(buf->as_tensor()).clone();
     }
@@ -149,4 +149,4 @@ TrainCheckpoint load_train_checkpoint(const std::string& path) {
   return c;
 }
 
-}  // namespace alexnet::app
+}  // namespace alexnet::engine

@@ -1,8 +1,8 @@
-#include "model/checkpoint_io.h"
+#include "model/pth/checkpoint_io.h"
 
-#include "model/pickler.h"
-#include "model/unpickler.h"
-#include "model/zip_file.h"
+#include "model/pth/pickler.h"
+#include "model/pth/unpickler.h"
+#include "model/pth/zip_file.h"
 
 #include <algorithm>
 #include <cctype>

@@ -4,19 +4,19 @@
 // including checkpoints written by train.py itself.
 #pragma once
 
-#include "model/sgd.h"
-#include "app/training.h"
-#include "model/pth_value.h"
+#include "app/engine/lr_schedule.h"
+#include "app/engine/sgd.h"
+#include "model/pth/pth_value.h"
 #include "model/weights.h"
 
 #include <optional>
 #include <string>
 #include <vector>
 
-namespace alexnet::app {
+namespace alexnet::engine {
 
 struct TrainCheckpoint {
-  NamedTensors model;                  // the state_dict
+  NamedTensors model;                  // the state_dict (empty when read: WeightsFile loads it)
   std::vector<torch::Tensor> momentum;  // per parameter index; undefined = no buffer yet
   int64_t epoch = -1;       // last completed epoch, 0-based (train.py's "epoch")
   int64_t epoch_step = 0;   // batches already done in epoch + 1 (interrupted mid-epoch)
@@ -30,8 +30,9 @@ struct TrainCheckpoint {
 void save_train_checkpoint(const std::string& path, const TrainCheckpoint& checkpoint,
                            const SgdOptions& sgd, const LrSchedule& schedule, double lr);
 
-/// Reads a training checkpoint (ours or train.py's). A plain state_dict is
-/// refused with a message pointing at --weights.
-TrainCheckpoint load_train_checkpoint(const std::string& path);
+/// The training state of a checkpoint (ours or train.py's) beside the weights
+/// `file` holds: momentum buffers, position, generator states and args. A plain
+/// state_dict or a TorchScript archive is refused with a message pointing at --weights.
+TrainCheckpoint read_train_state(const WeightsFile& file);
 
-}  // namespace alexnet::app
+}  // namespace alexnet::engine

@@ -1,4 +1,4 @@
-#include "model/unpickler.h"
+#include "model/pth/unpickler.h"
 
 #include <cstring>
 #include <limits>

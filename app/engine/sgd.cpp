@@ -1,11 +1,11 @@
-#include "model/sgd.h"
+#include "app/engine/sgd.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 
-namespace alexnet {
+namespace alexnet::engine {
 
 Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options)
     : params_(std::move(params)), buffers_(params_.size()), options_(options) {}
@@ -121,4 +121,4 @@ double clip_coefficient(const std::vector<torch::Tensor>& params, double max_nor
   return std::isnan(coefficient) ? coefficient : std::min(1.0, coefficient);
 }
 
-}  // namespace alexnet
+}  // namespace alexnet::engine

@@ -1,6 +1,6 @@
-#include "model/zip_file.h"
+#include "model/pth/zip_file.h"
 
-#include "model/pth_value.h"
+#include "model/pth/pth_value.h"
 
 #include <zlib.h>
 

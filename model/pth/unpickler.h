@@ -4,7 +4,7 @@
 // here (OrderedDict, _rebuild_tensor_v2, typed storages, argparse.Namespace...).
 #pragma once
 
-#include "model/pth_value.h"
+#include "model/pth/pth_value.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -13,7 +13,7 @@
 
 #include <vector>
 
-namespace alexnet {
+namespace alexnet::engine {
 
 struct SgdOptions {
   TORCH_ARG(double, momentum) = 0.9;
@@ -46,4 +46,4 @@ class Sgd {
 /// together. Pass it to Sgd::step as grad_scale. NaN when a gradient is not finite.
 double clip_coefficient(const std::vector<torch::Tensor>& params, double max_norm);
 
-}  // namespace alexnet
+}  // namespace alexnet::engine

@@ -1,4 +1,4 @@
-#include "model/pth_value.h"
+#include "model/pth/pth_value.h"
 
 #include <sstream>
 

@@ -1,4 +1,4 @@
-#include "app/distributed.h"
+#include "app/engine/distributed.h"
 
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
@@ -17,7 +17,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
-namespace alexnet::app {
+namespace alexnet::engine {
 
 namespace {
 
@@ -304,4 +304,4 @@ void GradientReducer::finish() {
   }
 }
 
-}  // namespace alexnet::app
+}  // namespace alexnet::engine

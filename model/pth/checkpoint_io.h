@@ -3,7 +3,7 @@
 // format atomically.
 #pragma once
 
-#include "model/pth_value.h"
+#include "model/pth/pth_value.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -48,7 +48,8 @@ FileBuffer read_file(const std::string& path);
 /// release_pages() gives read pages back. Falls back to read_file where the file
 /// cannot be mapped. As with any mapped file, another process truncating it
 /// while it is mapped makes access to the lost pages fault: keep such buffers
-/// short-lived (load_alexnet copies out of it and drops it).
+/// short-lived (a WeightsFile holds one while it lives; load_alexnet copies out
+/// of it and drops it).
 FileBuffer map_file(const std::string& path);
 
 /// Drops the pages wholly inside [data, data + size) from this process's

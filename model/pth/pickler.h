@@ -3,7 +3,7 @@
 // Python's torch.load reads it back.
 #pragma once
 
-#include "model/pth_value.h"
+#include "model/pth/pth_value.h"
 
 #include <string>
 #include <vector>

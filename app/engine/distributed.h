@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace alexnet::app {
+namespace alexnet::engine {
 
 /// What torchrun (or scripts/launch.sh, or a scheduler) puts in the environment.
 struct DistEnv {
@@ -112,4 +112,4 @@ class GradientReducer {
   std::shared_ptr<GradientReducer*> self_;
 };
 
-}  // namespace alexnet::app
+}  // namespace alexnet::engine

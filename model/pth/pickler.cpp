@@ -1,4 +1,4 @@
-#include "model/pickler.h"
+#include "model/pth/pickler.h"
 
 #include <cstring>
 #include <map>

@@ -1,0 +1,113 @@
+// Training as torchvision's references/classification/train.py runs it, one
+// piece a function: set-up (ranks, weights, data, model, optimiser, resume),
+// train_one_epoch(), evaluate(), end_epoch() (report and checkpoint), finish().
+// app/train.cpp drives it:
+//   Trainer trainer(config, device, threads_given);
+//   for (epoch = trainer.start_epoch(); epoch < config.epochs; ++epoch) {
+//     const EpochResult e = trainer.train_one_epoch(epoch);   // stops early on a signal
+//     trainer.end_epoch(epoch, e, trainer.evaluate());
+//   }
+//   trainer.finish();
+#pragma once
+
+#include "app/engine/checkpoint.h"
+#include "app/engine/distributed.h"
+#include "app/engine/evaluate.h"
+#include "app/engine/lr_schedule.h"
+#include "app/engine/progress.h"
+#include "app/engine/train_config.h"
+#include "app/engine/train_step.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "model/alexnet.h"
+#include "model/weights.h"
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace alexnet::engine {
+
+/// What one epoch of training did, summed over the ranks.
+struct EpochResult {
+  double loss = 0;          // mean training loss (with label smoothing)
+  int64_t correct = 0;      // training images classified right
+  int64_t images = 0;
+  double seconds = 0;       // training time, evaluation excluded
+  double lr = 0;            // the learning rate the epoch started with
+  /// A SIGINT/SIGTERM arrived: the signal number. Mid-epoch the run has been
+  /// saved and must stop now (stopped_mid_epoch); otherwise after end_epoch().
+  int signal = 0;
+  bool stopped_mid_epoch = false;
+};
+
+class Trainer {
+ public:
+  /// Sets everything up, checking every input before training starts: connects
+  /// the ranks (distributed; then rank 0 alone logs), checks --output, reads
+  /// --resume or --weights, opens the data, builds the model, the step and the
+  /// loaders, and restores a checkpoint's state. threads_given: --threads was
+  /// set (distributed ranks otherwise share this machine's cores).
+  Trainer(TrainConfig config, torch::Device device, bool threads_given);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// The 0-based epoch to train next (after a resume, the interrupted one).
+  int64_t start_epoch() const { return start_epoch_; }
+  /// Trains from where the run stands to the end of `epoch`; on a signal
+  /// mid-epoch it saves the position and returns with stopped_mid_epoch.
+  EpochResult train_one_epoch(int64_t epoch);
+  /// The validation data, every rank its shard, totals over all ranks.
+  EvalResult evaluate();
+  /// Logs the epoch, appends it to metrics.jsonl and writes the checkpoint.
+  void end_epoch(int64_t epoch, const EpochResult& train, const EvalResult& val);
+  /// Writes model.pth and the closing lines.
+  void finish();
+
+ private:
+  void connect(bool threads_given);
+  void open_weights();
+  void open_data();
+  void build_model();
+  void restore();
+  void make_loaders();
+  void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr);
+  // One batch of train_one_epoch: the step, with the loss and any rank's stop
+  // request shared over the ranks (so that all agree on both).
+  struct BatchOutcome {
+    double loss = 0;       // this rank's
+    double mean_loss = 0;  // over the ranks
+    int64_t correct = 0;
+    bool stop = false;
+  };
+  BatchOutcome train_batch(const data::Batch& batch, double lr, int64_t epoch, int64_t step);
+
+  TrainConfig config_;
+  torch::Device device_;
+  std::unique_ptr<Communicator> comm_;
+  bool lead_ = true;  // rank 0: writes checkpoints, metrics, logs
+  std::string checkpoint_path_;
+  std::optional<WeightsFile> start_file_;  // --resume or --weights
+  std::optional<TrainCheckpoint> resumed_;
+  std::shared_ptr<data::Dataset> train_set_, val_set_;
+  int64_t classes_ = 0;
+  runtime::Precision precision_ = runtime::Precision::kFp32;
+  bool channels_last_ = false;
+  AlexNet model_{nullptr};
+  std::unique_ptr<TrainStep> step_;
+  std::unique_ptr<GradientReducer> reducer_;
+  LrSchedule schedule_;
+  int64_t start_epoch_ = 0;
+  int64_t skip_steps_ = 0;  // batches of start_epoch_ already done (a mid-epoch resume)
+  std::unique_ptr<data::Loader> train_loader_, val_loader_;
+  int64_t steps_per_epoch_ = 0;
+  std::optional<MetricsLog> metrics_;
+  std::string metrics_path_;
+  struct SignalScope;
+  std::unique_ptr<SignalScope> signals_;
+};
+
+}  // namespace alexnet::engine

@@ -1,0 +1,151 @@
+#include "app/runtime/compute.h"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace alexnet::runtime {
+
+std::optional<PlanChoice> parse_plan_choice(const std::string& value) {
+  if (value == "auto") return PlanChoice::kAuto;
+  if (value == "winograd") return PlanChoice::kWinograd;
+  if (value == "direct") return PlanChoice::kDirect;
+  if (value == "off" || value == "false" || value == "0" || value == "no") return PlanChoice::kOff;
+  return std::nullopt;
+}
+
+const char* plan_choice_name(PlanChoice value) {
+  return value == PlanChoice::kAuto       ? "auto"
+         : value == PlanChoice::kWinograd ? "winograd"
+         : value == PlanChoice::kDirect   ? "direct"
+                                          : "off";
+}
+
+namespace {
+
+std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
+                                          Precision precision) {
+  if (requested == PlanChoice::kOff) return std::nullopt;
+  const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
+  if (requested == PlanChoice::kAuto) {
+    if (possible && OneDnnFeatures::winograd_available()) {
+      spdlog::info("oneDNN plan: Winograd (auto: fp32 inference on the CPU)");
+      return ConvAlgorithm::kWinograd;
+    }
+    // Without Winograd the plan's direct kernels lose to LibTorch's: 3.5 against 86 img/s at
+    // batch 64 on an AVX2 EPYC (BENCHMARKS.md, "Two LibTorch flavours").
+    spdlog::info("oneDNN plan: off (auto: {})",
+                 !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
+                 : !device.is_cpu()          ? "the plan runs on the CPU only"
+                 : precision != Precision::kFp32
+                     ? "the plan runs fp32 only"
+                     : "oneDNN has no Winograd convolution for this CPU, and without it the plan "
+                       "is slower than LibTorch's layers");
+    return std::nullopt;
+  }
+  const std::string flag =
+      std::string("--onednn-plan ") + (requested == PlanChoice::kWinograd ? "winograd" : "direct");
+  if (!OneDnnFeatures::compiled())
+    throw std::invalid_argument(flag + ": this build has no oneDNN plan (built without oneDNN's headers)");
+  if (!device.is_cpu() || precision != Precision::kFp32)
+    throw std::invalid_argument(flag + ": the plan runs fp32 inference on the CPU, not " +
+                                precision_name(precision) + " on " + device.str());
+  if (requested == PlanChoice::kWinograd && !OneDnnFeatures::winograd_available())
+    throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU "
+                                "(it needs AVX-512); --onednn-plan direct runs the plan without it");
+  return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+}
+
+}  // namespace
+
+void choose_plan(ComputeConfig& cfg, PlanChoice requested) {
+  cfg.plan = resolve_plan(requested, cfg.device, cfg.precision);
+  cfg.plan_required = requested != PlanChoice::kAuto;
+}
+
+void log_inference_plan(const AlexNet& model) {
+  const auto& plan = model->inference_plan();
+  if (!plan) return;
+  const auto lines = plan->describe();
+  if (lines.empty()) return;  // never ran
+  std::string joined;
+  for (const auto& line : lines) joined += (joined.empty() ? "" : "; ") + line;
+  spdlog::info("oneDNN plan: {} convolution(s) as Winograd; {}", plan->winograd_layers(), joined);
+}
+
+std::string ComputeConfig::describe() const {
+  std::string s = precision_name(precision);
+  if (precision != Precision::kFp32) s += low_precision_weights ? " weights" : " autocast";
+  s += channels_last ? ", channels-last" : ", NCHW";
+  if (plan) s += *plan == ConvAlgorithm::kWinograd ? ", oneDNN plan (Winograd)" : ", oneDNN plan (direct)";
+  return s;
+}
+
+ComputeConfig inference_config(const torch::Device& device, Precision precision, bool channels_last) {
+  TORCH_CHECK(precision != Precision::kAuto, "inference_config: resolve the precision first");
+  ComputeConfig cfg;
+  cfg.device = device;
+  cfg.precision = precision;
+  cfg.channels_last = channels_last;
+  // Measured on CPU (BENCHMARKS.md): bf16 weights beat autocast, which recasts
+  // the 61M fp32 weights on every pass. The logits come back in that dtype.
+  cfg.low_precision_weights = precision != Precision::kFp32;
+  return cfg;
+}
+
+void to_channels_last(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& t : model.parameters())
+    if (t.dim() == 4) t.set_data(t.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
+  model->eval();
+  if (cfg.low_precision_weights) {
+    model->to(cfg.device, precision_dtype(cfg.precision));
+  } else {
+    model->to(cfg.device);
+  }
+  if (cfg.channels_last) to_channels_last(*model);
+  attach_inference_plan(model, cfg);
+}
+
+void attach_inference_plan(AlexNet& model, ComputeConfig& cfg) {
+  model->set_inference_plan(nullptr);
+  if (!cfg.plan) return;
+  try {
+    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, *cfg.plan));
+  } catch (const std::invalid_argument& e) {
+    if (cfg.plan_required) throw;
+    spdlog::warn("oneDNN plan: off ({})", e.what());
+    cfg.plan.reset();
+  }
+}
+
+torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg, bool non_blocking) {
+  const auto dtype = cfg.low_precision_weights ? precision_dtype(cfg.precision) : torch::kFloat32;
+  const auto format = cfg.channels_last ? torch::MemoryFormat::ChannelsLast
+                                        : torch::MemoryFormat::Contiguous;
+  if (images.device() != cfg.device) {
+    // Copy first (from pinned memory this overlaps), then convert on the device.
+    return images.to(cfg.device, non_blocking).to(dtype, false, false, format);
+  }
+  return images.to(dtype, false, false, format);
+}
+
+ComputeConfig resolve_compute(const ComputeRequest& request, const torch::Device& device,
+                              Workload workload) {
+  const Precision precision = resolve_precision(request.precision, device, workload);
+  configure_cuda_math(device, precision);
+  ComputeConfig cfg =
+      inference_config(device, precision, resolve_channels_last(request.channels_last, device, precision));
+  if (workload == Workload::kTraining) {
+    cfg.low_precision_weights = false;  // fp32 master weights, autocast
+  } else {
+    choose_plan(cfg, request.plan);
+  }
+  return cfg;
+}
+
+}  // namespace alexnet::runtime

@@ -1,0 +1,87 @@
+// How a model computes: the device, precision and memory layout resolved from
+// what the user asked for, the conversion of a model and its inputs for
+// inference, and the oneDNN inference plan (model/onednn_plan.h).
+#pragma once
+
+#include "app/runtime/precision.h"
+#include "model/alexnet.h"
+#include "model/onednn_plan.h"
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+namespace alexnet::runtime {
+
+/// --onednn-plan: whether CPU fp32 inference runs AlexNet's features as one
+/// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions.
+///   auto (bench's default): the plan with Winograd on the CPU in fp32 where this
+///     build has the plan and oneDNN has a Winograd kernel (AVX-512); off elsewhere
+///     (without Winograd the plan measured 25x slower than LibTorch's layers);
+///   winograd, direct: the plan with those kernels (an error where it cannot run);
+///   off (predict's and eval's default): LibTorch's layers one by one, as PyTorch
+///     runs them, for results equal to PyTorch's bit for bit.
+enum class PlanChoice { kAuto, kWinograd, kDirect, kOff };
+std::optional<PlanChoice> parse_plan_choice(const std::string& value);
+/// "auto", "winograd", "direct", "off".
+const char* plan_choice_name(PlanChoice value);
+
+/// What the user asked for, before it is resolved for a device.
+struct ComputeRequest {
+  Precision precision = Precision::kFp32;
+  ChannelsLast channels_last = ChannelsLast::kOff;
+  PlanChoice plan = PlanChoice::kOff;
+};
+
+/// A model's resolved execution settings.
+struct ComputeConfig {
+  torch::Device device = torch::kCPU;
+  Precision precision = Precision::kFp32;  // never kAuto
+  bool channels_last = false;
+  /// Inference only: the weights themselves are converted to the low precision
+  /// (faster than autocast, which converts them again on every forward pass).
+  bool low_precision_weights = false;
+  /// Inference only: the oneDNN plan's algorithm, or nullopt (LibTorch's layers).
+  std::optional<ConvAlgorithm> plan;
+  /// Whether the plan was asked for explicitly (then failing to build it is an error).
+  bool plan_required = false;
+
+  /// "bf16 weights, channels-last", "fp32, NCHW, oneDNN plan (Winograd)", ...
+  std::string describe() const;
+};
+
+/// Resolves a request for a device: the precision for the workload (logged with
+/// its reason), CUDA's math settings for it, the layout, and for inference the
+/// plan (choose_plan) with low-precision weights whenever the precision is not
+/// fp32. Training keeps fp32 weights (autocast) and has no plan.
+ComputeConfig resolve_compute(const ComputeRequest& request, const torch::Device& device,
+                              Workload workload);
+
+/// The settings for inference: low-precision weights whenever the precision is not fp32.
+ComputeConfig inference_config(const torch::Device& device, Precision precision, bool channels_last);
+
+/// Resolves --onednn-plan for cfg's device and precision into cfg.plan (logging
+/// auto's choice and reason) and cfg.plan_required; throws std::invalid_argument
+/// naming the flag when an explicit choice cannot run here.
+void choose_plan(ComputeConfig& cfg, PlanChoice requested);
+
+/// Moves a model to cfg.device, converts its weights (dtype, conv layout),
+/// puts it in eval mode (dropout is then the identity; gradients are not
+/// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan).
+void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
+/// Builds and attaches cfg.plan to a model whose weights are final. A network
+/// the plan cannot run (the 2012 architecture's LocalResponseNorm) leaves the
+/// model without a plan and cfg.plan empty, with a warning; an error instead
+/// when cfg.plan_required.
+void attach_inference_plan(AlexNet& model, ComputeConfig& cfg);
+/// Logs the kernel oneDNN chose for each layer of the model's plan, as of its
+/// last forward pass (nothing without a plan, or before it ran).
+void log_inference_plan(const AlexNet& model);
+/// Moves a batch (N, C, H, W) to cfg.device, in the model's input dtype and layout.
+torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg,
+                            bool non_blocking = false);
+/// Converts a model's conv weights to channels-last in place (training or inference).
+void to_channels_last(torch::nn::Module& model);
+
+}  // namespace alexnet::runtime

@@ -1,0 +1,124 @@
+#include "app/runtime/precision.h"
+
+#include "app/runtime/machine.h"
+#include "model/torch_compat.h"
+
+#include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+namespace alexnet::runtime {
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::kFp32: return "fp32";
+    case Precision::kBf16: return "bf16";
+    case Precision::kFp16: return "fp16";
+    case Precision::kAuto: return "auto";
+  }
+  return "?";
+}
+
+std::optional<Precision> parse_precision(const std::string& name) {
+  for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp16, Precision::kAuto})
+    if (name == precision_name(p)) return p;
+  return std::nullopt;
+}
+
+torch::ScalarType precision_dtype(Precision precision) {
+  switch (precision) {
+    case Precision::kFp32: return torch::kFloat32;
+    case Precision::kBf16: return torch::kBFloat16;
+    case Precision::kFp16: return torch::kFloat16;
+    case Precision::kAuto: break;
+  }
+  TORCH_CHECK(false, "precision 'auto' must be resolved before use");
+}
+
+Precision resolve_precision(Precision requested, const torch::Device& device, Workload workload) {
+  const bool training = workload == Workload::kTraining;
+  Precision chosen = requested;
+  std::string why = "as requested";
+  if (device.is_cuda()) {
+    const int cc = cuda_compute_capability(device);
+    const std::string gpu = cc > 0 ? "compute capability " + std::to_string(cc / 10) + "." +
+                                         std::to_string(cc % 10)
+                                   : "compute capability unknown";
+    if (requested == Precision::kAuto) {
+      chosen = cc >= 80 ? Precision::kBf16 : cc >= 70 ? Precision::kFp16 : Precision::kFp32;
+      if (cc == 0) chosen = Precision::kFp16;  // every GPU LibTorch still supports runs fp16
+      why = "auto: " + gpu;
+    } else if (requested == Precision::kBf16 && cc > 0 && cc < 80) {
+      spdlog::warn("precision bf16 on a GPU of {} (before 8.0): emulated, slower than fp16", gpu);
+    }
+    if (chosen == Precision::kFp16 && training) why += "; dynamic loss scaling";
+  } else {
+    const CpuBf16Support& cpu = cpu_bf16_support();
+    TORCH_CHECK(requested != Precision::kFp16,
+                "--precision fp16 needs CUDA: LibTorch has no fp16 convolutions on the CPU "
+                "(use fp32, or bf16 on a CPU with AVX512-BF16/AMX)");
+    if (requested == Precision::kAuto) {
+      chosen = cpu.amx_bf16 ? Precision::kBf16 : Precision::kFp32;
+      why = cpu.amx_bf16 ? "auto: CPU with AMX-BF16"
+            : cpu.avx512_bf16
+                ? "auto: CPU with AVX512-BF16 but no AMX, where bf16 is not faster than fp32"
+                : "auto: CPU without bf16 instructions";
+    } else if (requested == Precision::kBf16 && !cpu.any()) {
+      spdlog::warn("precision bf16: this CPU has neither AVX512-BF16 nor AMX-BF16 "
+                   "(bf16 would be emulated); using fp32");
+      chosen = Precision::kFp32;
+      why = "bf16 unsupported by this CPU";
+    } else if (requested == Precision::kBf16 && !cpu.amx_bf16) {
+      why += "; AVX512-BF16 without AMX: usually slower than fp32";
+    }
+  }
+  if (chosen != Precision::kFp32 && training) why += "; fp32 master weights";
+  spdlog::info("precision {} ({})", precision_name(chosen), why);
+  return chosen;
+}
+
+void configure_cuda_math(const torch::Device& device, Precision precision) {
+  if (!device.is_cuda()) return;
+  auto& context = at::globalContext();
+  context.setBenchmarkCuDNN(true);
+  const bool tf32 = precision != Precision::kFp32;
+  context.setAllowTF32CuDNN(tf32);
+  context.setAllowTF32CuBLAS(tf32);
+}
+
+std::optional<ChannelsLast> parse_channels_last(const std::string& value) {
+  if (value == "auto") return ChannelsLast::kAuto;
+  if (value == "on" || value == "true" || value == "1" || value == "yes") return ChannelsLast::kOn;
+  if (value == "off" || value == "false" || value == "0" || value == "no") return ChannelsLast::kOff;
+  return std::nullopt;
+}
+
+const char* channels_last_name(ChannelsLast value) {
+  return value == ChannelsLast::kOn ? "on" : value == ChannelsLast::kOff ? "off" : "auto";
+}
+
+bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, Precision precision) {
+  if (requested != ChannelsLast::kAuto) return requested == ChannelsLast::kOn;
+  return device.is_cpu() || precision != Precision::kFp32;
+}
+
+AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) {
+  if (precision == Precision::kFp32) return;
+  TORCH_CHECK(device.is_cpu() || device.is_cuda(), "autocast: unsupported device ", device.str());
+  const auto dtype = precision_dtype(precision);
+  active_ = true;
+  cuda_ = device.is_cuda();
+  was_enabled_ = compat::autocast_enabled(cuda_);
+  previous_dtype_ = compat::autocast_dtype(cuda_);
+  compat::set_autocast(cuda_, true, dtype);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!active_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  compat::set_autocast(cuda_, was_enabled_, previous_dtype_);
+}
+
+}  // namespace alexnet::runtime

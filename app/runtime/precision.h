@@ -1,0 +1,68 @@
+// Numeric precision and memory layout: the --precision and --channels-last
+// choices, what the CPU or GPU supports (the per-device defaults, "auto"), the
+// CUDA math settings that go with a precision, and autocast.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+namespace alexnet::runtime {
+
+/// The floating-point type a model computes in. kAuto is resolved per device by
+/// resolve_precision() and never reaches the computation.
+enum class Precision { kFp32, kBf16, kFp16, kAuto };
+
+/// "fp32", "bf16", "fp16", "auto".
+const char* precision_name(Precision precision);
+/// Parses precision_name()'s names; nullopt for anything else.
+std::optional<Precision> parse_precision(const std::string& name);
+/// float32, bfloat16 or float16 (kAuto is an error).
+torch::ScalarType precision_dtype(Precision precision);
+
+/// What a precision is for: inference may hold its weights in the low precision;
+/// training keeps fp32 master weights and autocasts.
+enum class Workload { kInference, kTraining };
+
+/// Resolves --precision for a device and logs the choice with its reason.
+///   auto, CPU: bf16 with AMX-BF16, else fp32 (AVX512-BF16 alone runs AlexNet's
+///     convolutions slower than fp32 on the CPUs measured, see BENCHMARKS.md);
+///   auto, CUDA: bf16 from compute capability 8.0, fp16 from 7.0, else fp32;
+///   bf16 on a CPU without bf16 instructions: a warning, then fp32;
+///   fp16 on a CPU: an error (LibTorch has no fp16 convolutions for the CPU).
+Precision resolve_precision(Precision requested, const torch::Device& device, Workload workload);
+
+/// CUDA math settings for a precision: cuDNN's autotuner (benchmark mode: the
+/// shapes repeat), and for fp32 no TF32 (TF32 keeps 10 mantissa bits: fp32 then
+/// means fp32, as on the CPU). Does nothing on the CPU.
+void configure_cuda_math(const torch::Device& device, Precision precision);
+
+/// --channels-last: "auto" (the default), "on" (or "true", "1", bare flag), "off" ("false", "0").
+enum class ChannelsLast { kAuto, kOn, kOff };
+std::optional<ChannelsLast> parse_channels_last(const std::string& value);
+/// "auto", "on", "off".
+const char* channels_last_name(ChannelsLast value);
+/// auto: channels-last on the CPU (oneDNN's convolutions and pooling skip the NCHW
+/// reorders) and for fp16/bf16 on CUDA (tensor cores want NHWC); NCHW for fp32 on CUDA.
+bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, Precision precision);
+
+/// Autocast for the lifetime of the guard on one device type (CPU or CUDA) to
+/// bf16 or fp16; does nothing for fp32. Restores the previous state on exit (also
+/// on throw) and, leaving the outermost guard, drops autocast's weight-cast cache,
+/// as torch.autocast's __exit__ does.
+class AutocastGuard {
+ public:
+  AutocastGuard(const torch::Device& device, Precision precision);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool active_ = false;
+  bool cuda_ = false;
+  bool was_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+}  // namespace alexnet::runtime
