@@ -214,15 +214,16 @@ class TrainEval(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             return json.loads(r.stdout)["loss"]
 
+        recipe = (("--label-smoothing", "0.1", "0.4"), ("--clip-grad-norm", "2", "0.01"),
+                  ("--nesterov", "true", "false"), ("--dropout", "0.1", "0.6"), ("--lr", "0.06", "0.01"),
+                  ("--weight-decay", "0.0005", "0.05"), ("--momentum", "0.9", "0.5"))
         base_train, base_bench = train_losses(), bench_loss()
         self.assertEqual(len(base_train), 3)
-        for flag, default, changed in (("--label-smoothing", "0.1", "0.4"), ("--clip-grad-norm", "2", "0.01"),
-                                       ("--nesterov", "true", "false"), ("--dropout", "0.1", "0.6"),
-                                       ("--lr", "0.06", "0.01"), ("--weight-decay", "0.0005", "0.05"),
-                                       ("--momentum", "0.9", "0.5")):
+        defaults = [f"{flag}={default}" for flag, default, _ in recipe]
+        self.assertEqual(train_losses(*defaults), base_train)
+        self.assertEqual(bench_loss(*defaults), base_bench)
+        for flag, _, changed in recipe:
             with self.subTest(flag=flag):
-                self.assertEqual(train_losses(f"{flag}={default}"), base_train)
-                self.assertEqual(bench_loss(f"{flag}={default}"), base_bench)
                 self.assertNotEqual(train_losses(f"{flag}={changed}"), base_train)
                 self.assertNotEqual(bench_loss(f"{flag}={changed}"), base_bench)
 
