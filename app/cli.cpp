@@ -135,10 +135,8 @@ engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::O
   r.label_smoothing = result["label-smoothing"].as<double>();
   r.clip_grad_norm = result["clip-grad-norm"].as<double>();
   r.dropout = result["dropout"].as<double>();
-  engine::TrainConfig check;
-  check.recipe = r;
   try {
-    check.validate();
+    r.validate();
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what(), options.help());
   }

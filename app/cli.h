@@ -73,7 +73,7 @@ runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const 
 /// --label-smoothing, --clip-grad-norm, --dropout), with these defaults; train
 /// and bench --mode train take the same ones.
 void add_recipe_options(cxxopts::Options& options, const engine::Recipe& defaults);
-/// The recipe from those flags, each checked (engine::TrainConfig::validate's rules).
+/// The recipe from those flags, each checked (engine::Recipe::validate).
 engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options);
 
 }  // namespace alexnet::app

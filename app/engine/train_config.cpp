@@ -14,31 +14,41 @@ LrSchedule TrainConfig::schedule() const {
                     /*per_step=*/lr_update == LrUpdate::kStep};
 }
 
-void TrainConfig::validate() const {
-  const auto check = [](bool ok, const std::string& message) {
-    if (!ok) throw std::invalid_argument(message);
-  };
+namespace {
+
+void check(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+}  // namespace
+
+void Recipe::validate() const {
   const std::pair<const char*, double> reals[] = {
-      {"lr", recipe.lr}, {"momentum", recipe.momentum}, {"weight-decay", recipe.weight_decay},
-      {"lr-gamma", lr_gamma}, {"lr-warmup-decay", lr_warmup_decay},
-      {"lr-warmup-epochs", lr_warmup_epochs}, {"label-smoothing", recipe.label_smoothing},
-      {"dropout", recipe.dropout}, {"clip-grad-norm", recipe.clip_grad_norm}};
+      {"lr", lr}, {"momentum", momentum}, {"weight-decay", weight_decay},
+      {"label-smoothing", label_smoothing}, {"dropout", dropout}, {"clip-grad-norm", clip_grad_norm}};
   for (const auto& [flag, value] : reals)
     check(std::isfinite(value), std::string("--") + flag + " must be a finite number");
-  check(recipe.lr > 0, "--lr must be positive");
-  check(recipe.momentum >= 0 && recipe.momentum < 1, "--momentum must be in [0, 1)");
-  check(recipe.weight_decay >= 0, "--weight-decay must not be negative");
-  check(!recipe.nesterov || recipe.momentum > 0, "--nesterov needs a positive --momentum");
+  check(lr > 0, "--lr must be positive");
+  check(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
+  check(weight_decay >= 0, "--weight-decay must not be negative");
+  check(!nesterov || momentum > 0, "--nesterov needs a positive --momentum");
+  check(label_smoothing >= 0 && label_smoothing < 1, "--label-smoothing must be in [0, 1)");
+  check(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
+  check(clip_grad_norm >= 0, "--clip-grad-norm must be positive (or 0: no clipping)");
+}
+
+void TrainConfig::validate() const {
+  recipe.validate();
+  const std::pair<const char*, double> reals[] = {
+      {"lr-gamma", lr_gamma}, {"lr-warmup-decay", lr_warmup_decay}, {"lr-warmup-epochs", lr_warmup_epochs}};
+  for (const auto& [flag, value] : reals)
+    check(std::isfinite(value), std::string("--") + flag + " must be a finite number");
   check(lr_gamma > 0, "--lr-gamma must be positive");
   check(lr_warmup_epochs >= 0 && (lr_warmup_epochs == 0 || lr_warmup_epochs < epochs),
         "--lr-warmup-epochs must be in [0, epochs)");
   check(lr_update != LrUpdate::kEpoch || lr_warmup_epochs == std::floor(lr_warmup_epochs),
         "--lr-warmup-epochs must be a whole number with --lr-update epoch");
   check(lr_warmup_decay > 0 && lr_warmup_decay <= 1, "--lr-warmup-decay must be in (0, 1]");
-  check(recipe.label_smoothing >= 0 && recipe.label_smoothing < 1,
-        "--label-smoothing must be in [0, 1)");
-  check(recipe.dropout >= 0 && recipe.dropout < 1, "--dropout must be in [0, 1)");
-  check(recipe.clip_grad_norm >= 0, "--clip-grad-norm must be positive (or 0: no clipping)");
   check(image_size == 0 || image_size >= kMinInputSize,
         "--image-size must be at least " + std::to_string(kMinInputSize) + " (or 0 for the default)");
   check(workers >= 0, "--workers must not be negative");

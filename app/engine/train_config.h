@@ -81,6 +81,9 @@ struct Recipe {
   double label_smoothing = 0.1;
   double clip_grad_norm = 2.0;  // total L2 norm of the gradients; 0: no clipping
   double dropout = 0.1;
+
+  /// Checks each value's range; throws std::invalid_argument naming the flag.
+  void validate() const;
 };
 
 /// The defaults are the main job's recipe: Fashion-MNIST at 64 px to 90% in under
