@@ -28,7 +28,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;9.0;10.0;12.0"
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-venv \
-      cmake ninja-build g++ libopencv-dev libcxxopts-dev libspdlog-dev libgloo-dev libjpeg-dev zlib1g-dev \
+      cmake ninja-build g++ libopencv-dev libcxxopts-dev nlohmann-json3-dev libspdlog-dev libgloo-dev libjpeg-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/requirements-pypi.txt /tmp/requirements-pypi.txt
 RUN python3 -m venv /opt/venv \

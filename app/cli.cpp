@@ -1,6 +1,9 @@
 #include "app/cli.h"
 
 #include "app/runtime/machine.h"
+#include "model/weights.h"
+
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <sstream>
@@ -141,6 +144,24 @@ engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::O
     throw UsageError(e.what(), options.help());
   }
   return r;
+}
+
+void add_nonfinite_option(cxxopts::Options& options) {
+  options.add_options()("allow-nonfinite",
+                        "Run weights that hold NaN or infinity (refused otherwise); outputs "
+                        "will be NaN, null in JSON");
+}
+
+void check_finite_weights(const cxxopts::ParseResult& result, const torch::nn::Module& model,
+                          const std::string& path) {
+  const std::vector<std::string> bad = nonfinite_parameters(model);
+  if (bad.empty()) return;
+  std::string names;
+  for (size_t i = 0; i < bad.size() && i < 4; ++i) names += (i ? ", " : "") + bad[i];
+  if (bad.size() > 4) names += " and " + std::to_string(bad.size() - 4) + " more";
+  TORCH_CHECK(result.count("allow-nonfinite") > 0, path, ": weights hold NaN or infinity in ", names,
+              "; every output would be NaN (--allow-nonfinite runs them anyway)");
+  spdlog::warn("warning: {}: weights hold NaN or infinity in {}; outputs will be NaN", path, names);
 }
 
 }  // namespace alexnet::app

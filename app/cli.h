@@ -76,4 +76,12 @@ void add_recipe_options(cxxopts::Options& options, const engine::Recipe& default
 /// The recipe from those flags, each checked (engine::Recipe::validate).
 engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options);
 
+/// Adds --allow-nonfinite, for the commands that run a weights file.
+void add_nonfinite_option(cxxopts::Options& options);
+/// Refuses weights holding a NaN or an infinity (an error naming `path` and the
+/// parameters), which would make every output NaN; with --allow-nonfinite, a
+/// warning naming them instead.
+void check_finite_weights(const cxxopts::ParseResult& result, const torch::nn::Module& model,
+                          const std::string& path);
+
 }  // namespace alexnet::app

@@ -25,7 +25,7 @@ using runtime::JsonObject;
 cxxopts::Options eval_options() {
   cxxopts::Options options("alexnet eval", "Evaluate weights on a dataset split.");
   options.add_options()
-      ("w,weights", "Weights: .pth (state_dict or training checkpoint) or TorchScript",
+      ("w,weights", "Weights: .pth (state_dict or training checkpoint), TorchScript .pt or .safetensors",
        cxxopts::value<std::string>())
       ("data", "Data spec", cxxopts::value<std::string>()->default_value("fashion-mnist"))
       ("split", "Split to evaluate: val (test files for IDX/CIFAR) or train",
@@ -37,6 +37,7 @@ cxxopts::Options eval_options() {
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
+  add_nonfinite_option(options);
   add_common_options(options);
   return options;
 }
@@ -108,6 +109,7 @@ int run_eval(int argc, const char* const* argv) {
   compute.low_precision_weights = false;  // engine::evaluate feeds fp32 batches: autocast
   auto dataset = data::open_dataset(result["data"].as<std::string>(), split);
   AlexNet model = load_alexnet(weights);
+  check_finite_weights(result, *model, weights);
   TORCH_CHECK(model->options().num_classes() == dataset->num_classes(), weights, ": weights have ",
               model->options().num_classes(), " classes, the data (", dataset->description(),
               ") has ", dataset->num_classes());

@@ -1,6 +1,8 @@
-// alexnet export: rewrite weights as a torch.save state_dict (.pth) or a TorchScript archive (.pt).
+// alexnet export: rewrite weights as a torch.save state_dict (.pth), a
+// TorchScript archive (.pt) or safetensors (.safetensors).
 #include "app/cli.h"
 #include "app/commands.h"
+#include "data/labels.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
@@ -21,15 +23,19 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 int run_export(int argc, const char* const* argv) {
   cxxopts::Options options("alexnet export",
-                           "Write AlexNet weights as a state_dict for torch.load (.pth) or as a "
-                           "TorchScript archive for torch.jit.load (.pt), chosen by --output's "
-                           "extension. Tensors keep their dtype and values bit for bit.");
+                           "Write AlexNet weights as a state_dict for torch.load (.pth), a "
+                           "TorchScript archive for torch.jit.load (.pt) or safetensors "
+                           "(.safetensors), chosen by --output's extension. Tensors keep their "
+                           "dtype and values bit for bit.");
   options.add_options()
-      ("w,weights", "Input weights: TorchScript archive or .pth file (any torch.save format)",
+      ("w,weights", "Input weights: .pth (any torch.save format), TorchScript .pt or .safetensors",
        cxxopts::value<std::string>())
-      ("o,output", "Output file: NAME.pth or NAME.pt", cxxopts::value<std::string>())
+      ("o,output", "Output file: NAME.pth, NAME.pt or NAME.safetensors", cxxopts::value<std::string>())
       ("num-classes", "Refuse weights with a different number of classes",
        cxxopts::value<int64_t>())
+      ("labels", "Class names written into a .safetensors file's metadata: 'imagenet' or a file "
+                 "with one name per line (default: the names the input carries)",
+       cxxopts::value<std::string>())
       ("h,help", "Print this help");
   auto result = parse_or_usage(options, argc, argv);
   if (wants_help(result)) {
@@ -38,19 +44,27 @@ int run_export(int argc, const char* const* argv) {
   }
   const std::string input = required_flag(result, "weights", options);
   const std::string output = required_flag(result, "output", options);
-  const bool to_pth = ends_with(output, ".pth");
-  if (!to_pth && !ends_with(output, ".pt"))
-    throw UsageError("--output must end in .pth (state_dict) or .pt (TorchScript)", options.help());
+  const bool to_pth = ends_with(output, ".pth"), to_safetensors = ends_with(output, ".safetensors");
+  if (!to_pth && !to_safetensors && !ends_with(output, ".pt"))
+    throw UsageError("--output must end in .pth (state_dict), .pt (TorchScript) or .safetensors",
+                     options.help());
+  if (result.count("labels") && !to_safetensors)
+    throw UsageError("--labels: only a .safetensors output carries class names", options.help());
   std::optional<int64_t> num_classes;
   if (result.count("num-classes")) num_classes = positive_flag(result, "num-classes", options);
 
   const WeightsFile file(input);
   // Names, shapes and classes checked as loading checks them; the tensors written are the file's own.
   const AlexNetOptions model = file.options(num_classes);
-  if (to_pth)
+  if (to_pth) {
     save_state_dict(file.tensors(), output);
-  else
+  } else if (to_safetensors) {
+    const std::vector<std::string> names =
+        result.count("labels") ? data::load_labels(result["labels"].as<std::string>()) : file.class_names();
+    save_safetensors(file.tensors(), output, names);
+  } else {
     save_torchscript(file.tensors(), output);
+  }
   spdlog::info("export: {} ({}, {} classes) -> {}", input, format_name(file.format()), model.num_classes(),
                output);
   return 0;

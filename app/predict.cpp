@@ -67,8 +67,9 @@ cxxopts::Options predict_options(const PredictParams& p) {
                            "(resize shorter side, center crop, ImageNet normalisation).");
   options.positional_help("IMAGE...");
   options.add_options()
-      ("w,weights", "Weights: TorchScript archive or .pth file", cxxopts::value<std::string>())
-      ("labels", "Class names: 'imagenet' (built in) or a file with one name per line",
+      ("w,weights", "Weights: .pth, TorchScript .pt or .safetensors", cxxopts::value<std::string>())
+      ("labels", "Class names: 'imagenet' (built in) or a file with one name per line "
+                 "(default: the names the weights file carries, else imagenet for 1000 classes)",
        cxxopts::value<std::string>()->default_value(p.labels))
       ("k,topk", "How many classes to print per image (0 = all)",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.topk)))
@@ -81,6 +82,7 @@ cxxopts::Options predict_options(const PredictParams& p) {
        cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
+  add_nonfinite_option(options);
   add_common_options(options);
   options.parse_positional({"images"});
   return options;
@@ -116,13 +118,22 @@ int run_predict(int argc, const char* const* argv) {
 #else
   const torch::Device device = setup_runtime(result);
   runtime::ComputeConfig compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
-  AlexNet model = load_alexnet(p.weights);
+  AlexNet model{nullptr};
+  std::vector<std::string> labels;  // the file's own class names, if it carries them
+  {
+    const WeightsFile file(p.weights);
+    model = file.load();
+    labels = file.class_names();
+  }
+  check_finite_weights(result, *model, p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
               model->options().in_channels(), " input channels; predict feeds RGB images");
 
-  std::vector<std::string> labels;
-  if (result.count("labels") || num_classes == 1000) {
+  if (!labels.empty() && !result.count("labels")) {
+    TORCH_CHECK(static_cast<int64_t>(labels.size()) == num_classes, p.weights, ": ", labels.size(),
+                " class names for a model with ", num_classes, " classes");
+  } else if (result.count("labels") || num_classes == 1000) {
     labels = data::load_labels(p.labels);
     TORCH_CHECK(static_cast<int64_t>(labels.size()) == num_classes, "--labels ", p.labels, ": ",
                 labels.size(), " labels for a model with ", num_classes, " classes");

@@ -1,5 +1,9 @@
 #include "model/weights.h"
 
+#include "model/pth/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
 #include <torch/script.h>
 
 #include <algorithm>
@@ -22,6 +26,7 @@ const char* format_name(WeightFormat format) {
     case WeightFormat::kTorchScript: return "torchscript";
     case WeightFormat::kPthZip: return "pth (zip)";
     case WeightFormat::kPthLegacy: return "pth (legacy)";
+    case WeightFormat::kSafetensors: return "safetensors";
   }
   return "unknown";
 }
@@ -29,33 +34,20 @@ const char* format_name(WeightFormat format) {
 namespace {
 
 using Entry = WeightsFile::Entry;
+
+// The safetensors metadata key holding the class names, a JSON list.
+constexpr const char* kClassesKey = "classes";
 using Entries = std::vector<Entry>;
 
 // What WeightsFile says of a file in no format it reads.
 constexpr const char* kNotWeights =
-    ": not a PyTorch weights file (neither torch.save's zip or legacy format nor a TorchScript "
-    "archive)";
+    ": not a weights file (neither torch.save's zip or legacy format, a TorchScript archive, nor "
+    "safetensors)";
 
 std::string shape_str(c10::IntArrayRef sizes) {
   std::ostringstream os;
   os << sizes;
   return os.str();
-}
-
-// The first line of a c10::Error, without LibTorch's C++ backtrace.
-std::string first_line(const std::string& message) {
-  auto end = message.find('\n');
-  return message.substr(0, end);
-}
-
-// A readable regular file, or an error naming it.
-void check_regular_file(const std::string& path) {
-  struct stat st {};
-  TORCH_CHECK(::stat(path.c_str(), &st) == 0, path, ": no such file");
-  TORCH_CHECK(S_ISREG(st.st_mode), path, ": not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), path, ": cannot open for reading");
-  TORCH_CHECK(st.st_size > 0, path, ": file is empty");
 }
 
 struct DTypePair {
@@ -128,10 +120,73 @@ NamedRecords find_state_dict_records(const pth::Value& root, const std::string& 
   }
   NamedRecords records;
   for (const auto& [key, value] : dict->entries()) records.emplace_back(key.as_string(), &value.as_tensor());
-  // DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod"; either order.
-  while (strip_common_prefix(records, "module.") || strip_common_prefix(records, "_orig_mod.")) {
-  }
   return records;
+}
+
+// DataParallel/DDP wrap the model as "module", torch.compile as "_orig_mod",
+// Lightning and exported safetensors often as "model"; in any order.
+void strip_wrapper_prefixes(NamedRecords& records) {
+  while (strip_common_prefix(records, "module.") || strip_common_prefix(records, "_orig_mod.") ||
+         strip_common_prefix(records, "model.")) {
+  }
+}
+
+// A TorchScript module's tensors by dotted name ("features.0.weight"): the
+// tensor attributes of each module object, recursing into attributes that are
+// module objects themselves (Sequential, Conv2d ...). Other attributes
+// (training flags, hooks) are not weights.
+void collect_module_records(const pth::Value& object, const std::string& prefix, NamedRecords& out) {
+  for (const auto& [key, value] : object.entries()) {
+    if (!key.is_string()) continue;
+    if (value.is_tensor()) {
+      out.emplace_back(prefix + key.as_string(), &value.as_tensor());
+    } else if (value.is_dict() && value.type_name().compare(0, 10, "__torch__.") == 0) {
+      collect_module_records(value, prefix + key.as_string() + ".", out);
+    }
+  }
+}
+
+NamedRecords find_module_records(const pth::Value& root, const std::string& source) {
+  TORCH_CHECK(root.is_dict() && root.type_name().compare(0, 10, "__torch__.") == 0, source,
+              ": TorchScript archive whose data.pkl holds ", root.describe(), ", not a module");
+  NamedRecords records;
+  collect_module_records(root, "", records);
+  TORCH_CHECK(!records.empty(), source, ": TorchScript module without tensors");
+  return records;
+}
+
+// Whether two elements of the view share memory: with the dimensions sorted by
+// stride, each stride must pass the reach of all smaller ones (so a stride of 0
+// on a dimension of size > 1 overlaps).
+bool view_overlaps(const pth::TensorRecord& r) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size), size > 1
+  for (size_t d = 0; d < r.sizes.size(); ++d) {
+    if (r.sizes[d] == 0) return false;
+    if (r.sizes[d] > 1) dims.emplace_back(r.strides[d], r.sizes[d]);
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t reach = 0;  // the largest offset addressed by the dimensions so far
+  for (const auto& [stride, size] : dims) {
+    if (stride <= reach) return true;
+    reach += stride * (size - 1);  // cannot overflow: the reader bounded it by the storage
+  }
+  return false;
+}
+
+// Before anything is allocated from what a file declares: each state_dict
+// tensor must be a view that reads each of its elements from its own bytes,
+// and together they may not declare more bytes than the file holds. Weights
+// then cost no more memory than the file's size, whatever the header says.
+void check_declared_sizes(const NamedRecords& records, size_t file_size, const std::string& source) {
+  uint64_t total = 0;
+  for (const auto& [name, record] : records) {
+    TORCH_CHECK(!view_overlaps(*record), source, ": ", name, " is a view whose elements overlap (sizes ",
+                shape_str(record->sizes), ", strides ", shape_str(record->strides),
+                "): a state_dict tensor never is; refusing a crafted file");
+    total += static_cast<uint64_t>(record->numel()) * pth::element_size(record->dtype());
+  }
+  TORCH_CHECK(total <= file_size, source, ": the state_dict declares ", total,
+              " bytes of tensors but the file has only ", file_size, "; refusing a crafted file");
 }
 
 // ---- The one validation: a state_dict's names, shapes and dtypes against a table.
@@ -262,56 +317,6 @@ void copy_releasing(void* dst, const uint8_t* src, size_t n) {
   }
 }
 
-// A read-only std::streambuf over a mapped file, so that torch::jit::load parses
-// the mapping instead of reading the file again. Reads give back the pages they
-// have copied out (copy_releasing): the archive and the tensors LibTorch copies
-// out of it are never both resident.
-class MappedStreamBuf : public std::streambuf {
- public:
-  MappedStreamBuf(const uint8_t* data, size_t size) {
-    char* begin = reinterpret_cast<char*>(const_cast<uint8_t*>(data));
-    setg(begin, begin, begin + size);
-  }
-
- protected:
-  std::streamsize xsgetn(char* out, std::streamsize n) override {
-    const std::streamsize count = std::min<std::streamsize>(n, egptr() - gptr());
-    copy_releasing(out, reinterpret_cast<const uint8_t*>(gptr()), static_cast<size_t>(count));
-    setg(eback(), gptr() + count, egptr());
-    return count;
-  }
-  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
-    const off_type base = dir == std::ios_base::beg ? 0
-                          : dir == std::ios_base::cur ? gptr() - eback()
-                                                      : egptr() - eback();
-    return seekpos(base + off, std::ios_base::in);
-  }
-  pos_type seekpos(pos_type pos, std::ios_base::openmode) override {
-    if (pos < 0 || pos > egptr() - eback()) return pos_type(off_type(-1));
-    setg(eback(), eback() + static_cast<off_type>(pos), egptr());
-    return pos;
-  }
-};
-
-// Every parameter and buffer of the TorchScript archive in `buffer`, by full dotted name.
-NamedTensors load_torchscript(const pth::FileBuffer& buffer, const std::string& source) {
-  MappedStreamBuf stream_buffer(buffer.data, buffer.size);
-  std::istream in(&stream_buffer);
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(in, torch::kCPU);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, source, ": not a TorchScript archive (",
-                first_line(e.what_without_backtrace()), ")");
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, source, ": not a TorchScript archive (", first_line(e.what()), ")");
-  }
-  NamedTensors out;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.emplace_back(p.name, p.value);
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) out.emplace_back(b.name, b.value);
-  return out;
-}
-
 // Copies a record of a mapped file into `target` (shape already checked), giving
 // back the file's pages as it goes, so the file and the model are never both
 // resident. Records of the target's dtype are copied bytewise, which also serves
@@ -415,8 +420,10 @@ pth::Value tensor_value(const torch::Tensor& tensor) {
 }
 
 NamedTensors find_state_dict(const pth::Value& root, const std::string& source) {
+  NamedRecords records = find_state_dict_records(root, source);
+  strip_wrapper_prefixes(records);
   NamedTensors tensors;
-  for (const auto& [name, record] : find_state_dict_records(root, source))
+  for (const auto& [name, record] : records)
     tensors.emplace_back(name, to_tensor(*record));
   return tensors;
 }
@@ -429,35 +436,55 @@ NamedTensors state_dict(const torch::nn::Module& module) {
 }
 
 WeightsFile::WeightsFile(const std::string& path) : path_(path) {
-  check_regular_file(path);
+  NamedRecords records;
   try {
-    buffer_ = pth::map_file(path);
-    const pth::FileFormat format = pth::detect_format(buffer_.data, buffer_.size, path);
-    TORCH_CHECK(format != pth::FileFormat::kUnknown, path, kNotWeights);
-    pth::release_pages(buffer_.data, buffer_.size);  // detection read the zip directory
-    if (format == pth::FileFormat::kTorchScript) {
-      format_ = WeightFormat::kTorchScript;
-      loaded_ = load_torchscript(buffer_, path);
-      buffer_ = {};  // LibTorch copied every tensor out of the archive
-      entries_ = entries_of(loaded_);
+    buffer_ = pth::map_file(path);  // a regular file, opened without blocking
+    TORCH_CHECK(buffer_.size > 0, path, ": file is empty");
+    pth::FileFormat format = pth::detect_format(buffer_.data, buffer_.size, path);
+    if (format == pth::FileFormat::kUnknown && pth::looks_like_safetensors(buffer_.data, buffer_.size)) {
+      pth::Safetensors file = pth::parse_safetensors(buffer_.data, buffer_.size, buffer_.owner, path);
+      format_ = WeightFormat::kSafetensors;
+      root_ = std::move(file.tensors);
+      metadata_ = std::move(file.metadata);
+      records = find_state_dict_records(root_, path);
     } else {
-      pth::Checkpoint checkpoint =
-          pth::parse_checkpoint(buffer_.data, buffer_.size, buffer_.owner, path);
-      pth::release_pages(buffer_.data, buffer_.size);  // the zip checksums read every page
-      format_ = checkpoint.format == pth::FileFormat::kPthZip ? WeightFormat::kPthZip
-                                                              : WeightFormat::kPthLegacy;
+      TORCH_CHECK(format != pth::FileFormat::kUnknown, path, kNotWeights);
+      pth::Checkpoint checkpoint = pth::parse_checkpoint(buffer_.data, buffer_.size, buffer_.owner, path);
+      format_ = checkpoint.format == pth::FileFormat::kTorchScript ? WeightFormat::kTorchScript
+                : checkpoint.format == pth::FileFormat::kPthZip    ? WeightFormat::kPthZip
+                                                                   : WeightFormat::kPthLegacy;
       root_ = std::move(checkpoint.root);
-      for (const auto& [name, record] : find_state_dict_records(root_, path)) {
-        records_.push_back(record);
-        entries_.push_back({name, record->sizes, to_scalar_type(record->dtype())});
-      }
+      records = format_ == WeightFormat::kTorchScript ? find_module_records(root_, path)
+                                                      : find_state_dict_records(root_, path);
     }
+    pth::release_pages(buffer_.data, buffer_.size);  // parsing and the zip checksums read pages
   } catch (const pth::FormatError& e) {
     TORCH_CHECK(false, e.what());  // "<path>: <what>"
+  }
+  strip_wrapper_prefixes(records);
+  check_declared_sizes(records, buffer_.size, path);
+  for (const auto& [name, record] : records) {
+    records_.push_back(record);
+    entries_.push_back({name, record->sizes, to_scalar_type(record->dtype())});
   }
   Fit fit = fit_alexnet(entries_, path);
   fitted_ = fit.options;
   mismatch_ = std::move(fit.mismatch);
+}
+
+std::vector<std::string> WeightsFile::class_names() const {
+  for (const auto& [key, value] : metadata_) {
+    if (key != kClassesKey) continue;
+    const nlohmann::json names = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+    TORCH_CHECK(names.is_array(), path_, ": metadata 'classes' is not a JSON list");
+    std::vector<std::string> out;
+    for (const auto& name : names) {
+      TORCH_CHECK(name.is_string(), path_, ": metadata 'classes' holds ", name.dump(), ", not a name");
+      out.push_back(name.get<std::string>());
+    }
+    return out;
+  }
+  return {};
 }
 
 AlexNetOptions WeightsFile::options(std::optional<int64_t> num_classes, AlexNetOptions base) const {
@@ -473,25 +500,20 @@ void WeightsFile::copy_into(NamedTensors& targets) const {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < entries_.size(); ++i) index.emplace(entries_[i].name, i);
   torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) {
-    const size_t i = index.at(name);
-    if (format_ == WeightFormat::kTorchScript) {
-      target.copy_(loaded_[i].second);
-    } else {
-      copy_record(*records_[i], target);
-    }
-  }
+  for (auto& [name, target] : targets) copy_record(*records_[index.at(name)], target);
 }
 
 AlexNet WeightsFile::load(std::optional<int64_t> num_classes, AlexNetOptions base) const {
   const AlexNetOptions options = this->options(num_classes, base);
-  if (format_ == WeightFormat::kTorchScript) return AlexNet(options, loaded_);
-  // The model is built first, then filled record by record straight from the
-  // mapping: peak memory is the model plus a few pages, not the model plus the file.
-  AlexNet model(options);
-  NamedTensors targets = state_dict(*model);
+  // Each record is copied straight from the mapping into its own float32
+  // tensor, which the model then adopts: peak memory is the model plus a few
+  // pages, not the model plus the file, and no initial weights are drawn only
+  // to be overwritten.
+  NamedTensors targets;
+  for (const auto& [name, shape] : parameter_shapes(options))
+    targets.emplace_back(name, torch::empty(shape, torch::kFloat));
   copy_into(targets);
-  return model;
+  return AlexNet(options, targets);
 }
 
 void WeightsFile::load_into(torch::nn::Module& module, const std::string& skip_prefix) const {
@@ -500,7 +522,6 @@ void WeightsFile::load_into(torch::nn::Module& module, const std::string& skip_p
 }
 
 NamedTensors WeightsFile::tensors() const {
-  if (format_ == WeightFormat::kTorchScript) return loaded_;
   NamedTensors out;
   for (size_t i = 0; i < entries_.size(); ++i) out.emplace_back(entries_[i].name, to_tensor(*records_[i]));
   return out;
@@ -523,6 +544,30 @@ void save_state_dict(const NamedTensors& tensors, const std::string& path) {
   pth::Value root = pth::Value::dict("collections.OrderedDict");
   for (const auto& [name, t] : tensors) root.set(pth::Value::string(name), tensor_value(t));
   pth::write_checkpoint(path, root);
+}
+
+void save_safetensors(const NamedTensors& tensors, const std::string& path,
+                      const std::vector<std::string>& class_names) {
+  const Fit fit = fit_alexnet(entries_of(tensors), path);
+  TORCH_CHECK(fit.mismatch.empty(), fit.mismatch);
+  const int64_t classes = fit.options.num_classes();
+  TORCH_CHECK(class_names.empty() || static_cast<int64_t>(class_names.size()) == classes, path, ": ",
+              class_names.size(), " class names for weights with ", classes, " classes");
+  pth::Metadata metadata = {{"format", "pt"},
+                            {"architecture", arch_name(fit.options.arch())},
+                            {"num_classes", std::to_string(classes)}};
+  if (!class_names.empty()) metadata.emplace_back(kClassesKey, nlohmann::json(class_names).dump());
+  std::vector<pth::NamedRecord> records;
+  for (const auto& [name, t] : tensors)
+    records.emplace_back(name, tensor_value(t.detach().cpu().contiguous()).as_tensor());
+  pth::write_safetensors(path, records, metadata);
+}
+
+std::vector<std::string> nonfinite_parameters(const torch::nn::Module& module) {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : state_dict(module))
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) names.push_back(name);
+  return names;
 }
 
 void save_torchscript(const NamedTensors& tensors, const std::string& path) {

@@ -3,6 +3,7 @@
 
 #include "model/alexnet.h"
 #include "model/pth/checkpoint_io.h"
+#include "model/pth/safetensors.h"
 
 #include <torch/torch.h>
 
@@ -20,17 +21,25 @@ enum class WeightFormat {
   kTorchScript,  // torch.jit.save archive (scripted or traced)
   kPthZip,       // torch.save, zip container (PyTorch >= 1.6)
   kPthLegacy,    // torch.save, legacy stream (PyTorch < 1.6 or _use_new_zipfile_serialization=False)
+  kSafetensors,  // safetensors: JSON header, raw data
 };
 
 const char* format_name(WeightFormat format);
 
-/// A weights file opened and checked once. The format is detected by content
-/// (never by extension); the state_dict is the top level or the dict under
-/// "model", "state_dict" or "model_state_dict" of a training checkpoint, with a
-/// "module." (DataParallel, DDP) or "_orig_mod." (torch.compile) prefix common
-/// to all keys removed. torch.save files are memory-mapped while the object
-/// lives and their tensors view the mapping; a TorchScript archive is read once
-/// with torch::jit::load, its tensors held here.
+/// A weights file opened and checked once, running nothing from it. The format
+/// is detected by content (never by extension); the state_dict is the top level
+/// or the dict under "model", "state_dict" or "model_state_dict" of a training
+/// checkpoint, a TorchScript module's tensor attributes (read from its data.pkl
+/// by the allow-list unpickler; its code is never loaded), or a safetensors
+/// file's tensors. A "module." (DataParallel, DDP), "_orig_mod." (torch.compile)
+/// or "model." prefix common to all keys is removed. The file is memory-mapped
+/// while the object lives and tensors view the mapping.
+///
+/// What a file declares is checked before anything is allocated from it: every
+/// view lies inside its storage and its storage inside the file; no state_dict
+/// tensor is a view with overlapping elements (stride 0, a crafted "small file,
+/// huge tensor"); together they declare no more bytes than the file holds; no
+/// key appears twice; and zip entries neither overlap nor alias.
 class WeightsFile {
  public:
   /// Name, shape and dtype of a state_dict entry.
@@ -41,8 +50,8 @@ class WeightsFile {
   };
 
   /// Throws c10::Error naming `path` when it is not a weights file (missing, not
-  /// regular, empty, no known format, malformed, no state_dict). A state_dict
-  /// that is not an AlexNet is not an error here: see fits().
+  /// a regular file, empty, no known format, malformed, crafted, no state_dict).
+  /// A state_dict that is not an AlexNet is not an error here: see fits().
   explicit WeightsFile(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -67,8 +76,8 @@ class WeightsFile {
                          AlexNetOptions base = {}) const;
 
   /// A model of options(num_classes, base) holding the weights as float32.
-  /// torch.save records are copied one by one straight from the mapping, which
-  /// gives its pages back as it goes; TorchScript tensors are adopted (no second copy).
+  /// Records are copied one by one straight from the mapping, which gives its
+  /// pages back as it goes, into tensors the model adopts (no initialisation).
   AlexNet load(std::optional<int64_t> num_classes = std::nullopt, AlexNetOptions base = {}) const;
 
   /// Copies the weights into a module with the same names and shapes (train
@@ -78,13 +87,20 @@ class WeightsFile {
   /// mismatch()-style errors naming the file.
   void load_into(torch::nn::Module& module, const std::string& skip_prefix = "") const;
 
-  /// The state_dict's tensors with their own dtypes, in file order (torch.save:
-  /// views of the mapping, which they keep alive; TorchScript: the loaded tensors).
+  /// The state_dict's tensors with their own dtypes, in file order: views of
+  /// the mapping, which they keep alive.
   NamedTensors tensors() const;
 
-  /// The whole torch.save value tree, for readers of a training checkpoint's
-  /// other keys (epoch, optimizer, rng_state, args); None for TorchScript.
+  /// The whole value tree, for readers of a training checkpoint's other keys
+  /// (epoch, optimizer, rng_state, args): what torch.save pickled; for
+  /// TorchScript its module's attributes; for safetensors its tensors.
   const pth::Value& root() const { return root_; }
+  /// A safetensors file's "__metadata__" (empty for other formats).
+  const pth::Metadata& metadata() const { return metadata_; }
+  /// The class names the file carries (safetensors metadata "classes", a JSON
+  /// list of strings, as save_safetensors writes it); empty when it has none.
+  /// Throws naming the file when the list is malformed.
+  std::vector<std::string> class_names() const;
 
  private:
   // Copies the file's entry of each target's name into it (names and shapes checked before).
@@ -92,10 +108,10 @@ class WeightsFile {
 
   std::string path_;
   WeightFormat format_ = WeightFormat::kTorchScript;
-  pth::FileBuffer buffer_;  // the mapping torch.save records point into
+  pth::FileBuffer buffer_;  // the mapping the records point into
   pth::Value root_;
-  std::vector<const pth::TensorRecord*> records_;  // torch.save: entries_' records, in root_
-  NamedTensors loaded_;                             // TorchScript: entries_' tensors
+  pth::Metadata metadata_;
+  std::vector<const pth::TensorRecord*> records_;  // entries_' records, in root_
   std::vector<Entry> entries_;
   AlexNetOptions fitted_;  // num_classes, in_channels, arch, when fits()
   std::string mismatch_;
@@ -120,6 +136,18 @@ NamedTensors find_state_dict(const pth::Value& root, const std::string& source);
 /// Writes a state_dict as a torch.save zip file (an OrderedDict, dtypes kept)
 /// that torch.load + load_state_dict accept. Atomic: see pth::write_atomically.
 void save_state_dict(const NamedTensors& tensors, const std::string& path);
+
+/// Writes an AlexNet state_dict as safetensors (torchvision's names, dtypes
+/// kept, row-major data), which safetensors.torch.load_file reads. Its
+/// "__metadata__" says "format": "pt", "architecture" (alexnet or
+/// alexnet2012), "num_classes", and, when given, "classes" (a JSON list, one
+/// name per class). The tensors must fit AlexNet as WeightsFile::fits() checks. Atomic.
+void save_safetensors(const NamedTensors& tensors, const std::string& path,
+                      const std::vector<std::string>& class_names = {});
+
+/// The names of the module's parameters and buffers holding a NaN or an
+/// infinity, in registration order; empty when all are finite.
+std::vector<std::string> nonfinite_parameters(const torch::nn::Module& module);
 
 /// Writes a TorchScript archive of AlexNet with these weights (dtypes kept,
 /// names features.0.weight ...) whose forward torch.jit.load runs; its source is

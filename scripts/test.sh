@@ -24,9 +24,10 @@ case ${ALEXNET_LIBTORCH:-both} in
 esac
 
 # Reference tests run PyTorch/torchvision (Debian's for the debian flavour); opencv-doc has real
-# photographs; clang builds the fuzzer; ccache keeps compiled objects between builds.
+# photographs; clang builds the fuzzer; ccache keeps compiled objects between builds; GNU time
+# measures the peak memory of refused files.
 install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvision python3-pil \
-  python3-matplotlib clang libclang-rt-14-dev opencv-doc dataset-fashion-mnist ccache
+  python3-matplotlib clang libclang-rt-14-dev opencv-doc dataset-fashion-mnist ccache time
 
 failed=()
 for flavour in "${flavours[@]}"; do

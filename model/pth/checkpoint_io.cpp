@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -64,7 +65,9 @@ Checkpoint parse_zip(const uint8_t* data, size_t size, const std::shared_ptr<con
   const ZipReader zip(data, size, source);
   const std::string prefix = archive_prefix(zip);
   if (prefix.empty()) fail(source, "zip archive without <name>/data.pkl: not a torch.save file");
-  if (is_torchscript(zip, prefix)) fail(source, "a TorchScript archive, not a torch.save file");
+  // A TorchScript archive keeps its parameters in data.pkl as torch.save does;
+  // its code/ and constants.pkl are never read.
+  const bool torchscript = is_torchscript(zip, prefix);
   if (const ZipEntry* order = zip.find(prefix + "byteorder")) {
     const std::string byteorder(reinterpret_cast<const char*>(zip.data(*order)), order->size);
     if (byteorder != "little") fail(source, "byte order '" + byteorder + "' is not supported");
@@ -93,8 +96,9 @@ Checkpoint parse_zip(const uint8_t* data, size_t size, const std::shared_ptr<con
   };
   const ZipEntry* pkl = zip.find(prefix + "data.pkl");
   Checkpoint out;
-  out.format = FileFormat::kPthZip;
-  out.root = unpickle(zip.data(*pkl), pkl->size, load, source);
+  out.format = torchscript ? FileFormat::kTorchScript : FileFormat::kPthZip;
+  out.root = unpickle(zip.data(*pkl), pkl->size, load, source, nullptr, {},
+                      torchscript ? PickleKind::kTorchScript : PickleKind::kTorchSave);
   return out;
 }
 
@@ -186,14 +190,36 @@ Checkpoint parse_checkpoint(const uint8_t* data, size_t size, std::shared_ptr<co
 
 namespace {
 
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a plain file";
+}
+
+std::string octal(mode_t mode) {
+  char text[16];
+  std::snprintf(text, sizeof(text), "0%o", static_cast<unsigned>(mode));
+  return text;
+}
+
 // Opens a regular file for reading; its descriptor and size.
+// O_NONBLOCK keeps open(2) of a FIFO from waiting for a writer; the kind is
+// then checked on the descriptor itself, so nothing can be swapped in between.
 std::pair<int, size_t> open_regular(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) fail(path, errno == ENOENT ? "no such file" : std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
     ::close(fd);
-    fail(path, "not a regular file");
+    fail(path, std::string("cannot stat: ") + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, std::string("not a regular file (") + file_kind(st.st_mode) + ")");
   }
   return {fd, static_cast<size_t>(st.st_size)};
 }
@@ -276,14 +302,46 @@ Checkpoint read_checkpoint(const std::string& path) {
   return parse_checkpoint(file.data, file.size, file.owner, path);
 }
 
+namespace {
+
+// The process's umask, read from /proc (Linux 4.7+) so that no other thread
+// sees a changed one; else by setting and restoring it.
+mode_t current_umask() {
+  std::FILE* f = std::fopen("/proc/self/status", "re");
+  if (f) {
+    char line[256];
+    unsigned mask = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof(line), f)) found = std::sscanf(line, "Umask: %o", &mask) == 1;
+    std::fclose(f);
+    if (found) return static_cast<mode_t>(mask);
+  }
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  return mask;
+}
+
+// What a replaced file keeps (its permission bits), or what open(2) would give
+// a new one: 0666 less the umask.
+mode_t mode_for(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return st.st_mode & 07777;
+  return 0666 & ~current_umask();
+}
+
+}  // namespace
+
 void write_atomically(const std::string& path, const std::function<void(int fd)>& write) {
+  const mode_t mode = mode_for(path);
   std::string tmp = path + ".tmp-XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
+  const int fd = ::mkstemp(tmp.data());  // created 0600
   if (fd < 0) fail(path, std::string("cannot create a temporary file next to it: ") + std::strerror(errno));
   bool closed = false;
   try {
     write(fd);
-    if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) fail(path, std::string("fsync failed: ") + std::strerror(errno));
+    if (::fchmod(fd, mode) != 0)
+      fail(path, "cannot set the new file's mode to " + octal(mode) + ": " + std::strerror(errno));
+    if (::fsync(fd) != 0) fail(path, std::string("fsync failed: ") + std::strerror(errno));
     closed = true;
     if (::close(fd) != 0) fail(path, std::string("close failed: ") + std::strerror(errno));
   } catch (...) {

@@ -29,9 +29,11 @@ struct Checkpoint {
   Value root;  // what was passed to torch.save
 };
 
-/// Parses a torch.save file held in memory. Tensors point into `data`, which
-/// `owner` keeps alive (it may be null when the caller guarantees the lifetime).
-/// Errors throw FormatError "<source>: <what>".
+/// Parses a torch.save file or a TorchScript archive held in memory, running
+/// nothing from it. Tensors point into `data`, which `owner` keeps alive (it may
+/// be null when the caller guarantees the lifetime). A TorchScript archive's
+/// root is its module as a dict of attributes (see PickleKind::kTorchScript);
+/// its code is never read. Errors throw FormatError "<source>: <what>".
 Checkpoint parse_checkpoint(const uint8_t* data, size_t size, std::shared_ptr<const void> owner,
                             const std::string& source);
 

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <limits>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace alexnet::pth {
@@ -65,6 +66,26 @@ bool storage_dtype(const std::string& name, DType* dtype) {
   return false;
 }
 
+constexpr char kTorchScriptClassPrefix[] = "__torch__.";
+
+bool is_torchscript_class(const std::string& name) {
+  return name.compare(0, sizeof(kTorchScriptClassPrefix) - 1, kTorchScriptClassPrefix) == 0;
+}
+
+// TorchScript's typed containers in data.pkl: build_*list(list) gives the list,
+// restore_type_tag(value, type) the value.
+constexpr const char* kTorchScriptHelpers[] = {
+    "torch.jit._pickle.build_intlist",    "torch.jit._pickle.build_doublelist",
+    "torch.jit._pickle.build_boollist",   "torch.jit._pickle.build_tensorlist",
+    "torch.jit._pickle.restore_type_tag",
+};
+
+bool is_torchscript_helper(const std::string& name) {
+  for (const char* h : kTorchScriptHelpers)
+    if (name == h) return true;
+  return false;
+}
+
 bool allowed_global(const std::string& name) {
   DType unused;
   if (storage_dtype(name, &unused)) return true;
@@ -76,10 +97,8 @@ bool allowed_global(const std::string& name) {
 class Unpickler {
  public:
   Unpickler(const uint8_t* data, size_t size, const StorageLoader& load, const std::string& source,
-            UnpickleLimits limits)
-      : data_(data), size_(size), load_(load), source_(source), limits_(limits) {
-
-  }
+            UnpickleLimits limits, PickleKind kind)
+      : data_(data), size_(size), load_(load), source_(source), limits_(limits), kind_(kind) {}
 
   Value run(size_t* consumed) {
     for (;;) {
@@ -223,7 +242,9 @@ class Unpickler {
   }
   void push_global(const std::string& module, const std::string& name) {
     const std::string full = module + "." + name;
-    if (!allowed_global(full)) fail("unsupported global '" + full + "'");
+    const bool torchscript =
+        kind_ == PickleKind::kTorchScript && (is_torchscript_class(full) || is_torchscript_helper(full));
+    if (!torchscript && !allowed_global(full)) fail("unsupported global '" + full + "'");
     Node n;
     n.type = Type::kGlobal;
     n.s = full;
@@ -325,6 +346,9 @@ class Unpickler {
       std::string device = node(args[0]).s;
       if (args.size() > 1) device += ":" + std::to_string(int_of(args[1], "device index"));
       push_string(device);
+    } else if (is_torchscript_helper(callable)) {
+      if (args.empty()) fail(callable + " needs an argument");
+      push(args[0]);
     } else if (callable == "torch.Size") {
       push_container(Type::kTuple, args.empty() ? std::vector<uint32_t>{} : node(args[0]).items);
     } else if (callable == "builtins.set" || callable == "builtins.frozenset" || callable == "__builtin__.set") {
@@ -338,6 +362,8 @@ class Unpickler {
     const std::string cls = expect(cls_index, Type::kGlobal, "a class (NEWOBJ)").s;
     if (cls == "argparse.Namespace") return push_container(Type::kDict, {}, "argparse.Namespace");
     if (cls == "collections.OrderedDict") return push_container(Type::kDict, {}, cls);
+    // A TorchScript module or class instance: a record of attributes, filled by BUILD.
+    if (is_torchscript_class(cls)) return push_container(Type::kDict, {}, cls);
     fail("cannot instantiate '" + cls + "'");
   }
 
@@ -345,8 +371,11 @@ class Unpickler {
     const uint32_t state = pop();
     Node& target = node(top());
     const Node& st = node(state);
-    if (target.type == Type::kDict && target.s == "argparse.Namespace") {
-      if (st.type != Type::kDict) fail("argparse.Namespace state is not a dict");
+    const bool record = target.type == Type::kDict &&
+                        (target.s == "argparse.Namespace" || is_torchscript_class(target.s));
+    if (record) {
+      if (st.type != Type::kDict)
+        fail("'" + target.s + "' has a custom state (set by code in the file, which is never run)");
       const std::vector<uint32_t> kv = st.items;  // st may be target itself
       node(top()).items.insert(node(top()).items.end(), kv.begin(), kv.end());
     } else if (target.type == Type::kDict) {
@@ -513,9 +542,15 @@ class Unpickler {
       case Type::kDict: {
         Value::Entries entries;
         entries.reserve(n.items.size() / 2);
-        for (size_t k = 0; k + 1 < n.items.size(); k += 2)
-          entries.emplace_back(to_value(n.items[k], depth + 1, budget), to_value(n.items[k + 1], depth + 1, budget));
-        // Later keys replace earlier equal ones, as in Python; cheap here since pickles repeat none.
+        std::unordered_set<std::string> seen;
+        for (size_t k = 0; k + 1 < n.items.size(); k += 2) {
+          Value key = to_value(n.items[k], depth + 1, budget);
+          // Python's pickler writes each key once; a repeated one is a crafted file.
+          if ((key.is_string() || key.is_int()) &&
+              !seen.insert(key.is_string() ? "s" + key.as_string() : "i" + std::to_string(key.as_int())).second)
+            fail("key " + key.describe() + " appears twice in one dict");
+          entries.emplace_back(std::move(key), to_value(n.items[k + 1], depth + 1, budget));
+        }
         return Value::dict(n.s, std::move(entries));
       }
     }
@@ -529,6 +564,7 @@ class Unpickler {
   const StorageLoader& load_;
   const std::string& source_;
   UnpickleLimits limits_;
+  PickleKind kind_;
   std::vector<Node> nodes_;
   std::vector<std::shared_ptr<const Storage>> storages_;
   std::vector<TensorRecord> tensors_;
@@ -540,8 +576,9 @@ class Unpickler {
 }  // namespace
 
 Value unpickle(const uint8_t* data, size_t size, const StorageLoader& load,
-               const std::string& source, size_t* consumed, UnpickleLimits limits) {
-  Unpickler unpickler(data, size, load, source, limits);
+               const std::string& source, size_t* consumed, UnpickleLimits limits,
+               PickleKind kind) {
+  Unpickler unpickler(data, size, load, source, limits, kind);
   return unpickler.run(consumed);
 }
 

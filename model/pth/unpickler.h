@@ -32,9 +32,25 @@ struct UnpickleLimits {
   size_t max_values = 2000000;  // values built while unpickling, and again in the result
 };
 
+/// Which writer's pickles to accept.
+enum class PickleKind {
+  kTorchSave,    // torch.save: the allow-list only
+  kTorchScript,  // torch.jit.save's data.pkl: also TorchScript module objects
+};
+
 /// Interprets the pickle starting at data[0] up to its STOP opcode. `consumed`
-/// receives the pickle's length. Errors throw FormatError "<source>: pickle: ...".
+/// receives the pickle's length. A dict (or object) with the same key twice is
+/// refused, naming the key: Python would keep the last copy, and a reader that
+/// kept another would run weights Python never shows. Errors throw FormatError
+/// "<source>: pickle: ...".
+///
+/// kTorchScript reads a TorchScript archive's data.pkl without its code:
+/// instances of `__torch__.*` classes become dicts of their attributes (their
+/// type_name is the class), as their __getstate__-less state records them. An
+/// object whose state is not a dict of attributes (a custom __setstate__) is
+/// refused rather than interpreted.
 Value unpickle(const uint8_t* data, size_t size, const StorageLoader& load,
-               const std::string& source, size_t* consumed = nullptr, UnpickleLimits limits = {});
+               const std::string& source, size_t* consumed = nullptr, UnpickleLimits limits = {},
+               PickleKind kind = PickleKind::kTorchSave);
 
 }  // namespace alexnet::pth

@@ -83,6 +83,8 @@ ZipReader::ZipReader(const uint8_t* data, size_t size, std::string source)
   if (count > dir_size / kCentralHeaderSize) fail("central directory too small for its entry count");
 
   entries_.reserve(count);
+  std::vector<uint64_t> header_offsets;
+  header_offsets.reserve(count);
   uint64_t pos = dir_offset;
   const uint64_t dir_end = dir_offset + dir_size;
   for (uint64_t i = 0; i < count; ++i) {
@@ -133,15 +135,36 @@ ZipReader::ZipReader(const uint8_t* data, size_t size, std::string source)
       fail("entry '" + e.name + "': data runs past the end of the file (truncated?)");
     e.data_offset = data_start;
     if (e.method != 0) e.size = compressed;
+    if (!index_.emplace(e.name, entries_.size()).second) fail("entry '" + e.name + "' appears twice");
+    header_offsets.push_back(header_offset);
     entries_.push_back(std::move(e));
     pos += kCentralHeaderSize + name_len + extra_len + comment_len;
+  }
+  for (const auto& e : entries_)
+    if (e.data_offset + e.size > dir_offset)
+      fail("entry '" + e.name + "' runs into the central directory (a crafted archive)");
+  check_layout(header_offsets);
+  verified_ = std::make_shared<std::vector<bool>>(entries_.size(), false);
+}
+
+// Each entry owns [local header, end of data); sorted by start, each must end
+// before the next begins, and none may reach into the central directory.
+void ZipReader::check_layout(const std::vector<uint64_t>& header_offsets) const {
+  std::vector<size_t> order(entries_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return header_offsets[a] < header_offsets[b]; });
+  for (size_t k = 1; k < order.size(); ++k) {
+    const ZipEntry& prev = entries_[order[k - 1]];
+    if (prev.data_offset + prev.size > header_offsets[order[k]])
+      fail("entries '" + prev.name + "' and '" + entries_[order[k]].name +
+           "' overlap (a crafted archive)");
   }
 }
 
 const ZipEntry* ZipReader::find(const std::string& name) const {
-  for (const auto& e : entries_)
-    if (e.name == name) return &e;
-  return nullptr;
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
 const uint8_t* ZipReader::data(const ZipEntry& entry, bool verify_crc) const {
@@ -149,8 +172,12 @@ const uint8_t* ZipReader::data(const ZipEntry& entry, bool verify_crc) const {
     fail("entry '" + entry.name + "' is compressed (method " + std::to_string(entry.method) +
          "); torch.save writes stored entries only");
   const uint8_t* p = data_ + entry.data_offset;
-  if (verify_crc && crc32(p, entry.size) != entry.crc32)
-    fail("entry '" + entry.name + "': CRC-32 mismatch (corrupted file)");
+  const size_t i = static_cast<size_t>(&entry - entries_.data());
+  if (verify_crc && !(*verified_)[i]) {
+    if (crc32(p, entry.size) != entry.crc32)
+      fail("entry '" + entry.name + "': CRC-32 mismatch (corrupted file)");
+    (*verified_)[i] = true;
+  }
   return p;
 }
 

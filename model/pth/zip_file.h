@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace alexnet::pth {
@@ -22,7 +24,11 @@ struct ZipEntry {
 };
 
 /// A zip archive in memory. Every offset and size is checked against the
-/// buffer at construction; errors throw FormatError "<source>: <what>".
+/// buffer at construction, and so is the layout: names are unique, and no two
+/// entries' headers or data overlap, so no byte is served twice (a "zip bomb"
+/// of aliases). Reading costs time linear in the file: entries are indexed
+/// once by name, and each record's CRC is verified once, on first use.
+/// Errors throw FormatError "<source>: <what>".
 class ZipReader {
  public:
   ZipReader(const uint8_t* data, size_t size, std::string source);
@@ -34,11 +40,15 @@ class ZipReader {
 
  private:
   [[noreturn]] void fail(const std::string& what) const;
+  void check_layout(const std::vector<uint64_t>& header_offsets) const;
 
   const uint8_t* data_;
   size_t size_;
   std::string source_;
   std::vector<ZipEntry> entries_;
+  std::unordered_map<std::string, size_t> index_;  // name -> entries_ position
+  // One flag per entry, set once its CRC has matched; shared so copies agree.
+  std::shared_ptr<std::vector<bool>> verified_;
 };
 
 /// Writes stored entries with data aligned to kZipAlignment, then the central directory.
