@@ -81,6 +81,7 @@ cxxopts::Options predict_options(const PredictParams& p) {
        cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
+  add_max_pixels_option(options);
   add_common_options(options);
   options.parse_positional({"images"});
   return options;
@@ -110,6 +111,7 @@ int run_predict(int argc, const char* const* argv) {
                      options.help());
   p.images = result["images"].as<std::vector<std::string>>();
   const runtime::ComputeRequest request = compute_flags(result, options);
+  set_max_pixels(result, options);
 
 #ifndef ALEXNET_HAVE_OPENCV
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
