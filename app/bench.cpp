@@ -129,6 +129,7 @@ cxxopts::Options bench_options(const BenchOptions& o) {
   add_recipe_options(options, o.recipe);
   add_compute_options(options, {runtime::Precision::kAuto, runtime::ChannelsLast::kAuto, runtime::PlanChoice::kAuto},
                       /*with_plan=*/true);
+  add_max_pixels_option(options);
   add_common_options(options);
   return options;
 }
@@ -183,6 +184,7 @@ int run_bench(int argc, const char* const* argv) {
   }
   const Mode mode = parse_bench_flags(result, options, o);
   const runtime::ComputeRequest request = compute_flags(result, options);
+  set_max_pixels(result, options);
   const bool json = result.count("json") > 0;
   if (mode == Mode::kData) {
     runtime::configure_threads(result["threads"].as<int>());

@@ -1,6 +1,7 @@
 #include "app/cli.h"
 
 #include "app/runtime/machine.h"
+#include "data/image_header.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
@@ -83,6 +84,20 @@ int64_t positive_flag(const cxxopts::ParseResult& result, const std::string& nam
   const int64_t v = result[name].as<int64_t>();
   if (v <= 0) throw UsageError("--" + name + " must be positive, got " + std::to_string(v), options.help());
   return v;
+}
+
+void add_max_pixels_option(cxxopts::Options& options) {
+  options.add_options("data")
+      ("max-pixels", "Refuse images whose header declares more pixels than this, before decoding "
+       "(default: PIL's decompression bomb limit; 0 = no limit)",
+       cxxopts::value<int64_t>()->default_value(std::to_string(data::kDefaultMaxImagePixels)));
+}
+
+void set_max_pixels(const cxxopts::ParseResult& result, const cxxopts::Options& options) {
+  const int64_t v = result["max-pixels"].as<int64_t>();
+  if (v < 0)
+    throw UsageError("--max-pixels must be 0 (no limit) or positive, got " + std::to_string(v), options.help());
+  data::set_max_image_pixels(v);
 }
 
 void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan) {

@@ -1,5 +1,6 @@
 // What the commands share: parsing flags into the libraries' types, usage errors,
-// and the flags several commands take (device and threads, compute, the recipe).
+// and the flags several commands take (device and threads, compute, the recipe,
+// the image pixel limit).
 #pragma once
 
 #include "app/engine/train_config.h"
@@ -56,6 +57,11 @@ T choice_flag(const cxxopts::ParseResult& result, const std::string& name, Parse
   if (!parsed) throw UsageError("--" + name + " " + value + ": expected " + expected, options.help());
   return *parsed;
 }
+
+/// Adds --max-pixels, for the commands that decode images (predict, eval, train, bench).
+void add_max_pixels_option(cxxopts::Options& options);
+/// Sets the process's image pixel limit from --max-pixels (data::set_max_image_pixels).
+void set_max_pixels(const cxxopts::ParseResult& result, const cxxopts::Options& options);
 
 /// --onednn-plan's help text, shared by the commands that infer.
 inline constexpr const char* kPlanHelp =

@@ -38,6 +38,7 @@ cxxopts::Options eval_options() {
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
   add_nonfinite_option(options);
+  add_max_pixels_option(options);
   add_common_options(options);
   return options;
 }
@@ -102,6 +103,7 @@ int run_eval(int argc, const char* const* argv) {
   if (image_size != 0 && image_size < kMinInputSize)
     throw UsageError("--image-size must be at least " + std::to_string(kMinInputSize), options.help());
   const runtime::ComputeRequest request = compute_flags(result, options);
+  set_max_pixels(result, options);
 
   const torch::Device device = setup_runtime(result);
   runtime::reuse_freed_memory();

@@ -83,6 +83,7 @@ cxxopts::Options predict_options(const PredictParams& p) {
       ("images", "Image files", cxxopts::value<std::vector<std::string>>());
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
   add_nonfinite_option(options);
+  add_max_pixels_option(options);
   add_common_options(options);
   options.parse_positional({"images"});
   return options;
@@ -112,6 +113,7 @@ int run_predict(int argc, const char* const* argv) {
                      options.help());
   p.images = result["images"].as<std::vector<std::string>>();
   const runtime::ComputeRequest request = compute_flags(result, options);
+  set_max_pixels(result, options);
 
 #ifndef ALEXNET_HAVE_OPENCV
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");

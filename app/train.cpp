@@ -70,6 +70,7 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
   add_recipe_options(options, defaults.recipe);
   add_compute_options(options, {defaults.precision, defaults.channels_last, runtime::PlanChoice::kOff},
                       /*with_plan=*/false);
+  add_max_pixels_option(options);
   add_common_options(options);
   options.custom_help("[options]");
   return options;
@@ -146,6 +147,7 @@ int run_train(int argc, const char* const* argv) {
     return 0;
   }
   const TrainConfig config = parse_train_config(result, options);
+  set_max_pixels(result, options);
 
   const torch::Device device = setup_runtime(result);
   runtime::reuse_freed_memory();

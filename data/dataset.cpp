@@ -1,19 +1,22 @@
 #include "data/dataset.h"
 
+#include "data/file.h"
+
 #ifdef ALEXNET_HAVE_OPENCV
 #include "data/decode.h"
 #endif
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <set>
+#include <sstream>
 #include <utility>
 
 namespace alexnet::data {
@@ -37,6 +40,13 @@ bool is_dir(const std::string& path) {
 bool is_file(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Something other than a folder is there: a file, or a FIFO or device that
+// the readers then refuse by name rather than report missing.
+bool is_non_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
 }
 
 std::string join(const std::string& dir, const std::string& name) {
@@ -90,36 +100,73 @@ void walk(const std::string& top, std::set<std::pair<dev_t, ino_t>>& seen,
 
 // --------------------------------------------------------------- binary files
 
-// Whole file, gunzipped when it is gzip (zlib reads plain files unchanged).
-std::vector<uint8_t> read_maybe_gzip(const std::string& path) {
-  TORCH_CHECK(is_file(path), path, ": no such file");
-  gzFile f = ::gzopen(path.c_str(), "rb");
-  TORCH_CHECK(f != nullptr, path, ": cannot open for reading");
-  std::vector<uint8_t> bytes;
-  std::vector<uint8_t> chunk(1 << 20);
-  for (;;) {
-    const int n = ::gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int code = 0;
-      const std::string message = ::gzerror(f, &code);
-      ::gzclose(f);
-      TORCH_CHECK(false, path, ": read error (", message, ")");
+// Deflate expands data at most 1032:1 (zlib's FAQ), so a gzip file of n bytes
+// holds at most 1032 n: a header declaring more is refused before allocating.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// An IDX file's bytes: the plain file, or its gzip stream inflated on demand
+// (detected from the content, as zlib does), so that nothing past what the
+// header declares is ever inflated.
+class IdxStream {
+ public:
+  explicit IdxStream(const std::string& path) : file_(path) {
+    uint8_t magic[2] = {0, 0};
+    const bool gzip = file_.read_upto(magic, 2) == 2 && magic[0] == 0x1F && magic[1] == 0x8B;
+    file_.seek(0);
+    if (gzip) {
+      const int fd = file_.release();
+      gz_ = ::gzdopen(fd, "rb");
+      if (gz_ == nullptr) ::close(fd);
+      TORCH_CHECK(gz_ != nullptr, path, ": cannot open for reading (zlib)");
     }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + n);
   }
-  // gzread returns 0 (not an error) at a truncated gzip stream's end; gzclose reports it.
-  const int rc = ::gzclose(f);
-  TORCH_CHECK(rc == Z_OK, path, ": truncated or corrupt gzip data");
-  return bytes;
-}
+  ~IdxStream() {
+    if (gz_ != nullptr) ::gzclose(gz_);
+  }
+  IdxStream(const IdxStream&) = delete;
+  IdxStream& operator=(const IdxStream&) = delete;
+
+  bool gzip() const { return gz_ != nullptr; }
+  /// Bytes of the file itself (compressed, for gzip).
+  int64_t file_size() const { return file_.size(); }
+
+  /// Up to n bytes of data, fewer only at its end.
+  size_t read_upto(uint8_t* out, size_t n) {
+    if (gz_ == nullptr) return file_.read_upto(out, n);
+    size_t got = 0;
+    while (got < n) {
+      const int r =
+          ::gzread(gz_, out + got, static_cast<unsigned>(std::min<size_t>(n - got, 1u << 30)));
+      if (r < 0) {
+        int code = 0;
+        TORCH_CHECK(false, file_.path(), ": corrupt gzip data (", ::gzerror(gz_, &code), ")");
+      }
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+    }
+    return got;
+  }
+
+  /// Closes a gzip stream, checking that it ended properly.
+  void finish() {
+    if (gz_ == nullptr) return;
+    // gzread returns 0 (not an error) at a truncated gzip stream's end; gzclose reports it.
+    const int rc = ::gzclose(std::exchange(gz_, nullptr));
+    TORCH_CHECK(rc == Z_OK, file_.path(), ": truncated or corrupt gzip data");
+  }
+
+ private:
+  RegularFile file_;
+  gzFile gz_ = nullptr;
+};
 
 uint32_t big_endian_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path);
+  const std::vector<uint8_t> bytes = read_regular_file(path, kMaxTextFileBytes, "class names file");
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
@@ -182,7 +229,7 @@ std::string find_holder(const std::string& dir, const std::vector<std::string>& 
   for (const auto& s : subs) candidates.push_back(join(dir, s));
   for (const auto& c : candidates)
     for (const auto& f : files)
-      if (is_file(join(c, f))) return c;
+      if (is_non_dir(join(c, f))) return c;
   return "";
 }
 
@@ -284,27 +331,52 @@ std::string TensorDataset::name(int64_t i) const {
 // -------------------------------------------------------------------- IDX files
 
 torch::Tensor read_idx_file(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_maybe_gzip(path);
-  TORCH_CHECK(bytes.size() >= 4, path, ": not an IDX file (", bytes.size(), " bytes)");
-  // Magic: two zero bytes, type code (0x08 = uint8), number of dimensions.
-  const uint32_t magic = big_endian_u32(bytes.data());
-  TORCH_CHECK(bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08 && bytes[3] >= 1 && bytes[3] <= 3,
-              path, ": wrong IDX magic number 0x", c10::str(std::hex, magic),
-              " (expected 0x00000801 for labels or 0x00000803 for images)");
-  const int ndim = bytes[3];
-  TORCH_CHECK(bytes.size() >= 4u + 4u * ndim, path, ": truncated IDX header");
+  IdxStream in(path);
+  // Magic: two zero bytes, type code (0x08 = uint8), number of dimensions;
+  // then one big-endian uint32 size per dimension.
+  uint8_t header[4 + 4 * 3];
+  const size_t got = in.read_upto(header, 4);
+  TORCH_CHECK(got == 4, path, ": not an IDX file (", got, " bytes)");
+  const uint32_t magic = big_endian_u32(header);
+  TORCH_CHECK(
+      header[0] == 0 && header[1] == 0 && header[2] == 0x08 && header[3] >= 1 && header[3] <= 3,
+      path, ": wrong IDX magic number 0x", c10::str(std::hex, magic),
+      " (expected 0x00000801 for labels or 0x00000803 for images)");
+  const int ndim = header[3];
+  const size_t dims_bytes = 4 * static_cast<size_t>(ndim);
+  TORCH_CHECK(in.read_upto(header + 4, dims_bytes) == dims_bytes, path, ": truncated IDX header");
   std::vector<int64_t> sizes(ndim);
   uint64_t count = 1;
+  bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
-    sizes[d] = big_endian_u32(bytes.data() + 4 + 4 * d);
-    count *= static_cast<uint64_t>(sizes[d]);
+    sizes[d] = big_endian_u32(header + 4 + 4 * d);
+    overflow |= __builtin_mul_overflow(count, static_cast<uint64_t>(sizes[d]), &count);
   }
-  const size_t header = 4 + 4 * static_cast<size_t>(ndim);
-  TORCH_CHECK(bytes.size() - header == count, path, ": IDX header promises ", count,
-              " bytes of data for shape ", c10::IntArrayRef(sizes), ", file has ",
-              bytes.size() - header);
+  const c10::IntArrayRef shape(sizes);
+  // The data's size is checked against the file before anything is allocated or inflated.
+  TORCH_CHECK(!overflow && count <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+              path, ": IDX header declares shape ", shape, ", more than 2^63 bytes");
+  if (!in.gzip()) {
+    const auto data = static_cast<uint64_t>(in.file_size()) - 4 - dims_bytes;
+    TORCH_CHECK(data <= count, path, ": ", data - count, " bytes of data after the ", count,
+                " the IDX header declares for shape ", shape);
+    TORCH_CHECK(data == count, path, ": IDX header promises ", count, " bytes of data for shape ",
+                shape, ", file has ", data);
+  } else {
+    const auto compressed = static_cast<uint64_t>(in.file_size());
+    TORCH_CHECK(count / kMaxDeflateRatio <= compressed, path, ": IDX header promises ", count,
+                " bytes of data for shape ", shape, ", more than a gzip file of ", compressed,
+                " bytes can hold");
+  }
   torch::Tensor out = torch::empty(sizes, torch::kUInt8);
-  std::memcpy(out.data_ptr<uint8_t>(), bytes.data() + header, count);
+  const size_t have = in.read_upto(out.data_ptr<uint8_t>(), count);
+  TORCH_CHECK(have == count, path, ": IDX header promises ", count, " bytes of data for shape ",
+              shape, in.gzip() ? ", the gzip data holds " : ", file has ", have);
+  // One byte more tells excess data apart, without inflating the rest of a bomb.
+  uint8_t extra = 0;
+  TORCH_CHECK(in.read_upto(&extra, 1) == 0, path, ": more data after the ", count,
+              " bytes the IDX header declares for shape ", shape);
+  in.finish();
   return out;
 }
 
@@ -327,7 +399,7 @@ std::shared_ptr<TensorDataset> load_mnist(const std::string& dir, const std::str
   }
   auto pick = [&](const std::string& file) {
     const std::string plain = join(holder, file);
-    return is_file(plain) ? plain : plain + ".gz";
+    return is_non_dir(plain) ? plain : plain + ".gz";
   };
   const std::string images_path = pick(images_file);
   const std::string labels_path = pick(labels_file);
@@ -378,15 +450,14 @@ std::shared_ptr<TensorDataset> load_cifar(const std::string& dir, const std::str
   int64_t total = 0;
   for (const auto& f : files) {
     const std::string path = join(holder, f);
-    TORCH_CHECK(is_file(path), name, ": missing ", path);
-    std::ifstream in(path, std::ios::binary);
-    TORCH_CHECK(in.good(), path, ": cannot open for reading");
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-    TORCH_CHECK(!bytes.empty() && static_cast<int64_t>(bytes.size()) % record == 0, path,
-                ": size ", bytes.size(), " bytes is not a whole number of ", record,
+    RegularFile file(path);
+    // Checked on the size before reading, so that an odd file is refused unread.
+    TORCH_CHECK(file.size() > 0 && file.size() % record == 0, path, ": size ", file.size(),
+                " bytes is not a whole number of ", record,
                 "-byte CIFAR records (is this the binary version of ", name, "?)");
-    total += static_cast<int64_t>(bytes.size()) / record;
+    std::vector<uint8_t> bytes(static_cast<size_t>(file.size()));
+    file.read_exact(bytes.data(), bytes.size());
+    total += file.size() / record;
     contents.push_back(std::move(bytes));
   }
   torch::Tensor planar = torch::empty({total, 3, 32, 32}, torch::kUInt8);  // (N, 3, 32, 32)

@@ -47,6 +47,8 @@ class Dataset {
 /// within each, keeping those whose extension (any case) is one of
 /// kImageExtensions. Images are decoded on load() to RGB like PIL's
 /// convert("RGB"). Throws when there is no class folder or a class has no image.
+/// An entry that is not a regular file (a FIFO, a socket) is kept as a sample
+/// whose load() throws naming it, like any unreadable image (data/file.h).
 class ImageFolder : public Dataset {
  public:
   explicit ImageFolder(const std::string& root);
@@ -109,7 +111,10 @@ class TensorDataset : public Dataset {
 /// Reads an IDX file (plain or gzip, detected from the content), as MNIST
 /// ships them: magic 0x00000801 (labels) or 0x00000803 (images), big-endian
 /// sizes, uint8 data. Returns (N,) or (N, rows, cols) uint8. Throws naming the
-/// file on a wrong magic number, size or a truncated file.
+/// file on a wrong magic number, size or a truncated file. The header is read
+/// first and the data's size it declares checked before anything more is read:
+/// against the size of a plain file, and for gzip by inflating at most that
+/// size plus one byte, so a gzip bomb costs no more memory than its header claims.
 torch::Tensor read_idx_file(const std::string& path);
 
 /// MNIST-style folder (train-images-idx3-ubyte[.gz] etc.; also accepts the
@@ -121,7 +126,8 @@ std::shared_ptr<TensorDataset> load_mnist(const std::string& dir, const std::str
 /// CIFAR-10 (data_batch_1..5.bin / test_batch.bin) or CIFAR-100 (train.bin /
 /// test.bin, fine labels) binary version, in dir or its cifar-10-batches-bin /
 /// cifar-100-binary subfolder. Class names come from batches.meta.txt /
-/// fine_label_names.txt when present.
+/// fine_label_names.txt when present as regular files. A batch file's size must
+/// be a whole number of records, checked before it is read.
 std::shared_ptr<TensorDataset> load_cifar(const std::string& dir, const std::string& split,
                                           DatasetKind kind);
 

@@ -1,13 +1,13 @@
 #include "data/decode.h"
 
+#include "data/file.h"
+#include "data/image_header.h"
+
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which needs FILE and size_t
 #include <cstring>
@@ -18,20 +18,6 @@
 namespace alexnet::data {
 
 namespace {
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  struct stat st {};
-  TORCH_CHECK(::stat(path.c_str(), &st) == 0, path, ": no such file");
-  TORCH_CHECK(!S_ISDIR(st.st_mode), path, ": is a directory, not an image");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  TORCH_CHECK(f != nullptr, path, ": cannot open for reading (", std::strerror(errno), ")");
-  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
-  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  TORCH_CHECK(!failed && got == bytes.size(), path, ": read error");
-  return bytes;
-}
 
 // libjpeg fills a truncated JPEG with grey and only warns; PIL refuses it.
 // A JPEG whose data does not end in an EOI marker (FF D9) is treated as truncated.
@@ -103,6 +89,13 @@ torch::Tensor decode_jpeg(const uint8_t* bytes, size_t size, const std::string& 
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  // The size libjpeg will allocate for, checked before jpeg_start_decompress does.
+  try {
+    check_image_pixels(name, {"JPEG", cinfo.image_width, cinfo.image_height});
+  } catch (...) {
+    jpeg_destroy_decompress(&cinfo);
+    throw;
+  }
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     jpeg_destroy_decompress(&cinfo);
     return out;
@@ -127,6 +120,8 @@ torch::Tensor decode_jpeg(const uint8_t* bytes, size_t size, const std::string& 
 torch::Tensor decode_image_bytes(const uint8_t* bytes, size_t size, const std::string& name) {
   TORCH_CHECK(size > 0, name, ": empty file, not an image");
   TORCH_CHECK(!jpeg_truncated(bytes, size), name, ": truncated JPEG (no end-of-image marker)");
+  // A decompression bomb is refused from its header, before any decoder allocates.
+  if (const auto header = read_image_header(bytes, size, name)) check_image_pixels(name, *header);
   if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
     torch::Tensor rgb = decode_jpeg(bytes, size, name);
     if (rgb.defined()) return rgb;
@@ -164,7 +159,7 @@ torch::Tensor decode_image_bytes(const uint8_t* bytes, size_t size, const std::s
 }
 
 torch::Tensor decode_image_file(const std::string& path) {
-  std::vector<uint8_t> bytes = read_file(path);
+  const std::vector<uint8_t> bytes = read_regular_file(path);
   return decode_image_bytes(bytes.data(), bytes.size(), path);
 }
 

@@ -1,10 +1,10 @@
 #include "data/labels.h"
 
+#include "data/file.h"
+
 #include <torch/torch.h>
 
-#include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 
 namespace alexnet::data {
 
@@ -33,11 +33,8 @@ const std::vector<std::string>& imagenet_labels() {
 }
 
 std::vector<std::string> read_labels_file(const std::string& path) {
-  struct stat st {};
-  TORCH_CHECK(::stat(path.c_str(), &st) == 0, path, ": no such labels file");
-  TORCH_CHECK(S_ISREG(st.st_mode), path, ": labels file is not a regular file");
-  std::ifstream in(path);
-  TORCH_CHECK(in.good(), path, ": cannot open labels file");
+  const std::vector<uint8_t> bytes = read_regular_file(path, kMaxTextFileBytes, "labels file");
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
   auto labels = split_lines(in);
   TORCH_CHECK(!labels.empty(), path, ": labels file holds no labels");
   return labels;

@@ -10,6 +10,7 @@ namespace alexnet::data {
 const std::vector<std::string>& imagenet_labels();
 
 /// One label per non-empty line. Throws naming the file when it cannot be read
+/// (not a regular file: data/file.h), is larger than kMaxTextFileBytes
 /// or holds no labels.
 std::vector<std::string> read_labels_file(const std::string& path);
 
