@@ -325,9 +325,18 @@ def torchscript_without_code(tmp):
     torch.save(model.state_dict(), pth)
     archives = {"scripted": torch.jit.script(model), "traced": torch.jit.trace(model, x)}
     ref = logits_of(pth, image)
+    # Memory: the file and the model are never both resident, whatever the format.
+    _, _, _, _, floor = run_measured("info", "--weights", os.path.join(tmp, "missing.pth"))
+    model_mib = sum(t.numel() * 4 for t in model.state_dict().values()) / 2**20
+    for kind, module in archives.items():
+        module.save(os.path.join(tmp, f"ts_{kind}.pt"))
+    for path in (pth, os.path.join(tmp, "ts_scripted.pt")):
+        code, _, _, _, mib = run_measured("predict", "--weights", path, image)
+        check(code == 0 and mib - floor < 1.25 * model_mib,
+              f"predict {os.path.basename(path)} peaks at {mib:.0f} MiB: {mib - floor:.0f} over a refused "
+              f"file's {floor:.0f}, for {model_mib:.0f} MiB of weights (bound 1.25x: never file and model at once)")
     for kind, module in archives.items():
         path = os.path.join(tmp, f"ts_{kind}.pt")
-        module.save(path)
         check(logits_of(path, image) == ref, f"{kind} archive ({torch.__version__}): logits identical to the .pth's")
         # The same archive with its code replaced by something that cannot run.
         broken = os.path.join(tmp, f"ts_{kind}_nocode.pt")
