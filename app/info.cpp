@@ -36,11 +36,18 @@ void print_json(const WeightsFile& file, int64_t total) {
     out.null("num_classes");
   out.integer("total_parameters", total).boolean("alexnet", file.fits());
   if (!file.fits()) out.str("mismatch", file.mismatch());
+  if (!file.metadata().empty()) {
+    JsonObject metadata;
+    for (const auto& [key, value] : file.metadata()) metadata.str(key, value);
+    out.raw("metadata", metadata.dump());
+  }
   std::printf("%s\n", out.raw("tensors", tensors + "]").dump().c_str());
 }
 
 void print_table(const WeightsFile& file, int64_t total) {
   std::printf("weights: %s\nformat: %s\n", file.path().c_str(), format_name(file.format()));
+  for (const auto& [key, value] : file.metadata())
+    std::printf("metadata %s: %.200s\n", key.c_str(), value.c_str());
   std::printf("%-24s %-20s %s\n", "name", "shape", "dtype");
   for (const auto& e : file.entries())
     std::printf("%-24s %-20s %s\n", e.name.c_str(), shape_text(e.shape).c_str(), c10::toString(e.dtype));
@@ -58,7 +65,7 @@ int run_info(int argc, const char* const* argv) {
                            "Describe a weights file: format, classes, parameters, and whether "
                            "it fits AlexNet.");
   options.add_options()
-      ("w,weights", "Weights: TorchScript archive or .pth file (any torch.save format)",
+      ("w,weights", "Weights: .pth (any torch.save format), TorchScript .pt or .safetensors",
        cxxopts::value<std::string>())
       ("json", "Print one JSON object instead of a table")
       ("h,help", "Print this help");
