@@ -75,12 +75,14 @@ skip() { echo "skipped: $*"; SKIPPED+=("$*"); }
 # --- Preparing the carried headers (on the development machine) ------------------------
 if [[ -n $PREPARE ]]; then
   step "third-party headers into $PREPARE"
-  for h in /usr/include/cxxopts.hpp /usr/include/spdlog /usr/include/fmt /usr/include/zlib.h /usr/include/zconf.h; do
-    [[ -e $h ]] || { echo "missing $h (Debian: apt-get install libcxxopts-dev libspdlog-dev libfmt-dev zlib1g-dev)" >&2; exit 1; }
+  for h in /usr/include/cxxopts.hpp /usr/include/spdlog /usr/include/fmt /usr/include/zlib.h /usr/include/zconf.h \
+      /usr/include/nlohmann; do
+    [[ -e $h ]] || { echo "missing $h (Debian: apt-get install libcxxopts-dev libspdlog-dev libfmt-dev zlib1g-dev nlohmann-json3-dev)" >&2; exit 1; }
   done
-  run mkdir -p "$PREPARE/include" "$PREPARE/lib/cmake/cxxopts" "$PREPARE/lib/cmake/spdlog"
+  run mkdir -p "$PREPARE/include" "$PREPARE/lib/cmake/cxxopts" "$PREPARE/lib/cmake/spdlog" \
+    "$PREPARE/lib/cmake/nlohmann_json"
   run cp -r /usr/include/cxxopts.hpp /usr/include/spdlog /usr/include/fmt /usr/include/zlib.h \
-    /usr/include/zconf.h "$PREPARE/include/"
+    /usr/include/zconf.h /usr/include/nlohmann "$PREPARE/include/"
   # Header-only targets with the names find_package() gives: spdlog without its compiled
   # library, fmt header-only (Debian's spdlog uses the external fmt).
   if [[ $DRY_RUN == 0 ]]; then
@@ -99,6 +101,21 @@ if(NOT TARGET spdlog::spdlog)
   set_target_properties(spdlog::spdlog PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${CMAKE_CURRENT_LIST_DIR}/../../../include"
     INTERFACE_COMPILE_DEFINITIONS "FMT_HEADER_ONLY")
+endif()
+EOF
+    cat > "$PREPARE/lib/cmake/nlohmann_json/nlohmann_jsonConfig.cmake" <<'EOF'
+# Header-only nlohmann-json carried by scripts/gpu_check.sh --prepare-third-party.
+if(NOT TARGET nlohmann_json::nlohmann_json)
+  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
+  set_target_properties(nlohmann_json::nlohmann_json PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${CMAKE_CURRENT_LIST_DIR}/../../../include")
+endif()
+EOF
+    cat > "$PREPARE/lib/cmake/nlohmann_json/nlohmann_jsonConfigVersion.cmake" <<'EOF'
+set(PACKAGE_VERSION 3.11.2)
+set(PACKAGE_VERSION_COMPATIBLE TRUE)
+if(PACKAGE_FIND_VERSION_MAJOR AND NOT PACKAGE_FIND_VERSION_MAJOR EQUAL 3)
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
 endif()
 EOF
   fi
