@@ -10,8 +10,8 @@
 #include <cstring>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static alexnet::fuzz::ScratchFile scratch("cifar_fuzz");
-  const std::string& path = scratch.write(data, size);
+  const alexnet::fuzz::ScratchFile file("cifar_fuzz", data, size);
+  const std::string& path = file.path();
   for (const auto& format : {alexnet::data::kCifar10Format, alexnet::data::kCifar100Format}) {
     try {
       const std::vector<uint8_t> bytes = alexnet::data::read_cifar_batch(path, format);

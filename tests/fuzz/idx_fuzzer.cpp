@@ -10,9 +10,9 @@
 #include <cstdint>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static alexnet::fuzz::ScratchFile scratch("idx_fuzz");
+  const alexnet::fuzz::ScratchFile file("idx_fuzz", data, size);
   try {
-    const alexnet::data::IdxData idx = alexnet::data::read_idx(scratch.write(data, size));
+    const alexnet::data::IdxData idx = alexnet::data::read_idx(file.path());
     uint64_t count = 1;
     for (const int64_t s : idx.sizes) count *= static_cast<uint64_t>(s);
     if (idx.sizes.empty() || idx.sizes.size() > 3 || count != idx.bytes.size())

@@ -50,7 +50,6 @@ void expect_same(const pth::Safetensors& a, const pth::Safetensors& b) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static alexnet::fuzz::ScratchFile scratch("safetensors_fuzz");
   pth::Safetensors parsed;
   try {
     parsed = pth::parse_safetensors(data, size, nullptr, "fuzz");
@@ -60,8 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   volatile uint32_t sink = alexnet::fuzz::check_tensors(parsed.tensors, data, size);
   (void)sink;
   // What we read, we can write, and read back as it was.
-  pth::write_safetensors(scratch.path(), records_of(parsed), parsed.metadata);
-  const pth::FileBuffer written = pth::read_file(scratch.path());
-  expect_same(parsed, pth::parse_safetensors(written.data, written.size, written.owner, scratch.path()));
+  const alexnet::fuzz::ScratchFile file("safetensors_fuzz");
+  pth::write_safetensors(file.path(), records_of(parsed), parsed.metadata);
+  const pth::FileBuffer written = pth::read_file(file.path());
+  expect_same(parsed, pth::parse_safetensors(written.data, written.size, written.owner, file.path()));
   return 0;
 }
