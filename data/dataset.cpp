@@ -1,6 +1,8 @@
 #include "data/dataset.h"
 
+#include "data/cifar_file.h"
 #include "data/file.h"
+#include "data/idx_file.h"
 
 #ifdef ALEXNET_HAVE_OPENCV
 #include "data/decode.h"
@@ -8,13 +10,11 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <limits>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -99,70 +99,6 @@ void walk(const std::string& top, std::set<std::pair<dev_t, ino_t>>& seen,
 }
 
 // --------------------------------------------------------------- binary files
-
-// Deflate expands data at most 1032:1 (zlib's FAQ), so a gzip file of n bytes
-// holds at most 1032 n: a header declaring more is refused before allocating.
-constexpr uint64_t kMaxDeflateRatio = 1032;
-
-// An IDX file's bytes: the plain file, or its gzip stream inflated on demand
-// (detected from the content, as zlib does), so that nothing past what the
-// header declares is ever inflated.
-class IdxStream {
- public:
-  explicit IdxStream(const std::string& path) : file_(path) {
-    uint8_t magic[2] = {0, 0};
-    const bool gzip = file_.read_upto(magic, 2) == 2 && magic[0] == 0x1F && magic[1] == 0x8B;
-    file_.seek(0);
-    if (gzip) {
-      const int fd = file_.release();
-      gz_ = ::gzdopen(fd, "rb");
-      if (gz_ == nullptr) ::close(fd);
-      TORCH_CHECK(gz_ != nullptr, path, ": cannot open for reading (zlib)");
-    }
-  }
-  ~IdxStream() {
-    if (gz_ != nullptr) ::gzclose(gz_);
-  }
-  IdxStream(const IdxStream&) = delete;
-  IdxStream& operator=(const IdxStream&) = delete;
-
-  bool gzip() const { return gz_ != nullptr; }
-  /// Bytes of the file itself (compressed, for gzip).
-  int64_t file_size() const { return file_.size(); }
-
-  /// Up to n bytes of data, fewer only at its end.
-  size_t read_upto(uint8_t* out, size_t n) {
-    if (gz_ == nullptr) return file_.read_upto(out, n);
-    size_t got = 0;
-    while (got < n) {
-      const int r =
-          ::gzread(gz_, out + got, static_cast<unsigned>(std::min<size_t>(n - got, 1u << 30)));
-      if (r < 0) {
-        int code = 0;
-        TORCH_CHECK(false, file_.path(), ": corrupt gzip data (", ::gzerror(gz_, &code), ")");
-      }
-      if (r == 0) break;
-      got += static_cast<size_t>(r);
-    }
-    return got;
-  }
-
-  /// Closes a gzip stream, checking that it ended properly.
-  void finish() {
-    if (gz_ == nullptr) return;
-    // gzread returns 0 (not an error) at a truncated gzip stream's end; gzclose reports it.
-    const int rc = ::gzclose(std::exchange(gz_, nullptr));
-    TORCH_CHECK(rc == Z_OK, file_.path(), ": truncated or corrupt gzip data");
-  }
-
- private:
-  RegularFile file_;
-  gzFile gz_ = nullptr;
-};
-
-uint32_t big_endian_u32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
 
 std::vector<std::string> read_lines(const std::string& path) {
   const std::vector<uint8_t> bytes = read_regular_file(path, kMaxTextFileBytes, "class names file");
@@ -331,52 +267,14 @@ std::string TensorDataset::name(int64_t i) const {
 // -------------------------------------------------------------------- IDX files
 
 torch::Tensor read_idx_file(const std::string& path) {
-  IdxStream in(path);
-  // Magic: two zero bytes, type code (0x08 = uint8), number of dimensions;
-  // then one big-endian uint32 size per dimension.
-  uint8_t header[4 + 4 * 3];
-  const size_t got = in.read_upto(header, 4);
-  TORCH_CHECK(got == 4, path, ": not an IDX file (", got, " bytes)");
-  const uint32_t magic = big_endian_u32(header);
-  TORCH_CHECK(
-      header[0] == 0 && header[1] == 0 && header[2] == 0x08 && header[3] >= 1 && header[3] <= 3,
-      path, ": wrong IDX magic number 0x", c10::str(std::hex, magic),
-      " (expected 0x00000801 for labels or 0x00000803 for images)");
-  const int ndim = header[3];
-  const size_t dims_bytes = 4 * static_cast<size_t>(ndim);
-  TORCH_CHECK(in.read_upto(header + 4, dims_bytes) == dims_bytes, path, ": truncated IDX header");
-  std::vector<int64_t> sizes(ndim);
-  uint64_t count = 1;
-  bool overflow = false;
-  for (int d = 0; d < ndim; ++d) {
-    sizes[d] = big_endian_u32(header + 4 + 4 * d);
-    overflow |= __builtin_mul_overflow(count, static_cast<uint64_t>(sizes[d]), &count);
-  }
-  const c10::IntArrayRef shape(sizes);
-  // The data's size is checked against the file before anything is allocated or inflated.
-  TORCH_CHECK(!overflow && count <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-              path, ": IDX header declares shape ", shape, ", more than 2^63 bytes");
-  if (!in.gzip()) {
-    const auto data = static_cast<uint64_t>(in.file_size()) - 4 - dims_bytes;
-    TORCH_CHECK(data <= count, path, ": ", data - count, " bytes of data after the ", count,
-                " the IDX header declares for shape ", shape);
-    TORCH_CHECK(data == count, path, ": IDX header promises ", count, " bytes of data for shape ",
-                shape, ", file has ", data);
-  } else {
-    const auto compressed = static_cast<uint64_t>(in.file_size());
-    TORCH_CHECK(count / kMaxDeflateRatio <= compressed, path, ": IDX header promises ", count,
-                " bytes of data for shape ", shape, ", more than a gzip file of ", compressed,
-                " bytes can hold");
-  }
-  torch::Tensor out = torch::empty(sizes, torch::kUInt8);
-  const size_t have = in.read_upto(out.data_ptr<uint8_t>(), count);
-  TORCH_CHECK(have == count, path, ": IDX header promises ", count, " bytes of data for shape ",
-              shape, in.gzip() ? ", the gzip data holds " : ", file has ", have);
-  // One byte more tells excess data apart, without inflating the rest of a bomb.
-  uint8_t extra = 0;
-  TORCH_CHECK(in.read_upto(&extra, 1) == 0, path, ": more data after the ", count,
-              " bytes the IDX header declares for shape ", shape);
-  in.finish();
+  IdxData idx = read_idx(path);
+  if (idx.bytes.empty()) return torch::empty(idx.sizes, torch::kUInt8);
+  // The tensor takes the bytes over: no copy.
+  auto owned = std::make_unique<std::vector<uint8_t>>(std::move(idx.bytes));
+  std::vector<uint8_t>* bytes = owned.get();
+  torch::Tensor out = torch::from_blob(
+      bytes->data(), idx.sizes, [bytes](void*) { delete bytes; }, torch::kUInt8);
+  owned.release();  // the tensor's storage deletes it
   return out;
 }
 
@@ -441,47 +339,30 @@ std::shared_ptr<TensorDataset> load_cifar(const std::string& dir, const std::str
               c100 ? "cifar-100-binary" : "cifar-10-batches-bin",
               " folder (expected the CIFAR binary version)");
 
-  // One record: label byte(s) then 3072 bytes, the R, G and B planes of a 32x32 image.
-  constexpr int64_t kPixels = 32 * 32 * 3;
-  const int64_t label_bytes = c100 ? 2 : 1;
-  const int64_t record = label_bytes + kPixels;
-  const int64_t num_classes = c100 ? 100 : 10;
+  const CifarFormat& format = c100 ? kCifar100Format : kCifar10Format;
   std::vector<std::vector<uint8_t>> contents;
   int64_t total = 0;
   for (const auto& f : files) {
-    const std::string path = join(holder, f);
-    RegularFile file(path);
-    // Checked on the size before reading, so that an odd file is refused unread.
-    TORCH_CHECK(file.size() > 0 && file.size() % record == 0, path, ": size ", file.size(),
-                " bytes is not a whole number of ", record,
-                "-byte CIFAR records (is this the binary version of ", name, "?)");
-    std::vector<uint8_t> bytes(static_cast<size_t>(file.size()));
-    file.read_exact(bytes.data(), bytes.size());
-    total += file.size() / record;
-    contents.push_back(std::move(bytes));
+    contents.push_back(read_cifar_batch(join(holder, f), format));
+    total += static_cast<int64_t>(contents.back().size()) / format.record_bytes();
   }
   torch::Tensor planar = torch::empty({total, 3, 32, 32}, torch::kUInt8);  // (N, 3, 32, 32)
   torch::Tensor labels = torch::empty({total}, torch::kInt64);
   uint8_t* img = planar.data_ptr<uint8_t>();
   int64_t* lab = labels.data_ptr<int64_t>();
   int64_t n = 0;
-  for (size_t f = 0; f < files.size(); ++f) {
-    const std::vector<uint8_t>& bytes = contents[f];
-    const int64_t records = static_cast<int64_t>(bytes.size()) / record;
-    for (int64_t r = 0; r < records; ++r, ++n) {
-      const uint8_t* rec = bytes.data() + r * record;
-      const int64_t y = rec[label_bytes - 1];  // CIFAR-100: coarse, then fine
-      TORCH_CHECK(y < num_classes, join(holder, files[f]), ": record ", r, " has label ", y,
-                  " outside [0, ", num_classes, ")");
-      lab[n] = y;
-      std::memcpy(img + n * kPixels, rec + label_bytes, kPixels);
+  for (const std::vector<uint8_t>& bytes : contents) {
+    for (size_t at = 0; at < bytes.size(); at += format.record_bytes(), ++n) {
+      lab[n] = bytes[at + format.label_bytes - 1];  // CIFAR-100: coarse, then fine
+      std::memcpy(img + n * kCifarImageBytes, bytes.data() + at + format.label_bytes,
+                  kCifarImageBytes);
     }
   }
   std::vector<std::string> classes = c100 ? kCifar100Classes : kCifar10Classes;
   const std::string names_file = join(holder, c100 ? "fine_label_names.txt" : "batches.meta.txt");
   if (is_file(names_file)) {
     std::vector<std::string> lines = read_lines(names_file);
-    if (static_cast<int64_t>(lines.size()) == num_classes) classes = std::move(lines);
+    if (static_cast<int64_t>(lines.size()) == format.num_classes) classes = std::move(lines);
   }
   return std::make_shared<TensorDataset>(
       kind, name + " " + split + " (" + holder + ")",

@@ -108,13 +108,8 @@ class TensorDataset : public Dataset {
   std::vector<std::string> classes_;
 };
 
-/// Reads an IDX file (plain or gzip, detected from the content), as MNIST
-/// ships them: magic 0x00000801 (labels) or 0x00000803 (images), big-endian
-/// sizes, uint8 data. Returns (N,) or (N, rows, cols) uint8. Throws naming the
-/// file on a wrong magic number, size or a truncated file. The header is read
-/// first and the data's size it declares checked before anything more is read:
-/// against the size of a plain file, and for gzip by inflating at most that
-/// size plus one byte, so a gzip bomb costs no more memory than its header claims.
+/// read_idx (data/idx_file.h) as a tensor: (N,) or (N, rows, cols) uint8,
+/// holding the bytes read without a copy. Errors as read_idx's (DataError).
 torch::Tensor read_idx_file(const std::string& path);
 
 /// MNIST-style folder (train-images-idx3-ubyte[.gz] etc.; also accepts the

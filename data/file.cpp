@@ -1,6 +1,6 @@
 #include "data/file.h"
 
-#include <torch/torch.h>
+#include "data/error.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -30,21 +30,21 @@ RegularFile::RegularFile(std::string path) : path_(std::move(path)) {
   fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd_ < 0) {
     const int error = errno;
-    TORCH_CHECK(error != ENOENT && error != ENOTDIR, path_, ": no such file");
+    check(error != ENOENT && error != ENOTDIR, path_, ": no such file");
     // A socket cannot be opened at all (ENXIO); say what it is. The path is
     // only looked at for the message, never read.
     struct stat st {};
-    TORCH_CHECK(::stat(path_.c_str(), &st) != 0 || S_ISREG(st.st_mode), path_,
-                ": not a regular file (", kind_of(st.st_mode), ")");
-    TORCH_CHECK(false, path_, ": cannot open for reading (", std::strerror(error), ")");
+    if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+      fail(path_, ": not a regular file (", kind_of(st.st_mode), ")");
+    fail(path_, ": cannot open for reading (", std::strerror(error), ")");
   }
   struct stat st {};
   const bool stat_ok = ::fstat(fd_, &st) == 0;
   const int error = errno;
   if (!stat_ok || !S_ISREG(st.st_mode)) {
     ::close(fd_);  // the destructor does not run when the constructor throws
-    TORCH_CHECK(stat_ok, path_, ": cannot stat (", std::strerror(error), ")");
-    TORCH_CHECK(false, path_, ": not a regular file (", kind_of(st.st_mode), ")");
+    check(stat_ok, path_, ": cannot stat (", std::strerror(error), ")");
+    fail(path_, ": not a regular file (", kind_of(st.st_mode), ")");
   }
   // Regular files ignore O_NONBLOCK; cleared so that reads are plain blocking reads.
   const int flags = ::fcntl(fd_, F_GETFL);
@@ -57,7 +57,7 @@ RegularFile::~RegularFile() {
 }
 
 size_t RegularFile::read_upto(void* out, size_t n) {
-  TORCH_CHECK(fd_ >= 0, path_, ": read after the file was handed over");
+  check(fd_ >= 0, path_, ": read after the file was handed over");
   n = static_cast<size_t>(
       std::min<int64_t>(static_cast<int64_t>(n), std::max<int64_t>(0, size_ - offset_)));
   auto* dst = static_cast<uint8_t*>(out);
@@ -66,7 +66,7 @@ size_t RegularFile::read_upto(void* out, size_t n) {
     // One read() moves at most about 2 GiB on Linux.
     const ssize_t r = ::read(fd_, dst + got, std::min<size_t>(n - got, size_t{1} << 30));
     if (r < 0 && errno == EINTR) continue;
-    TORCH_CHECK(r >= 0, path_, ": read error (", std::strerror(errno), ")");
+    if (r < 0) fail(path_, ": read error (", std::strerror(errno), ")");
     if (r == 0) break;  // shrank since it was opened
     got += static_cast<size_t>(r);
   }
@@ -76,14 +76,15 @@ size_t RegularFile::read_upto(void* out, size_t n) {
 
 void RegularFile::read_exact(void* out, size_t n) {
   const size_t got = read_upto(out, n);
-  TORCH_CHECK(got == n, path_, ": ends after ", got, " of ", n, " bytes (", size_,
-              " when opened; changed while reading?)");
+  check(got == n, path_, ": ends after ", got, " of ", n, " bytes (", size_,
+        " when opened; changed while reading?)");
 }
 
 void RegularFile::seek(int64_t offset) {
-  TORCH_CHECK(fd_ >= 0, path_, ": seek after the file was handed over");
-  TORCH_CHECK(::lseek(fd_, static_cast<off_t>(offset), SEEK_SET) == static_cast<off_t>(offset),
-              path_, ": cannot seek (", std::strerror(errno), ")");
+  check(fd_ >= 0, path_, ": seek after the file was handed over");
+  // Not check(): its parts would be evaluated before lseek sets errno.
+  if (::lseek(fd_, static_cast<off_t>(offset), SEEK_SET) != static_cast<off_t>(offset))
+    fail(path_, ": cannot seek (", std::strerror(errno), ")");
   offset_ = offset;
 }
 
@@ -92,8 +93,8 @@ int RegularFile::release() { return std::exchange(fd_, -1); }
 std::vector<uint8_t> read_regular_file(const std::string& path, int64_t max_bytes,
                                        const char* what) {
   RegularFile file(path);
-  TORCH_CHECK(file.size() <= max_bytes, path, ": ", file.size(), " bytes, more than a ", what,
-              " may hold (", max_bytes, ")");
+  check(file.size() <= max_bytes, path, ": ", file.size(), " bytes, more than a ", what,
+        " may hold (", max_bytes, ")");
   std::vector<uint8_t> bytes(static_cast<size_t>(file.size()));
   file.read_exact(bytes.data(), bytes.size());
   return bytes;

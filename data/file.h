@@ -3,6 +3,7 @@
 // (/dev/zero never ends), a socket or a folder: only regular files are read,
 // and never past the size fstat gave when they were opened. Every data-side
 // open goes through here (images, IDX, CIFAR batches, labels and class names).
+// Errors throw DataError (data/error.h) naming the file.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,6 @@
 #include "data/image_header.h"
 
-#include <torch/torch.h>
+#include "data/error.h"
 
 #include <atomic>
 #include <cctype>
@@ -50,7 +50,7 @@ class Header {
   }
 
   [[noreturn]] void fail(const char* why) const {
-    TORCH_CHECK(false, name_, ": ", format_, " header ", why, " (truncated or corrupt file)");
+    data::fail(name_, ": ", format_, " header ", why, " (truncated or corrupt file)");
   }
   ImageHeader size_of(uint64_t width, uint64_t height) const { return {format_, width, height}; }
 
@@ -298,7 +298,7 @@ ImageHeader exr_size(const Header& h) {
 }  // namespace
 
 void set_max_image_pixels(int64_t pixels) {
-  TORCH_CHECK(pixels >= 0, "image pixel limit must not be negative, got ", pixels);
+  check(pixels >= 0, "image pixel limit must not be negative, got ", pixels);
   max_pixels.store(pixels);
 }
 
@@ -342,11 +342,11 @@ void check_image_pixels(const std::string& name, const ImageHeader& header) {
   if (limit == 0) return;
   uint64_t pixels = 0;
   const bool overflow = __builtin_mul_overflow(header.width, header.height, &pixels);
-  TORCH_CHECK(!overflow && pixels <= static_cast<uint64_t>(limit), name, ": ", header.format,
-              " image of ", header.width, "x", header.height, " pixels",
-              overflow ? std::string() : " (" + std::to_string(pixels) + ")",
-              ", more than the limit of ", limit,
-              " (a decompression bomb? raise the limit with --max-pixels N, 0 = none)");
+  if (overflow || pixels > static_cast<uint64_t>(limit))
+    fail(name, ": ", header.format, " image of ", header.width, "x", header.height, " pixels",
+         overflow ? std::string() : " (" + std::to_string(pixels) + ")",
+         ", more than the limit of ", limit,
+         " (a decompression bomb? raise the limit with --max-pixels N, 0 = none)");
 }
 
 }  // namespace alexnet::data

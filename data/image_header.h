@@ -32,11 +32,11 @@ struct ImageHeader {
 /// raster, Radiance HDR, JPEG 2000 (JP2 and J2K), OpenEXR) and reads the size
 /// the header declares. nullopt: no signature known here; the decoders then
 /// decide (OpenCV's own limit, 2^30 pixels, applies). A known signature with a
-/// header cut short or malformed throws "NAME: ... header".
+/// header cut short or malformed throws DataError "NAME: ... header".
 std::optional<ImageHeader> read_image_header(const uint8_t* bytes, size_t size,
                                              const std::string& name);
 
-/// Throws "NAME: FORMAT image of WxH pixels (N), more than the limit of M ..."
+/// Throws DataError "NAME: FORMAT image of WxH pixels (N), more than the limit of M ..."
 /// when width * height is above max_image_pixels().
 void check_image_pixels(const std::string& name, const ImageHeader& header);
 

@@ -2,6 +2,7 @@
 // (ctest fixture data_reference), generated at test time.
 #include "data/dataset.h"
 #include "data/decode.h"
+#include "data/error.h"
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "tests/fixture.h"
@@ -154,7 +155,7 @@ TEST(DataReference, CifarMatchesTorchvision) {
   try {
     open_dataset("cifar10:" + data_ref("cifar10_bad"), "test");
     FAIL() << "a truncated CIFAR file was accepted";
-  } catch (const c10::Error& e) {
+  } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("test_batch.bin"), std::string::npos) << e.what();
   }
 }

@@ -1,6 +1,9 @@
 // Unit tests of datasets, transforms and the loader; no Python needed.
+#include "data/cifar_file.h"
 #include "data/dataset.h"
+#include "data/error.h"
 #include "data/file.h"
+#include "data/idx_file.h"
 #include "data/image_header.h"
 #include "data/labels.h"
 #include "data/loader.h"
@@ -26,6 +29,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 namespace alexnet::data {
@@ -56,13 +60,17 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 // Expects `f` to throw an error whose message contains every one of `parts`.
 template <typename F>
 void expect_error(F&& f, const std::vector<std::string>& parts) {
+  std::string what;
   try {
     f();
     ADD_FAILURE() << "no error thrown";
+    return;
   } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    for (const auto& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
+    what = e.what_without_backtrace();
+  } catch (const DataError& e) {  // the LibTorch-free readers (data/error.h)
+    what = e.what();
   }
+  for (const auto& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
 }
 
 // A synthetic in-memory dataset: n random (h, w, 3) images, label i % 3.
@@ -510,7 +518,65 @@ TEST(DataUnit, PixelLimitChecksTheDeclaredSize) {
     const PixelLimit small(100);
     expect_error([] { check_image_pixels("a.png", {"PNG", 11, 10}); }, {"a.png", "limit of 100"});
   }
-  EXPECT_THROW(set_max_image_pixels(-1), c10::Error);
+  EXPECT_THROW(set_max_image_pixels(-1), DataError);
+}
+
+// The fuzzers' seeds (tests/fuzz/make_corpus.py) for one target, sorted: the
+// valid ones, or with `attacks` the attack_* ones.
+std::vector<std::string> fuzz_seeds(const std::string& target, bool attacks) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(fs::path(ALEXNET_CORPUS_DIR) / target)) {
+    const std::string name = e.path().filename().string();
+    if ((name.rfind("attack_", 0) == 0) == attacks) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(DataUnit, FuzzSeedsReadOrAreRefused) {
+  // IDX: the valid seeds (plain, gzip, two gzip members) read; each attack (a gzip
+  // bomb in miniature, truncated, excess data, overflowing sizes, a wrong magic
+  // number) is refused naming the file.
+  const auto idx_valid = fuzz_seeds("idx", false), idx_attacks = fuzz_seeds("idx", true);
+  ASSERT_GE(idx_valid.size(), 9u) << "seed corpus missing under " << ALEXNET_CORPUS_DIR;
+  ASSERT_GE(idx_attacks.size(), 10u);
+  for (const auto& f : idx_valid) EXPECT_NO_THROW(read_idx(f)) << f;
+  EXPECT_EQ(read_idx(std::string(ALEXNET_CORPUS_DIR) + "/idx/images_two_members.gz").sizes,
+            (std::vector<int64_t>{3, 4, 4}));
+  for (const auto& f : idx_attacks) expect_error([&] { read_idx(f); }, {f + ": "});
+
+  // CIFAR: two records of each kind read; a label out of range and a partial record are refused.
+  const std::string cifar = std::string(ALEXNET_CORPUS_DIR) + "/cifar/";
+  EXPECT_EQ(read_cifar_batch(cifar + "cifar10_batch.bin", kCifar10Format).size(), 2u * 3073);
+  EXPECT_EQ(read_cifar_batch(cifar + "cifar100_batch.bin", kCifar100Format).size(), 2u * 3074);
+  const auto cifar_attacks = fuzz_seeds("cifar", true);
+  ASSERT_EQ(cifar_attacks.size(), 2u);
+  for (const auto& f : cifar_attacks)
+    expect_error([&] { read_cifar_batch(f, kCifar10Format); }, {f + ": "});
+
+  // Image headers: every tiny seed declares its 5x3 pixels; every bomb is refused by the limit.
+  const auto images = fuzz_seeds("image_header", false), bombs = fuzz_seeds("image_header", true);
+  ASSERT_GE(images.size(), 15u);
+  ASSERT_GE(bombs.size(), 8u);
+  for (const auto& f : images) {
+    const std::string bytes = read_bytes(f);
+    const auto header = read_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), f);
+    ASSERT_TRUE(header.has_value()) << f;
+    EXPECT_EQ(header->width, 5u) << f;
+    EXPECT_EQ(header->height, 3u) << f;
+    check_image_pixels(f, *header);
+  }
+  for (const auto& f : bombs) {
+    const std::string bytes = read_bytes(f);
+    const auto header = read_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), f);
+    ASSERT_TRUE(header.has_value()) << f;
+    expect_error([&] { check_image_pixels(f, *header); }, {f + ": ", "more than the limit"});
+  }
 }
 
 TEST(DataUnit, SpecErrors) {

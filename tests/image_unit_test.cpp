@@ -1,4 +1,5 @@
 // Unit tests of the image operations; no Python needed.
+#include "data/error.h"
 #include "data/image.h"
 #include "data/labels.h"
 
@@ -67,7 +68,7 @@ TEST(LabelsUnit, BuiltInImageNetList) {
   ASSERT_EQ(labels.size(), 1000u);
   EXPECT_EQ(labels[0], "tench");
   EXPECT_EQ(labels[999], "toilet tissue");
-  EXPECT_THROW(load_labels("/nonexistent/labels.txt"), c10::Error);
+  EXPECT_THROW(load_labels("/nonexistent/labels.txt"), DataError);
 }
 
 }  // namespace

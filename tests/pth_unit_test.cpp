@@ -2,11 +2,13 @@
 // writer, the committed fuzz seeds, and hostile inputs (truncated, corrupted,
 // random, crafted). Every comparison is exact (bit-identical) unless stated.
 #include "model/pth/checkpoint_io.h"
+#include "model/pth/safetensors.h"
 #include "model/pth/unpickler.h"
 #include "model/weights.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <dirent.h>
@@ -29,15 +31,21 @@ std::string temp_dir() {
   return dir;
 }
 
-std::string corpus_dir() { return ALEXNET_CORPUS_DIR; }
+// The seeds tests/fuzz/make_corpus.py writes for a fuzz target.
+std::string corpus_dir(const std::string& target = "pth") { return std::string(ALEXNET_CORPUS_DIR) + "/" + target; }
 
-std::vector<std::string> corpus_files() {
+// A target's valid seeds, or with `attacks` its attack_* ones (each of which some check must refuse).
+std::vector<std::string> corpus_files(bool attacks = false, const std::string& target = "pth") {
   std::vector<std::string> files;
-  if (DIR* d = ::opendir(corpus_dir().c_str())) {
-    while (dirent* e = ::readdir(d))
-      if (std::string(e->d_name).find(".pth") != std::string::npos) files.push_back(corpus_dir() + "/" + e->d_name);
+  const std::string dir = corpus_dir(target);
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name[0] != '.' && (name.rfind("attack_", 0) == 0) == attacks) files.push_back(dir + "/" + name);
+    }
     ::closedir(d);
   }
+  std::sort(files.begin(), files.end());
   return files;
 }
 
@@ -154,11 +162,66 @@ TEST(PthWriter, FailedWriteLeavesExistingFileAndNoTemporary) {
 
 TEST(PthReader, CorpusSeedsParse) {
   const auto files = corpus_files();
-  ASSERT_GE(files.size(), 10u) << "seed corpus missing under " << corpus_dir();
+  ASSERT_GE(files.size(), 12u) << "seed corpus missing under " << corpus_dir();
   for (const auto& f : files) {
     EXPECT_EQ(parse_error(slurp(f)), "") << f;
     EXPECT_NO_THROW(pth::read_checkpoint(f)) << f;
   }
+}
+
+TEST(PthReader, AttackSeedsAreRefused) {
+  // The reader refuses what it can see in the file's structure; a view that reads
+  // one element for many (stride 0, overlapping rows) is refused by WeightsFile.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"attack_duplicate_key.pth", "'classifier.6.bias' appears twice in one dict"},
+      {"attack_duplicate_key_legacy.pth", "'classifier.6.bias' appears twice in one dict"},
+      {"attack_zip_alias.pth", "overlap"},
+      {"attack_setstate.pt", "has a custom state"},
+      {"attack_stride0.pth", ""},
+      {"attack_overlap_view.pth", ""}};
+  ASSERT_EQ(corpus_files(/*attacks=*/true).size(), cases.size()) << "an attack seed without a case here";
+  for (const auto& [name, error] : cases) {
+    const std::string path = corpus_dir() + "/" + name;
+    const std::string got = parse_error(slurp(path));
+    if (!error.empty()) {
+      EXPECT_NE(got.find(error), std::string::npos) << name << ": " << got;
+      continue;
+    }
+    EXPECT_EQ(got, "") << name;
+    try {
+      WeightsFile file(path);
+      ADD_FAILURE() << name << " accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("is a view whose elements overlap"), std::string::npos)
+          << e.what_without_backtrace();
+    }
+  }
+}
+
+// Returns "" on success or the FormatError message; the seeds in any other state fail the test.
+std::string safetensors_error(const std::vector<uint8_t>& bytes) {
+  try {
+    pth::parse_safetensors(bytes.data(), bytes.size(), nullptr, "mem");
+    return "";
+  } catch (const pth::FormatError& e) {
+    return e.what();
+  }
+}
+
+TEST(SafetensorsReader, FuzzSeedsReadOrAreRefused) {
+  const auto valid = corpus_files(/*attacks=*/false, "safetensors");
+  const auto attacks = corpus_files(/*attacks=*/true, "safetensors");
+  ASSERT_GE(valid.size(), 3u) << "seed corpus missing under " << corpus_dir("safetensors");
+  ASSERT_GE(attacks.size(), 18u);
+  for (const auto& f : valid) EXPECT_EQ(safetensors_error(slurp(f)), "") << f;
+  for (const auto& f : attacks) {
+    const std::string error = safetensors_error(slurp(f));
+    EXPECT_EQ(error.rfind("mem: safetensors: ", 0), 0u) << f << ": " << error;
+  }
+  const auto bytes = slurp(corpus_dir("safetensors") + "/valid.safetensors");
+  const auto file = pth::parse_safetensors(bytes.data(), bytes.size(), nullptr, "mem");
+  EXPECT_EQ(file.tensors.entries().size(), 6u);  // six dtypes
+  EXPECT_EQ(file.metadata.size(), 2u);
 }
 
 TEST(PthReader, TruncatedAtEveryOffsetFailsCleanly) {
