@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include "model/pth/safetensors.h"
+#include "model/pth/unpickler.h"
 
 #include <nlohmann/json.hpp>
 
@@ -9,13 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <istream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <streambuf>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 
@@ -140,14 +137,14 @@ void collect_module_records(const pth::Value& object, const std::string& prefix,
     if (!key.is_string()) continue;
     if (value.is_tensor()) {
       out.emplace_back(prefix + key.as_string(), &value.as_tensor());
-    } else if (value.is_dict() && value.type_name().compare(0, 10, "__torch__.") == 0) {
+    } else if (value.is_dict() && pth::is_torchscript_class(value.type_name())) {
       collect_module_records(value, prefix + key.as_string() + ".", out);
     }
   }
 }
 
 NamedRecords find_module_records(const pth::Value& root, const std::string& source) {
-  TORCH_CHECK(root.is_dict() && root.type_name().compare(0, 10, "__torch__.") == 0, source,
+  TORCH_CHECK(root.is_dict() && pth::is_torchscript_class(root.type_name()), source,
               ": TorchScript archive whose data.pkl holds ", root.describe(), ", not a module");
   NamedRecords records;
   collect_module_records(root, "", records);

@@ -66,12 +66,6 @@ bool storage_dtype(const std::string& name, DType* dtype) {
   return false;
 }
 
-constexpr char kTorchScriptClassPrefix[] = "__torch__.";
-
-bool is_torchscript_class(const std::string& name) {
-  return name.compare(0, sizeof(kTorchScriptClassPrefix) - 1, kTorchScriptClassPrefix) == 0;
-}
-
 // TorchScript's typed containers in data.pkl: build_*list(list) gives the list,
 // restore_type_tag(value, type) the value.
 constexpr const char* kTorchScriptHelpers[] = {
@@ -574,6 +568,11 @@ class Unpickler {
 };
 
 }  // namespace
+
+bool is_torchscript_class(const std::string& name) {
+  static constexpr char kPrefix[] = "__torch__.";
+  return name.compare(0, sizeof(kPrefix) - 1, kPrefix) == 0;
+}
 
 Value unpickle(const uint8_t* data, size_t size, const StorageLoader& load,
                const std::string& source, size_t* consumed, UnpickleLimits limits,

@@ -38,6 +38,10 @@ enum class PickleKind {
   kTorchScript,  // torch.jit.save's data.pkl: also TorchScript module objects
 };
 
+/// Whether a pickled class name is a TorchScript class ("__torch__." ...), as
+/// kTorchScript reads them: its instances become dicts with this type_name.
+bool is_torchscript_class(const std::string& name);
+
 /// Interprets the pickle starting at data[0] up to its STOP opcode. `consumed`
 /// receives the pickle's length. A dict (or object) with the same key twice is
 /// refused, naming the key: Python would keep the last copy, and a reader that
