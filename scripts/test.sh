@@ -25,9 +25,10 @@ esac
 
 # Reference tests run PyTorch/torchvision (Debian's for the debian flavour); opencv-doc has real
 # photographs; clang builds the fuzzer; ccache keeps compiled objects between builds; GNU time
-# measures the peak memory of refused files.
+# measures the peak memory of refused files; iproute2 makes the network namespaces of the
+# multi-host test.
 install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvision python3-pil \
-  python3-matplotlib clang libclang-rt-14-dev opencv-doc dataset-fashion-mnist ccache time
+  python3-matplotlib clang libclang-rt-14-dev opencv-doc dataset-fashion-mnist ccache time iproute2
 
 failed=()
 extra=()

@@ -1,11 +1,15 @@
 #include "app/engine/distributed.h"
 
+#include "app/engine/network.h"
+
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
+#include <torch/version.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #ifdef ALEXNET_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -14,6 +18,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #if defined(ALEXNET_WITH_GLOO) || defined(ALEXNET_WITH_NCCL)
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
@@ -38,12 +43,13 @@ int64_t env_int(const char* name, std::optional<int64_t> fallback, int64_t lo, i
 }
 
 // The failure text of a collective: what was being done, and the likely cause.
-[[noreturn]] void collective_failed(const char* what, int64_t rank, const std::exception& e) {
+[[noreturn]] void collective_failed(const char* what, int64_t rank, const std::string& host,
+                                    const std::exception& e) {
   std::string m = e.what();
   const auto cut = m.find("\nException raised from");
   if (cut != std::string::npos) m.resize(cut);
-  throw std::runtime_error("distributed " + std::string(what) + " failed on rank " +
-                           std::to_string(rank) + " (another rank died, stopped or timed out): " + m);
+  throw PeerFailure("distributed " + std::string(what) + " failed on rank " + std::to_string(rank) + " (host " +
+                    host + "): another rank died, stopped, was cut off or timed out: " + m);
 }
 
 #if defined(ALEXNET_WITH_GLOO) || defined(ALEXNET_WITH_NCCL)
@@ -52,20 +58,20 @@ template <class Group>
 class C10dCommunicator final : public Communicator {
  public:
   C10dCommunicator(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<Group> group,
-                   int64_t rank, int64_t world_size, std::string backend)
-      : Communicator(rank, world_size, std::move(backend)),
+                   int64_t rank, int64_t world_size, std::string backend, std::string host)
+      : Communicator(rank, world_size, std::move(backend), std::move(host)),
         store_(std::move(store)),
         group_(std::move(group)) {}
 
   class Work final : public Pending {
    public:
-    Work(c10::intrusive_ptr<c10d::Work> work, const char* what, int64_t rank)
-        : work_(std::move(work)), what_(what), rank_(rank) {}
+    Work(c10::intrusive_ptr<c10d::Work> work, const char* what, int64_t rank, std::string host)
+        : work_(std::move(work)), what_(what), rank_(rank), host_(std::move(host)) {}
     void wait() override {
       try {
         work_->wait();
       } catch (const std::exception& e) {
-        collective_failed(what_, rank_, e);
+        collective_failed(what_, rank_, host_, e);
       }
     }
 
@@ -73,14 +79,15 @@ class C10dCommunicator final : public Communicator {
     c10::intrusive_ptr<c10d::Work> work_;
     const char* what_;
     int64_t rank_;
+    std::string host_;
   };
 
   std::unique_ptr<Pending> all_reduce_sum_async(torch::Tensor& t, const char* what) override {
     std::vector<torch::Tensor> tensors{t};
     try {
-      return std::make_unique<Work>(group_->allreduce(tensors), what, rank());
+      return std::make_unique<Work>(group_->allreduce(tensors), what, rank(), host());
     } catch (const std::exception& e) {
-      collective_failed(what, rank(), e);
+      collective_failed(what, rank(), host(), e);
     }
   }
 
@@ -92,7 +99,7 @@ class C10dCommunicator final : public Communicator {
       try {
         group_->broadcast(one, options)->wait();
       } catch (const std::exception& e) {
-        collective_failed(what, rank(), e);
+        collective_failed(what, rank(), host(), e);
       }
     }
   }
@@ -120,6 +127,9 @@ DistEnv read_dist_env() {
               "--distributed: MASTER_ADDR is not set (launch with torchrun, scripts/launch.sh, or "
               "set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
   env.master_addr = addr;
+  const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  env.agent_store = agent != nullptr && std::string(agent) == "True";  // Python's str(True)
+  if (env.agent_store) env.restart_count = env_int("TORCHELASTIC_RESTART_COUNT", 0, 0, 1 << 30);
   return env;
 }
 
@@ -139,6 +149,213 @@ bool have_nccl() {
 #endif
 }
 
+#if defined(ALEXNET_WITH_GLOO) || defined(ALEXNET_WITH_NCCL)
+
+namespace {
+
+std::string strip_trace(std::string m) {
+  const auto cut = m.find("\nException raised from");
+  if (cut != std::string::npos) m.resize(cut);
+  return m;
+}
+
+// Where this rank is and how the others reach it, as swapped through the store.
+struct Peer {
+  std::string host;     // gethostname()
+  std::string address;  // what the process group binds and advertises
+  std::string interface;
+  std::string source;   // why that address: "the route to MASTER_ADDR", "GLOO_SOCKET_IFNAME", ...
+  std::string error;    // set instead of the above when this rank cannot take part
+};
+
+// A rank that cannot take part publishes "!" and its error instead, so that the
+// others stop at once with it rather than after the timeout.
+std::string encode(const Peer& p) {
+  if (!p.error.empty()) return "!" + p.error;
+  return p.host + '\n' + p.address + '\n' + p.interface + '\n' + p.source;
+}
+
+Peer decode(const std::vector<uint8_t>& bytes) {
+  std::string s(bytes.begin(), bytes.end());
+  Peer p;
+  if (!s.empty() && s[0] == '!') {
+    p.error = s.substr(1);
+    return p;
+  }
+  std::string* fields[] = {&p.host, &p.address, &p.interface, &p.source};
+  size_t at = 0;
+  for (std::string* f : fields) {
+    const size_t nl = s.find('\n', at);
+    *f = s.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  return p;
+}
+
+// "10.0.0.2 (eth0)"
+std::string describe(const Peer& p) { return p.address + (p.interface.empty() ? "" : " (" + p.interface + ")"); }
+
+// Who we are, in every message: "rank 1 on host b".
+std::string who(const DistEnv& env, const std::string& host) {
+  return "rank " + std::to_string(env.rank) + " on host " + host;
+}
+
+// The address this rank's process group binds, and why. The variable, when set, wins.
+Peer choose_endpoint(const DistEnv& env, const std::string& master_ip, const std::string& variable,
+                     const std::string& host) {
+  Peer me;
+  me.host = host;
+  if (const char* v = std::getenv(variable.c_str()); v != nullptr && *v != '\0') {
+    std::string first = v;
+    first = first.substr(0, first.find(','));  // Gloo takes a list; the first one is advertised
+    try {
+      const net::Endpoint e = net::interface_endpoint(first);
+      me.address = e.address;
+      me.interface = e.interface;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distributed: " + who(env, host) + ": " + variable + "=" + v + ": " + e.what() +
+                               " (unset it to use the interface of the route to MASTER_ADDR, or name one "
+                               "`ip -brief address` lists)");
+    }
+    me.source = variable;
+  } else if (net::is_loopback(master_ip)) {
+    me.address = "127.0.0.1";
+    me.interface = "lo";
+    me.source = "the loopback MASTER_ADDR";
+  } else {
+    try {
+      const net::Endpoint e = net::route_to(master_ip);
+      me.address = e.address;
+      me.interface = e.interface;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distributed: " + who(env, host) + ": MASTER_ADDR " + env.master_addr + ": " +
+                               e.what() + ". Is this host's interface up? Set MASTER_ADDR to an address of rank "
+                               "0's host that this host can reach");
+    }
+    me.source = "the route to MASTER_ADDR";
+  }
+  return me;
+}
+
+// Waits until the store's port accepts a connection, or says why it never did.
+// no_route: what to throw at once when the kernel has no route at all (this rank
+// could not choose its address either, so waiting would not help).
+void wait_for_store(const DistEnv& env, const std::string& master_ip, const std::string& host,
+                    std::chrono::milliseconds timeout, const std::string& no_route) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto deadline = start + timeout;
+  net::Probe last;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    last = net::probe_tcp(master_ip, env.master_port,
+                          std::max(std::chrono::milliseconds(100), std::min(left, std::chrono::milliseconds(3000))));
+    if (last.reach == net::Reach::kOk) return;
+    if (last.reach == net::Reach::kUnreachable && !no_route.empty()) throw std::runtime_error(no_route);
+    if (Clock::now() >= deadline) break;
+    // Rank 0 may simply not be up yet: try again, a few times a second.
+    if (last.reach != net::Reach::kTimedOut) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  const std::string where = env.master_addr + (env.master_addr == master_ip ? "" : " = " + master_ip) + ":" +
+                            std::to_string(env.master_port);
+  const std::string seconds = std::to_string((timeout.count() + 999) / 1000) + " s";
+  std::string why;
+  switch (last.reach) {
+    case net::Reach::kRefused:
+      why = "the connection was refused for " + seconds +
+            ": nothing listens there. Start rank 0 on that host (node 0 first), and give every host the same "
+            "MASTER_ADDR and MASTER_PORT";
+      break;
+    case net::Reach::kTimedOut:
+      why = "connections timed out for " + seconds + ": packets are dropped on the way, by a firewall or a cut link. Open TCP port " +
+            std::to_string(env.master_port) +
+            " (and the ports Gloo picks) on rank 0's host, or set MASTER_ADDR to an address of it that this "
+            "host reaches";
+      break;
+    case net::Reach::kUnreachable:
+      why = "no route (" + last.detail + ") for " + seconds +
+            ": is this host's interface up? Set MASTER_ADDR to an address of rank 0's host that this host "
+            "reaches";
+      break;
+    default:
+      why = last.detail;
+  }
+  throw std::runtime_error("distributed: " + who(env, host) + " cannot reach the store at " + where +
+                           " (MASTER_ADDR:MASTER_PORT): " + why);
+}
+
+// torchrun's store speaks the TCPStore protocol of its own PyTorch, and 1.x and 2.x
+// do not understand each other (a 1.x client gets "Broken pipe" from a 2.x server;
+// a 2.x client waits on a 1.x server until the timeout). Which torchrun started us
+// shows in the variables only it sets: 2.x's TORCHELASTIC_SIGNALS_TO_HANDLE and
+// TORCH_NCCL_ASYNC_ERROR_HANDLING, 1.x's NCCL_ASYNC_ERROR_HANDLING.
+void check_agent_store(const DistEnv& env, const std::string& host) {
+  if (!env.agent_store) return;
+  const auto set = [](const char* name) { return std::getenv(name) != nullptr; };
+  const bool agent2 = set("TORCHELASTIC_SIGNALS_TO_HANDLE") ||
+                      (set("TORCH_NCCL_ASYNC_ERROR_HANDLING") && !set("NCCL_ASYNC_ERROR_HANDLING"));
+  const bool agent1 = !agent2 && set("NCCL_ASYNC_ERROR_HANDLING") && !set("TORCH_NCCL_ASYNC_ERROR_HANDLING");
+  const bool build2 = TORCH_VERSION_MAJOR >= 2;
+  if ((agent2 && !build2) || (agent1 && build2))
+    throw std::runtime_error(
+        "distributed: " + who(env, host) + ": this torchrun is PyTorch " + (agent2 ? "2.x" : "1.x") +
+        "'s, and its store at MASTER_ADDR:MASTER_PORT speaks another protocol than this build's LibTorch " +
+        TORCH_VERSION + ". Start this binary with the torchrun of PyTorch " + (build2 ? "2.x" : "1.x") +
+        (build2 ? " (pip install torch)" : " (Debian: python3-torch)") +
+        ", or with scripts/launch.sh, which needs no Python");
+}
+
+// Swaps every rank's host and address through the store, then refuses a set-up
+// that cannot connect: a peer advertising loopback while MASTER_ADDR is remote (so
+// other hosts would dial themselves), or two hosts advertising one address.
+std::vector<Peer> swap_peers(c10d::Store& store, const DistEnv& env, const Peer& me, bool master_remote,
+                             const std::string& variable) {
+  const std::string mine = encode(me);
+  store.set("alexnet/peer/" + std::to_string(env.rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  std::vector<Peer> peers(static_cast<size_t>(env.world_size));
+  for (int64_t r = 0; r < env.world_size; ++r) {
+    try {
+      peers[static_cast<size_t>(r)] = decode(store.get("alexnet/peer/" + std::to_string(r)));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distributed rendezvous at " + env.master_addr + ":" +
+                               std::to_string(env.master_port) + " failed on " + who(env, me.host) + ": rank " +
+                               std::to_string(r) + " did not arrive within " +
+                               std::to_string(store.getTimeout().count() / 1000) +
+                               " s (is it running, with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE?): " +
+                               strip_trace(e.what()));
+    }
+  }
+  if (!me.error.empty()) throw std::runtime_error(me.error);
+  for (const Peer& p : peers)
+    if (!p.error.empty())
+      throw std::runtime_error("distributed: " + who(env, me.host) + " stops, as " +
+                               (p.error.rfind("distributed: ", 0) == 0 ? p.error.substr(13) : p.error));
+  for (int64_t r = 0; r < env.world_size; ++r) {
+    const Peer& p = peers[static_cast<size_t>(r)];
+    if (master_remote && net::is_loopback(p.address))
+      throw std::runtime_error(
+          "distributed: rank " + std::to_string(r) + " on host " + p.host + " advertises " + p.address +
+          " (chosen by " + p.source + "), a loopback address, while MASTER_ADDR " + env.master_addr +
+          " is remote: no other host could connect to it. On " + p.host + ", unset " + variable +
+          " (the interface of the route to MASTER_ADDR is then used) or set it to the interface that reaches "
+          "the other hosts");
+    for (int64_t q = 0; q < r; ++q) {
+      const Peer& o = peers[static_cast<size_t>(q)];
+      if (o.address == p.address && o.host != p.host)
+        throw std::runtime_error("distributed: ranks " + std::to_string(q) + " (host " + o.host + ") and " +
+                                 std::to_string(r) + " (host " + p.host + ") both advertise " + p.address +
+                                 ": hosts behind NAT or containers with private addresses cannot reach each "
+                                 "other. Set " + variable + " on each host to an interface with its own address");
+    }
+  }
+  return peers;
+}
+
+}  // namespace
+
+#endif
+
 std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, const std::string& backend,
                                                    std::chrono::milliseconds timeout) {
   TORCH_CHECK(backend == "gloo" || backend == "nccl", "--dist-backend must be gloo or nccl, got '",
@@ -148,52 +365,103 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, const std
   TORCH_CHECK(backend != "nccl" || have_nccl(),
               "--dist-backend nccl: this build has no NCCL (build against a CUDA LibTorch)");
 #if defined(ALEXNET_WITH_GLOO) || defined(ALEXNET_WITH_NCCL)
+  const std::string host = net::host_name();
+  std::string resolve_error;
+  const std::optional<std::string> master_ip = net::resolve(env.master_addr, &resolve_error);
+  if (!master_ip)
+    throw std::runtime_error("distributed: " + who(env, host) + ": MASTER_ADDR '" + env.master_addr +
+                             "' does not resolve (" + resolve_error +
+                             "); set MASTER_ADDR to a name or address of rank 0's host that every host resolves");
+  const bool master_remote = !net::is_loopback(*master_ip);
+  const std::string variable = backend == "nccl" ? "NCCL_SOCKET_IFNAME" : "GLOO_SOCKET_IFNAME";
+  Peer me;
+  try {
+    me = choose_endpoint(env, *master_ip, variable, host);
+  } catch (const std::runtime_error& e) {
+    me.host = host;
+    me.error = e.what();  // told to the others through the store, then thrown
+  }
+  const bool serve = env.rank == 0 && !env.agent_store;
+  if (serve && master_remote && me.error.empty() && me.source != variable && me.address != *master_ip)
+    spdlog::warn("distributed: MASTER_ADDR {} is not an address of this host ({}): the store listens on all of "
+                 "its addresses, but the other hosts will look for it at {}",
+                 env.master_addr, host, env.master_addr);
+  check_agent_store(env, host);
+  if (!serve) {
+    try {
+      wait_for_store(env, *master_ip, host, timeout, me.error);
+    } catch (const std::runtime_error&) {
+      if (!me.error.empty()) throw std::runtime_error(me.error);  // this host's own cause first
+      throw;
+    }
+  }
+
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(env.master_port);
-  store_options.isServer = env.rank == 0;
-  store_options.numWorkers = static_cast<std::size_t>(env.world_size);
-  store_options.waitWorkers = true;
+  store_options.isServer = serve;
+  // torchrun's agent counts its own clients; only our own store waits for every rank.
+  if (!env.agent_store) store_options.numWorkers = static_cast<std::size_t>(env.world_size);
+  store_options.waitWorkers = !env.agent_store;
   store_options.timeout = timeout;
-  // The store, then the process group's full mesh: both wait for every rank.
+  c10::intrusive_ptr<c10d::Store> store;
+  std::vector<Peer> peers;
   try {
-    c10::intrusive_ptr<c10d::Store> store =
-        c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
+    store = c10::make_intrusive<c10d::TCPStore>(*master_ip, store_options);
+    // A prefix per attempt: torchrun's store outlives a restart of the workers.
+    store = c10::make_intrusive<c10d::PrefixStore>("alexnet/attempt_" + std::to_string(env.restart_count), store);
+    peers = swap_peers(*store, env, me, master_remote, variable);
+  } catch (const std::runtime_error& e) {
+    const std::string m = strip_trace(e.what());
+    if (!me.error.empty()) throw std::runtime_error(me.error);  // the cause, not the store's timeout
+    if (m.rfind("distributed", 0) == 0) throw std::runtime_error(m);
+    throw std::runtime_error("distributed rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
+                             " failed on " + who(env, host) + " of " + std::to_string(env.world_size) + " within " +
+                             std::to_string(timeout.count() / 1000) +
+                             " s (a rank did not arrive, or the address or port is wrong or taken): " + m);
+  }
+  std::string table;
+  for (size_t r = 0; r < peers.size(); ++r)
+    table += (r ? ", " : "") + std::to_string(r) + " " + peers[r].host + " " + describe(peers[r]);
+  spdlog::info("distributed: {} binds {}, chosen by {}; ranks: {}", who(env, host), describe(me), me.source, table);
+
+  try {
 #ifdef ALEXNET_WITH_GLOO
     if (backend == "gloo") {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME"); iface && *iface) {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(iface));
-      } else if (env.master_addr == "localhost" || env.master_addr.rfind("127.", 0) == 0) {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      if (me.source == variable) {
+        std::string list = std::getenv(variable.c_str());
+        for (size_t at = 0; at <= list.size();) {
+          const size_t comma = std::min(list.find(',', at), list.size());
+          if (comma > at) options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(list.substr(at, comma - at)));
+          at = comma + 1;
+        }
       } else {
-        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(me.address));
       }
       options->threads = 2;
       auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(
           store, static_cast<int>(env.rank), static_cast<int>(env.world_size), options);
       return std::make_unique<C10dCommunicator<c10d::ProcessGroupGloo>>(
-          store, group, env.rank, env.world_size, backend);
+          store, group, env.rank, env.world_size, backend, host);
     }
 #endif
 #ifdef ALEXNET_WITH_NCCL
     if (backend == "nccl") {
+      // NCCL's bootstrap reads the variable itself: give it the interface chosen above.
+      if (me.source != variable && !me.interface.empty()) ::setenv(variable.c_str(), me.interface.c_str(), 0);
       auto options = c10d::ProcessGroupNCCL::Options::create();
       options->timeout = timeout;
       auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(
           store, static_cast<int>(env.rank), static_cast<int>(env.world_size), options);
       return std::make_unique<C10dCommunicator<c10d::ProcessGroupNCCL>>(
-          store, group, env.rank, env.world_size, backend);
+          store, group, env.rank, env.world_size, backend, host);
     }
 #endif
   } catch (const std::exception& e) {
-    std::string m = e.what();
-    const auto cut = m.find("\nException raised from");
-    if (cut != std::string::npos) m.resize(cut);
-    throw std::runtime_error("distributed rendezvous at " + env.master_addr + ":" +
-                             std::to_string(env.master_port) + " failed on rank " +
-                             std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
-                             " within " + std::to_string(timeout.count() / 1000) +
-                             " s (a rank did not arrive, or the address or port is wrong or taken): " + m);
+    throw std::runtime_error("distributed: " + who(env, host) + " could not connect to the other ranks within " +
+                             std::to_string(timeout.count() / 1000) + " s: " + strip_trace(e.what()) +
+                             ". Every host must reach the others' addresses (" + table +
+                             ") on any TCP port; set " + variable + " on a host to choose another interface");
   }
 #endif
   (void)env;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,11 +24,24 @@ struct DistEnv {
   int64_t local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  // torchrun's static rendezvous (its default with --master_addr) serves the store
+  // itself at MASTER_ADDR:MASTER_PORT; every rank is then a client, under a prefix
+  // per restart (TORCHELASTIC_USE_AGENT_STORE=True, TORCHELASTIC_RESTART_COUNT).
+  bool agent_store = false;
+  int64_t restart_count = 0;
 };
 
 /// Reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (required) and LOCAL_RANK,
-/// LOCAL_WORLD_SIZE (optional). A missing or malformed variable is an error naming it.
+/// LOCAL_WORLD_SIZE, TORCHELASTIC_* (optional). A missing or malformed variable is an
+/// error naming it.
 DistEnv read_dist_env();
+
+/// A collective that failed because another rank died, stopped, was cut off or
+/// timed out. The ranks that remain hold the weights of the last completed step.
+class PeerFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 /// True when this build has the Gloo (CPU) / NCCL (CUDA) process groups.
 bool have_gloo();
@@ -38,8 +52,15 @@ bool have_nccl();
 /// throws (naming the operation) when a peer died or never came.
 class Communicator {
  public:
-  /// Rendezvous through a TCPStore on MASTER_ADDR:MASTER_PORT (rank 0 serves it),
-  /// then connects the process group. backend: "gloo" or "nccl".
+  /// Rendezvous through a TCPStore on MASTER_ADDR:MASTER_PORT (rank 0 serves it,
+  /// or torchrun's agent does), then connects the process group. backend: "gloo" or
+  /// "nccl". Each rank binds the address that its routing table uses to reach
+  /// MASTER_ADDR unless GLOO_SOCKET_IFNAME (NCCL_SOCKET_IFNAME) names an interface.
+  /// Before connecting, the ranks swap their host names and addresses through the
+  /// store, so that a rank no other host could reach (a loopback address while
+  /// MASTER_ADDR is remote) fails every rank at once, naming it. An unreachable
+  /// store fails with its cause: a name that does not resolve, a refused port, no
+  /// route, or a timeout.
   static std::unique_ptr<Communicator> create(const DistEnv& env, const std::string& backend,
                                               std::chrono::milliseconds timeout);
   virtual ~Communicator() = default;
@@ -47,6 +68,7 @@ class Communicator {
   int64_t rank() const { return rank_; }
   int64_t world_size() const { return world_size_; }
   const std::string& backend() const { return backend_; }
+  const std::string& host() const { return host_; }
 
   /// In-place sum over the ranks; returns when done.
   void all_reduce_sum(torch::Tensor& t, const char* what);
@@ -61,12 +83,12 @@ class Communicator {
   virtual void broadcast(std::vector<torch::Tensor>& tensors, const char* what) = 0;
 
  protected:
-  Communicator(int64_t rank, int64_t world_size, std::string backend)
-      : rank_(rank), world_size_(world_size), backend_(std::move(backend)) {}
+  Communicator(int64_t rank, int64_t world_size, std::string backend, std::string host)
+      : rank_(rank), world_size_(world_size), backend_(std::move(backend)), host_(std::move(host)) {}
 
  private:
   int64_t rank_, world_size_;
-  std::string backend_;
+  std::string backend_, host_;
 };
 
 /// Rank 0's parameters (and buffers) into every rank, as DDP does at construction.

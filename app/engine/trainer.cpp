@@ -132,7 +132,15 @@ Trainer::Trainer(TrainConfig config, torch::Device device, bool threads_given)
   }
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  if (failed_peer_) {
+    // Gloo's worker threads may still be waiting on a dead link, each queued
+    // collective for the whole --dist-timeout, and its destructor would join them:
+    // leave the process group to the process's exit instead.
+    reducer_.reset();
+    (void)comm_.release();
+  }
+}
 
 void Trainer::connect(bool threads_given) {
   const DistEnv env = read_dist_env();
@@ -360,7 +368,12 @@ EpochResult Trainer::train_one_epoch(int64_t epoch) {
     auto batch = train_loader_->next();
     if (!batch) break;
     const double lr = schedule_.lr_at(epoch, step, steps_per_epoch_);
-    const BatchOutcome b = train_batch(*batch, lr, epoch, step);
+    BatchOutcome b;
+    try {
+      b = train_batch(*batch, lr, epoch, step);
+    } catch (const PeerFailure& e) {
+      peer_failed(e, epoch, step);
+    }
     const int64_t n = batch->labels.size(0);
     ++step;
     loss_sum += b.loss * n;
@@ -424,6 +437,25 @@ void Trainer::end_epoch(int64_t epoch, const EpochResult& train, const EvalResul
                         .number("train_seconds", train.seconds).number("img_per_s", rate).dump());
   save_checkpoint(epoch, 0, schedule_.lr_at(epoch + 1, 0, steps_per_epoch_));
   if (lead_) spdlog::info("epoch {}: wrote {}", epoch + 1, checkpoint_path_);
+}
+
+void Trainer::peer_failed(const PeerFailure& e, int64_t epoch, int64_t step) {
+  // Every rank finished steps up to `step` (a rank only passes an all-reduce once all
+  // have sent), and the failed step changed no weight: the optimiser runs after the
+  // gradients' all-reduce. Rank 0 saves that position, as on a signal.
+  std::string next;
+  if (step > skip_steps_) {
+    save_checkpoint(epoch - 1, step, schedule_.lr_at(epoch, step, steps_per_epoch_));
+    next = lead_ ? "; wrote " + checkpoint_path_ + " at epoch " + std::to_string(epoch + 1) + " step " +
+                       std::to_string(step)
+                 : "; rank 0 writes " + checkpoint_path_ + " at epoch " + std::to_string(epoch + 1) + " step " +
+                       std::to_string(step) + " if it is still running";
+  }
+  const bool can_resume = step > skip_steps_ || fs::exists(checkpoint_path_) || !config_.resume.empty();
+  failed_peer_ = true;
+  throw PeerFailure(std::string(e.what()) + next +
+                    (can_resume ? ". Once every host is back, restart every rank with --resume " + checkpoint_path_
+                                : ". No step was completed: once every host is back, start again"));
 }
 
 void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr) {

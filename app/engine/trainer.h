@@ -75,6 +75,9 @@ class Trainer {
   void restore();
   void make_loaders();
   void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr);
+  // A peer died or was cut off during `step` of `epoch`: rank 0 saves the last
+  // completed step, and the error says how to resume.
+  [[noreturn]] void peer_failed(const PeerFailure& e, int64_t epoch, int64_t step);
   // One batch of train_one_epoch: the step, with the loss and any rank's stop
   // request shared over the ranks (so that all agree on both).
   struct BatchOutcome {
@@ -88,6 +91,7 @@ class Trainer {
   TrainConfig config_;
   torch::Device device_;
   std::unique_ptr<Communicator> comm_;
+  bool failed_peer_ = false;
   bool lead_ = true;  // rank 0: writes checkpoints, metrics, logs
   std::string checkpoint_path_;
   std::optional<WeightsFile> start_file_;  // --resume or --weights
