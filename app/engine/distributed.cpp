@@ -549,6 +549,12 @@ void GradientReducer::launch_ready() {
   }
 }
 
+int64_t GradientReducer::bytes_per_step() const {
+  int64_t bytes = 0;
+  for (const auto& b : buckets_) bytes += b.flat.numel() * 4;
+  return bytes;
+}
+
 void GradientReducer::finish() {
   TORCH_CHECK(active_, "GradientReducer::finish without prepare");
   active_ = false;
@@ -557,7 +563,9 @@ void GradientReducer::finish() {
   torch::NoGradGuard no_grad;
   const double scale = 1.0 / static_cast<double>(comm_.world_size());
   for (auto& bucket : buckets_) {
+    const auto start = std::chrono::steady_clock::now();
     bucket.work->wait();
+    waited_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     bucket.work.reset();
     bucket.flat.mul_(scale);
     for (size_t s = 0; s < bucket.params.size(); ++s) {
@@ -570,6 +578,7 @@ void GradientReducer::finish() {
       }
     }
   }
+  ++steps_;
 }
 
 }  // namespace alexnet::engine

@@ -112,6 +112,12 @@ class GradientReducer {
   /// Call after backward(): waits for every bucket and writes the averages into .grad.
   void finish();
   size_t num_buckets() const { return buckets_.size(); }
+  /// Bytes all-reduced per step: every gradient in fp32.
+  int64_t bytes_per_step() const;
+  /// Steps finished, and the seconds finish() spent waiting on the all-reduce after
+  /// backward() returned, summed over them: the communication backward did not hide.
+  int64_t steps() const { return steps_; }
+  double waited_seconds() const { return waited_; }
 
  private:
   struct Bucket {
@@ -130,6 +136,8 @@ class GradientReducer {
   std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
   size_t next_launch_ = 0;
   bool active_ = false;
+  int64_t steps_ = 0;
+  double waited_ = 0;
   // Hooks hold a weak reference: once the reducer is gone they do nothing.
   std::shared_ptr<GradientReducer*> self_;
 };

@@ -405,7 +405,12 @@ EpochResult Trainer::train_one_epoch(int64_t epoch) {
   if (comm_) {
     auto totals = torch::tensor({loss_sum, static_cast<double>(r.correct), static_cast<double>(r.images),
                                  stop_after_epoch ? 1.0 : 0.0}, torch::kFloat64);
-    comm_->all_reduce_sum(totals, "epoch totals all-reduce");
+    try {
+      comm_->all_reduce_sum(totals, "epoch totals all-reduce");
+    } catch (const PeerFailure& e) {
+      failed_peer_ = true;
+      throw PeerFailure(std::string(e.what()) + resume_hint(false));
+    }
     loss_sum = totals[0].item<double>();
     r.correct = static_cast<int64_t>(totals[1].item<double>());
     r.images = static_cast<int64_t>(totals[2].item<double>());
@@ -420,7 +425,12 @@ EvalResult Trainer::evaluate() {
   std::function<void(torch::Tensor&)> reduce_sum;
   if (comm_) reduce_sum = [this](torch::Tensor& t) { comm_->all_reduce_sum(t, "evaluation all-reduce"); };
   val_loader_->start_epoch(0);
-  return engine::evaluate(model_, *val_loader_, device_, 0, "eval", reduce_sum);
+  try {
+    return engine::evaluate(model_, *val_loader_, device_, 0, "eval", reduce_sum);
+  } catch (const PeerFailure& e) {
+    failed_peer_ = true;  // the epoch's training is lost: its checkpoint comes after evaluation
+    throw PeerFailure(std::string(e.what()) + resume_hint(false));
+  }
 }
 
 void Trainer::end_epoch(int64_t epoch, const EpochResult& train, const EvalResult& val) {
@@ -451,11 +461,14 @@ void Trainer::peer_failed(const PeerFailure& e, int64_t epoch, int64_t step) {
                  : "; rank 0 writes " + checkpoint_path_ + " at epoch " + std::to_string(epoch + 1) + " step " +
                        std::to_string(step) + " if it is still running";
   }
-  const bool can_resume = step > skip_steps_ || fs::exists(checkpoint_path_) || !config_.resume.empty();
   failed_peer_ = true;
-  throw PeerFailure(std::string(e.what()) + next +
-                    (can_resume ? ". Once every host is back, restart every rank with --resume " + checkpoint_path_
-                                : ". No step was completed: once every host is back, start again"));
+  throw PeerFailure(std::string(e.what()) + next + resume_hint(step > skip_steps_));
+}
+
+std::string Trainer::resume_hint(bool saved_now) const {
+  if (saved_now || fs::exists(checkpoint_path_) || !config_.resume.empty())
+    return ". Once every host is back, restart every rank with --resume " + checkpoint_path_;
+  return ". No checkpoint was written yet: once every host is back, start again";
 }
 
 void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr) {
@@ -482,6 +495,11 @@ void Trainer::finish() {
   if (scaler.enabled())
     spdlog::info("fp16 loss scaling: {} steps skipped for inf/nan gradients, final scale {}",
                  scaler.skipped_steps(), scaler.current_scale());
+  if (reducer_ && reducer_->steps() > 0)
+    spdlog::info("distributed: all-reduce of {:.1f} MB of gradients per step in {} buckets; {:.1f} ms per step "
+                 "waited for it after backward ({} steps)",
+                 reducer_->bytes_per_step() / 1e6, reducer_->num_buckets(),
+                 1e3 * reducer_->waited_seconds() / static_cast<double>(reducer_->steps()), reducer_->steps());
   const int64_t skipped = train_loader_->skipped() + val_loader_->skipped();
   if (skipped > 0) spdlog::warn("skipped {} unreadable images", skipped);
   spdlog::info("done: weights in {}/model.pth, checkpoint {}, metrics {}", config_.output, checkpoint_path_,

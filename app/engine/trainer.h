@@ -78,6 +78,9 @@ class Trainer {
   // A peer died or was cut off during `step` of `epoch`: rank 0 saves the last
   // completed step, and the error says how to resume.
   [[noreturn]] void peer_failed(const PeerFailure& e, int64_t epoch, int64_t step);
+  // ". Once every host is back, restart every rank with --resume ..." when there is
+  // a checkpoint to resume from.
+  std::string resume_hint(bool saved_now) const;
   // One batch of train_one_epoch: the step, with the loss and any rank's stop
   // request shared over the ranks (so that all agree on both).
   struct BatchOutcome {
