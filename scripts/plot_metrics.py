@@ -62,7 +62,10 @@ def main():
         ax_loss.plot(ex, [r["val_loss"] for r in epochs], "s-", label="validation")
         ax_acc.plot(ex, [100 * r["train_acc"] for r in epochs], "o-", label="train")
         ax_acc.plot(ex, [100 * r["val_top1"] for r in epochs], "s-", label="val top-1")
-        ax_acc.plot(ex, [100 * r["val_top5"] for r in epochs], "^-", label="val top-5")
+        # Top-5 is null (n/a) with fewer than 5 classes.
+        top5 = [(x, 100 * r["val_top5"]) for x, r in zip(ex, epochs) if r.get("val_top5") is not None]
+        if top5:
+            ax_acc.plot([x for x, _ in top5], [y for _, y in top5], "^-", label="val top-5")
         for x, r in zip(ex, epochs):
             ax_acc.annotate(f"{100 * r['val_top1']:.1f}", (x, 100 * r["val_top1"]),
                             textcoords="offset points", xytext=(0, -12), ha="center", fontsize=8)

@@ -236,6 +236,50 @@ class TrainEval(unittest.TestCase):
         with open(png, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    def test_fewer_than_five_classes_gives_top5_na_and_plots(self):
+        # 3 classes: top-5 is meaningless. train logs "n/a" as eval does, metrics.jsonl
+        # has null, and plot_metrics.py draws the rest instead of failing on None.
+        from PIL import Image
+        root = self.out("three")
+        for split, n in (("train", 8), ("val", 4)):
+            for c, color in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+                d = os.path.join(root, split, f"class{c}")
+                os.makedirs(d)
+                for i in range(n):
+                    Image.new("RGB", (40, 40), tuple(min(255, v + 5 * i) for v in color)).save(
+                        os.path.join(d, f"{i}.png"))
+        out = self.out("three-out")
+        r = run("train", "--data", root, "--epochs", "1", "--batch-size", "4", "--image-size", "64",
+                "--output", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stderr, r"epoch 1 done: .* top5 n/a")
+        self.assertNotIn("nan%", r.stderr)
+        epochs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        self.assertIsNone([e for e in epochs if e["type"] == "epoch"][-1]["val_top5"])
+        png = os.path.join(out, "curves.png")
+        r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "scripts", "plot_metrics.py"),
+                            os.path.join(out, "metrics.jsonl"), "--output", png],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_info_shows_where_a_checkpoint_stands(self):
+        self.assertEqual(self.full_run.returncode, 0, self.full_run.stderr)
+        ckpt = os.path.join(self.full, "checkpoint.pth")
+        r = run("info", ckpt)  # the file as the argument, as well as --weights
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("epochs_completed: 3", r.stdout)
+        self.assertIn("next: epoch 4", r.stdout)
+        self.assertRegex(r.stdout, r"optimizer: SGD lr [\d.e-]+, momentum 0.9")
+        self.assertIn("args.data_path: 'fashion-mnist:" + self.data_dir + "'", r.stdout)
+        r = run("info", "--weights", ckpt, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        training = json.loads(r.stdout)["training"]
+        self.assertEqual(training["epochs_completed"], "3")
+        self.assertEqual(training["args.epochs"], "3")
+        self.assertEqual(run("info", ckpt, ckpt).returncode, 2)
+
     def test_nan_loss_stops_and_keeps_checkpoint(self):
         out = self.out("nan")
         r = run("train", "--data", self.spec, "--epochs", "2", "--batch-size", "32", "--lr", "1e12",

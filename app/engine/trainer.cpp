@@ -436,9 +436,11 @@ EvalResult Trainer::evaluate() {
 void Trainer::end_epoch(int64_t epoch, const EpochResult& train, const EvalResult& val) {
   const int64_t seen = train.images;
   const double rate = train.seconds > 0 ? seen / train.seconds : 0;  // all ranks
-  spdlog::info("epoch {} done: train loss {:.4f} acc {:.2f}% | val loss {:.4f} top1 {:.2f}% top5 {:.2f}% | {} train, {:.0f} img/s",
+  // Top-5 of fewer than 5 classes is meaningless: "n/a", as eval prints it.
+  const std::string top5 = std::isnan(val.top5) ? "n/a" : fmt::format("{:.2f}%", 100 * val.top5);
+  spdlog::info("epoch {} done: train loss {:.4f} acc {:.2f}% | val loss {:.4f} top1 {:.2f}% top5 {} | {} train, {:.0f} img/s",
                epoch + 1, train.loss, seen ? 100.0 * train.correct / seen : 0.0, val.loss, 100 * val.top1,
-               100 * val.top5, format_duration(train.seconds), rate);
+               top5, format_duration(train.seconds), rate);
   if (metrics_)
     metrics_->write(JsonObject().str("type", "epoch").integer("epoch", epoch + 1).number("lr", train.lr)
                         .number("train_loss", train.loss)
