@@ -11,7 +11,8 @@
 #        scripts/launch.sh --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 2 --output out-ddp
 # (torchrun's spellings --node_rank, --master_addr, --master_port work too.)
 #
-# Environment: ALEXNET (the binary; default build/app/alexnet), MASTER_ADDR
+# Environment: ALEXNET (the binary; default build/app/alexnet, else the installed
+# one beside this script, else alexnet on PATH), MASTER_ADDR
 # (default 127.0.0.1 on one machine), MASTER_PORT (default: a free port on one
 # machine, 29500 on several), LAUNCH_LOG_DIR (also write each rank's output to
 # rank-R.log there).
@@ -65,8 +66,16 @@ ADDR=${ADDR:-127.0.0.1}
   || { echo "error: --master-port must be a port number, got '$PORT'" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${ALEXNET:-$ROOT/build/app/alexnet}
-[ -x "$BIN" ] || { echo "error: $BIN not found: build first (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
+# The binary: $ALEXNET, else the source tree's build, else the installed one
+# (PREFIX/share/alexnet/scripts/launch.sh -> PREFIX/bin/alexnet), else PATH's.
+BIN=${ALEXNET:-}
+if [ -z "$BIN" ]; then
+  for candidate in "$ROOT/build/app/alexnet" "$ROOT/../../bin/alexnet" "$(command -v alexnet || true)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && { BIN=$candidate; break; }
+  done
+  BIN=${BIN:-$ROOT/build/app/alexnet}
+fi
+[ -x "$BIN" ] || { echo "error: $BIN not found: build first (cmake -S . -B build && cmake --build build), or set ALEXNET" >&2; exit 1; }
 
 if [ -z "$PORT" ]; then
   # A port the kernel just handed out and released: free unless someone races us.

@@ -171,5 +171,34 @@ class BadInput(unittest.TestCase):
             self.assertIn("usage", r.stdout.lower())
 
 
+class Install(unittest.TestCase):
+    def test_cmake_install_gives_a_working_prefix(self):
+        # The build folder is the one ctest runs in: BINARY is BUILD/app/alexnet.
+        build = os.path.dirname(os.path.dirname(os.path.abspath(BINARY)))
+        with tempfile.TemporaryDirectory() as prefix:
+            r = subprocess.run(["cmake", "--install", build, "--prefix", prefix],
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            installed = os.path.join(prefix, "bin", "alexnet")
+            # With a bare environment: LibTorch is found through the installed RPATH.
+            env = {"PATH": os.path.join(prefix, "bin") + ":/usr/bin:/bin"}
+            r = subprocess.run(["alexnet", "--version"], capture_output=True, text=True, env=env,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("LibTorch", r.stdout + r.stderr)
+            with open(os.path.join(prefix, "share", "alexnet", "imagenet_classes.txt")) as f:
+                self.assertEqual(sum(1 for line in f if line.strip()), 1000)
+            # The installed launch.sh finds the installed binary (it rejects a bad N
+            # only after finding it would be too early: ask it for the binary's help).
+            launch = os.path.join(prefix, "share", "alexnet", "scripts", "launch.sh")
+            r = subprocess.run([launch, "1", "--help"], capture_output=True, text=True,
+                               env=dict(env, MASTER_ADDR="127.0.0.1"), timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("alexnet train", r.stdout)
+            for script in ("plot_metrics.py", "export_torchvision.py"):
+                self.assertTrue(os.access(os.path.join(prefix, "share", "alexnet", "scripts", script),
+                                          os.X_OK), script)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
