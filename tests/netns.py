@@ -110,6 +110,12 @@ class Hosts:
         interface stays up, so its routes stay and packets are simply lost."""
         _run(IP, "link", "set", f"port{i}", "up" if up else "down", ns=self.switch)
 
+    def blackhole(self, i, address):
+        """On host i, packets to `address` (in the subnet) go to a MAC address that no
+        one has: they are lost without an answer, as behind a dropping firewall."""
+        _run(IP, "neigh", "replace", address, "lladdr", "02:00:00:00:00:01", "dev", "eth0",
+             "nud", "permanent", ns=self.names[i])
+
     def close(self):
         for p in self.procs:
             if p.poll() is None:

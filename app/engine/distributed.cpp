@@ -310,7 +310,7 @@ void check_agent_store(const DistEnv& env, const std::string& host) {
 // that cannot connect: a peer advertising loopback while MASTER_ADDR is remote (so
 // other hosts would dial themselves), or two hosts advertising one address.
 std::vector<Peer> swap_peers(c10d::Store& store, const DistEnv& env, const Peer& me, bool master_remote,
-                             const std::string& variable) {
+                             const std::string& variable, bool serve) {
   const std::string mine = encode(me);
   store.set("alexnet/peer/" + std::to_string(env.rank), std::vector<uint8_t>(mine.begin(), mine.end()));
   std::vector<Peer> peers(static_cast<size_t>(env.world_size));
@@ -325,6 +325,15 @@ std::vector<Peer> swap_peers(c10d::Store& store, const DistEnv& env, const Peer&
                                " s (is it running, with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE?): " +
                                strip_trace(e.what()));
     }
+  }
+  // The rank that serves the store waits (briefly) until every rank has read the
+  // others: if it stopped first, its store would go with it, and a slower rank
+  // would see "Connection reset" instead of the reason.
+  store.add("alexnet/peers_read", 1);
+  if (serve) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (store.add("alexnet/peers_read", 0) < env.world_size && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!me.error.empty()) throw std::runtime_error(me.error);
   for (const Peer& p : peers)
@@ -409,7 +418,7 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, const std
     store = c10::make_intrusive<c10d::TCPStore>(*master_ip, store_options);
     // A prefix per attempt: torchrun's store outlives a restart of the workers.
     store = c10::make_intrusive<c10d::PrefixStore>("alexnet/attempt_" + std::to_string(env.restart_count), store);
-    peers = swap_peers(*store, env, me, master_remote, variable);
+    peers = swap_peers(*store, env, me, master_remote, variable, serve);
   } catch (const std::runtime_error& e) {
     const std::string m = strip_trace(e.what());
     if (!me.error.empty()) throw std::runtime_error(me.error);  // the cause, not the store's timeout
