@@ -5,10 +5,17 @@
 #include "app/engine/trainer.h"
 #include "app/runtime/machine.h"
 #include "data/dataset.h"
+#include "model/weights.h"
+
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace alexnet::app {
 
@@ -136,16 +143,103 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
   return c;
 }
 
+// What `--resume CKPT` alone brings back: the checkpoint's "args" key (as
+// engine::args_value writes it) and the flag that sets it. Left out: how the run is
+// launched and watched (--distributed, --threads, --print-freq) and --weights.
+struct RestoredFlag {
+  const char* key;
+  const char* flag;
+};
+constexpr RestoredFlag kRestoredFlags[] = {
+    {"data_path", "data"}, {"val", "val"}, {"model", "arch"}, {"epochs", "epochs"},
+    {"batch_size", "batch-size"}, {"lr", "lr"}, {"momentum", "momentum"},
+    {"weight_decay", "weight-decay"}, {"nesterov", "nesterov"}, {"lr_scheduler", "lr-scheduler"},
+    {"lr_step_size", "lr-step-size"}, {"lr_gamma", "lr-gamma"}, {"lr_warmup_epochs", "lr-warmup-epochs"},
+    {"lr_warmup_method", "lr-warmup-method"}, {"lr_warmup_decay", "lr-warmup-decay"},
+    {"lr_update", "lr-update"}, {"init", "init"}, {"label_smoothing", "label-smoothing"},
+    {"clip_grad_norm", "clip-grad-norm"}, {"dropout", "dropout"}, {"image_size", "image-size"},
+    {"augment", "augment"}, {"workers", "workers"}, {"seed", "seed"}, {"deterministic", "deterministic"},
+    {"output_dir", "output"}, {"num_classes", "num-classes"}, {"in_channels", "in-channels"},
+    {"precision", "precision"}, {"channels_last", "channels-last"}, {"max_steps", "max-steps"},
+};
+
+// A checkpoint arg as the text of its flag; nullopt when it sets nothing (an empty
+// --val, a false --deterministic, a type the flag does not take).
+std::optional<std::string> flag_text(const pth::Value& v) {
+  switch (v.kind()) {
+    case pth::Value::Kind::kString:
+      if (v.as_string().empty()) return std::nullopt;
+      return v.as_string();
+    case pth::Value::Kind::kInt: return std::to_string(v.as_int());
+    case pth::Value::Kind::kFloat: {
+      char buf[32];  // the shortest text that reads back as the same double
+      for (int digits = 15; digits <= 17; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, v.as_float());
+        if (std::strtod(buf, nullptr) == v.as_float()) break;
+      }
+      return std::string(buf);
+    }
+    case pth::Value::Kind::kBool: return std::string(v.as_bool() ? "true" : "false");
+    case pth::Value::Kind::kNone: return std::string("0");  // train.py's "off" (clip_grad_norm)
+    default: return std::nullopt;
+  }
+}
+
+// With --resume, the flags not given on the command line come back from the
+// checkpoint's args, so that the printed "--resume CKPT" alone continues the run.
+// Each restored and each overriding flag is logged. Only our own checkpoints
+// (with "lr_update") are restored: train.py's args use other names and meanings.
+std::vector<std::string> with_restored_flags(const cxxopts::ParseResult& given, int argc,
+                                             const char* const* argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (!given.count("resume")) return args;
+  const std::string path = given["resume"].as<std::string>();
+  const WeightsFile file(path);
+  const pth::Value& root = file.root();
+  const pth::Value* saved = root.is_dict() ? root.find("args") : nullptr;
+  if (!saved || !saved->is_dict() || !saved->find("lr_update")) {
+    spdlog::info("resume: {} has no arguments of this program (a train.py checkpoint?): the flags given "
+                 "here and the defaults apply", path);
+    return args;
+  }
+  std::map<std::string, std::string> typed;  // flag -> the text given (the last one)
+  for (const auto& kv : given.arguments()) typed[kv.key()] = kv.value();
+  std::string restored;
+  for (const auto& [key, flag] : kRestoredFlags) {
+    const pth::Value* v = saved->find(key);
+    if (!v) continue;
+    const std::optional<std::string> text = flag_text(*v);
+    if (given.count(flag)) {
+      if (text && typed[flag] != *text)
+        spdlog::info("resume: --{} {} given here (the checkpoint's run had {})", flag, typed[flag], *text);
+      continue;
+    }
+    if (!text) continue;
+    if (std::string(flag) == "deterministic") {
+      if (*text == "true") args.push_back("--deterministic");
+    } else {
+      args.push_back("--" + std::string(flag) + "=" + *text);
+    }
+    restored += " --" + std::string(flag) + " " + *text;
+  }
+  if (!restored.empty()) spdlog::info("resume: from {}'s run:{}", path, restored);
+  return args;
+}
+
 }  // namespace
 
 int run_train(int argc, const char* const* argv) {
   const TrainConfig defaults;
   cxxopts::Options options = train_options(defaults);
-  const auto result = parse_or_usage(options, argc, argv);
-  if (wants_help(result)) {
+  const auto given = parse_or_usage(options, argc, argv);
+  if (wants_help(given)) {
     std::printf("%s\ndata specs:\n%s\n", options.help().c_str(), data::kDataSpecHelp);
     return 0;
   }
+  const std::vector<std::string> args = with_restored_flags(given, argc, argv);
+  std::vector<const char*> args_c;
+  for (const auto& a : args) args_c.push_back(a.c_str());
+  const auto result = parse_or_usage(options, static_cast<int>(args_c.size()), args_c.data());
   const TrainConfig config = parse_train_config(result, options);
   set_max_pixels(result, options);
 

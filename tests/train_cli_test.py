@@ -95,7 +95,9 @@ class TrainEval(unittest.TestCase):
                 "--deterministic", "--print-freq", "1", "--output", out]
         proc = subprocess.Popen([BINARY, *args], stderr=subprocess.PIPE, text=True)
         killed = False
+        log = ""
         for line in proc.stderr:
+            log += line
             if "epoch 2 step 3/" in line and not killed:
                 proc.send_signal(signal.SIGTERM)  # mid-epoch: must save and stop
                 killed = True
@@ -105,9 +107,22 @@ class TrainEval(unittest.TestCase):
         ckpt = load(os.path.join(out, "checkpoint.pth"))
         self.assertEqual(ckpt["epoch"], 0)
         self.assertGreater(ckpt["epoch_step"], 0)
-        r = run(*args, "--resume", os.path.join(out, "checkpoint.pth"))
+        # The hint, run as printed: the data, schedule and output come back from the
+        # checkpoint's args (here the data is not the default Fashion-MNIST).
+        hint = log.split("continue with ")[-1].split()
+        self.assertEqual(hint, ["--resume", os.path.join(out, "checkpoint.pth")])
+        r = run("train", *hint)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("resuming", r.stderr)
+        self.assertIn("resume: from " + os.path.join(out, "checkpoint.pth") + "'s run: --data "
+                      + self.spec, r.stderr)
+        self.assertIn(" --epochs 3 --batch-size 32 --lr 0.05 ", r.stderr)
+        # A flag given on the command line wins over the checkpoint's, and says so
+        # (here: 2 epochs, which the finished run already did).
+        r2 = run("train", *hint, "--epochs", "2")
+        self.assertIn("resume: --epochs 2 given here (the checkpoint's run had 3)", r2.stderr)
+        self.assertEqual(r2.returncode, 1, r2.stderr)
+        self.assertIn("leaves nothing to do", r2.stderr)
         a = load(os.path.join(self.full, "model.pth"))
         b = load(os.path.join(out, "model.pth"))
         for k in a:
