@@ -61,6 +61,9 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
        cxxopts::value<int64_t>()->default_value("3"))
       ("print-freq", "Log a progress line every N steps (0 = only per epoch)", cxxopts::value<int64_t>()->default_value(d(defaults.print_freq)))
       ("max-steps", "Stop each epoch after N steps (0 = whole epoch; for quick runs)", cxxopts::value<int64_t>()->default_value("0"))
+      ("save-every", "Also keep every Nth epoch's checkpoint as model_EPOCH.pth (train.py's names, "
+       "0-based; 0 = never). model_best.pth always holds the best validation top-1's weights",
+       cxxopts::value<int64_t>()->default_value("0"))
       ("arch", "alexnet (torchvision's) or alexnet2012 (the paper's: LRN, groups=2, its init)",
        cxxopts::value<std::string>()->default_value(arch_name(defaults.arch)))
       ("init", "Initialisation when training from scratch: module (the architecture's own: "
@@ -120,6 +123,7 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
   c.in_channels = r["in-channels"].as<int64_t>();
   c.print_freq = r["print-freq"].as<int64_t>();
   c.max_steps = r["max-steps"].as<int64_t>();
+  c.save_every = r["save-every"].as<int64_t>();
   const runtime::ComputeRequest compute = compute_flags(r, options, /*with_plan=*/false);
   c.precision = compute.precision;
   c.channels_last = compute.channels_last;
@@ -161,6 +165,7 @@ constexpr RestoredFlag kRestoredFlags[] = {
     {"augment", "augment"}, {"workers", "workers"}, {"seed", "seed"}, {"deterministic", "deterministic"},
     {"output_dir", "output"}, {"num_classes", "num-classes"}, {"in_channels", "in-channels"},
     {"precision", "precision"}, {"channels_last", "channels-last"}, {"max_steps", "max-steps"},
+    {"save_every", "save-every"},
 };
 
 // A checkpoint arg as the text of its flag; nullopt when it sets nothing (an empty

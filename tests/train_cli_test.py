@@ -295,6 +295,33 @@ class TrainEval(unittest.TestCase):
         self.assertEqual(training["args.epochs"], "3")
         self.assertEqual(run("info", ckpt, ckpt).returncode, 2)
 
+    def test_outputs_like_train_py(self):
+        # --save-every 1: model_0.pth, model_1.pth as train.py names them (full checkpoints);
+        # model_best.pth: the weights of the epoch with the best validation top-1.
+        out = self.out("outputs")
+        r = run("train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--max-steps", "4",
+                "--lr", "0.05", "--save-every", "1", "--output", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        epochs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        top1 = [e["val_top1"] for e in epochs if e["type"] == "epoch"]
+        best = max(range(len(top1)), key=lambda i: (top1[i], -i))  # the first of equals
+        for e in range(3):
+            ck = load(os.path.join(out, f"model_{e}.pth"))
+            self.assertEqual(ck["epoch"], e)
+            self.assertIn("optimizer", ck)
+        best_weights = load(os.path.join(out, "model_best.pth"))
+        at_best = load(os.path.join(out, f"model_{best}.pth"))["model"]
+        self.assertEqual(best_weights.keys(), at_best.keys())
+        for k in best_weights:
+            self.assertTrue(torch.equal(best_weights[k], at_best[k]), k)
+        self.assertIn(f"epoch {best + 1}: best validation top-1 so far", r.stderr)
+
+    def test_failed_start_leaves_no_folder(self):
+        out = self.out("never/made")
+        r = run("train", "--data", self.out("no-such-data"), "--output", out)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertFalse(os.path.exists(self.out("never")), "a failed start left its folder behind")
+
     def test_nan_loss_stops_and_keeps_checkpoint(self):
         out = self.out("nan")
         r = run("train", "--data", self.spec, "--epochs", "2", "--batch-size", "32", "--lr", "1e12",

@@ -108,6 +108,7 @@ void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
   root.set(str("args"), c.args.is_none() ? Value::dict() : c.args);
   // Ours, beyond train.py's keys: exact resumption inside an epoch.
   root.set(str("epoch_step"), Value::integer(c.epoch_step));
+  if (c.best_top1 >= 0) root.set(str("best_top1"), Value::floating(c.best_top1));
   if (c.rng_state.defined()) root.set(str("rng_state"), tensor_value(c.rng_state));
   if (c.cuda_rng_state.defined()) root.set(str("cuda_rng_state"), tensor_value(c.cuda_rng_state));
   pth::write_checkpoint(path, root);
@@ -127,6 +128,8 @@ TrainCheckpoint read_train_state(const WeightsFile& file) {
   TORCH_CHECK(epoch->is_int(), path, ": \"epoch\" is ", epoch->describe(), ", expected an int");
   c.epoch = epoch->as_int();
   if (const Value* s = root.find("epoch_step"); s && s->is_int()) c.epoch_step = s->as_int();
+  if (const Value* b = root.find("best_top1"); b && (b->kind() == Value::Kind::kFloat || b->is_int()))
+    c.best_top1 = b->as_float();
   if (const Value* r = root.find("rng_state"); r && r->is_tensor())
     c.rng_state = to_tensor(r->as_tensor()).clone();
   if (const Value* r = root.find("cuda_rng_state"); r && r->is_tensor())

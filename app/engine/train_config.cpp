@@ -57,6 +57,7 @@ void TrainConfig::validate() const {
   check(in_channels == 1 || in_channels == 3, "--in-channels must be 1 or 3");
   check(print_freq >= 0, "--print-freq must not be negative");
   check(max_steps >= 0, "--max-steps must not be negative");
+  check(save_every >= 0, "--save-every must not be negative");
   check(resume.empty() || weights.empty(), "--resume and --weights exclude each other");
   check(dist_backend == DistBackend::kAuto || distributed, "--dist-backend needs --distributed");
 }
@@ -91,7 +92,7 @@ pth::Value args_value(const TrainConfig& c) {
   s("output_dir", c.output); i("num_classes", c.num_classes); i("in_channels", c.in_channels);
   s("precision", runtime::precision_name(c.precision));
   s("channels_last", runtime::channels_last_name(c.channels_last));
-  i("max_steps", c.max_steps);
+  i("max_steps", c.max_steps); i("save_every", c.save_every);
   b("distributed", c.distributed); s("dist_backend", name_of(kDistBackends, c.dist_backend));
   return a;
 }

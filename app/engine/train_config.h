@@ -115,6 +115,7 @@ struct TrainConfig {
   int64_t in_channels = 3;
   int64_t print_freq = 50;
   int64_t max_steps = 0;               // per epoch; 0 = all
+  int64_t save_every = 0;              // also write OUT/model_{epoch}.pth every N epochs; 0 = never
   runtime::Precision precision = runtime::Precision::kAuto;
   Arch arch = Arch::kTorchvision;
   Init init = Init::kAuto;

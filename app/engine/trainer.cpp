@@ -42,8 +42,13 @@ extern "C" void on_stop_signal(int sig) {
 int stop_signal() { return g_stop_signal.load() != 0 ? g_stop_signal.load() : SIGTERM; }
 
 // Fails now, not after an epoch, when the output folder cannot take files.
-void check_output_dir(const std::string& dir) {
+// `made` receives the folders it created, outermost first.
+void check_output_dir(const std::string& dir, std::vector<std::string>* made) {
   std::error_code ec;
+  for (fs::path p = fs::path(dir).lexically_normal(); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    made->insert(made->begin(), p.string());
+    if (p == p.parent_path()) break;
+  }
   fs::create_directories(dir, ec);
   TORCH_CHECK(!ec, "--output ", dir, ": cannot create folder (", ec.message(), ")");
   TORCH_CHECK(fs::is_directory(dir), "--output ", dir, ": not a folder");
@@ -113,7 +118,22 @@ Trainer::Trainer(TrainConfig config, torch::Device device, bool threads_given)
   // others at their next collective instead of leaving them waiting.
   if (config_.distributed) connect(threads_given);
   lead_ = !comm_ || comm_->rank() == 0;
-  if (lead_) check_output_dir(config_.output);
+  if (lead_) check_output_dir(config_.output, &made_dirs_);
+  try {
+    start();
+  } catch (...) {
+    // A failed start leaves nothing behind: the folders it made, if still empty
+    // (but for the empty metrics file it may have opened).
+    metrics_.reset();
+    std::error_code ec;
+    if (!resumed_ && fs::exists(metrics_path_, ec) && fs::file_size(metrics_path_, ec) == 0) fs::remove(metrics_path_, ec);
+    for (auto it = made_dirs_.rbegin(); it != made_dirs_.rend(); ++it)
+      if (fs::is_empty(*it, ec)) fs::remove(*it, ec);
+    throw;
+  }
+}
+
+void Trainer::start() {
   checkpoint_path_ = config_.output + "/checkpoint.pth";
   TORCH_CHECK(!lead_ || config_.overwrite || !config_.resume.empty() || !fs::exists(checkpoint_path_),
               checkpoint_path_, " exists: continue it with --resume ", checkpoint_path_,
@@ -264,6 +284,7 @@ void Trainer::restore() {
     comm_->broadcast(defined, "broadcast of rank 0's momentum buffers");
   }
   start_epoch_ = resumed_->epoch + 1;
+  best_top1_ = resumed_->best_top1;
   skip_steps_ = resumed_->epoch_step;
   if (resumed_->cuda_rng_state.defined() && device_.is_cuda())  // dropout on CUDA draws from it
     restore_generator(at::globalContext().defaultGenerator(device_), resumed_->cuda_rng_state, path,
@@ -447,8 +468,26 @@ void Trainer::end_epoch(int64_t epoch, const EpochResult& train, const EvalResul
                         .number("train_acc", seen ? static_cast<double>(train.correct) / seen : 0.0)
                         .number("val_loss", val.loss).number("val_top1", val.top1).number("val_top5", val.top5)
                         .number("train_seconds", train.seconds).number("img_per_s", rate).dump());
-  save_checkpoint(epoch, 0, schedule_.lr_at(epoch + 1, 0, steps_per_epoch_));
+  // model_best.pth: the weights of the best validation top-1 so far (a state_dict).
+  if (val.top1 > best_top1_) {
+    best_top1_ = val.top1;
+    if (lead_) {
+      auto weights = state_dict(*model_);
+      for (auto& [n, t] : weights) t = t.to(torch::kCPU).contiguous();
+      save_state_dict(weights, config_.output + "/model_best.pth");
+      spdlog::info("epoch {}: best validation top-1 so far ({:.2f}%): wrote {}/model_best.pth", epoch + 1,
+                   100 * val.top1, config_.output);
+    }
+  }
+  const double next_lr = schedule_.lr_at(epoch + 1, 0, steps_per_epoch_);
+  save_checkpoint(epoch, 0, next_lr);
   if (lead_) spdlog::info("epoch {}: wrote {}", epoch + 1, checkpoint_path_);
+  // model_{epoch}.pth as train.py names them (0-based), full checkpoints.
+  if (config_.save_every > 0 && (epoch + 1) % config_.save_every == 0) {
+    const std::string path = config_.output + "/model_" + std::to_string(epoch) + ".pth";
+    save_checkpoint(epoch, 0, next_lr, path);
+    if (lead_) spdlog::info("epoch {}: wrote {}", epoch + 1, path);
+  }
 }
 
 void Trainer::peer_failed(const PeerFailure& e, int64_t epoch, int64_t step) {
@@ -473,7 +512,8 @@ std::string Trainer::resume_hint(bool saved_now) const {
   return ". No checkpoint was written yet: once every host is back, start again";
 }
 
-void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr) {
+void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr,
+                              const std::string& path) {
   if (!lead_) return;
   TrainCheckpoint c;
   c.model = state_dict(*model_);
@@ -484,7 +524,8 @@ void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, doubl
   c.rng_state = generator_state(at::detail::getDefaultCPUGenerator());
   if (device_.is_cuda()) c.cuda_rng_state = generator_state(at::globalContext().defaultGenerator(device_));
   c.args = args_value(config_);
-  save_train_checkpoint(checkpoint_path_, c, step_->sgd().options(), schedule_, next_lr);
+  c.best_top1 = best_top1_;
+  save_train_checkpoint(path.empty() ? checkpoint_path_ : path, c, step_->sgd().options(), schedule_, next_lr);
 }
 
 void Trainer::finish() {

@@ -69,12 +69,15 @@ class Trainer {
 
  private:
   void connect(bool threads_given);
+  void start();  // the constructor's work after the output folder exists
   void open_weights();
   void open_data();
   void build_model();
   void restore();
   void make_loaders();
-  void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr);
+  // Rank 0 only; `path` defaults to OUT/checkpoint.pth.
+  void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr,
+                       const std::string& path = "");
   // A peer died or was cut off during `step` of `epoch`: rank 0 saves the last
   // completed step, and the error says how to resume.
   [[noreturn]] void peer_failed(const PeerFailure& e, int64_t epoch, int64_t step);
@@ -95,6 +98,8 @@ class Trainer {
   torch::Device device_;
   std::unique_ptr<Communicator> comm_;
   bool failed_peer_ = false;
+  double best_top1_ = -1;               // of the epochs so far (model_best.pth)
+  std::vector<std::string> made_dirs_;  // the --output folders this run created, outermost first
   bool lead_ = true;  // rank 0: writes checkpoints, metrics, logs
   std::string checkpoint_path_;
   std::optional<WeightsFile> start_file_;  // --resume or --weights
