@@ -419,7 +419,7 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, const std
     // A prefix per attempt: torchrun's store outlives a restart of the workers.
     store = c10::make_intrusive<c10d::PrefixStore>("alexnet/attempt_" + std::to_string(env.restart_count), store);
     peers = swap_peers(*store, env, me, master_remote, variable, serve);
-  } catch (const std::runtime_error& e) {
+  } catch (const std::exception& e) {  // c10's store errors are std::exception, not runtime_error
     const std::string m = strip_trace(e.what());
     if (!me.error.empty()) throw std::runtime_error(me.error);  // the cause, not the store's timeout
     if (m.rfind("distributed", 0) == 0) throw std::runtime_error(m);
