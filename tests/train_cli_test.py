@@ -66,7 +66,12 @@ class TrainEval(unittest.TestCase):
         # is well above chance (10%; this seed reaches about 40%).
         self.assertLess(epochs[-1]["train_loss"], 0.8 * epochs[0]["train_loss"])
         self.assertGreater(epochs[-1]["val_top1"], 0.25)
-        self.assertRegex(r.stderr, r"epoch 2 step \d+/32: loss [\d.]+ lr [\d.e-]+ \d+ img/s ETA")
+        self.assertRegex(r.stderr, r"epoch 2 step \d+/32: loss [\d.]+ lr [\d.e-]+ \d+ img/s ETA \S+ \(run \S+\)")
+        # What is about to happen, before the first step; evaluation shows progress too.
+        self.assertRegex(r.stderr, r"plan: 3 epoch\(s\) of 32 steps of 32 images, from the start on .*"
+                                   r"writing " + self.full)
+        self.assertLess(r.stderr.index("plan:"), r.stderr.index("epoch 1 step"))
+        self.assertRegex(r.stderr, r"eval step 8/8: \d+ img/s")
 
     def test_checkpoint_and_weights_load_in_python(self):
         ckpt = load(os.path.join(self.full, "checkpoint.pth"))

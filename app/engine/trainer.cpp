@@ -144,6 +144,14 @@ void Trainer::start() {
   restore();
   make_loaders();
   signals_ = std::make_unique<SignalScope>();
+  spdlog::info("plan: {} epoch(s) of {} steps of {} images, {} on {}, validating on {} after each; writing {}{}",
+               config_.epochs - start_epoch_, steps_per_epoch_,
+               config_.batch_size * (comm_ ? comm_->world_size() : 1),
+               start_epoch_ > 0 || skip_steps_ > 0 ? "from epoch " + std::to_string(start_epoch_ + 1) + " step " +
+                                                         std::to_string(skip_steps_ + 1)
+                                                   : std::string("from the start"),
+               train_set_->description(), val_set_->description(), config_.output,
+               config_.print_freq > 0 ? "; progress lines give the time left (run ...)" : "");
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, step_->params());
     step_->set_reducer(reducer_.get());
@@ -402,8 +410,9 @@ EpochResult Trainer::train_one_epoch(int64_t epoch) {
     r.correct += b.correct;
     progress.advance(n);
     if (config_.print_freq > 0 && (step % config_.print_freq == 0 || step == steps_per_epoch_)) {
-      spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {}", epoch + 1, step,
-                   steps_per_epoch_, b.mean_loss, lr, progress.rate() * world, progress.eta());
+      spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {} (run {})", epoch + 1, step,
+                   steps_per_epoch_, b.mean_loss, lr, progress.rate() * world, progress.eta(),
+                   run_eta(epoch, step, progress));
       if (metrics_)
         metrics_->write(JsonObject().str("type", "step").integer("epoch", epoch + 1).integer("step", step)
                             .number("loss", b.mean_loss).number("lr", lr)
@@ -447,7 +456,13 @@ EvalResult Trainer::evaluate() {
   if (comm_) reduce_sum = [this](torch::Tensor& t) { comm_->all_reduce_sum(t, "evaluation all-reduce"); };
   val_loader_->start_epoch(0);
   try {
-    return engine::evaluate(model_, *val_loader_, device_, 0, "eval", reduce_sum);
+    // Progress about as often as training's (a few lines per evaluation at most).
+    const int64_t every = config_.print_freq > 0
+                              ? std::max<int64_t>(config_.print_freq, val_loader_->num_batches() / 4)
+                              : 0;
+    EvalResult r = engine::evaluate(model_, *val_loader_, device_, every, "eval", reduce_sum);
+    last_eval_seconds_ = r.seconds;
+    return r;
   } catch (const PeerFailure& e) {
     failed_peer_ = true;  // the epoch's training is lost: its checkpoint comes after evaluation
     throw PeerFailure(std::string(e.what()) + resume_hint(false));
@@ -504,6 +519,17 @@ void Trainer::peer_failed(const PeerFailure& e, int64_t epoch, int64_t step) {
   }
   failed_peer_ = true;
   throw PeerFailure(std::string(e.what()) + next + resume_hint(step > skip_steps_));
+}
+
+std::string Trainer::run_eta(int64_t epoch, int64_t step, const Progress& progress) const {
+  // The steps left at this epoch's pace, and one evaluation per epoch left at the
+  // last one's (or, before any, at the training pace over the validation images).
+  const double per_step = progress.rate() > 0 ? static_cast<double>(config_.batch_size) / progress.rate() : 0;
+  const int64_t epochs_after = config_.epochs - epoch - 1;
+  const double steps_left = static_cast<double>(steps_per_epoch_ - step + epochs_after * steps_per_epoch_);
+  const double eval = last_eval_seconds_ >= 0 ? last_eval_seconds_
+                                              : per_step / 3 * static_cast<double>(val_loader_->num_batches());
+  return format_duration(steps_left * per_step + static_cast<double>(epochs_after + 1) * eval);
 }
 
 std::string Trainer::resume_hint(bool saved_now) const {

@@ -84,6 +84,8 @@ class Trainer {
   // ". Once every host is back, restart every rank with --resume ..." when there is
   // a checkpoint to resume from.
   std::string resume_hint(bool saved_now) const;
+  // The time left in the whole run, from this epoch's pace and the last evaluation's.
+  std::string run_eta(int64_t epoch, int64_t step, const Progress& progress) const;
   // One batch of train_one_epoch: the step, with the loss and any rank's stop
   // request shared over the ranks (so that all agree on both).
   struct BatchOutcome {
@@ -99,6 +101,7 @@ class Trainer {
   std::unique_ptr<Communicator> comm_;
   bool failed_peer_ = false;
   double best_top1_ = -1;               // of the epochs so far (model_best.pth)
+  double last_eval_seconds_ = -1;       // the last evaluation's duration; -1 = none yet
   std::vector<std::string> made_dirs_;  // the --output folders this run created, outermost first
   bool lead_ = true;  // rank 0: writes checkpoints, metrics, logs
   std::string checkpoint_path_;
