@@ -77,6 +77,15 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
       ("dist-backend", "gloo or nccl (default: nccl on CUDA, gloo on CPU)", cxxopts::value<std::string>())
       ("dist-timeout", "Seconds a process waits for the others (rendezvous, each collective) before failing",
        cxxopts::value<int64_t>()->default_value(d(defaults.dist_timeout)));
+  // torchvision's references/classification/train.py spellings, for the same things.
+  options.add_options("train.py's names")
+      ("data-path", "As --data", cxxopts::value<std::string>())
+      ("output-dir", "As --output", cxxopts::value<std::string>())
+      ("model", "As --arch (alexnet)", cxxopts::value<std::string>())
+      ("opt", "Optimiser: sgd (the only one; its flags: --lr, --momentum, --weight-decay, --nesterov)",
+       cxxopts::value<std::string>())
+      ("amp", "Mixed precision: as --precision auto, the default (bf16 on AMX CPUs and Ampere GPUs, "
+       "fp16 on older GPUs, else fp32; the choice is logged)");
   add_recipe_options(options, defaults.recipe);
   add_compute_options(options, {defaults.precision, defaults.channels_last, runtime::PlanChoice::kOff},
                       /*with_plan=*/false);
@@ -86,10 +95,45 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
   return options;
 }
 
+// train.py's name for a flag, where it differs.
+struct FlagAlias {
+  const char* flag;
+  const char* alias;
+};
+constexpr FlagAlias kFlagAliases[] = {{"data", "data-path"}, {"output", "output-dir"}, {"arch", "model"}};
+
+bool flag_given(const cxxopts::ParseResult& r, const char* flag) {
+  if (r.count(flag)) return true;
+  for (const auto& [f, alias] : kFlagAliases)
+    if (std::string(f) == flag && r.count(alias)) return true;
+  return false;
+}
+
+// train.py's scheduler names beside ours.
+std::string scheduler_name(const std::string& name) {
+  if (name == "steplr") return "step";
+  if (name == "cosineannealinglr") return "cosine";
+  if (name == "constantlr") return "constant";
+  return name;
+}
+
 TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Options& options) {
   using namespace engine;
   TrainConfig c;
-  const auto text = [&r](const char* k) { return r[k].as<std::string>(); };
+  for (const auto& [flag, alias] : kFlagAliases)
+    if (r.count(flag) && r.count(alias))
+      throw UsageError(std::string("--") + flag + " and --" + alias + " are the same flag: give one", options.help());
+  if (r.count("opt") && r["opt"].as<std::string>() != "sgd")
+    throw UsageError("--opt " + r["opt"].as<std::string>() + ": only sgd is implemented", options.help());
+  if (r.count("amp") && r.count("precision") && r["precision"].as<std::string>() != "auto")
+    throw UsageError("--amp is --precision auto: it cannot go with --precision " + r["precision"].as<std::string>(),
+                     options.help());
+  // The value of a flag, or of its train.py alias when that was given.
+  const auto text = [&r](const char* k) {
+    for (const auto& [flag, alias] : kFlagAliases)
+      if (std::string(flag) == k && r.count(alias)) return r[alias].as<std::string>();
+    return r[k].as<std::string>();
+  };
   // A flag naming one of `names`.
   const auto choice = [&](const char* flag, const auto& names) {
     const auto parsed = parse_name(names, text(flag));
@@ -103,7 +147,15 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
   c.epochs = positive_flag(r, "epochs", options);
   c.batch_size = positive_flag(r, "batch-size", options);
   c.recipe = recipe_flags(r, options);
-  c.lr_scheduler = choice("lr-scheduler", kLrSchedulers);
+  {
+    const std::string name = scheduler_name(text("lr-scheduler"));
+    const auto parsed = parse_name(kLrSchedulers, name);
+    if (!parsed)
+      throw UsageError("--lr-scheduler must be " + choices(kLrSchedulers) +
+                           " (or train.py's steplr, cosineannealinglr, constantlr), got '" + text("lr-scheduler") + "'",
+                       options.help());
+    c.lr_scheduler = *parsed;
+  }
   c.lr_step_size = positive_flag(r, "lr-step-size", options);
   c.lr_gamma = r["lr-gamma"].as<double>();
   c.lr_warmup_epochs = r["lr-warmup-epochs"].as<double>();
@@ -214,9 +266,12 @@ std::vector<std::string> with_restored_flags(const cxxopts::ParseResult& given, 
     const pth::Value* v = saved->find(key);
     if (!v) continue;
     const std::optional<std::string> text = flag_text(*v);
-    if (given.count(flag)) {
-      if (text && typed[flag] != *text)
-        spdlog::info("resume: --{} {} given here (the checkpoint's run had {})", flag, typed[flag], *text);
+    if (flag_given(given, flag)) {
+      std::string typed_value = typed[flag];
+      for (const auto& [f, alias] : kFlagAliases)
+        if (std::string(f) == flag && given.count(alias)) typed_value = typed[alias];
+      if (text && typed_value != *text)
+        spdlog::info("resume: --{} {} given here (the checkpoint's run had {})", flag, typed_value, *text);
       continue;
     }
     if (!text) continue;

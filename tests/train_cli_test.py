@@ -321,6 +321,28 @@ class TrainEval(unittest.TestCase):
             self.assertTrue(torch.equal(best_weights[k], at_best[k]), k)
         self.assertIn(f"epoch {best + 1}: best validation top-1 so far", r.stderr)
 
+    def test_train_py_flag_names(self):
+        # references/classification/train.py's spellings work and mean the same.
+        out = self.out("trainpy-names")
+        r = run("train", "--data-path", self.spec, "--output-dir", out, "--model", "alexnet", "--opt", "sgd",
+                "--lr-scheduler", "cosineannealinglr", "--amp", "--epochs", "1", "--max-steps", "1",
+                "--batch-size", "8")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        args = load(os.path.join(out, "checkpoint.pth"))["args"]
+        self.assertEqual((args["data_path"], args["output_dir"], args["lr_scheduler"], args["model"]),
+                         (self.spec, out, "cosine", "alexnet"))
+        for scheduler, ours in (("steplr", "step"), ("constantlr", "constant")):
+            r = run("train", "--data-path", self.spec, "--output-dir", out + scheduler, "--lr-scheduler",
+                    scheduler, "--epochs", "1", "--max-steps", "1", "--batch-size", "8")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(load(os.path.join(out + scheduler, "checkpoint.pth"))["args"]["lr_scheduler"], ours)
+        self.assertError(["train", "--opt", "adamw"], "only sgd", status=2)
+        self.assertError(["train", "--data", "a", "--data-path", "b"], "the same flag", status=2)
+        self.assertError(["train", "--amp", "--precision", "fp32"], "--amp is --precision auto", status=2)
+        r = run("train", "--help")
+        for flag in ("--data-path", "--output-dir", "--model", "--opt", "--amp"):
+            self.assertIn(flag, r.stdout)
+
     def test_failed_start_leaves_no_folder(self):
         out = self.out("never/made")
         r = run("train", "--data", self.out("no-such-data"), "--output", out)
