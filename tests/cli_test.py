@@ -171,6 +171,95 @@ class BadInput(unittest.TestCase):
             self.assertIn("usage", r.stdout.lower())
 
 
+class PredictInputs(unittest.TestCase):
+    """Folders, globs, stdin; bad files among good ones; the output formats."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.dir = os.path.join(cls.tmp.name, "pics")
+        os.makedirs(os.path.join(d, "sub"))
+        a, b = photos()[:2]
+        cls.a, cls.b = os.path.join(d, "a.jpg"), os.path.join(d, "sub", "b.JPG")
+        for src, dst in ((a, cls.a), (b, cls.b)):
+            with open(src, "rb") as f, open(dst, "wb") as g:
+                g.write(f.read())
+        cls.bad = os.path.join(d, "bad.png")
+        with open(cls.bad, "w") as f:
+            f.write("not an image\n")
+        with open(os.path.join(d, "notes.txt"), "w") as f:  # not an image name: never read
+            f.write("x\n")
+        # The reference: each good image on its own.
+        cls.one = {p: json.loads(run("predict", "--weights", WEIGHTS, "--json", "-k", "3", p).stdout)
+                   for p in (cls.a, cls.b)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def lines(self, r):
+        return [json.loads(l) for l in r.stdout.splitlines()]
+
+    def assertSameResult(self, got, ref):
+        # Classes exactly; numbers within 1e-5: a batch of 2 and a batch of 1 sum in
+        # another order.
+        self.assertEqual(got["image"], ref["image"])
+        self.assertEqual([(t["index"], t["label"]) for t in got["top"]],
+                         [(t["index"], t["label"]) for t in ref["top"]])
+        for g, e in zip(got["top"], ref["top"]):
+            self.assertAlmostEqual(g["probability"], e["probability"], delta=1e-5)
+            self.assertAlmostEqual(g["logit"], e["logit"], delta=1e-5)
+
+    def test_folder_recursively_with_a_bad_file(self):
+        r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", self.dir, "/nonexistent/c.jpg")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        got = {x["image"]: x for x in self.lines(r)}
+        self.assertEqual(set(got), {self.a, self.b})  # sorted walk, extensions of any case
+        for p in got:
+            self.assertSameResult(got[p], self.one[p])  # as one by one
+        errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn("2 of 4 image(s)", errors[0])
+        self.assertIn(self.bad, errors[0])
+        self.assertIn("/nonexistent/c.jpg", errors[0])
+        self.assertNotIn("notes.txt", r.stderr)
+
+    def test_skip_bad_exits_0(self):
+        r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", "--skip-bad", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.lines(r)), 2)
+        self.assertIn("skipped " + self.bad, r.stderr)
+        self.assertNotIn("error:", r.stderr)
+
+    def test_glob_and_stdin(self):
+        r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", os.path.join(self.dir, "*.jpg"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([x["image"] for x in self.lines(r)], [self.a])
+        r = subprocess.run([BINARY, "predict", "--weights", WEIGHTS, "--json", "-k", "3", "-"],
+                           input=f"{self.b}\n\n{self.a}\n", capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = self.lines(r)
+        self.assertEqual(len(got), 2)
+        self.assertSameResult(got[0], self.one[self.b])
+        self.assertSameResult(got[1], self.one[self.a])
+        r = run("predict", "--weights", WEIGHTS, os.path.join(self.dir, "*.gif"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("matches no file", r.stderr)
+
+    def test_csv(self):
+        import csv
+        import io
+        r = run("predict", "--weights", WEIGHTS, "--format", "csv", "-k", "3", self.a, self.b)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = list(csv.DictReader(io.StringIO(r.stdout)))
+        self.assertEqual(len(rows), 6)
+        for row in rows:
+            ref = self.one[row["image"]]["top"][int(row["rank"]) - 1]
+            self.assertEqual((int(row["index"]), row["label"]), (ref["index"], ref["label"]))
+            self.assertAlmostEqual(float(row["probability"]), ref["probability"], delta=1e-6)
+        self.assertEqual(run("predict", "--weights", WEIGHTS, "--format", "xml", self.a).returncode, 2)
+
+
 class Install(unittest.TestCase):
     def test_cmake_install_gives_a_working_prefix(self):
         # The build folder is the one ctest runs in: BINARY is BUILD/app/alexnet.

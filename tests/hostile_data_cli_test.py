@@ -112,10 +112,15 @@ class HostileData(unittest.TestCase):
 
     def test_predict_refuses_special_files(self):
         for path, kind in [(self.fifo, "a FIFO"), (self.socket, "a socket"),
-                           ("/dev/zero", "a character device"), (self.tmp.name, "a directory")]:
+                           ("/dev/zero", "a character device")]:
             with self.subTest(kind=kind):
                 self.assertError(Run("predict", "--weights", WEIGHTS, self.photo, path),
                                  path, f"not a regular file ({kind})")
+        # A folder is searched for image files (tests/cli_test.py); one without any is an error.
+        empty = os.path.join(self.tmp.name, "no-images")
+        os.makedirs(empty, exist_ok=True)
+        self.assertError(Run("predict", "--weights", WEIGHTS, self.photo, empty), empty,
+                         "no image files in the folder")
 
     def test_predict_refuses_pixel_bombs_from_the_header(self):
         baseline = Run("predict", "--weights", WEIGHTS, self.empty)
