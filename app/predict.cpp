@@ -16,7 +16,6 @@
 #include <glob.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -50,13 +49,6 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-bool is_image_name(const std::string& path) {
-  std::string lower = std::filesystem::path(path).extension().string();
-  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return std::find(data::kImageExtensions.begin(), data::kImageExtensions.end(), lower) !=
-         data::kImageExtensions.end();
-}
-
 // What the arguments name, in order: a file as it is (a bad one is found when it
 // is read), a folder's images (recursively, torchvision's extensions, sorted), a
 // glob's matches (sorted), and for "-" the paths on standard input, one per line.
@@ -86,7 +78,7 @@ std::vector<Input> expand_inputs(const std::vector<std::string>& args) {
       std::vector<std::string> found;
       for (fs::recursive_directory_iterator it(a, fs::directory_options::follow_directory_symlink, ec), end;
            !ec && it != end; it.increment(ec))
-        if (it->is_regular_file(ec) && is_image_name(it->path().string())) found.push_back(it->path().string());
+        if (it->is_regular_file(ec) && data::has_image_extension(it->path().filename().string())) found.push_back(it->path().string());
       if (ec) out.push_back({a, "cannot list the folder (" + ec.message() + ")"});
       std::sort(found.begin(), found.end());
       if (found.empty() && !ec) out.push_back({a, "no image files in the folder"});

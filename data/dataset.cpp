@@ -24,6 +24,17 @@ namespace alexnet::data {
 const std::vector<std::string> kImageExtensions = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
                                                    ".pgm", ".tif",  ".tiff", ".webp"};
 
+bool has_image_extension(const std::string& name) {
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const auto& ext : kImageExtensions) {
+    if (lower.size() >= ext.size() && lower.compare(lower.size() - ext.size(), ext.size(), ext) == 0)
+      return true;
+  }
+  return false;
+}
+
 const char* const kDataSpecHelp =
     "DIR (image folder, with train/ and val/ subfolders or one folder for all splits), "
     "fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR";
@@ -74,16 +85,6 @@ Listing list_dir(const std::string& dir) {
   return out;
 }
 
-bool has_image_extension(const std::string& name) {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (const auto& ext : kImageExtensions) {
-    if (lower.size() >= ext.size() && lower.compare(lower.size() - ext.size(), ext.size(), ext) == 0)
-      return true;
-  }
-  return false;
-}
 
 // os.walk(top, followlinks=True): (folder, file names) for top and every folder
 // below it. A symlink cycle would make Python recurse until the path is too

@@ -78,6 +78,8 @@ class ImageFolder : public Dataset {
 
 /// torchvision's IMG_EXTENSIONS, lower case.
 extern const std::vector<std::string> kImageExtensions;
+/// Whether a file name ends in one of kImageExtensions, in any case (ImageFolder's test).
+bool has_image_extension(const std::string& name);
 
 /// A dataset held decoded in memory: images (N, H, W, C) uint8 and labels (N,) int64.
 class TensorDataset : public Dataset {
