@@ -73,3 +73,32 @@ def unpack_fashion_mnist(root, prefix, src=FASHION_MNIST):
                 open(os.path.join(raw, stem), "wb") as unpacked:
             shutil.copyfileobj(packed, unpacked)
     return root
+
+
+def scripted_setstate_trap():
+    """A scripted module whose __setstate__ never returns, for the readers' tests: a
+    loader that runs a TorchScript archive's code (torch.jit.load) hangs on it. Raises
+    where the TorchScript compiler cannot take this signature (old PyTorch)."""
+    import torch
+
+    class Trap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(2))
+
+        def forward(self, x):
+            return x
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.weight, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool]):
+            i = 0
+            while i >= 0:
+                i += 1
+            self.weight = state[0]
+            self.training = state[1]
+
+    return torch.jit.script(Trap())

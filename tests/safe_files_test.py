@@ -23,6 +23,8 @@ import zlib
 import torch
 import torchvision
 
+from fixture import scripted_setstate_trap
+
 BINARY = os.environ["ALEXNET_BINARY"]
 HANG_SECONDS = 60
 REFUSED_EXTRA_MIB = 48  # over the floor: what a refused file may cost (10-class weights: 218 MiB)
@@ -176,29 +178,9 @@ def many_entries(tmp, count=40000):
 
 def torchscript_with_setstate(tmp):
     """A module whose __setstate__ never returns: torch.jit.load would run it."""
-    class Trap(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(2))
-
-        def forward(self, x):
-            return x
-
-        @torch.jit.export
-        def __getstate__(self):
-            return (self.weight, self.training)
-
-        @torch.jit.export
-        def __setstate__(self, state: tuple[torch.Tensor, bool]):
-            i = 0
-            while i >= 0:
-                i += 1
-            self.weight = state[0]
-            self.training = state[1]
-
     path = os.path.join(tmp, "trap.pt")
     try:
-        torch.jit.script(Trap()).save(path)
+        scripted_setstate_trap().save(path)
     except Exception as e:  # noqa: BLE001 - older TorchScript may not take this signature
         print(f"note: could not script the __setstate__ trap ({type(e).__name__}: {e}); using a tuple state")
         return None

@@ -28,11 +28,15 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 import zlib
 
 import torch
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fixture import scripted_setstate_trap  # noqa: E402  (tests/fixture.py)
 
 MAX_SEED_BYTES = 32 << 10
 
@@ -74,29 +78,6 @@ class Tiny(torch.nn.Module):
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1)) * self.scale
-
-
-class Trap(torch.nn.Module):
-    """A module whose __setstate__ never returns: torch.jit.load would run it."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(2))
-
-    def forward(self, x):
-        return x
-
-    @torch.jit.export
-    def __getstate__(self):
-        return (self.weight, self.training)
-
-    @torch.jit.export
-    def __setstate__(self, state: tuple[torch.Tensor, bool]):
-        i = 0
-        while i >= 0:
-            i += 1
-        self.weight = state[0]
-        self.training = state[1]
 
 
 def jit_saved(module):
@@ -176,7 +157,7 @@ def pth_seeds(folder):
           saved({"classifier.6.weight": base.as_strided((100, 512), (1, 1))}))
     write(folder, "attack_zip_alias.pth", zip_aliases())
     try:
-        write(folder, "attack_setstate.pt", jit_saved(torch.jit.script(Trap())))
+        write(folder, "attack_setstate.pt", jit_saved(scripted_setstate_trap()))
     except Exception as e:  # noqa: BLE001 - an older TorchScript may not take this signature
         print(f"note: could not script the __setstate__ trap ({type(e).__name__}: {e}); no seed for it")
 
