@@ -20,7 +20,7 @@ import unittest
 
 import torch
 
-from fixture import write_fashion_mnist_subset
+from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
@@ -55,7 +55,7 @@ def epochs(path):
         return [r for r in map(json.loads, f) if r["type"] == "epoch"]
 
 
-class Distributed(unittest.TestCase):
+class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()

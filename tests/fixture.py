@@ -20,6 +20,26 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_KINDS = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
+class RemovesWhatEachTestWrote:
+    """A TestCase mixin for classes whose setUpClass makes `cls.tmp` (a TemporaryDirectory): after
+    each test, whatever it added to cls.tmp goes, and what setUpClass made stays. A training run
+    writes about 0.9 GB (checkpoint, model, model_best); kept until the class ends, a suite's runs
+    add up to more disk than a CI machine may have."""
+
+    def setUp(self):
+        super().setUp()
+        self._made_before = set(os.listdir(self.tmp.name))
+
+    def tearDown(self):
+        for name in set(os.listdir(self.tmp.name)) - self._made_before:
+            path = os.path.join(self.tmp.name, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+        super().tearDown()
+
+
 def write_fixture(path, tensors):
     """tensors: dict name -> tensor (written in insertion order)."""
     import torch

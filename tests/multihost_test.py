@@ -28,7 +28,7 @@ import unittest
 
 import torch
 
-from fixture import write_fashion_mnist_subset
+from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
 import netns
 
 BINARY = os.path.abspath(os.environ.get("ALEXNET_BINARY", "build/app/alexnet"))
@@ -65,7 +65,7 @@ def clean_env():
 
 
 @unittest.skipIf(WHY_NOT is not None, f"skipped: {WHY_NOT}")
-class MultiHost(unittest.TestCase):
+class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
     port = 29400
 
     @classmethod
