@@ -126,7 +126,7 @@ cxxopts::Options bench_options(const BenchOptions& o) {
       ("logits", "Model-only infer: write the last batch's logits (float32, row-major, raw)",
        cxxopts::value<std::string>())
       ("json", "Print the result as one JSON object");
-  add_recipe_options(options, o.recipe);
+  add_recipe_options(options, "main");
   add_compute_options(options, {runtime::Precision::kAuto, runtime::ChannelsLast::kAuto, runtime::PlanChoice::kAuto},
                       /*with_plan=*/true);
   add_max_pixels_option(options);
@@ -156,7 +156,9 @@ Mode parse_bench_flags(const cxxopts::ParseResult& r, const cxxopts::Options& op
   o.limit = r["limit"].as<int64_t>();
   o.warmup = r["warmup"].as<int64_t>();
   o.image_size = r["image-size"].as<int64_t>();
-  o.recipe = recipe_flags(r, options);
+  o.recipe = recipe_flags(r, options,
+                          recipe_name_flag(r, options) == engine::RecipeName::kTorchvision
+                              ? engine::Recipe::torchvision() : engine::Recipe::main_job());
   if (r.count("weights")) o.weights = r["weights"].as<std::string>();
   if (r.count("predictions")) o.predictions = r["predictions"].as<std::string>();
   if (!o.predictions.empty() && (m != Mode::kInfer || o.data.empty()))

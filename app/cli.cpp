@@ -1,5 +1,6 @@
 #include "app/cli.h"
 
+#include "app/engine/progress.h"
 #include "app/runtime/machine.h"
 #include "data/image_header.h"
 #include "model/weights.h"
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 namespace alexnet::app {
 
@@ -64,12 +66,24 @@ void add_common_options(cxxopts::Options& options) {
        cxxopts::value<std::string>()->default_value("auto"))
       ("threads", "CPU threads for LibTorch (0 = all CPUs available to the process)",
        cxxopts::value<int>()->default_value("0"))
+      ("progress", "How long work shows progress: bar (one live line, redrawn), lines (a log line every "
+       "--print-freq steps) or auto (bar on a terminal, lines in pipes and files)",
+       cxxopts::value<std::string>()->default_value("auto"))
       ("h,help", "Print this help");
 }
 
 bool wants_help(const cxxopts::ParseResult& result) { return result.count("help") > 0; }
 
 torch::Device setup_runtime(const cxxopts::ParseResult& result) {
+  const std::string progress = result["progress"].as<std::string>();
+  if (progress == "bar")
+    engine::set_progress_style(engine::ProgressStyle::kBar);
+  else if (progress == "lines")
+    engine::set_progress_style(engine::ProgressStyle::kLines);
+  else if (progress == "auto")
+    engine::set_progress_style(engine::detect_progress_style());
+  else
+    throw UsageError("--progress must be auto, bar or lines, got '" + progress + "'", "");
   return runtime::setup_device(result["device"].as<std::string>(), result["threads"].as<int>());
 }
 
@@ -128,31 +142,57 @@ runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const 
   return request;
 }
 
-void add_recipe_options(cxxopts::Options& options, const engine::Recipe& defaults) {
-  const auto d = [](double v) { std::ostringstream os; os << v; return os.str(); };
+void add_recipe_options(cxxopts::Options& options, const std::string& default_recipe) {
+  const engine::Recipe m = engine::Recipe::main_job(), t = engine::Recipe::torchvision();
+  // Each flag's help shows both recipes' values: the default depends on --recipe.
+  const auto both = [](auto main_value, auto tv_value) {
+    std::ostringstream os;
+    os << std::boolalpha << " (main " << main_value << ", torchvision " << tv_value << ")";
+    return os.str();
+  };
   options.add_options("recipe")
-      ("lr", "Base learning rate", cxxopts::value<double>()->default_value(d(defaults.lr)))
-      ("momentum", "SGD momentum", cxxopts::value<double>()->default_value(d(defaults.momentum)))
-      ("wd,weight-decay", "L2 weight decay", cxxopts::value<double>()->default_value(d(defaults.weight_decay)))
-      ("nesterov", "Nesterov momentum (--nesterov=false for plain momentum, as torchvision's sgd)",
-       cxxopts::value<bool>()->default_value(defaults.nesterov ? "true" : "false")->implicit_value("true"))
-      ("label-smoothing", "Label smoothing", cxxopts::value<double>()->default_value(d(defaults.label_smoothing)))
+      ("recipe", std::string("Defaults for the flags below: main (the built-in Fashion-MNIST job's), "
+                             "torchvision (train.py's)") +
+                     (default_recipe == "auto" ? ", or auto (main for Fashion-MNIST from scratch, else torchvision)"
+                                               : ""),
+       cxxopts::value<std::string>()->default_value(default_recipe))
+      ("lr", "Base learning rate" + both(m.lr, t.lr), cxxopts::value<double>())
+      ("momentum", "SGD momentum" + both(m.momentum, t.momentum), cxxopts::value<double>())
+      ("wd,weight-decay", "L2 weight decay" + both(m.weight_decay, t.weight_decay), cxxopts::value<double>())
+      ("nesterov", "Nesterov momentum (--nesterov=false: plain momentum)" + both(m.nesterov, t.nesterov),
+       cxxopts::value<bool>()->implicit_value("true"))
+      ("label-smoothing", "Label smoothing" + both(m.label_smoothing, t.label_smoothing), cxxopts::value<double>())
       ("clip-grad-norm", "Scale the gradients down to this total L2 norm when above it, as "
-       "clip_grad_norm_ (0 = off)", cxxopts::value<double>()->default_value(d(defaults.clip_grad_norm)))
-      ("dropout", "Dropout probability", cxxopts::value<double>()->default_value(d(defaults.dropout)));
+       "clip_grad_norm_; 0 = off" + both(m.clip_grad_norm, t.clip_grad_norm), cxxopts::value<double>())
+      ("dropout", "Dropout probability" + both(m.dropout, t.dropout), cxxopts::value<double>());
 }
 
-engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options) {
-  engine::Recipe r;
-  r.lr = result["lr"].as<double>();
-  r.momentum = result["momentum"].as<double>();
-  r.weight_decay = result["weight-decay"].as<double>();
-  r.nesterov = result["nesterov"].as<bool>();
-  // The default's Nesterov momentum needs momentum; asked for by name it is an error without.
+engine::RecipeName recipe_name_flag(const cxxopts::ParseResult& result, const cxxopts::Options& options) {
+  const std::string name = result["recipe"].as<std::string>();
+  const auto parsed = engine::parse_name(engine::kRecipeNames, name);
+  if (!parsed) throw UsageError("--recipe must be main, torchvision or auto, got '" + name + "'", options.help());
+  return *parsed;
+}
+
+engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                            engine::Recipe base, std::string* given) {
+  engine::Recipe& r = base;
+  std::ostringstream flags;
+  const auto take = [&](const char* flag, auto& field) {
+    if (!result.count(flag)) return;
+    field = result[flag].as<std::remove_reference_t<decltype(field)>>();
+    flags << std::boolalpha << " --" << flag << " " << field;
+  };
+  take("lr", r.lr);
+  take("momentum", r.momentum);
+  take("weight-decay", r.weight_decay);
+  take("nesterov", r.nesterov);
+  // main's Nesterov momentum needs momentum; asked for by name it is an error without.
   if (r.momentum == 0 && !result.count("nesterov")) r.nesterov = false;
-  r.label_smoothing = result["label-smoothing"].as<double>();
-  r.clip_grad_norm = result["clip-grad-norm"].as<double>();
-  r.dropout = result["dropout"].as<double>();
+  take("label-smoothing", r.label_smoothing);
+  take("clip-grad-norm", r.clip_grad_norm);
+  take("dropout", r.dropout);
+  if (given) *given = flags.str();
   try {
     r.validate();
   } catch (const std::invalid_argument& e) {

@@ -75,12 +75,17 @@ void add_compute_options(cxxopts::Options& options, const runtime::ComputeReques
 runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
                                       bool with_plan = true);
 
-/// The training recipe's flags (--lr, --momentum, --weight-decay, --nesterov,
-/// --label-smoothing, --clip-grad-norm, --dropout), with these defaults; train
-/// and bench --mode train take the same ones.
-void add_recipe_options(cxxopts::Options& options, const engine::Recipe& defaults);
-/// The recipe from those flags, each checked (engine::Recipe::validate).
-engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options);
+/// The training recipe's flags: --recipe (main, torchvision, and auto when
+/// `default_recipe` is "auto") names a set of defaults, which --lr, --momentum,
+/// --weight-decay, --nesterov, --label-smoothing, --clip-grad-norm and
+/// --dropout override one by one. train and bench --mode train take the same ones.
+void add_recipe_options(cxxopts::Options& options, const std::string& default_recipe);
+/// --recipe's value (kAuto only where add_recipe_options allowed it).
+engine::RecipeName recipe_name_flag(const cxxopts::ParseResult& result, const cxxopts::Options& options);
+/// `base` with each recipe flag given applied, checked (engine::Recipe::validate).
+/// `given`, when not null, receives the flags given (" --lr 0.1 --dropout 0").
+engine::Recipe recipe_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                            engine::Recipe base, std::string* given = nullptr);
 
 /// Adds --allow-nonfinite, for the commands that run a weights file.
 void add_nonfinite_option(cxxopts::Options& options);

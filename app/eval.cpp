@@ -6,6 +6,7 @@
 #include "app/runtime/json.h"
 #include "app/runtime/machine.h"
 #include "data/dataset.h"
+#include "data/labels.h"
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "model/weights.h"
@@ -34,6 +35,8 @@ cxxopts::Options eval_options() {
       ("j,workers", "Data loading threads", cxxopts::value<int64_t>()->default_value("2"))
       ("image-size", "Model input side (0 = the dataset's default)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("labels", "Class names for the per-class rows: 'imagenet' or a file with one name per line "
+                 "(default: the data's names)", cxxopts::value<std::string>())
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
@@ -110,11 +113,32 @@ int run_eval(int argc, const char* const* argv) {
   runtime::ComputeConfig compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
   compute.low_precision_weights = false;  // engine::evaluate feeds fp32 batches: autocast
   auto dataset = data::open_dataset(result["data"].as<std::string>(), split);
-  AlexNet model = load_alexnet(weights);
+  AlexNet model{nullptr};
+  std::vector<std::string> file_names;  // the classes the weights were trained on, if the file says
+  {
+    const WeightsFile file(weights);
+    model = file.load();
+    file_names = file.class_names();
+  }
   check_finite_weights(result, *model, weights);
   TORCH_CHECK(model->options().num_classes() == dataset->num_classes(), weights, ": weights have ",
               model->options().num_classes(), " classes, the data (", dataset->description(),
               ") has ", dataset->num_classes());
+  std::vector<std::string> names = dataset->class_names();
+  // Output i means file_names[i]; label i means names[i]. When they differ the scores are still
+  // computed, but they may measure the wrong pairing: say where.
+  for (size_t c = 0; c < file_names.size() && c < names.size(); ++c) {
+    if (file_names[c] == names[c]) continue;
+    spdlog::warn("{}: the weights' class {} is '{}' but the data's is '{}' (of {} classes): check the data "
+                 "is the one the weights were trained on", weights, c, file_names[c], names[c], names.size());
+    break;
+  }
+  if (result.count("labels")) {
+    names = data::load_labels(result["labels"].as<std::string>());
+    TORCH_CHECK(static_cast<int64_t>(names.size()) == dataset->num_classes(), "--labels ",
+                result["labels"].as<std::string>(), ": ", names.size(), " names for data with ",
+                dataset->num_classes(), " classes");
+  }
   runtime::prepare_for_inference(model, compute);
 
   auto transform = data::default_transform_options(dataset->kind(), /*train=*/false);
@@ -136,9 +160,9 @@ int run_eval(int argc, const char* const* argv) {
   runtime::log_inference_plan(model);
   const double rate = r.seconds > 0 ? r.images / r.seconds : 0.0;
   if (result.count("json"))
-    print_json(result, r, dataset->class_names(), rate);
+    print_json(result, r, names, rate);
   else
-    print_table(result, r, dataset->class_names(), rate);
+    print_table(result, r, names, rate);
   if (loader.skipped() > 0) spdlog::warn("skipped {} unreadable images", loader.skipped());
   return 0;
 }

@@ -33,8 +33,9 @@ int run_export(int argc, const char* const* argv) {
       ("o,output", "Output file: NAME.pth, NAME.pt or NAME.safetensors", cxxopts::value<std::string>())
       ("num-classes", "Refuse weights with a different number of classes",
        cxxopts::value<int64_t>())
-      ("labels", "Class names written into a .safetensors file's metadata: 'imagenet' or a file "
-                 "with one name per line (default: the names the input carries)",
+      ("labels", "Class names written with the weights (state_dict _metadata, TorchScript extra file "
+                 "classes.json, safetensors metadata): 'imagenet' or a file with one name per line "
+                 "(default: the names the input carries)",
        cxxopts::value<std::string>())
       ("h,help", "Print this help");
   auto result = parse_or_usage(options, argc, argv);
@@ -48,25 +49,31 @@ int run_export(int argc, const char* const* argv) {
   if (!to_pth && !to_safetensors && !ends_with(output, ".pt"))
     throw UsageError("--output must end in .pth (state_dict), .pt (TorchScript) or .safetensors",
                      options.help());
-  if (result.count("labels") && !to_safetensors)
-    throw UsageError("--labels: only a .safetensors output carries class names", options.help());
   std::optional<int64_t> num_classes;
   if (result.count("num-classes")) num_classes = positive_flag(result, "num-classes", options);
 
   const WeightsFile file(input);
   // Names, shapes and classes checked as loading checks them; the tensors written are the file's own.
   const AlexNetOptions model = file.options(num_classes);
-  if (to_pth) {
-    save_state_dict(file.tensors(), output);
-  } else if (to_safetensors) {
-    const std::vector<std::string> names =
-        result.count("labels") ? data::load_labels(result["labels"].as<std::string>()) : file.class_names();
-    save_safetensors(file.tensors(), output, names);
-  } else {
-    save_torchscript(file.tensors(), output);
+  // Class names and the input transform travel with the weights in every format; --labels
+  // replaces the names.
+  WeightsInfo info = file.info();
+  if (result.count("labels")) {
+    info.class_names = data::load_labels(result["labels"].as<std::string>());
+    TORCH_CHECK(static_cast<int64_t>(info.class_names.size()) == model.num_classes(), "--labels ",
+                result["labels"].as<std::string>(), ": ", info.class_names.size(), " names for weights with ",
+                model.num_classes(), " classes");
   }
-  spdlog::info("export: {} ({}, {} classes) -> {}", input, format_name(file.format()), model.num_classes(),
-               output);
+  if (to_pth) {
+    save_state_dict(file.tensors(), output, info);
+  } else if (to_safetensors) {
+    save_safetensors(file.tensors(), output, info);
+  } else {
+    save_torchscript(file.tensors(), output, info);
+  }
+  spdlog::info("export: {} ({}, {} classes{}{}) -> {}", input, format_name(file.format()), model.num_classes(),
+               info.class_names.empty() ? "" : ", with their names",
+               info.transform ? ", with its input transform" : "", output);
   return 0;
 }
 

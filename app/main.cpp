@@ -2,13 +2,14 @@
 // 0 success, 1 error (message "error: ..."), 2 usage error (usage printed).
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/engine/progress.h"
 #include "app/runtime/machine.h"
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace {
@@ -54,7 +55,8 @@ std::string clean_message(const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto logger = spdlog::stderr_logger_mt("alexnet");
+  // Log lines go above a live progress bar when there is one (engine/progress.h).
+  auto logger = std::make_shared<spdlog::logger>("alexnet", alexnet::engine::stderr_sink_below_live_line());
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
 
@@ -74,14 +76,20 @@ int main(int argc, char** argv) {
   for (const auto& entry : kCommands) {
     if (command != entry.name) continue;
     try {
-      return entry.run(argc - 1, argv + 1);
+      const int status = entry.run(argc - 1, argv + 1);
+      alexnet::engine::clear_live();
+      return status;
     } catch (const alexnet::app::UsageError& e) {
-      std::fprintf(stderr, "%s\nerror: %s\n", e.usage().c_str(), e.what());
+      alexnet::engine::clear_live();
+      if (!e.usage().empty()) std::fprintf(stderr, "%s\n", e.usage().c_str());
+      std::fprintf(stderr, "error: %s\n", e.what());
       return 2;
     } catch (const c10::Error& e) {
+      alexnet::engine::clear_live();
       std::fprintf(stderr, "error: %s\n", clean_message(e.what_without_backtrace()).c_str());
       return 1;
     } catch (const std::exception& e) {
+      alexnet::engine::clear_live();
       std::fprintf(stderr, "error: %s\n", clean_message(e.what()).c_str());
       return 1;
     }

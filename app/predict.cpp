@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -150,9 +151,9 @@ cxxopts::Options predict_options(const PredictParams& p) {
                    "images' results, then exit 1 naming the bad ones)")
       ("batch-size", "Images per forward pass",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.batch_size)))
-      ("resize-size", "Shorter side after resizing",
+      ("resize-size", "Shorter side after resizing (default: the weights file's transform, else 256)",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.resize_size)))
-      ("crop-size", "Side of the center crop fed to the model",
+      ("crop-size", "Side of the center crop fed to the model (default: the weights file's, else 224)",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.crop_size)))
       ("images", "Image files, folders (searched recursively for image files), globs, or - "
                  "(paths on standard input, one per line)", cxxopts::value<std::vector<std::string>>());
@@ -207,31 +208,51 @@ int run_predict(int argc, const char* const* argv) {
   runtime::ComputeConfig compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
   AlexNet model{nullptr};
   std::vector<std::string> labels;  // the file's own class names, if it carries them
+  std::optional<InputTransform> file_transform;  // how the weights' training data was prepared
   {
     const WeightsFile file(p.weights);
     model = file.load();
     labels = file.class_names();
+    file_transform = file.input_transform();
   }
   check_finite_weights(result, *model, p.weights);
   const int64_t num_classes = model->options().num_classes();
   TORCH_CHECK(model->options().in_channels() == 3, p.weights, ": model takes ",
               model->options().in_channels(), " input channels; predict feeds RGB images");
 
+  std::string names_from = "the weights file";
   if (!labels.empty() && !result.count("labels")) {
     TORCH_CHECK(static_cast<int64_t>(labels.size()) == num_classes, p.weights, ": ", labels.size(),
                 " class names for a model with ", num_classes, " classes");
   } else if (result.count("labels") || num_classes == 1000) {
     labels = data::load_labels(p.labels);
+    names_from = result.count("labels") ? "--labels " + p.labels : "ImageNet's, built in";
     TORCH_CHECK(static_cast<int64_t>(labels.size()) == num_classes, "--labels ", p.labels, ": ",
                 labels.size(), " labels for a model with ", num_classes, " classes");
   } else {
+    names_from = "none in the weights file: 'class N' (give --labels)";
     for (int64_t i = 0; i < num_classes; ++i) labels.push_back("class " + std::to_string(i));
   }
   runtime::prepare_for_inference(model, compute);
-  spdlog::info("weights {}: {} classes, {}", p.weights, num_classes, compute.describe());
+  spdlog::info("weights {}: {} classes, names {}; {}", p.weights, num_classes, names_from, compute.describe());
 
-  const auto transform =
-      data::EvalTransformOptions().resize_size(p.resize_size).crop_size(p.crop_size);
+  // The weights' own transform (size and normalisation of the data they were trained on) unless
+  // a size is given here; torchvision's ImageNet transform for files that carry none.
+  auto transform = data::EvalTransformOptions().resize_size(p.resize_size).crop_size(p.crop_size);
+  if (file_transform && !result.count("resize-size") && !result.count("crop-size")) {
+    data::Rgb mean{}, std{};
+    for (size_t c = 0; c < 3; ++c) {
+      mean[c] = static_cast<float>(file_transform->mean[c]);
+      std[c] = static_cast<float>(file_transform->std[c]);
+    }
+    transform.resize_size(file_transform->resize_size).crop_size(file_transform->crop_size).mean(mean).std(std);
+  }
+  spdlog::info("input: resize {}, center crop {}, normalise mean ({:.4g}, {:.4g}, {:.4g}) std ({:.4g}, {:.4g}, {:.4g}), "
+               "{}", transform.resize_size(), transform.crop_size(), transform.mean()[0], transform.mean()[1],
+               transform.mean()[2], transform.std()[0], transform.std()[1], transform.std()[2],
+               file_transform && !result.count("resize-size") && !result.count("crop-size")
+                   ? "as the weights file says"
+                   : file_transform ? "sizes from the flags (normalisation ImageNet's)" : "torchvision's ImageNet transform");
   c10::InferenceMode inference;
   const std::vector<Input> inputs = expand_inputs(p.images);
   std::vector<Input> bad;

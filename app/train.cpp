@@ -33,8 +33,8 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
       ("val", "Validation data spec (default: the data spec's val/test split)", cxxopts::value<std::string>())
       ("epochs", "Epochs", cxxopts::value<int64_t>()->default_value(d(defaults.epochs)))
       ("b,batch-size", "Images per step", cxxopts::value<int64_t>()->default_value(d(defaults.batch_size)))
-      ("lr-scheduler", "step, cosine or constant",
-       cxxopts::value<std::string>()->default_value(engine::name_of(engine::kLrSchedulers, defaults.lr_scheduler)))
+      ("lr-scheduler", "step, cosine or constant (default: the recipe's: cosine for main, step for torchvision)",
+       cxxopts::value<std::string>())
       ("lr-step-size", "Epochs between decays (step)", cxxopts::value<int64_t>()->default_value(d(defaults.lr_step_size)))
       ("lr-gamma", "Decay factor (step)", cxxopts::value<double>()->default_value(d(defaults.lr_gamma)))
       ("lr-warmup-epochs", "Warmup epochs (a fraction with --lr-update step)",
@@ -86,7 +86,12 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
        cxxopts::value<std::string>())
       ("amp", "Mixed precision: as --precision auto, the default (bf16 on AMX CPUs and Ampere GPUs, "
        "fp16 on older GPUs, else fp32; the choice is logged)");
-  add_recipe_options(options, defaults.recipe);
+  add_recipe_options(options, "auto");
+  options.add_options()
+      ("start-epoch", "Epochs already done at a fresh start (train.py's --start-epoch): the schedule and the "
+       "epoch count begin there", cxxopts::value<int64_t>()->default_value("0"))
+      ("test-only", "Only evaluate the --weights or --resume file on the validation data, as train.py's "
+       "--test-only (alexnet eval with the same data flags)");
   add_compute_options(options, {defaults.precision, defaults.channels_last, runtime::PlanChoice::kOff},
                       /*with_plan=*/false);
   add_max_pixels_option(options);
@@ -146,9 +151,30 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
   if (r.count("val")) c.val = text("val");
   c.epochs = positive_flag(r, "epochs", options);
   c.batch_size = positive_flag(r, "batch-size", options);
-  c.recipe = recipe_flags(r, options);
   {
-    const std::string name = scheduler_name(text("lr-scheduler"));
+    // Which defaults the recipe flags override; logged with the reason (Trainer::start).
+    RecipeName name = recipe_name_flag(r, options);
+    if (name == RecipeName::kAuto) {
+      const bool fashion = c.data == "fashion-mnist" || c.data.rfind("fashion-mnist:", 0) == 0;
+      const bool fresh = !flag_given(r, "weights") && !flag_given(r, "resume");
+      name = fashion && fresh ? RecipeName::kMain : RecipeName::kTorchvision;
+      c.recipe_reason = fashion && fresh          ? "auto: Fashion-MNIST from scratch"
+                        : flag_given(r, "weights") ? "auto: fine-tuning --weights"
+                        : flag_given(r, "resume")  ? "auto: resuming a checkpoint that records no recipe"
+                                                   : "auto: data other than Fashion-MNIST";
+    } else {
+      c.recipe_reason = "--recipe " + std::string(name_of(kRecipeNames, name));
+    }
+    c.recipe_name = name;
+    std::string overrides;
+    c.recipe = recipe_flags(r, options, name == RecipeName::kMain ? Recipe::main_job() : Recipe::torchvision(),
+                            &overrides);
+    if (!overrides.empty()) c.recipe_reason += "; given:" + overrides;
+  }
+  {
+    const std::string name = scheduler_name(
+        flag_given(r, "lr-scheduler") ? text("lr-scheduler")
+                                      : c.recipe_name == RecipeName::kMain ? "cosine" : "step");
     const auto parsed = parse_name(kLrSchedulers, name);
     if (!parsed)
       throw UsageError("--lr-scheduler must be " + choices(kLrSchedulers) +
@@ -176,6 +202,14 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
   c.print_freq = r["print-freq"].as<int64_t>();
   c.max_steps = r["max-steps"].as<int64_t>();
   c.save_every = r["save-every"].as<int64_t>();
+  c.start_epoch = r["start-epoch"].as<int64_t>();
+  if (c.start_epoch < 0) throw UsageError("--start-epoch must not be negative", options.help());
+  if (c.start_epoch > 0 && flag_given(r, "resume"))
+    throw UsageError("--start-epoch: --resume continues where its checkpoint stopped; give one of them",
+                     options.help());
+  if (c.start_epoch >= c.epochs)
+    throw UsageError("--start-epoch " + std::to_string(c.start_epoch) + " leaves none of --epochs " +
+                         std::to_string(c.epochs) + " to train", options.help());
   const runtime::ComputeRequest compute = compute_flags(r, options, /*with_plan=*/false);
   c.precision = compute.precision;
   c.channels_last = compute.channels_last;
@@ -217,7 +251,7 @@ constexpr RestoredFlag kRestoredFlags[] = {
     {"augment", "augment"}, {"workers", "workers"}, {"seed", "seed"}, {"deterministic", "deterministic"},
     {"output_dir", "output"}, {"num_classes", "num-classes"}, {"in_channels", "in-channels"},
     {"precision", "precision"}, {"channels_last", "channels-last"}, {"max_steps", "max-steps"},
-    {"save_every", "save-every"},
+    {"save_every", "save-every"}, {"recipe", "recipe"},
 };
 
 // A checkpoint arg as the text of its flag; nullopt when it sets nothing (an empty
@@ -286,6 +320,28 @@ std::vector<std::string> with_restored_flags(const cxxopts::ParseResult& given, 
   return args;
 }
 
+// train.py --test-only: evaluate the model it would start from on the validation
+// data, and stop. That is `alexnet eval`, given the same data and loader flags.
+int test_only(const TrainConfig& c, const cxxopts::ParseResult& result, const cxxopts::Options& options) {
+  const std::string weights = !c.resume.empty() ? c.resume : c.weights;
+  if (weights.empty()) throw UsageError("--test-only evaluates --weights or --resume: give one", options.help());
+  std::vector<std::string> args = {"eval", "--weights", weights, "--data", c.val.empty() ? c.data : c.val,
+                                   "--split", "val", "--batch-size", std::to_string(c.batch_size),
+                                   "--workers", std::to_string(c.workers),
+                                   "--image-size", std::to_string(c.image_size),
+                                   "--device", result["device"].as<std::string>(),
+                                   "--threads", std::to_string(result["threads"].as<int>())};
+  if (c.skip_bad) args.push_back("--skip-bad");
+  spdlog::info("--test-only: alexnet{}", [&] {
+    std::string line;
+    for (const auto& a : args) line += " " + a;
+    return line;
+  }());
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  return run_eval(static_cast<int>(argv.size()), argv.data());
+}
+
 }  // namespace
 
 int run_train(int argc, const char* const* argv) {
@@ -301,6 +357,7 @@ int run_train(int argc, const char* const* argv) {
   for (const auto& a : args) args_c.push_back(a.c_str());
   const auto result = parse_or_usage(options, static_cast<int>(args_c.size()), args_c.data());
   const TrainConfig config = parse_train_config(result, options);
+  if (result.count("test-only")) return test_only(config, result, options);
   set_max_pixels(result, options);
 
   const torch::Device device = setup_runtime(result);

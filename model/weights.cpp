@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <set>
@@ -32,8 +33,19 @@ namespace {
 
 using Entry = WeightsFile::Entry;
 
-// The safetensors metadata key holding the class names, a JSON list.
+// Where files carry the class names: the safetensors metadata key (a JSON list), the key in a
+// state_dict's _metadata[""] (a list), and the TorchScript extra file (a JSON list).
 constexpr const char* kClassesKey = "classes";
+constexpr const char* kClassesExtraFile = "classes.json";
+// The input transform, a JSON object, under the same key in each format.
+constexpr const char* kTransformKey = "transform";
+constexpr const char* kTransformExtraFile = "transform.json";
+
+// Checks `info` against weights of `classes` classes before anything is written.
+void check_info(const WeightsInfo& info, int64_t classes, const std::string& path) {
+  TORCH_CHECK(info.class_names.empty() || static_cast<int64_t>(info.class_names.size()) == classes, path, ": ",
+              info.class_names.size(), " class names for weights with ", classes, " classes");
+}
 using Entries = std::vector<Entry>;
 
 // What WeightsFile says of a file in no format it reads.
@@ -92,20 +104,21 @@ bool strip_common_prefix(std::vector<std::pair<std::string, T>>& named, const st
 
 // The state_dict's records (pointing into `root`), before any tensor is made.
 using NamedRecords = std::vector<std::pair<std::string, const pth::TensorRecord*>>;
-NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source) {
-  const pth::Value* dict = &root;
-  if (!is_state_dict(root)) {
-    dict = nullptr;
-    // torchvision's references/classification/train.py saves {"model": ..., "optimizer": ...};
-    // other training scripts use "state_dict" or "model_state_dict".
-    for (const char* key : {"model", "state_dict", "model_state_dict"}) {
-      const pth::Value* candidate = root.find(key);
-      if (candidate && is_state_dict(*candidate)) {
-        dict = candidate;
-        break;
-      }
-    }
+// The state_dict in a torch.save tree: the top level, or under one of the keys
+// training scripts use; nullptr when there is none.
+const pth::Value* locate_state_dict(const pth::Value& root) {
+  if (is_state_dict(root)) return &root;
+  // torchvision's references/classification/train.py saves {"model": ..., "optimizer": ...};
+  // other training scripts use "state_dict" or "model_state_dict".
+  for (const char* key : {"model", "state_dict", "model_state_dict"}) {
+    const pth::Value* candidate = root.find(key);
+    if (candidate && is_state_dict(*candidate)) return candidate;
   }
+  return nullptr;
+}
+
+NamedRecords find_state_dict_records(const pth::Value& root, const std::string& source) {
+  const pth::Value* dict = locate_state_dict(root);
   if (!dict) {
     std::string keys;
     if (root.is_dict())
@@ -451,6 +464,7 @@ WeightsFile::WeightsFile(const std::string& path) : path_(path) {
                 : checkpoint.format == pth::FileFormat::kPthZip    ? WeightFormat::kPthZip
                                                                    : WeightFormat::kPthLegacy;
       root_ = std::move(checkpoint.root);
+      extra_files_ = std::move(checkpoint.extra_files);
       records = format_ == WeightFormat::kTorchScript ? find_module_records(root_, path)
                                                       : find_state_dict_records(root_, path);
     }
@@ -470,18 +484,86 @@ WeightsFile::WeightsFile(const std::string& path) : path_(path) {
 }
 
 std::vector<std::string> WeightsFile::class_names() const {
-  for (const auto& [key, value] : metadata_) {
-    if (key != kClassesKey) continue;
-    const nlohmann::json names = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
-    TORCH_CHECK(names.is_array(), path_, ": metadata 'classes' is not a JSON list");
-    std::vector<std::string> out;
+  std::vector<std::string> out;
+  // safetensors: metadata "classes"; TorchScript: the extra file classes.json. Both a JSON list.
+  const auto from_json = [&](const std::string& text, const std::string& where) {
+    const nlohmann::json names = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    TORCH_CHECK(names.is_array(), path_, ": ", where, " is not a JSON list");
     for (const auto& name : names) {
-      TORCH_CHECK(name.is_string(), path_, ": metadata 'classes' holds ", name.dump(), ", not a name");
+      TORCH_CHECK(name.is_string(), path_, ": ", where, " holds ", name.dump(), ", not a name");
       out.push_back(name.get<std::string>());
     }
-    return out;
+  };
+  for (const auto& [key, value] : metadata_)
+    if (key == kClassesKey) from_json(value, "metadata 'classes'");
+  for (const auto& [name, text] : extra_files_)
+    if (name == kClassesExtraFile) from_json(text, std::string("extra file ") + kClassesExtraFile);
+  // torch.save: the state_dict's _metadata[""]["classes"], a list of strings.
+  const pth::Value* dict = format_ == WeightFormat::kPthZip || format_ == WeightFormat::kPthLegacy
+                               ? locate_state_dict(root_) : nullptr;
+  const pth::Value* attributes = dict ? dict->attributes() : nullptr;
+  const pth::Value* metadata = attributes ? attributes->find("_metadata") : nullptr;
+  const pth::Value* own = metadata ? metadata->find("") : nullptr;
+  if (const pth::Value* names = own ? own->find(kClassesKey) : nullptr) {
+    TORCH_CHECK(names->kind() == pth::Value::Kind::kList, path_, ": _metadata[''] 'classes' is ",
+                names->describe(), ", not a list");
+    for (const pth::Value& name : names->items()) {
+      TORCH_CHECK(name.is_string(), path_, ": _metadata[''] 'classes' holds ", name.describe(), ", not a name");
+      out.push_back(name.as_string());
+    }
   }
-  return {};
+  TORCH_CHECK(out.empty() || !fits() || static_cast<int64_t>(out.size()) == fitted_.num_classes(), path_,
+              ": carries ", out.size(), " class names for weights with ", fitted_.num_classes(), " classes");
+  return out;
+}
+
+std::optional<InputTransform> WeightsFile::input_transform() const {
+  for (const auto& [key, value] : metadata_)
+    if (key == kTransformKey) return InputTransform::from_json(value, path_ + ": metadata 'transform'");
+  for (const auto& [name, text] : extra_files_)
+    if (name == kTransformExtraFile) return InputTransform::from_json(text, path_ + ": extra file transform.json");
+  const pth::Value* dict = format_ == WeightFormat::kPthZip || format_ == WeightFormat::kPthLegacy
+                               ? locate_state_dict(root_) : nullptr;
+  const pth::Value* attributes = dict ? dict->attributes() : nullptr;
+  const pth::Value* metadata = attributes ? attributes->find("_metadata") : nullptr;
+  const pth::Value* own = metadata ? metadata->find("") : nullptr;
+  if (const pth::Value* text = own ? own->find(kTransformKey) : nullptr) {
+    TORCH_CHECK(text->is_string(), path_, ": _metadata[''] 'transform' is ", text->describe(), ", not a JSON string");
+    return InputTransform::from_json(text->as_string(), path_ + ": _metadata[''] 'transform'");
+  }
+  return std::nullopt;
+}
+
+std::string InputTransform::to_json() const {
+  return nlohmann::json{{"resize_size", resize_size}, {"crop_size", crop_size}, {"mean", mean}, {"std", std}}.dump();
+}
+
+InputTransform InputTransform::from_json(const std::string& text, const std::string& source) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const auto positive = [&](const char* key) {
+    TORCH_CHECK(j.is_object() && j.contains(key) && j[key].is_number_integer() && j[key].get<int64_t>() > 0 &&
+                    j[key].get<int64_t>() <= (int64_t{1} << 16),
+                source, ": '", key, "' must be a positive whole number of pixels");
+    return j[key].get<int64_t>();
+  };
+  const auto triple = [&](const char* key, bool strictly_positive) {
+    TORCH_CHECK(j.is_object() && j.contains(key) && j[key].is_array() && j[key].size() == 3, source, ": '", key,
+                "' must be a list of 3 numbers");
+    std::array<double, 3> v{};
+    for (size_t c = 0; c < 3; ++c) {
+      TORCH_CHECK(j[key][c].is_number(), source, ": '", key, "' must be a list of 3 numbers");
+      v[c] = j[key][c].get<double>();
+      TORCH_CHECK(std::isfinite(v[c]) && (!strictly_positive || v[c] > 0), source, ": '", key, "' holds ", v[c]);
+    }
+    return v;
+  };
+  TORCH_CHECK(j.is_object(), source, " is not a JSON object");
+  InputTransform t;
+  t.resize_size = positive("resize_size");
+  t.crop_size = positive("crop_size");
+  t.mean = triple("mean", false);
+  t.std = triple("std", true);
+  return t;
 }
 
 AlexNetOptions WeightsFile::options(std::optional<int64_t> num_classes, AlexNetOptions base) const {
@@ -537,23 +619,46 @@ void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,
   for (auto& [name, target] : targets) target.copy_(given.at(name));
 }
 
-void save_state_dict(const NamedTensors& tensors, const std::string& path) {
-  pth::Value root = pth::Value::dict("collections.OrderedDict");
-  for (const auto& [name, t] : tensors) root.set(pth::Value::string(name), tensor_value(t));
-  pth::write_checkpoint(path, root);
+pth::Value state_dict_value(const NamedTensors& tensors, const WeightsInfo& info) {
+  pth::Value dict = pth::Value::dict("collections.OrderedDict");
+  for (const auto& [name, t] : tensors) dict.set(pth::Value::string(name), tensor_value(t));
+  if (!info.empty()) {
+    // load_state_dict hands _metadata[""] to the root module, which reads only "version".
+    pth::Value own = pth::Value::dict();
+    own.set(pth::Value::string("version"), pth::Value::integer(1));
+    if (!info.class_names.empty()) {
+      std::vector<pth::Value> names;
+      for (const auto& name : info.class_names) names.push_back(pth::Value::string(name));
+      own.set(pth::Value::string(kClassesKey), pth::Value::list(std::move(names)));
+    }
+    if (info.transform) own.set(pth::Value::string(kTransformKey), pth::Value::string(info.transform->to_json()));
+    pth::Value metadata = pth::Value::dict("collections.OrderedDict");
+    metadata.set(pth::Value::string(""), std::move(own));
+    pth::Value attributes = pth::Value::dict();
+    attributes.set(pth::Value::string("_metadata"), std::move(metadata));
+    dict.set_attributes(std::move(attributes));
+  }
+  return dict;
 }
 
-void save_safetensors(const NamedTensors& tensors, const std::string& path,
-                      const std::vector<std::string>& class_names) {
+void save_state_dict(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info) {
+  if (!info.class_names.empty()) {
+    const Fit fit = fit_alexnet(entries_of(tensors), path);
+    if (fit.mismatch.empty()) check_info(info, fit.options.num_classes(), path);
+  }
+  pth::write_checkpoint(path, state_dict_value(tensors, info));
+}
+
+void save_safetensors(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info) {
   const Fit fit = fit_alexnet(entries_of(tensors), path);
   TORCH_CHECK(fit.mismatch.empty(), fit.mismatch);
   const int64_t classes = fit.options.num_classes();
-  TORCH_CHECK(class_names.empty() || static_cast<int64_t>(class_names.size()) == classes, path, ": ",
-              class_names.size(), " class names for weights with ", classes, " classes");
+  check_info(info, classes, path);
   pth::Metadata metadata = {{"format", "pt"},
                             {"architecture", arch_name(fit.options.arch())},
                             {"num_classes", std::to_string(classes)}};
-  if (!class_names.empty()) metadata.emplace_back(kClassesKey, nlohmann::json(class_names).dump());
+  if (!info.class_names.empty()) metadata.emplace_back(kClassesKey, nlohmann::json(info.class_names).dump());
+  if (info.transform) metadata.emplace_back(kTransformKey, info.transform->to_json());
   std::vector<pth::NamedRecord> records;
   for (const auto& [name, t] : tensors)
     records.emplace_back(name, tensor_value(t.detach().cpu().contiguous()).as_tensor());
@@ -577,9 +682,10 @@ std::vector<std::string> nonfinite_parameters(const torch::nn::Module& module) {
   return names;
 }
 
-void save_torchscript(const NamedTensors& tensors, const std::string& path) {
+void save_torchscript(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info) {
   const Fit fit = fit_alexnet(entries_of(tensors), path);
   TORCH_CHECK(fit.mismatch.empty(), fit.mismatch);
+  check_info(info, fit.options.num_classes(), path);
   const std::string forward = torchscript_forward(fit.options, path);
   const std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
   torch::jit::Module model("__torch__.alexnet.AlexNet");
@@ -600,7 +706,10 @@ void save_torchscript(const NamedTensors& tensors, const std::string& path) {
   model.define(forward);
   model.eval();
   std::ostringstream archive;
-  model.save(archive);
+  torch::jit::ExtraFilesMap extra;
+  if (!info.class_names.empty()) extra[kClassesExtraFile] = nlohmann::json(info.class_names).dump();
+  if (info.transform) extra[kTransformExtraFile] = info.transform->to_json();
+  model.save(archive, extra);
   const std::string bytes = archive.str();
   pth::write_atomically(path, [&](int fd) {
     size_t done = 0;

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <optional>
 #include <string>
 #include <utility>
@@ -16,6 +17,33 @@ namespace alexnet {
 
 /// Tensors in the order the file lists them, keyed like a state_dict.
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+/// How images are prepared for the model, as torchvision's evaluation
+/// transform: resize the shorter side, center-crop, normalise per channel.
+/// The defaults are torchvision's ImageNet ones.
+struct InputTransform {
+  int64_t resize_size = 256;
+  int64_t crop_size = 224;
+  std::array<double, 3> mean = {0.485, 0.456, 0.406};
+  std::array<double, 3> std = {0.229, 0.224, 0.225};
+
+  /// {"resize_size": 64, "crop_size": 64, "mean": [...], "std": [...]}
+  std::string to_json() const;
+  /// Parses to_json()'s form; throws c10::Error naming `source` when malformed.
+  static InputTransform from_json(const std::string& text, const std::string& source);
+  bool operator==(const InputTransform& o) const {
+    return resize_size == o.resize_size && crop_size == o.crop_size && mean == o.mean && std == o.std;
+  }
+};
+
+/// What a weights file carries beside the tensors so that predict and eval
+/// need no other file: the class names and the input transform of the data the
+/// weights were trained on. Either may be absent (files from elsewhere).
+struct WeightsInfo {
+  std::vector<std::string> class_names;     // empty: none
+  std::optional<InputTransform> transform;  // none: the reader's default (ImageNet's)
+  bool empty() const { return class_names.empty() && !transform; }
+};
 
 enum class WeightFormat {
   kTorchScript,  // torch.jit.save archive (scripted or traced)
@@ -97,10 +125,19 @@ class WeightsFile {
   const pth::Value& root() const { return root_; }
   /// A safetensors file's "__metadata__" (empty for other formats).
   const pth::Metadata& metadata() const { return metadata_; }
-  /// The class names the file carries (safetensors metadata "classes", a JSON
-  /// list of strings, as save_safetensors writes it); empty when it has none.
-  /// Throws naming the file when the list is malformed.
+  /// The class names the file carries, as this project writes them: a
+  /// safetensors file's metadata "classes" (a JSON list), a TorchScript
+  /// archive's extra file classes.json (a JSON list), a torch.save state_dict's
+  /// _metadata[""]["classes"] (a list of str). Empty when it has none. Throws
+  /// naming the file when the list is malformed or its length is not the
+  /// number of classes.
   std::vector<std::string> class_names() const;
+  /// The input transform the file carries, in the same three places (key
+  /// "transform", extra file transform.json; a JSON object as
+  /// InputTransform::to_json writes it); nullopt when it has none.
+  std::optional<InputTransform> input_transform() const;
+  /// class_names() and input_transform().
+  WeightsInfo info() const { return {class_names(), input_transform()}; }
 
  private:
   // Copies the file's entry of each target's name into it (names and shapes checked before).
@@ -111,6 +148,7 @@ class WeightsFile {
   pth::FileBuffer buffer_;  // the mapping the records point into
   pth::Value root_;
   pth::Metadata metadata_;
+  std::vector<std::pair<std::string, std::string>> extra_files_;  // TorchScript's extra/
   std::vector<const pth::TensorRecord*> records_;  // entries_' records, in root_
   std::vector<Entry> entries_;
   AlexNetOptions fitted_;  // num_classes, in_channels, arch, when fits()
@@ -133,17 +171,25 @@ pth::Value tensor_value(const torch::Tensor& t);
 /// `source` names the tree in errors.
 NamedTensors find_state_dict(const pth::Value& root, const std::string& source);
 
-/// Writes a state_dict as a torch.save zip file (an OrderedDict, dtypes kept)
-/// that torch.load + load_state_dict accept. Atomic: see pth::write_atomically.
-void save_state_dict(const NamedTensors& tensors, const std::string& path);
+/// A state_dict as torch.save pickles it: an OrderedDict of the tensors (views
+/// of them, dtypes kept). With `info`, its _metadata attribute is {"":
+/// {"version": 1, "classes": [...], "transform": "<JSON>"}}: load_state_dict
+/// passes that to the root module, which reads only "version", so Python
+/// ignores the rest; read it with torch.load(path)._metadata[""]. (The
+/// transform is a JSON string: PyTorch 1.13's weights_only loader refuses floats.)
+pth::Value state_dict_value(const NamedTensors& tensors, const WeightsInfo& info = {});
+
+/// Writes state_dict_value(tensors, info) as a torch.save zip file that
+/// torch.load + load_state_dict accept. Atomic: see pth::write_atomically.
+void save_state_dict(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info = {});
 
 /// Writes an AlexNet state_dict as safetensors (torchvision's names, dtypes
 /// kept, row-major data), which safetensors.torch.load_file reads. Its
 /// "__metadata__" says "format": "pt", "architecture" (alexnet or
 /// alexnet2012), "num_classes", and, when given, "classes" (a JSON list, one
-/// name per class). The tensors must fit AlexNet as WeightsFile::fits() checks. Atomic.
-void save_safetensors(const NamedTensors& tensors, const std::string& path,
-                      const std::vector<std::string>& class_names = {});
+/// name per class) and "transform" (a JSON object). The tensors must fit
+/// AlexNet as WeightsFile::fits() checks. Atomic.
+void save_safetensors(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info = {});
 
 /// The names of the module's parameters and buffers holding a NaN or an
 /// infinity, in registration order; empty when all are finite.
@@ -152,8 +198,10 @@ std::vector<std::string> nonfinite_parameters(const torch::nn::Module& module);
 /// Writes a TorchScript archive of AlexNet with these weights (dtypes kept,
 /// names features.0.weight ...) whose forward torch.jit.load runs; its source is
 /// written from alexnet_layers(). The tensors must fit AlexNet as
-/// WeightsFile::fits() checks; the 2012 paper's network (LRN) is refused. Atomic.
-void save_torchscript(const NamedTensors& tensors, const std::string& path);
+/// WeightsFile::fits() checks; the 2012 paper's network (LRN) is refused. Class
+/// names and the transform go into the extra files classes.json and
+/// transform.json (torch.jit.load's _extra_files). Atomic.
+void save_torchscript(const NamedTensors& tensors, const std::string& path, const WeightsInfo& info = {});
 
 /// Copies tensors into the module's parameters and buffers by name, checked as
 /// WeightsFile::load_into checks (`source` names them in errors); converted to

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, trains AlexNet on Fashion-MNIST
 # (Debian's dataset-fashion-mnist) with the built-in defaults (a fresh run each time:
-# OUT/checkpoint.pth is replaced), evaluates the
-# result and draws the training curves.
+# OUT/checkpoint.pth is replaced), evaluates the result, draws the training curves, and
+# classifies a few Fashion-MNIST test images written out as PNG files.
 # Usage: scripts/run.sh [alexnet train flags...]   (e.g. --epochs 1, --output DIR)
 #        ALEXNET_LIBTORCH=debian|pypi scripts/run.sh   (the LibTorch to build against; see below)
 set -euo pipefail
@@ -38,3 +38,10 @@ log "training: alexnet train --output $out --overwrite $*"
 log "evaluating $out/model.pth"
 "$alexnet" eval --weights "$out/model.pth" "${eval_args[@]}"
 /usr/bin/python3 "$ALEXNET_ROOT/scripts/plot_metrics.py" "$out/metrics.jsonl" --output "$out/curves.png"
+# The weights on real pictures: Fashion-MNIST test images as PNG files. model.pth carries the
+# class names and the input transform, so predict needs no other flag.
+if [[ " ${eval_args[*]} " != *" --data "* ]]; then
+  /usr/bin/python3 "$ALEXNET_ROOT/scripts/fashion_mnist_pngs.py" --count 6 --output "$out/samples"
+  log "predicting: alexnet predict --weights $out/model.pth --topk 2 $out/samples"
+  "$alexnet" predict --weights "$out/model.pth" --topk 2 "$out/samples"
+fi

@@ -12,8 +12,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <dirent.h>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -23,12 +25,20 @@ namespace {
 
 using pth::Value;
 
+// A folder of this process's own, removed with everything in it when the process exits: ctest
+// runs each test as a process of its own, and a checkpoint left behind by each fills the disk.
 std::string temp_dir() {
-  static std::string dir = [] {
-    std::string d = ::testing::TempDir() + "pth_unit_XXXXXX";
-    return std::string(::mkdtemp(d.data()));
-  }();
-  return dir;
+  struct Dir {
+    std::string path;
+    Dir() {
+      std::string d = ::testing::TempDir() + "pth_unit_XXXXXX";
+      if (::mkdtemp(d.data()) == nullptr) throw std::runtime_error("mkdtemp " + d + " failed");
+      path = d;
+    }
+    ~Dir() { std::filesystem::remove_all(path); }
+  };
+  static Dir dir;
+  return dir.path;
 }
 
 // The seeds tests/fuzz/make_corpus.py writes for a fuzz target.
@@ -139,6 +149,44 @@ TEST(PthWriter, AlexNetStateDictRoundTripsThroughLoadAlexnet) {
   for (size_t i = 0; i < want.size(); ++i)
     EXPECT_TRUE(torch::equal(want[i].second, got[i].second)) << want[i].first << " (exact)";
   EXPECT_EQ(WeightsFile(path).format(), WeightFormat::kPthZip);
+}
+
+TEST(PthWriter, ClassNamesTravelInEveryFormat) {
+  AlexNet model(AlexNetOptions().num_classes(3));
+  const std::vector<std::string> names = {"cat", "dog \"big\"", "\xc3\xa9t\xc3\xa9"};  // quotes, UTF-8
+  const std::string pth = temp_dir() + "/named.pth", pt = temp_dir() + "/named.pt",
+                    st = temp_dir() + "/named.safetensors";
+  InputTransform transform;
+  transform.resize_size = 72;
+  transform.crop_size = 64;
+  transform.mean = {0.2860000014305115, 0.25, -1.5};
+  transform.std = {0.353, 1e-3, 7};
+  const WeightsInfo info{names, transform};
+  save_state_dict(state_dict(*model), pth, info);
+  save_torchscript(state_dict(*model), pt, info);
+  save_safetensors(state_dict(*model), st, info);
+  for (const auto& path : {pth, pt, st}) {
+    EXPECT_EQ(WeightsFile(path).class_names(), names) << path;
+    EXPECT_TRUE(WeightsFile(path).input_transform() == transform) << path << " (exact)";
+  }
+  // The names sit in the state_dict's attributes, never among its tensors.
+  const WeightsFile file(pth);
+  EXPECT_EQ(file.entries().size(), state_dict(*model).size());
+  EXPECT_EQ(file.root().attributes()->find("_metadata")->find("")->find("version")->as_int(), 1);
+  // Without names, no attributes and no extra file: nothing to read back.
+  save_state_dict(state_dict(*model), pth);
+  save_torchscript(state_dict(*model), pt);
+  EXPECT_EQ(WeightsFile(pth).root().attributes(), nullptr);
+  for (const auto& path : {pth, pt}) {
+    EXPECT_TRUE(WeightsFile(path).class_names().empty()) << path;
+    EXPECT_FALSE(WeightsFile(path).input_transform().has_value()) << path;
+  }
+  // A count that is not the number of classes is refused when writing.
+  EXPECT_THROW(save_state_dict(state_dict(*model), pth, WeightsInfo{{"one"}, std::nullopt}), c10::Error);
+  // A malformed transform is an error naming the file, not a crash.
+  EXPECT_THROW(InputTransform::from_json("{\"resize_size\": 0}", "x"), c10::Error);
+  EXPECT_THROW(InputTransform::from_json("[1, 2]", "x"), c10::Error);
+  EXPECT_THROW(InputTransform::from_json("not json", "x"), c10::Error);
 }
 
 TEST(PthWriter, FailedWriteLeavesExistingFileAndNoTemporary) {

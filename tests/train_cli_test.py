@@ -9,6 +9,9 @@ Needs ALEXNET_BINARY and Debian's dataset-fashion-mnist.
 import argparse
 import json
 import os
+import pty
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +19,11 @@ import tempfile
 import time
 import unittest
 
+import PIL.Image
 import torch
 import torchvision
 
-from fixture import write_fashion_mnist_subset
+from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,11 +34,16 @@ def run(*args, timeout=900):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
 def load(path):
     return torch.load(path, map_location="cpu")
 
 
-class TrainEval(unittest.TestCase):
+class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
@@ -57,7 +66,7 @@ class TrainEval(unittest.TestCase):
     def test_training_learns_and_logs_progress(self):
         r = self.full_run
         self.assertEqual(r.returncode, 0, r.stderr)
-        records = [json.loads(l) for l in open(os.path.join(self.full, "metrics.jsonl"))]
+        records = read_jsonl(os.path.join(self.full, "metrics.jsonl"))
         epochs = [x for x in records if x["type"] == "epoch"]
         steps = [x for x in records if x["type"] == "step"]
         self.assertEqual([e["epoch"] for e in epochs], [1, 2, 3])
@@ -212,8 +221,89 @@ class TrainEval(unittest.TestCase):
             self.assertEqual(other["confusion"], first["confusion"])
             self.assertAlmostEqual(other["loss"], first["loss"], delta=1e-6)
         # The last epoch's validation in metrics.jsonl is the same evaluation.
-        last = [json.loads(l) for l in open(os.path.join(self.full, "metrics.jsonl"))][-1]
+        last = read_jsonl(os.path.join(self.full, "metrics.jsonl"))[-1]
         self.assertAlmostEqual(last["val_top1"], first["top1"], delta=1e-6)
+
+    def test_class_names_and_transform_travel_with_the_weights(self):
+        names = torchvision.datasets.FashionMNIST.classes
+        # The validation transform of Fashion-MNIST: 64 px, its own mean and std (tolerance:
+        # float32's, the statistics are stored as float32 values).
+        want_transform = {"resize_size": 64, "crop_size": 64, "mean": [0.286] * 3, "std": [0.353] * 3}
+
+        def check_transform(text, where):
+            t = json.loads(text)
+            self.assertEqual((t["resize_size"], t["crop_size"]), (64, 64), where)
+            for key in ("mean", "std"):
+                for got, want in zip(t[key], want_transform[key]):
+                    self.assertAlmostEqual(got, want, delta=1e-7, msg=where)
+            return t
+        # torch.save files: the state_dict's _metadata[""], which load_state_dict ignores.
+        for f in ("model.pth", "checkpoint.pth", "model_best.pth"):
+            weights = load(os.path.join(self.full, f))
+            state = weights["model"] if f == "checkpoint.pth" else weights
+            self.assertEqual(state._metadata[""]["classes"], names, f)
+            transform = check_transform(state._metadata[""]["transform"], f)
+            torchvision.models.alexnet(num_classes=10).load_state_dict(state)  # strict
+        pt, st = self.out("names.pt"), self.out("names.safetensors")
+        for out in (pt, st):
+            r = run("export", "--weights", os.path.join(self.full, "model.pth"), "--output", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("with their names, with its input transform", r.stderr)
+        extra = {"classes.json": "", "transform.json": ""}
+        torch.jit.load(pt, _extra_files=extra)
+        self.assertEqual(json.loads(extra["classes.json"]), names)
+        check_transform(extra["transform.json"], "transform.json")
+        with open(st, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        self.assertEqual(json.loads(header["__metadata__"]["classes"]), names)
+        check_transform(header["__metadata__"]["transform"], "safetensors")
+        # predict names the classes and prepares the image as the weights say, from any of the three
+        # formats identically, as torchvision does with that transform (logits within 1e-4).
+        image = self.out("shirt.png")
+        PIL.Image.fromarray(torch.randint(0, 256, (40, 30, 3), generator=torch.Generator().manual_seed(1),
+                                          dtype=torch.uint8).numpy()).save(image)
+        model = torchvision.models.alexnet(num_classes=10).eval()
+        model.load_state_dict(load(os.path.join(self.full, "model.pth")))
+        tf = torchvision.transforms.Compose([
+            torchvision.transforms.Resize(transform["resize_size"]),
+            torchvision.transforms.CenterCrop(transform["crop_size"]), torchvision.transforms.ToTensor(),
+            torchvision.transforms.Normalize(transform["mean"], transform["std"])])
+        with torch.no_grad():
+            logits = model(tf(PIL.Image.open(image).convert("RGB")).unsqueeze(0))[0]
+        outputs = []
+        for w in (os.path.join(self.full, "model.pth"), pt, st):
+            r = run("predict", "--weights", w, "--format", "json", "-k", "3", image)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("names the weights file", r.stderr)
+            self.assertIn("input: resize 64, center crop 64, normalise mean (0.286, 0.286, 0.286) std (0.353, "
+                          "0.353, 0.353), as the weights file says", r.stderr)
+            top = json.loads(r.stdout)["top"]
+            outputs.append([(x["label"], x["index"]) for x in top])
+            self.assertEqual([x["index"] for x in top], logits.topk(3).indices.tolist())
+            for x in top:
+                self.assertAlmostEqual(x["logit"], logits[x["index"]].item(), delta=1e-4)
+        self.assertEqual(outputs[1:], outputs[:1] * 2)
+        self.assertTrue(all(label == names[i] for label, i in outputs[0]), outputs[0])
+        labels = self.out("labels.txt")
+        with open(labels, "w") as f:
+            f.write("".join(f"kind {i}\n" for i in range(10)))
+        r = run("predict", "--weights", pt, "--labels", labels, "--format", "json", "-k", "1", image)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["top"][0]["label"], "kind %d" % outputs[0][0][1])
+        r = run("info", os.path.join(self.full, "checkpoint.pth"))
+        self.assertIn("class names (10): T-shirt/top, Trouser, Pullover", r.stdout)
+        # eval warns when the data's classes are not the ones the weights were trained on.
+        folder = self.out("folder")
+        for i in range(10):
+            os.makedirs(os.path.join(folder, "c%d" % i))
+            PIL.Image.open(image).save(os.path.join(folder, "c%d" % i, "a.png"))
+        r = run("eval", "--weights", pt, "--data", folder, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("the weights' class 0 is 'T-shirt/top' but the data's is 'c0'", r.stderr)
+        self.assertEqual(json.loads(r.stdout)["per_class"][3]["label"], "c3")
+        r = run("eval", "--weights", pt, "--data", folder, "--json", "--labels", labels)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["per_class"][3]["label"], "kind 3")
 
     def test_recipe_flags_move_train_and_bench_alike(self):
         # `train` and `bench --mode train` run one TrainStep: a recipe flag must change
@@ -225,7 +315,9 @@ class TrainEval(unittest.TestCase):
                     "--overwrite", "--output", out, *flags)
             self.assertEqual(r.returncode, 0, r.stderr)
             with open(os.path.join(out, "metrics.jsonl")) as f:
-                return [json.loads(l)["loss"] for l in f if '"step"' in l]
+                losses = [json.loads(l)["loss"] for l in f if '"step"' in l]
+            shutil.rmtree(out)  # 0.9 GB of checkpoints each; only the losses are compared
+            return losses
 
         def bench_loss(*flags):
             r = run("bench", "--mode", "train", "--json", "--batch-size", "8", "--image-size", "64",
@@ -274,7 +366,7 @@ class TrainEval(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stderr, r"epoch 1 done: .* top5 n/a")
         self.assertNotIn("nan%", r.stderr)
-        epochs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        epochs = read_jsonl(os.path.join(out, "metrics.jsonl"))
         self.assertIsNone([e for e in epochs if e["type"] == "epoch"][-1]["val_top5"])
         png = os.path.join(out, "curves.png")
         r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "scripts", "plot_metrics.py"),
@@ -307,7 +399,7 @@ class TrainEval(unittest.TestCase):
         r = run("train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--max-steps", "4",
                 "--lr", "0.05", "--save-every", "1", "--output", out)
         self.assertEqual(r.returncode, 0, r.stderr)
-        epochs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        epochs = read_jsonl(os.path.join(out, "metrics.jsonl"))
         top1 = [e["val_top1"] for e in epochs if e["type"] == "epoch"]
         best = max(range(len(top1)), key=lambda i: (top1[i], -i))  # the first of equals
         for e in range(3):
@@ -340,8 +432,101 @@ class TrainEval(unittest.TestCase):
         self.assertError(["train", "--data", "a", "--data-path", "b"], "the same flag", status=2)
         self.assertError(["train", "--amp", "--precision", "fp32"], "--amp is --precision auto", status=2)
         r = run("train", "--help")
-        for flag in ("--data-path", "--output-dir", "--model", "--opt", "--amp"):
+        for flag in ("--data-path", "--output-dir", "--model", "--opt", "--amp", "--test-only", "--start-epoch",
+                     "--recipe"):
             self.assertIn(flag, r.stdout)
+
+    def test_recipes_start_epoch_and_test_only(self):
+        quick = ["--data", self.spec, "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--print-freq", "0"]
+        # Fashion-MNIST from scratch: the main job's recipe, said so (the reference run's log).
+        self.assertIn("recipe main (auto: Fashion-MNIST from scratch; given: --lr 0.05): lr 0.05 momentum 0.9 "
+                      "(Nesterov) weight decay 0.0005 label smoothing 0.1 clip 2 dropout 0.1; cosine schedule",
+                      self.full_run.stderr)
+        # --recipe torchvision: train.py's defaults, recorded in the checkpoint's args; a flag still wins.
+        out = self.out("torchvision")
+        r = run("train", *quick, "--recipe", "torchvision", "--momentum", "0.8", "--output", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("recipe torchvision (--recipe torchvision; given: --momentum 0.8): lr 0.01 momentum 0.8 "
+                      "weight decay 0.0001 label smoothing 0 clip off dropout 0.5; step schedule", r.stderr)
+        args = load(os.path.join(out, "checkpoint.pth"))["args"]
+        self.assertEqual({k: args[k] for k in ("recipe", "lr", "momentum", "weight_decay", "nesterov",
+                                               "label_smoothing", "clip_grad_norm", "dropout", "lr_scheduler")},
+                         {"recipe": "torchvision", "lr": 0.01, "momentum": 0.8, "weight_decay": 1e-4,
+                          "nesterov": False, "label_smoothing": 0.0, "clip_grad_norm": None, "dropout": 0.5,
+                          "lr_scheduler": "step"})
+        # Fine-tuning picks torchvision's recipe and says which weights it loaded.
+        r = run("train", *quick, "--weights", os.path.join(self.full, "model.pth"), "--output", self.out("tuned"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("recipe torchvision (auto: fine-tuning --weights)", r.stderr)
+        self.assertIn("weights: all 16 tensors from " + os.path.join(self.full, "model.pth"), r.stderr)
+        # The duration is estimated before the first step.
+        self.assertRegex(r.stderr, r"plan: .* about \S+ \(a step's compute took [\d.]+ s")
+        # --start-epoch: the schedule starts there, as torch's CosineAnnealingLR after 2 epochs
+        # (tolerance 1e-9: the same closed form in double).
+        out = self.out("start2")
+        r = run("train", *quick[:2], "--epochs", "3", "--start-epoch", "2", "--max-steps", "1", "--batch-size", "8",
+                "--print-freq", "1", "--output", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("from epoch 3 step 1", r.stderr)
+        records = read_jsonl(os.path.join(out, "metrics.jsonl"))
+        self.assertEqual([x["epoch"] for x in records if x["type"] == "epoch"], [3])
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.06)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+        for _ in range(2):
+            opt.step()
+            sched.step()
+        self.assertAlmostEqual([x for x in records if x["type"] == "step"][0]["lr"], sched.get_last_lr()[0],
+                               delta=1e-9)
+        self.assertError(["train", "--start-epoch", "3", "--epochs", "3"], "leaves none", status=2)
+        self.assertError(["train", "--start-epoch", "1", "--resume", os.path.join(self.full, "checkpoint.pth")],
+                         "--start-epoch", status=2)
+        # --test-only is eval on the validation data, with the same numbers.
+        weights = os.path.join(self.full, "model.pth")
+        r = run("train", "--test-only", "--weights", weights, "--data", self.spec)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        e = run("eval", "--weights", weights, "--data", self.spec)
+        self.assertEqual(e.returncode, 0, e.stderr)
+        self.assertRegex(r.stdout, r"top-1 \d")
+        strip = lambda text: re.sub(r"\d+ img/s", "", text)
+        self.assertEqual(strip(r.stdout), strip(e.stdout))
+        self.assertError(["train", "--test-only"], "--test-only evaluates --weights or --resume", status=2)
+
+    def test_progress_is_a_live_bar_on_a_terminal(self):
+        def on_terminal(*args):
+            # The binary's stderr and stdout are a pseudo-terminal, as in an interactive shell.
+            master, slave = pty.openpty()
+            proc = subprocess.Popen([BINARY, *args], stdin=slave, stdout=slave, stderr=slave,
+                                    env=dict(os.environ, TERM="xterm"))
+            os.close(slave)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            os.close(master)
+            self.assertEqual(proc.wait(timeout=600), 0, out.decode(errors="replace"))
+            return out.decode()
+        quick = ["train", "--data", self.spec, "--epochs", "1", "--max-steps", "3", "--batch-size", "8",
+                 "--print-freq", "1", "--overwrite", "--output", self.out("bar")]
+        out = on_terminal(*quick)
+        # Redrawn in place (carriage return, erase line), each step; no step log lines.
+        self.assertRegex(out, r"\r\x1b\[Kepoch 1 \[#+\.*\] 3/3 ETA \S+ \(run \S+\) loss [\d.]+")
+        self.assertRegex(out, r"\r\x1b\[Kepoch 1 \[#*\.+\] 1/3 ")
+        self.assertRegex(out, r"\r\x1b\[Keval \[#+\] 32/32 \d+ img/s")  # 256 images, batches of 8
+        self.assertNotIn("epoch 1 step 1/3:", out)
+        self.assertIn("the progress bar gives the time left", out)
+        # The summary lines stay, each on a line of its own after the bar is erased.
+        self.assertRegex(out, r"\r\x1b\[K\[[\d:]+\] epoch 1 done: ")
+        # --progress lines on a terminal, and any pipe (the reference run): log lines, no escapes.
+        out = on_terminal(*quick, "--progress", "lines")
+        self.assertNotIn("\x1b", out)
+        self.assertIn("epoch 1 step 3/3:", out)
+        self.assertNotIn("\x1b", self.full_run.stderr)
+        self.assertError(["train", "--progress", "fancy"], "--progress must be auto, bar or lines", status=2)
 
     def test_failed_start_leaves_no_folder(self):
         out = self.out("never/made")

@@ -98,10 +98,8 @@ Value scheduler_state(int64_t steps, const LrSchedule& schedule, double lr) {
 
 void save_train_checkpoint(const std::string& path, const TrainCheckpoint& c,
                            const SgdOptions& sgd, const LrSchedule& schedule, double lr) {
-  Value model = Value::dict("collections.OrderedDict");
-  for (const auto& [name, t] : c.model) model.set(str(name), tensor_value(t));
   Value root = Value::dict();
-  root.set(str("model"), std::move(model));
+  root.set(str("model"), state_dict_value(c.model, c.info));
   root.set(str("optimizer"), optimizer_state(c, sgd, schedule, lr));
   root.set(str("lr_scheduler"), scheduler_state(c.epoch + 1, schedule, lr));
   root.set(str("epoch"), Value::integer(c.epoch));

@@ -24,6 +24,7 @@ struct TrainCheckpoint {
   torch::Tensor cuda_rng_state;  // the training device's CUDA generator state, when on CUDA
   pth::Value args;          // the run's flags (a dict; train.py stores a Namespace)
   double best_top1 = -1;    // the best validation top-1 so far (model_best.pth); -1 = none
+  WeightsInfo info;  // class names and input transform, in the model state_dict's _metadata
 };
 
 /// Writes atomically (temporary file, fsync, rename). lr is the learning rate

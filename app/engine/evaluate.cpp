@@ -39,10 +39,15 @@ EvalResult evaluate(AlexNet& model, data::Loader& loader, torch::Device device,
                                     torch::ones_like(labels, torch::kInt64));
     r.images += labels.size(0);
     progress.advance(labels.size(0));
-    if (progress_every > 0 && progress.step() % progress_every == 0)
+    if (progress_style() == ProgressStyle::kBar)
+      show_live(fmt::format("{} {} {}/{} {:.0f} img/s ETA {}", what, progress_bar(progress.step(), loader.num_batches()),
+                            progress.step(), loader.num_batches(), progress.rate(), progress.eta()),
+                /*force=*/progress.step() == loader.num_batches());
+    else if (progress_every > 0 && progress.step() % progress_every == 0)
       spdlog::info("{} step {}/{}: {:.0f} img/s ETA {}", what, progress.step(),
                    loader.num_batches(), progress.rate(), progress.eta());
   }
+  clear_live();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (reduce_sum) {
     auto totals = torch::tensor({loss_sum, static_cast<double>(correct1),

@@ -22,6 +22,18 @@ void check(bool ok, const std::string& message) {
 
 }  // namespace
 
+Recipe Recipe::torchvision() {
+  Recipe r;
+  r.lr = 0.01;
+  r.momentum = 0.9;
+  r.weight_decay = 1e-4;
+  r.nesterov = false;
+  r.label_smoothing = 0;
+  r.clip_grad_norm = 0;
+  r.dropout = 0.5;
+  return r;
+}
+
 void Recipe::validate() const {
   const std::pair<const char*, double> reals[] = {
       {"lr", lr}, {"momentum", momentum}, {"weight-decay", weight_decay},
@@ -93,6 +105,7 @@ pth::Value args_value(const TrainConfig& c) {
   s("precision", runtime::precision_name(c.precision));
   s("channels_last", runtime::channels_last_name(c.channels_last));
   i("max_steps", c.max_steps); i("save_every", c.save_every);
+  s("recipe", name_of(kRecipeNames, c.recipe_name)); i("start_epoch", c.start_epoch);
   b("distributed", c.distributed); s("dist_backend", name_of(kDistBackends, c.dist_backend));
   return a;
 }

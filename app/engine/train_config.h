@@ -73,7 +73,18 @@ std::string choices(const EnumName<E> (&names)[N]) {
 /// What one training step does: the loss, the optimiser and the model's dropout.
 /// `alexnet train` and `alexnet bench --mode train` take the same flags for it
 /// and run it through the same TrainStep. The defaults are the main job's recipe.
+/// What a training step does beyond the model: SGD's settings and the
+/// regularisers. Two named sets of defaults (--recipe): main_job() and
+/// torchvision(); each flag overrides its value.
 struct Recipe {
+  /// The main job's: Fashion-MNIST at 64 px to 90% in under ten minutes on two
+  /// cores (BENCHMARKS.md). These are the member defaults.
+  static Recipe main_job() { return {}; }
+  /// torchvision references/classification/train.py's defaults as its docs run
+  /// AlexNet (--model alexnet --lr 1e-2): plain momentum 0.9, weight decay 1e-4,
+  /// no label smoothing, no clipping, torchvision's dropout 0.5.
+  static Recipe torchvision();
+
   double lr = 0.06;             // base learning rate (the schedule scales it)
   double momentum = 0.9;
   double weight_decay = 5e-4;
@@ -86,15 +97,24 @@ struct Recipe {
   void validate() const;
 };
 
-/// The defaults are the main job's recipe: Fashion-MNIST at 64 px to 90% in under
-/// ten minutes on two cores (BENCHMARKS.md). torchvision's ImageNet recipe for
-/// AlexNet differs (--epochs 90 --lr 0.01 --dropout 0.5 --lr-scheduler step ...).
+/// The recipe names of --recipe; kAuto is main for Fashion-MNIST from scratch
+/// (the built-in job), torchvision otherwise (fine-tuning, other data, resuming
+/// a train.py checkpoint).
+enum class RecipeName { kAuto, kMain, kTorchvision };
+inline constexpr EnumName<RecipeName> kRecipeNames[] = {
+    {RecipeName::kAuto, "auto"}, {RecipeName::kMain, "main"}, {RecipeName::kTorchvision, "torchvision"}};
+
+/// The defaults are the main job's. torchvision's ImageNet run for AlexNet is
+/// --recipe torchvision --epochs 90 --batch-size 32 (per process, 8 of them).
 struct TrainConfig {
   std::string data = "fashion-mnist";  // a data spec (data/dataset.h)
   std::string val;                     // empty: the data spec's val/test split
   int64_t epochs = 3;
   int64_t batch_size = 128;            // per process
   Recipe recipe;
+  RecipeName recipe_name = RecipeName::kMain;  // resolved: main or torchvision
+  std::string recipe_reason;           // why, for the log: "auto: ...", "--recipe", the overriding flags
+  int64_t start_epoch = 0;             // epochs counted as done at a fresh start (train.py's --start-epoch)
   LrScheduler lr_scheduler = LrScheduler::kCosine;
   int64_t lr_step_size = 30;
   double lr_gamma = 0.1;

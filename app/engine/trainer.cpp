@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -144,14 +145,24 @@ void Trainer::start() {
   restore();
   make_loaders();
   signals_ = std::make_unique<SignalScope>();
-  spdlog::info("plan: {} epoch(s) of {} steps of {} images, {} on {}, validating on {} after each; writing {}{}",
+  {
+    const Recipe& r = config_.recipe;
+    spdlog::info("recipe {} ({}): lr {} momentum {}{} weight decay {} label smoothing {} clip {} dropout {}; "
+                 "{} schedule", name_of(kRecipeNames, config_.recipe_name), config_.recipe_reason, r.lr,
+                 r.momentum, r.nesterov ? " (Nesterov)" : "", r.weight_decay, r.label_smoothing,
+                 r.clip_grad_norm > 0 ? fmt::format("{}", r.clip_grad_norm) : std::string("off"),
+                 r.dropout, name_of(kLrSchedulers, config_.lr_scheduler));
+  }
+  spdlog::info("plan: {} epoch(s) of {} steps of {} images, {} on {}, validating on {} after each; {}; writing {}{}",
                config_.epochs - start_epoch_, steps_per_epoch_,
                config_.batch_size * (comm_ ? comm_->world_size() : 1),
                start_epoch_ > 0 || skip_steps_ > 0 ? "from epoch " + std::to_string(start_epoch_ + 1) + " step " +
                                                          std::to_string(skip_steps_ + 1)
                                                    : std::string("from the start"),
-               train_set_->description(), val_set_->description(), config_.output,
-               config_.print_freq > 0 ? "; progress lines give the time left (run ...)" : "");
+               train_set_->description(), val_set_->description(), estimate_duration(), config_.output,
+               progress_style() == ProgressStyle::kBar ? "; the progress bar gives the time left (run ...)"
+               : config_.print_freq > 0                 ? "; progress lines give the time left (run ...)"
+                                                        : "");
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, step_->params());
     step_->set_reducer(reducer_.get());
@@ -260,6 +271,14 @@ void Trainer::build_model() {
     // Fine-tuning: every layer from the file, except a reset classifier.6.
     const bool reset = start_file_->options().num_classes() != classes_;
     start_file_->load_into(*model_, reset ? "classifier.6." : "");
+    const size_t loaded = start_file_->entries().size() - (reset ? 2 : 0);
+    if (reset)
+      spdlog::info("weights: {} tensors from {} ({}, {} classes); classifier.6 (weight, bias) reset for the "
+                   "data's {} classes, as torchvision initialises it", loaded, config_.weights,
+                   format_name(start_file_->format()), start_file_->options().num_classes(), classes_);
+    else
+      spdlog::info("weights: all {} tensors from {} ({}, {} classes)", loaded, config_.weights,
+                   format_name(start_file_->format()), classes_);
   } else {
     if (vgg) init_vgg_style(*model_);
     spdlog::info("init: {}", vgg ? "vgg (Kaiming fan-out convolutions, N(0, 0.01) linear layers)"
@@ -275,7 +294,10 @@ void Trainer::build_model() {
 
 // A checkpoint's optimiser state, position and generators.
 void Trainer::restore() {
-  if (!resumed_) return;
+  if (!resumed_) {
+    start_epoch_ = config_.start_epoch;  // train.py's --start-epoch: the schedule begins there
+    return;
+  }
   const std::string& path = config_.resume;
   const auto& params = step_->params();
   auto& buffers = step_->sgd().momentum_buffers();
@@ -353,6 +375,48 @@ void Trainer::make_loaders() {
   if (lead_) metrics_.emplace(metrics_path_, /*append=*/resumed_.has_value());
 }
 
+WeightsInfo Trainer::weights_info() const {
+  // What predict needs to run the weights as validation ran them.
+  const data::TransformOptions t = transform_for(*val_set_, config_, /*train=*/false);
+  InputTransform input;
+  input.resize_size = t.resize_size();
+  input.crop_size = t.image_size();
+  for (size_t c = 0; c < 3; ++c) {
+    input.mean[c] = t.mean()[c];
+    input.std[c] = t.std()[c];
+  }
+  return {train_set_->class_names(), input};
+}
+
+std::string Trainer::estimate_duration() {
+  // One step on a batch of zeros, timed. The generators are put back and the gradients cleared,
+  // so the run goes on bit for bit as without it; the reducer does not exist yet (no collective).
+  const torch::Tensor cpu_state = generator_state(at::detail::getDefaultCPUGenerator());
+  torch::Tensor cuda_state;
+  if (device_.is_cuda()) cuda_state = generator_state(at::globalContext().defaultGenerator(device_));
+  const data::TransformOptions t = transform_for(*train_set_, config_, /*train=*/true);
+  auto x = torch::zeros({config_.batch_size, config_.in_channels, t.image_size(), t.image_size()},
+                        torch::TensorOptions().device(device_));  // (B, C, S, S)
+  if (channels_last_) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto y = torch::zeros({config_.batch_size}, torch::TensorOptions().dtype(torch::kLong).device(device_));
+  model_->train();
+  const auto begin = std::chrono::steady_clock::now();
+  step_->forward(x, y).loss.backward();
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+  const double step = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  for (auto& p : model_->parameters()) p.mutable_grad() = torch::Tensor();
+  restore_generator(at::detail::getDefaultCPUGenerator(), cpu_state, "the step timing", "CPU generator");
+  if (cuda_state.defined())
+    restore_generator(at::globalContext().defaultGenerator(device_), cuda_state, "the step timing", "CUDA generator");
+  // Evaluation runs the forward pass only, about a third of a training step per image.
+  const int64_t world = comm_ ? comm_->world_size() : 1;
+  const double steps = static_cast<double>((config_.epochs - start_epoch_) * steps_per_epoch_ - skip_steps_);
+  const double eval = static_cast<double>(config_.epochs - start_epoch_) * static_cast<double>(val_set_->size()) /
+                      static_cast<double>(config_.batch_size * world) * step / 3;
+  return "about " + format_duration(steps * step + eval) + " (a step's compute took " +
+         fmt::format("{:.2f}", step) + " s; loading may add to it)";
+}
+
 Trainer::BatchOutcome Trainer::train_batch(const data::Batch& batch, double lr, int64_t epoch, int64_t step) {
   const auto x = batch.images.to(device_, /*non_blocking=*/true);  // (B, C, S, S)
   const auto y = batch.labels.to(device_, /*non_blocking=*/true);  // (B,)
@@ -409,10 +473,17 @@ EpochResult Trainer::train_one_epoch(int64_t epoch) {
     r.images += n;
     r.correct += b.correct;
     progress.advance(n);
+    const bool bar = progress_style() == ProgressStyle::kBar;
+    if (bar && lead_)
+      show_live(fmt::format("epoch {} {} {}/{} ETA {} (run {}) loss {:.4f} lr {:.4g} {:.0f} img/s", epoch + 1,
+                            progress_bar(step, steps_per_epoch_), step, steps_per_epoch_, progress.eta(),
+                            run_eta(epoch, step, progress), b.mean_loss, lr, progress.rate() * world),
+                /*force=*/step == steps_per_epoch_);
     if (config_.print_freq > 0 && (step % config_.print_freq == 0 || step == steps_per_epoch_)) {
-      spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {} (run {})", epoch + 1, step,
-                   steps_per_epoch_, b.mean_loss, lr, progress.rate() * world, progress.eta(),
-                   run_eta(epoch, step, progress));
+      if (!bar)
+        spdlog::info("epoch {} step {}/{}: loss {:.4f} lr {:.4g} {:.0f} img/s ETA {} (run {})", epoch + 1, step,
+                     steps_per_epoch_, b.mean_loss, lr, progress.rate() * world, progress.eta(),
+                     run_eta(epoch, step, progress));
       if (metrics_)
         metrics_->write(JsonObject().str("type", "step").integer("epoch", epoch + 1).integer("step", step)
                             .number("loss", b.mean_loss).number("lr", lr)
@@ -429,6 +500,7 @@ EpochResult Trainer::train_one_epoch(int64_t epoch) {
       return r;
     }
   }
+  clear_live();  // the epoch's summary line takes the bar's place
   skip_steps_ = 0;
   r.seconds = progress.rate() > 0 ? r.images / progress.rate() : 0;
   bool stop_after_epoch = g_stop_signal.load() != 0;
@@ -489,7 +561,7 @@ void Trainer::end_epoch(int64_t epoch, const EpochResult& train, const EvalResul
     if (lead_) {
       auto weights = state_dict(*model_);
       for (auto& [n, t] : weights) t = t.to(torch::kCPU).contiguous();
-      save_state_dict(weights, config_.output + "/model_best.pth");
+      save_state_dict(weights, config_.output + "/model_best.pth", weights_info());
       spdlog::info("epoch {}: best validation top-1 so far ({:.2f}%): wrote {}/model_best.pth", epoch + 1,
                    100 * val.top1, config_.output);
     }
@@ -551,6 +623,7 @@ void Trainer::save_checkpoint(int64_t completed_epoch, int64_t epoch_step, doubl
   if (device_.is_cuda()) c.cuda_rng_state = generator_state(at::globalContext().defaultGenerator(device_));
   c.args = args_value(config_);
   c.best_top1 = best_top1_;
+  c.info = weights_info();
   save_train_checkpoint(path.empty() ? checkpoint_path_ : path, c, step_->sgd().options(), schedule_, next_lr);
 }
 
@@ -558,7 +631,7 @@ void Trainer::finish() {
   if (lead_) {
     auto weights = state_dict(*model_);
     for (auto& [n, t] : weights) t = t.to(torch::kCPU).contiguous();
-    save_state_dict(weights, config_.output + "/model.pth");
+    save_state_dict(weights, config_.output + "/model.pth", weights_info());
   }
   const LossScaler& scaler = step_->scaler();
   if (scaler.enabled())

@@ -84,6 +84,10 @@ class Trainer {
   // ". Once every host is back, restart every rank with --resume ..." when there is
   // a checkpoint to resume from.
   std::string resume_hint(bool saved_now) const;
+  // The class names and the validation transform, written with every weights file.
+  WeightsInfo weights_info() const;
+  // How long the run will take, from one timed step that leaves no trace: "about 9m (...)".
+  std::string estimate_duration();
   // The time left in the whole run, from this epoch's pace and the last evaluation's.
   std::string run_eta(int64_t epoch, int64_t step, const Progress& progress) const;
   // One batch of train_one_epoch: the step, with the loss and any rank's stop

@@ -99,6 +99,14 @@ Checkpoint parse_zip(const uint8_t* data, size_t size, const std::shared_ptr<con
   out.format = torchscript ? FileFormat::kTorchScript : FileFormat::kPthZip;
   out.root = unpickle(zip.data(*pkl), pkl->size, load, source, nullptr, {},
                       torchscript ? PickleKind::kTorchScript : PickleKind::kTorchSave);
+  if (torchscript) {
+    const std::string extra = prefix + "extra/";
+    for (const ZipEntry& e : zip.entries()) {
+      if (e.name.compare(0, extra.size(), extra) != 0 || e.size > kMaxExtraFileBytes || e.method != 0) continue;
+      out.extra_files.emplace_back(e.name.substr(extra.size()),
+                                   std::string(reinterpret_cast<const char*>(zip.data(e)), e.size));
+    }
+  }
   return out;
 }
 

@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace alexnet::pth {
 
@@ -27,7 +29,11 @@ FileFormat detect_format(const uint8_t* data, size_t size, const std::string& so
 struct Checkpoint {
   FileFormat format = FileFormat::kUnknown;
   Value root;  // what was passed to torch.save
+  /// A TorchScript archive's extra files (torch.jit.save's _extra_files, stored
+  /// as <name>/extra/<file>) of at most kMaxExtraFileBytes each, by file name.
+  std::vector<std::pair<std::string, std::string>> extra_files;
 };
+constexpr size_t kMaxExtraFileBytes = size_t{1} << 20;
 
 /// Parses a torch.save file or a TorchScript archive held in memory, running
 /// nothing from it. Tensors point into `data`, which `owner` keeps alive (it may

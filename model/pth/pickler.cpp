@@ -82,6 +82,11 @@ class Pickler {
       op(')');
       op('R');
       setitems(v.entries());
+      if (const Value* attributes = v.attributes()) {
+        // As Python's pickler writes OrderedDict.__reduce__'s state: after the items.
+        value(*attributes);
+        op('b');  // BUILD: the instance's __dict__ is updated with the attributes
+      }
     } else if (v.type_name() == "argparse.Namespace") {
       global("argparse", "Namespace");
       op(')');

@@ -226,6 +226,12 @@ void Value::set(Value key, Value value) {
   entries_.emplace_back(std::move(key), std::move(value));
 }
 
+void Value::set_attributes(Value attributes) {
+  if (kind_ != Kind::kDict) wrong_kind(kind_, "dict");
+  if (attributes.kind_ != Kind::kDict) wrong_kind(attributes.kind_, "dict");
+  attributes_ = std::make_shared<const Value>(std::move(attributes));
+}
+
 std::string Value::describe() const {
   std::ostringstream os;
   switch (kind_) {

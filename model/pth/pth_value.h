@@ -102,6 +102,12 @@ class Value {
   /// Appends or replaces a dict entry.
   void set(Value key, Value value);
 
+  /// A dict's Python attributes, its pickled BUILD state: a state_dict (an
+  /// OrderedDict) carries "_metadata" there. nullptr when it has none.
+  const Value* attributes() const { return attributes_.get(); }
+  /// Sets the attributes of a dict to `attributes`, itself a dict.
+  void set_attributes(Value attributes);
+
   /// Python-like one-line summary, for messages: "dict(5)", "tensor float32 [64, 3, 11, 11]".
   std::string describe() const;
 
@@ -114,6 +120,7 @@ class Value {
   std::vector<Value> items_;
   Entries entries_;
   std::shared_ptr<const TensorRecord> tensor_;
+  std::shared_ptr<const Value> attributes_;  // kDict only
 };
 
 const char* kind_name(Value::Kind kind);

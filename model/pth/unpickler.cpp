@@ -21,6 +21,7 @@ struct Node {
   double f = 0.0;       // kFloat
   std::string s;        // kString; kGlobal's "module.name"; kDict's type name
   std::vector<uint32_t> items;  // kList, kTuple; kDict as key, value, key, value...
+  int64_t attributes = -1;      // kDict: the node of an OrderedDict's BUILD state (a dict), if any
 };  // kStorage and kTensor keep their index into storages_ / tensors_ in `i`
 using Type = Node::Type;
 
@@ -373,7 +374,9 @@ class Unpickler {
       const std::vector<uint32_t> kv = st.items;  // st may be target itself
       node(top()).items.insert(node(top()).items.end(), kv.begin(), kv.end());
     } else if (target.type == Type::kDict) {
-      // OrderedDict's state: its attributes, e.g. a state_dict's _metadata (versions). Not needed.
+      // OrderedDict's state: its attributes, e.g. a state_dict's _metadata (module versions and,
+      // in this project's files, the class names). Any other state is not needed.
+      if (st.type == Type::kDict) node(top()).attributes = state;
     } else if (target.type == Type::kTensor && (st.type == Type::kNone || (st.type == Type::kDict && st.items.empty()))) {
       // a tensor without Python attributes
     } else {
@@ -545,7 +548,9 @@ class Unpickler {
             fail("key " + key.describe() + " appears twice in one dict");
           entries.emplace_back(std::move(key), to_value(n.items[k + 1], depth + 1, budget));
         }
-        return Value::dict(n.s, std::move(entries));
+        Value dict = Value::dict(n.s, std::move(entries));
+        if (n.attributes >= 0) dict.set_attributes(to_value(static_cast<uint32_t>(n.attributes), depth + 1, budget));
+        return dict;
       }
     }
     fail("unknown value");
