@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include "model/hub_hash.h"
 #include "model/pth/safetensors.h"
 #include "model/pth/unpickler.h"
 
@@ -450,6 +451,12 @@ WeightsFile::WeightsFile(const std::string& path) : path_(path) {
   try {
     buffer_ = pth::map_file(path);  // a regular file, opened without blocking
     TORCH_CHECK(buffer_.size > 0, path, ": file is empty");
+    // torch.hub's NAME-HASH.pth promise (torchvision's alexnet-owt-7be5be79.pth), kept.
+    try {
+      check_hub_hash(path);
+    } catch (const std::runtime_error& e) {
+      TORCH_CHECK(false, e.what());
+    }
     pth::FileFormat format = pth::detect_format(buffer_.data, buffer_.size, path);
     if (format == pth::FileFormat::kUnknown && pth::looks_like_safetensors(buffer_.data, buffer_.size)) {
       pth::Safetensors file = pth::parse_safetensors(buffer_.data, buffer_.size, buffer_.owner, path);

@@ -67,7 +67,9 @@ const char* format_name(WeightFormat format);
 /// view lies inside its storage and its storage inside the file; no state_dict
 /// tensor is a view with overlapping elements (stride 0, a crafted "small file,
 /// huge tensor"); together they declare no more bytes than the file holds; no
-/// key appears twice; and zip entries neither overlap nor alias.
+/// key appears twice; and zip entries neither overlap nor alias. A file named
+/// as torch.hub names downloads (NAME-HASH.pth, model/hub_hash.h) must have a
+/// SHA-256 starting with HASH.
 class WeightsFile {
  public:
   /// Name, shape and dtype of a state_dict entry.

@@ -18,6 +18,7 @@ Needs root (for the namespaces; skipped with the reason otherwise), iproute2,
 ALEXNET_BINARY built with Gloo, and Debian's dataset-fashion-mnist.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -146,9 +147,20 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertLessEqual(max_diff(self.reference, self.out("2x2/model.pth")), TOL)
 
     def test_torchrun_across_hosts(self):
-        # The torchrun of the Python running this test: its store must speak the
-        # TCPStore protocol of the binary's LibTorch (1.x and 2.x do not mix, and the
-        # binary says so: test_torchrun_of_another_pytorch_is_refused).
+        # The README's torchrun command, run as printed but for the addresses, with the
+        # torchrun of the Python running this test: its store must speak the TCPStore
+        # protocol of the binary's LibTorch (1.x and 2.x do not mix, and the binary says
+        # so: test_torchrun_of_another_pytorch_is_refused). ctest runs this file with
+        # Debian's Python (torchrun 1.13) for the debian flavour and with PyPI's (2.15)
+        # for the pypi one, so both torchruns run the README's line.
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            readme = f.read().replace("\\\n", " ")
+        line = re.search(r"^torchrun (--nnodes 2 .*?) --no_python alexnet train --distributed ", readme, re.M)
+        self.assertIsNotNone(line, "README.md: no 'torchrun --nnodes 2 ... --no_python alexnet train' line")
+        flags = line.group(1).split()
+        value = lambda flag: flags[flags.index(flag) + 1]
+        self.assertEqual(value("--node_rank"), "0")
+        nproc = int(value("--nproc_per_node"))
         major = int(torch.__version__.split(".")[0])
         if not self.binary_matches(major):
             self.skipTest(f"skipped: this Python's torch {torch.__version__} is not the binary's LibTorch")
@@ -159,10 +171,12 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
             extra = ["--redirects", "1", "--tee", "1", "--log_dir", self.out("torchrun-logs")]
         port = self.next_port()
         with netns.Hosts(2) as net:
-            procs = [net.popen(n, [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-                                   "--node_rank", str(n), "--nproc_per_node", "1", "--master_addr",
-                                   net.addresses[0], "--master_port", str(port), *extra, "--no_python",
-                                   *self.train_argv("torchrun", 8)],
+            def node_flags(n):
+                given = {"--node_rank": str(n), "--master_addr": net.addresses[0], "--master_port": str(port)}
+                return [given.get(flags[i - 1], f) if i > 0 else f for i, f in enumerate(flags)]
+            # 2 hosts x nproc ranks at 16 / (2 * nproc) images each: the reference's 16 per step.
+            procs = [net.popen(n, [sys.executable, "-m", "torch.distributed.run", *node_flags(n), *extra,
+                                   "--no_python", *self.train_argv("torchrun", 16 // (2 * nproc))],
                                env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True) for n in range(2)]
             outs = [p.communicate(timeout=600)[0] for p in procs]

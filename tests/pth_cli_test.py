@@ -8,8 +8,10 @@ torchvision's names and outputs (max |difference| <= 1e-6). Broken inputs must g
 `error: <file>: <what>` on stderr, exit status 1, within a second.
 """
 import collections
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,12 +139,38 @@ def errors(tmp):
     check(p.returncode == 1 and open(keep, "rb").read() == b"previous", "failed export leaves the old output")
 
 
+def hub_hash(tmp):
+    """A file named as torch.hub names downloads (NAME-HASH.pth) must have a SHA-256 starting with
+    HASH, as hashlib computes it; other names are not hashed."""
+    src = os.path.join(REF, "zip.pth")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    prefix = digest[:8] if any(c in "abcdef" for c in digest[:8]) else digest[:12]
+    for name in (f"alexnet-{prefix}.pth", f"alexnet-{digest}.pth", "run-20241130.pth"):
+        path = os.path.join(tmp, name)
+        shutil.copyfile(src, path)
+        p, _ = run("info", path)
+        check(p.returncode == 0, f"info {name}: the name's promise kept (or none made): {p.stderr.strip()[-200:]}")
+        os.remove(path)
+    wrong = "0123abcd" if not digest.startswith("0123abcd") else "4567abcd"
+    path = os.path.join(tmp, f"alexnet-owt-{wrong}.pth")
+    shutil.copyfile(src, path)
+    for command in (["info", path], ["predict", "--weights", path, "x.png"], ["eval", "--weights", path]):
+        p, _ = run(*command)
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+        check(p.returncode == 1 and len(errors) == 1 and path in errors[0] and wrong in errors[0] and
+              digest[:8] in errors[0], f"{command[0]}: a name whose hash prefix the file lacks is refused: "
+              f"{errors}")
+    os.remove(path)
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         round_trips(tmp)
         torchscript(tmp)
         info()
         errors(tmp)
+        hub_hash(tmp)
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0
 

@@ -86,7 +86,7 @@ class Trainer {
   std::string resume_hint(bool saved_now) const;
   // The class names and the validation transform, written with every weights file.
   WeightsInfo weights_info() const;
-  // How long the run will take, from one timed step that leaves no trace: "about 9m (...)".
+  // How long the run will take, from a timed step that leaves no trace: "about 9m (...)".
   std::string estimate_duration();
   // The time left in the whole run, from this epoch's pace and the last evaluation's.
   std::string run_eta(int64_t epoch, int64_t step, const Progress& progress) const;
