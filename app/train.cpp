@@ -122,7 +122,9 @@ std::string scheduler_name(const std::string& name) {
   return name;
 }
 
-TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Options& options) {
+// `r` holds the flags typed and those --resume restored; `typed` only the typed ones.
+TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::ParseResult& typed,
+                               const cxxopts::Options& options) {
   using namespace engine;
   TrainConfig c;
   for (const auto& [flag, alias] : kFlagAliases)
@@ -166,9 +168,11 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Opt
       c.recipe_reason = "--recipe " + std::string(name_of(kRecipeNames, name));
     }
     c.recipe_name = name;
+    c.recipe = recipe_flags(r, options, name == RecipeName::kMain ? Recipe::main_job() : Recipe::torchvision());
+    // Restored flags are the checkpoint's run, not choices made here: name only the typed ones.
+    if (typed.count("resume") && !typed.count("recipe") && r.count("recipe")) c.recipe_reason = "the checkpoint's run";
     std::string overrides;
-    c.recipe = recipe_flags(r, options, name == RecipeName::kMain ? Recipe::main_job() : Recipe::torchvision(),
-                            &overrides);
+    recipe_flags(typed, options, c.recipe, &overrides);
     if (!overrides.empty()) c.recipe_reason += "; given:" + overrides;
   }
   {
@@ -356,7 +360,7 @@ int run_train(int argc, const char* const* argv) {
   std::vector<const char*> args_c;
   for (const auto& a : args) args_c.push_back(a.c_str());
   const auto result = parse_or_usage(options, static_cast<int>(args_c.size()), args_c.data());
-  const TrainConfig config = parse_train_config(result, options);
+  const TrainConfig config = parse_train_config(result, given, options);
   if (result.count("test-only")) return test_only(config, result, options);
   set_max_pixels(result, options);
 

@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 import torchvision
 
-from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
+from fixture import RemovesWhatEachTestWrote, unpack_fashion_mnist, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -284,6 +284,25 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
                 self.assertAlmostEqual(x["logit"], logits[x["index"]].item(), delta=1e-4)
         self.assertEqual(outputs[1:], outputs[:1] * 2)
         self.assertTrue(all(label == names[i] for label, i in outputs[0]), outputs[0])
+        # run.sh's demo: Fashion-MNIST test images as PNG files (each named after its true class,
+        # pixels exactly the IDX file's), classified with the trained weights and no other flag.
+        samples = self.out("samples")
+        r = subprocess.run([sys.executable, os.path.join(SOURCE, "scripts", "fashion_mnist_pngs.py"), "--data",
+                            self.data_dir, "--count", "5", "--output", samples], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        pngs = sorted(os.listdir(samples))
+        for prefix in ("train", "t10k"):  # torchvision checks that all four files are there
+            unpack_fashion_mnist(self.out("tv"), prefix, self.data_dir)
+        test_set = torchvision.datasets.FashionMNIST(self.out("tv"), train=False)
+        for i, name in enumerate(pngs):
+            picture, label = test_set[i]
+            self.assertEqual(name, "%05d-%s.png" % (i, names[label].lower().replace("/", "-").replace(" ", "-")))
+            self.assertEqual(list(PIL.Image.open(os.path.join(samples, name)).getdata()), list(picture.getdata()))
+        r = run("predict", "--weights", os.path.join(self.full, "model.pth"), "--format", "csv", "-k", "1", samples)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = r.stdout.splitlines()[1:]
+        self.assertEqual(len(rows), 5)
+        self.assertTrue(all(row.split(",")[3] in names for row in rows), rows)
         labels = self.out("labels.txt")
         with open(labels, "w") as f:
             f.write("".join(f"kind {i}\n" for i in range(10)))
@@ -459,8 +478,9 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("recipe torchvision (auto: fine-tuning --weights)", r.stderr)
         self.assertIn("weights: all 16 tensors from " + os.path.join(self.full, "model.pth"), r.stderr)
-        # The duration is estimated before the first step.
-        self.assertRegex(r.stderr, r"plan: .* about \S+ \(a step's compute took [\d.]+ s")
+        # The duration is estimated before the first step (runs of 20 steps or more).
+        self.assertRegex(self.full_run.stderr, r"plan: .* about \S+ \(a step's compute took [\d.]+ s")
+        self.assertIn("a short run (1 step)", r.stderr)
         # --start-epoch: the schedule starts there, as torch's CosineAnnealingLR after 2 epochs
         # (tolerance 1e-9: the same closed form in double).
         out = self.out("start2")
@@ -521,11 +541,14 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertIn("the progress bar gives the time left", out)
         # The summary lines stay, each on a line of its own after the bar is erased.
         self.assertRegex(out, r"\r\x1b\[K\[[\d:]+\] epoch 1 done: ")
-        # --progress lines on a terminal, and any pipe (the reference run): log lines, no escapes.
-        out = on_terminal(*quick, "--progress", "lines")
+        # --progress lines on a terminal (eval here: the same progress code), and any pipe (the
+        # reference run): log lines, no escapes.
+        out = on_terminal("eval", "--weights", os.path.join(self.full, "model.pth"), "--data", self.spec,
+                          "--batch-size", "8", "--progress", "lines")
         self.assertNotIn("\x1b", out)
-        self.assertIn("epoch 1 step 3/3:", out)
+        self.assertIn("eval step 20/32:", out)
         self.assertNotIn("\x1b", self.full_run.stderr)
+        self.assertIn("epoch 1 step 8/32:", self.full_run.stderr)
         self.assertError(["train", "--progress", "fancy"], "--progress must be auto, bar or lines", status=2)
 
     def test_failed_start_leaves_no_folder(self):

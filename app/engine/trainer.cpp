@@ -28,6 +28,10 @@ namespace alexnet::engine {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Runs shorter than this are not timed before they start: two steps more would be a large
+// part of them, and they end before an estimate would matter.
+constexpr int64_t kMinStepsToEstimate = 20;
 using runtime::JsonObject;
 
 // Set by SIGINT/SIGTERM; the loop finishes its step, saves and exits. A second
@@ -389,6 +393,9 @@ WeightsInfo Trainer::weights_info() const {
 }
 
 std::string Trainer::estimate_duration() {
+  const int64_t total_steps = (config_.epochs - start_epoch_) * steps_per_epoch_ - skip_steps_;
+  if (total_steps < kMinStepsToEstimate)
+    return "a short run (" + std::to_string(total_steps) + (total_steps == 1 ? " step)" : " steps)");
   // One step on a batch of zeros, timed. The generators are put back and the gradients cleared,
   // so the run goes on bit for bit as without it; the reducer does not exist yet (no collective).
   const torch::Tensor cpu_state = generator_state(at::detail::getDefaultCPUGenerator());
@@ -414,7 +421,7 @@ std::string Trainer::estimate_duration() {
     restore_generator(at::globalContext().defaultGenerator(device_), cuda_state, "the step timing", "CUDA generator");
   // Evaluation runs the forward pass only, about a third of a training step per image.
   const int64_t world = comm_ ? comm_->world_size() : 1;
-  const double steps = static_cast<double>((config_.epochs - start_epoch_) * steps_per_epoch_ - skip_steps_);
+  const double steps = static_cast<double>(total_steps);
   const double eval = static_cast<double>(config_.epochs - start_epoch_) * static_cast<double>(val_set_->size()) /
                       static_cast<double>(config_.batch_size * world) * step / 3;
   return "about " + format_duration(steps * step + eval) + " (a step's compute took " +
