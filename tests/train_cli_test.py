@@ -327,7 +327,8 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
     def test_recipe_flags_move_train_and_bench_alike(self):
         # `train` and `bench --mode train` run one TrainStep: a recipe flag must change
         # both, and naming a flag at its default value must change neither (bit for bit).
-        def train_losses(*flags):
+        # bench shows each flag changing the step; train, that it hands every flag to it.
+        def train_run(*flags):
             out = self.out("recipe-" + str(abs(hash(flags))))
             r = run("train", "--data", self.spec, "--epochs", "1", "--max-steps", "3", "--batch-size", "16",
                     "--print-freq", "1", "--image-size", "64", "--deterministic", "--threads", "2",
@@ -336,7 +337,10 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
             with open(os.path.join(out, "metrics.jsonl")) as f:
                 losses = [json.loads(l)["loss"] for l in f if '"step"' in l]
             shutil.rmtree(out)  # 0.9 GB of checkpoints each; only the losses are compared
-            return losses
+            return losses, r.stderr
+
+        def train_losses(*flags):
+            return train_run(*flags)[0]
 
         def bench_loss(*flags):
             r = run("bench", "--mode", "train", "--json", "--batch-size", "8", "--image-size", "64",
@@ -355,8 +359,12 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(bench_loss(*defaults), base_bench)
         for flag, _, changed in recipe:
             with self.subTest(flag=flag):
-                self.assertNotEqual(train_losses(f"{flag}={changed}"), base_train)
                 self.assertNotEqual(bench_loss(f"{flag}={changed}"), base_bench)
+        # One training run with every flag changed: the losses move, and the recipe line (the
+        # values the step is built with) shows each one.
+        losses, log = train_run(*[f"{flag}={changed}" for flag, _, changed in recipe])
+        self.assertNotEqual(losses, base_train)
+        self.assertIn("lr 0.01 momentum 0.5 weight decay 0.05 label smoothing 0.4 clip 0.01 dropout 0.6;", log)
 
     def test_plot_metrics_writes_png(self):
         png = self.out("curves.png")
