@@ -156,9 +156,7 @@ Mode parse_bench_flags(const cxxopts::ParseResult& r, const cxxopts::Options& op
   o.limit = r["limit"].as<int64_t>();
   o.warmup = r["warmup"].as<int64_t>();
   o.image_size = r["image-size"].as<int64_t>();
-  o.recipe = recipe_flags(r, options,
-                          recipe_name_flag(r, options) == engine::RecipeName::kTorchvision
-                              ? engine::Recipe::torchvision() : engine::Recipe::main_job());
+  o.recipe = recipe_flags(r, options, engine::Recipe::named(recipe_name_flag(r, options)));
   if (r.count("weights")) o.weights = r["weights"].as<std::string>();
   if (r.count("predictions")) o.predictions = r["predictions"].as<std::string>();
   if (!o.predictions.empty() && (m != Mode::kInfer || o.data.empty()))

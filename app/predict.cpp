@@ -239,7 +239,8 @@ int run_predict(int argc, const char* const* argv) {
   // The weights' own transform (size and normalisation of the data they were trained on) unless
   // a size is given here; torchvision's ImageNet transform for files that carry none.
   auto transform = data::EvalTransformOptions().resize_size(p.resize_size).crop_size(p.crop_size);
-  if (file_transform && !result.count("resize-size") && !result.count("crop-size")) {
+  const bool use_file_transform = file_transform && !result.count("resize-size") && !result.count("crop-size");
+  if (use_file_transform) {
     data::Rgb mean{}, std{};
     for (size_t c = 0; c < 3; ++c) {
       mean[c] = static_cast<float>(file_transform->mean[c]);
@@ -250,8 +251,7 @@ int run_predict(int argc, const char* const* argv) {
   spdlog::info("input: resize {}, center crop {}, normalise mean ({:.4g}, {:.4g}, {:.4g}) std ({:.4g}, {:.4g}, {:.4g}), "
                "{}", transform.resize_size(), transform.crop_size(), transform.mean()[0], transform.mean()[1],
                transform.mean()[2], transform.std()[0], transform.std()[1], transform.std()[2],
-               file_transform && !result.count("resize-size") && !result.count("crop-size")
-                   ? "as the weights file says"
+               use_file_transform ? "as the weights file says"
                    : file_transform ? "sizes from the flags (normalisation ImageNet's)" : "torchvision's ImageNet transform");
   c10::InferenceMode inference;
   const std::vector<Input> inputs = expand_inputs(p.images);

@@ -168,7 +168,7 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Par
       c.recipe_reason = "--recipe " + std::string(name_of(kRecipeNames, name));
     }
     c.recipe_name = name;
-    c.recipe = recipe_flags(r, options, name == RecipeName::kMain ? Recipe::main_job() : Recipe::torchvision());
+    c.recipe = recipe_flags(r, options, Recipe::named(name));
     // Restored flags are the checkpoint's run, not choices made here: name only the typed ones.
     if (typed.count("resume") && !typed.count("recipe") && r.count("recipe")) c.recipe_reason = "the checkpoint's run";
     std::string overrides;

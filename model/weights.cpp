@@ -490,6 +490,14 @@ WeightsFile::WeightsFile(const std::string& path) : path_(path) {
   mismatch_ = std::move(fit.mismatch);
 }
 
+const pth::Value* WeightsFile::own_metadata() const {
+  const pth::Value* dict = format_ == WeightFormat::kPthZip || format_ == WeightFormat::kPthLegacy
+                               ? locate_state_dict(root_) : nullptr;
+  const pth::Value* attributes = dict ? dict->attributes() : nullptr;
+  const pth::Value* metadata = attributes ? attributes->find("_metadata") : nullptr;
+  return metadata ? metadata->find("") : nullptr;
+}
+
 std::vector<std::string> WeightsFile::class_names() const {
   std::vector<std::string> out;
   // safetensors: metadata "classes"; TorchScript: the extra file classes.json. Both a JSON list.
@@ -506,11 +514,7 @@ std::vector<std::string> WeightsFile::class_names() const {
   for (const auto& [name, text] : extra_files_)
     if (name == kClassesExtraFile) from_json(text, std::string("extra file ") + kClassesExtraFile);
   // torch.save: the state_dict's _metadata[""]["classes"], a list of strings.
-  const pth::Value* dict = format_ == WeightFormat::kPthZip || format_ == WeightFormat::kPthLegacy
-                               ? locate_state_dict(root_) : nullptr;
-  const pth::Value* attributes = dict ? dict->attributes() : nullptr;
-  const pth::Value* metadata = attributes ? attributes->find("_metadata") : nullptr;
-  const pth::Value* own = metadata ? metadata->find("") : nullptr;
+  const pth::Value* own = own_metadata();
   if (const pth::Value* names = own ? own->find(kClassesKey) : nullptr) {
     TORCH_CHECK(names->kind() == pth::Value::Kind::kList, path_, ": _metadata[''] 'classes' is ",
                 names->describe(), ", not a list");
@@ -529,11 +533,7 @@ std::optional<InputTransform> WeightsFile::input_transform() const {
     if (key == kTransformKey) return InputTransform::from_json(value, path_ + ": metadata 'transform'");
   for (const auto& [name, text] : extra_files_)
     if (name == kTransformExtraFile) return InputTransform::from_json(text, path_ + ": extra file transform.json");
-  const pth::Value* dict = format_ == WeightFormat::kPthZip || format_ == WeightFormat::kPthLegacy
-                               ? locate_state_dict(root_) : nullptr;
-  const pth::Value* attributes = dict ? dict->attributes() : nullptr;
-  const pth::Value* metadata = attributes ? attributes->find("_metadata") : nullptr;
-  const pth::Value* own = metadata ? metadata->find("") : nullptr;
+  const pth::Value* own = own_metadata();
   if (const pth::Value* text = own ? own->find(kTransformKey) : nullptr) {
     TORCH_CHECK(text->is_string(), path_, ": _metadata[''] 'transform' is ", text->describe(), ", not a JSON string");
     return InputTransform::from_json(text->as_string(), path_ + ": _metadata[''] 'transform'");

@@ -142,6 +142,9 @@ class WeightsFile {
   WeightsInfo info() const { return {class_names(), input_transform()}; }
 
  private:
+  // A torch.save state_dict's _metadata[""] (where this project writes the class names and
+  // the transform); nullptr for other formats or when absent.
+  const pth::Value* own_metadata() const;
   // Copies the file's entry of each target's name into it (names and shapes checked before).
   void copy_into(NamedTensors& targets) const;
 

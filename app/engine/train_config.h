@@ -70,12 +70,17 @@ std::string choices(const EnumName<E> (&names)[N]) {
   return out;
 }
 
+/// The recipe names of --recipe; kAuto is main for Fashion-MNIST from scratch
+/// (the built-in job), torchvision otherwise (fine-tuning, other data, resuming
+/// a train.py checkpoint).
+enum class RecipeName { kAuto, kMain, kTorchvision };
+inline constexpr EnumName<RecipeName> kRecipeNames[] = {
+    {RecipeName::kAuto, "auto"}, {RecipeName::kMain, "main"}, {RecipeName::kTorchvision, "torchvision"}};
+
 /// What one training step does: the loss, the optimiser and the model's dropout.
 /// `alexnet train` and `alexnet bench --mode train` take the same flags for it
-/// and run it through the same TrainStep. The defaults are the main job's recipe.
-/// What a training step does beyond the model: SGD's settings and the
-/// regularisers. Two named sets of defaults (--recipe): main_job() and
-/// torchvision(); each flag overrides its value.
+/// and run it through the same TrainStep. Two named sets of defaults (--recipe):
+/// main_job() and torchvision(); each flag overrides its value.
 struct Recipe {
   /// The main job's: Fashion-MNIST at 64 px to 90% in under ten minutes on two
   /// cores (BENCHMARKS.md). These are the member defaults.
@@ -84,6 +89,8 @@ struct Recipe {
   /// AlexNet (--model alexnet --lr 1e-2): plain momentum 0.9, weight decay 1e-4,
   /// no label smoothing, no clipping, torchvision's dropout 0.5.
   static Recipe torchvision();
+  /// main_job() or torchvision() (kAuto must be resolved first).
+  static Recipe named(RecipeName name) { return name == RecipeName::kTorchvision ? torchvision() : main_job(); }
 
   double lr = 0.06;             // base learning rate (the schedule scales it)
   double momentum = 0.9;
@@ -96,13 +103,6 @@ struct Recipe {
   /// Checks each value's range; throws std::invalid_argument naming the flag.
   void validate() const;
 };
-
-/// The recipe names of --recipe; kAuto is main for Fashion-MNIST from scratch
-/// (the built-in job), torchvision otherwise (fine-tuning, other data, resuming
-/// a train.py checkpoint).
-enum class RecipeName { kAuto, kMain, kTorchvision };
-inline constexpr EnumName<RecipeName> kRecipeNames[] = {
-    {RecipeName::kAuto, "auto"}, {RecipeName::kMain, "main"}, {RecipeName::kTorchvision, "torchvision"}};
 
 /// The defaults are the main job's. torchvision's ImageNet run for AlexNet is
 /// --recipe torchvision --epochs 90 --batch-size 32 (per process, 8 of them).
