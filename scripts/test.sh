@@ -32,6 +32,7 @@ install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvisio
 
 failed=()
 extra=()
+once_ran=
 tmp=
 trap 'rm -rf "$tmp"' EXIT  # an interrupted run leaves nothing in memory (tmpfs) or on disk
 for flavour in "${flavours[@]}"; do
@@ -46,16 +47,19 @@ for flavour in "${flavours[@]}"; do
   if [ "${shm_kb:-0}" -gt $((8 << 20)) ] && [ "${mem_kb:-0}" -gt $((14 << 20)) ]; then tmp_root=/dev/shm; fi
   tmp=$(mktemp -d "$tmp_root/alexnet-tests.XXXXXX")
   log "temporary files in $tmp ($(df -h --output=avail "$tmp" | tail -1 | tr -d ' ') free)"
-  (cd "$ALEXNET_BUILD" && TMPDIR="$tmp" TEST_TMPDIR="$tmp" \
+  (cd "$ALEXNET_BUILD" && TMPDIR="$tmp" TEST_TMPDIR="$tmp" ALEXNET_TESTS_ONCE_RAN=$once_ran \
       ctest --output-on-failure --timeout 900 -j "$(nproc)" "${extra[@]}" "$@") \
     || failed+=("$flavour")
   # torchrun's logs (torchelastic_*) and torch 2.x's compile cache (torchinductor_*) are PyTorch's.
   left=$(ls -A "$tmp" | { grep -v -e '^torchelastic_' -e '^torchinductor_' || true; } | head -5 | tr '\n' ' ')
   [ -z "$left" ] || log "warning: the tests left files behind: $left"
   rm -rf "$tmp"
-  # The fuzz targets link no LibTorch: once is enough.
-  [ ${#extra[@]} -eq 0 ] && log "the fuzz targets (label fuzz) ran with '$flavour'; later flavours skip them"
-  extra=(-LE fuzz)
+  # What does not depend on the LibTorch runs once, with the first flavour: the tests labelled
+  # once (the fuzz targets, the hostile data files) and the command-line tests that
+  # tests/fixture.py's @once marks (flags, logs, the progress bar: the same C++ in both builds).
+  [ -n "$once_ran" ] || log "the flavour-independent tests (label once, @once) ran with '$flavour'; later flavours skip them"
+  extra=(-LE once)
+  once_ran=1
 done
 if [ ${#failed[@]} -gt 0 ]; then
   log "tests failed against: ${failed[*]}"

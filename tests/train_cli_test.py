@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 import torchvision
 
-from fixture import RemovesWhatEachTestWrote, unpack_fashion_mnist, write_fashion_mnist_subset
+from fixture import RemovesWhatEachTestWrote, once, unpack_fashion_mnist, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -324,6 +324,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["per_class"][3]["label"], "kind 3")
 
+    @once
     def test_recipe_flags_move_train_and_bench_alike(self):
         # `train` and `bench --mode train` run one TrainStep: a recipe flag must change
         # both, and naming a flag at its default value must change neither (bit for bit).
@@ -366,6 +367,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertNotEqual(losses, base_train)
         self.assertIn("lr 0.01 momentum 0.5 weight decay 0.05 label smoothing 0.4 clip 0.01 dropout 0.6;", log)
 
+    @once
     def test_plot_metrics_writes_png(self):
         png = self.out("curves.png")
         r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "scripts", "plot_metrics.py"),
@@ -403,6 +405,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         with open(png, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    @once
     def test_info_shows_where_a_checkpoint_stands(self):
         self.assertEqual(self.full_run.returncode, 0, self.full_run.stderr)
         ckpt = os.path.join(self.full, "checkpoint.pth")
@@ -419,6 +422,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(training["args.epochs"], "3")
         self.assertEqual(run("info", ckpt, ckpt).returncode, 2)
 
+    @once
     def test_outputs_like_train_py(self):
         # --save-every 1: model_0.pth, model_1.pth as train.py names them (full checkpoints);
         # model_best.pth: the weights of the epoch with the best validation top-1.
@@ -440,6 +444,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
             self.assertTrue(torch.equal(best_weights[k], at_best[k]), k)
         self.assertIn(f"epoch {best + 1}: best validation top-1 so far", r.stderr)
 
+    @once
     def test_train_py_flag_names(self):
         # references/classification/train.py's spellings work and mean the same.
         out = self.out("trainpy-names")
@@ -463,6 +468,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
                      "--recipe"):
             self.assertIn(flag, r.stdout)
 
+    @once
     def test_recipes_start_epoch_and_test_only(self):
         quick = ["--data", self.spec, "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--print-freq", "0"]
         # Fashion-MNIST from scratch: the main job's recipe, said so (the reference run's log).
@@ -519,6 +525,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(strip(r.stdout), strip(e.stdout))
         self.assertError(["train", "--test-only"], "--test-only evaluates --weights or --resume", status=2)
 
+    @once
     def test_progress_is_a_live_bar_on_a_terminal(self):
         def on_terminal(*args):
             # The binary's stderr and stdout are a pseudo-terminal, as in an interactive shell.
@@ -559,6 +566,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertIn("epoch 1 step 8/32:", self.full_run.stderr)
         self.assertError(["train", "--progress", "fancy"], "--progress must be auto, bar or lines", status=2)
 
+    @once
     def test_failed_start_leaves_no_folder(self):
         out = self.out("never/made")
         r = run("train", "--data", self.out("no-such-data"), "--output", out)
@@ -580,6 +588,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertIn(must_contain, errors[0])
         self.assertNotIn("Exception raised from", r.stderr)
 
+    @once
     def test_bad_flags_are_usage_errors(self):
         base = ["train", "--data", self.spec, "--output", self.out("bad")]
         for flag, value in (("--batch-size", "0"), ("--epochs", "-1"), ("--lr", "0"),
@@ -590,6 +599,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertError(base + ["--lr-update", "epoch", "--lr-warmup-epochs", "0.5"],
                          "--lr-warmup-epochs", status=2)
 
+    @once
     def test_bad_inputs_fail_before_training_and_keep_checkpoints(self):
         existing = os.path.join(self.full, "checkpoint.pth")
         before = (os.path.getmtime(existing), os.path.getsize(existing))
