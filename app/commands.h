@@ -9,5 +9,6 @@ int run_export(int argc, const char* const* argv);
 int run_train(int argc, const char* const* argv);
 int run_eval(int argc, const char* const* argv);
 int run_bench(int argc, const char* const* argv);
+int run_serve(int argc, const char* const* argv);
 
 }  // namespace alexnet::app

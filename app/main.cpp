@@ -24,6 +24,7 @@ constexpr const char* kUsage =
     "  info      describe a weights file (format, classes, parameters)\n"
     "  export    write weights as .pth (torch.load) or .pt (torch.jit.load)\n"
     "  bench     measure throughput: model (infer/train), data loading, end to end\n"
+    "  serve     an HTTP inference service with dynamic batching\n"
     "\n"
     "Run 'alexnet <command> --help' for the options of a command.\n";
 
@@ -41,6 +42,7 @@ constexpr Entry kCommands[] = {
     {"info", alexnet::app::run_info},
     {"export", alexnet::app::run_export},
     {"bench", alexnet::app::run_bench},
+    {"serve", alexnet::app::run_serve},
 };
 
 // c10::Error messages carry a C++ backtrace after the first lines; users get the message.

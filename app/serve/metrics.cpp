@@ -1,0 +1,132 @@
+#include "app/serve/metrics.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace alexnet::serve {
+
+namespace {
+
+// The shortest of %.15g and %.17g that reads back as the same double.
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", v);
+  if (std::strtod(buf, nullptr) != v) std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+const char* const kPaths[] = {"/predictions/alexnet", "/ping", "/metrics", "/models", "/reload"};
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double value) {
+  const size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();  // le: value <= bound
+  ++counts_[i];
+  sum_ += value;
+  ++count_;
+}
+
+std::string Histogram::render(const std::string& name) const {
+  std::string out;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    const std::string le = i < bounds_.size() ? number(bounds_[i]) : "+Inf";
+    out += name + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  out += name + "_sum " + number(sum_) + "\n";
+  out += name + "_count " + std::to_string(count_) + "\n";
+  return out;
+}
+
+Metrics::Metrics()
+    : latency_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}),
+      batch_size_({1, 2, 4, 8, 16, 32, 64, 128, 256}) {}
+
+void Metrics::request(const std::string& path, int status, double seconds) {
+  const bool known = std::find(std::begin(kPaths), std::end(kPaths), path) != std::end(kPaths);
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++requests_[{known ? path : "other", status}];
+  if (path == kPaths[0]) latency_.observe(seconds);
+}
+
+void Metrics::batch(int64_t images) {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++forward_passes_;
+  images_ += static_cast<uint64_t>(images);
+  batch_size_.observe(static_cast<double>(images));
+  recent_.emplace_back(now, images);
+  while (!recent_.empty() && now - recent_.front().first > kWindow) recent_.pop_front();
+}
+
+void Metrics::set_queue_depth(int64_t depth) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  queue_depth_ = depth;
+}
+
+void Metrics::reload(bool ok) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++(ok ? reloads_ok_ : reloads_failed_);
+}
+
+uint64_t Metrics::forward_passes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return forward_passes_;
+}
+
+uint64_t Metrics::images() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return images_;
+}
+
+double Metrics::images_per_second() const {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  int64_t n = 0;
+  for (const auto& [when, images] : recent_)
+    if (now - when <= kWindow) n += images;
+  // Over the window, or over the time since start while that is shorter.
+  const double seconds = std::min(std::chrono::duration<double>(kWindow).count(),
+                                  std::chrono::duration<double>(now - started_).count());
+  return seconds > 0 ? static_cast<double>(n) / seconds : 0.0;
+}
+
+std::string Metrics::render() const {
+  const double rate = images_per_second();
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string out;
+  out += "# HELP alexnet_requests_total HTTP responses, by path and status code.\n";
+  out += "# TYPE alexnet_requests_total counter\n";
+  for (const auto& [key, n] : requests_)
+    out += "alexnet_requests_total{path=\"" + key.first + "\",code=\"" + std::to_string(key.second) + "\"} " +
+           std::to_string(n) + "\n";
+  out += "# HELP alexnet_request_duration_seconds Time from a prediction request's arrival to its answer.\n";
+  out += "# TYPE alexnet_request_duration_seconds histogram\n";
+  out += latency_.render("alexnet_request_duration_seconds");
+  out += "# HELP alexnet_batch_size Images per forward pass.\n";
+  out += "# TYPE alexnet_batch_size histogram\n";
+  out += batch_size_.render("alexnet_batch_size");
+  out += "# HELP alexnet_forward_passes_total Forward passes of the model.\n";
+  out += "# TYPE alexnet_forward_passes_total counter\n";
+  out += "alexnet_forward_passes_total " + std::to_string(forward_passes_) + "\n";
+  out += "# HELP alexnet_images_total Images classified.\n";
+  out += "# TYPE alexnet_images_total counter\n";
+  out += "alexnet_images_total " + std::to_string(images_) + "\n";
+  out += "# HELP alexnet_images_per_second Images classified per second over the last 10 s.\n";
+  out += "# TYPE alexnet_images_per_second gauge\n";
+  out += "alexnet_images_per_second " + number(rate) + "\n";
+  out += "# HELP alexnet_queue_depth Decoded images waiting for a forward pass.\n";
+  out += "# TYPE alexnet_queue_depth gauge\n";
+  out += "alexnet_queue_depth " + std::to_string(queue_depth_) + "\n";
+  out += "# HELP alexnet_reloads_total Weight reloads (SIGHUP, POST /reload), by result.\n";
+  out += "# TYPE alexnet_reloads_total counter\n";
+  out += "alexnet_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_) + "\n";
+  out += "alexnet_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_) + "\n";
+  return out;
+}
+
+}  // namespace alexnet::serve

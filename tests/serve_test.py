@@ -1,0 +1,387 @@
+#!/usr/bin/python3
+"""`alexnet serve` end to end on a free loopback port: the endpoints, answers equal to
+`alexnet predict`'s and to torchvision's, dynamic batching seen through /metrics, each
+class of bad input, reload (SIGHUP and POST /reload, good and bad files), and the drain
+on SIGTERM under load.
+
+Needs ALEXNET_BINARY built with cpp-httplib (skipped with the reason otherwise).
+Traffic goes to 127.0.0.1 only.
+"""
+import concurrent.futures
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import zlib
+
+import PIL.Image
+import torch
+import torchvision
+
+from fixture import RemovesWhatEachTestWrote, once
+
+BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
+NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+TRANSFORM = {"resize_size": 72, "crop_size": 64, "mean": [0.3, 0.4, 0.5], "std": [0.25, 0.3, 0.35]}
+LOGIT_TOL = 1e-4  # as predict's test against torchvision: float32 sums in another order
+
+
+def has_server():
+    r = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def write_weights(path, seed, num_classes=10, names=NAMES):
+    """A seeded torchvision AlexNet with its last layer scaled so that the logits are far
+    apart (the order of the top classes is then not decided by rounding), carrying class
+    names and the input transform as this project writes them."""
+    torch.manual_seed(seed)
+    model = torchvision.models.alexnet(num_classes=num_classes)
+    with torch.no_grad():
+        model.classifier[6].weight.mul_(40)
+    sd = model.state_dict()
+    if names:
+        sd._metadata[""]["classes"] = list(names)
+        sd._metadata[""]["transform"] = json.dumps(TRANSFORM)
+    torch.save(sd, path)
+    return model.eval()
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def png_bomb(width, height):
+    """A PNG whose header declares width x height pixels (the data is a few bytes)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+class Server:
+    """`alexnet serve` on a free port of 127.0.0.1, ready (GET /ping 200) when made."""
+
+    def __init__(self, *flags):
+        self.proc = subprocess.Popen([BINARY, "serve", "--port", "0", "--threads", "2", *flags],
+                                     stderr=subprocess.PIPE, text=True)
+        self.log = []
+        self.port = None
+        found = threading.Event()
+
+        def read_log():
+            for line in self.proc.stderr:
+                self.log.append(line)
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    found.set()
+            found.set()
+
+        self.reader = threading.Thread(target=read_log, daemon=True)
+        self.reader.start()
+        assert found.wait(60), "no 'listening on' line"
+        assert self.port, "".join(self.log)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("serve exited: " + "".join(self.log))
+            try:
+                if self.get("/ping")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("not ready in 120 s: " + "".join(self.log))
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, r.read(), dict(r.getheaders())
+        finally:
+            c.close()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post_image(self, data, query=""):
+        status, body, headers = self.request("POST", "/predictions/alexnet" + query, data)
+        return status, json.loads(body), headers
+
+    def metric(self, name):
+        text = self.get("/metrics")[1].decode()
+        m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if sig and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.reader.join(5)
+        self.proc.stderr.close()
+        return code
+
+
+@unittest.skipUnless(has_server(), "skipped: this alexnet was built without cpp-httplib (no serve)")
+class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.weights = os.path.join(cls.tmp.name, "fmnist.pth")
+        cls.model = write_weights(cls.weights, seed=3)
+        g = torch.Generator().manual_seed(7)
+        cls.images = []
+        for i, (h, w) in enumerate([(80, 64), (64, 90), (120, 100), (70, 70), (200, 150), (64, 64)]):
+            path = os.path.join(cls.tmp.name, "img%d.png" % i)
+            PIL.Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()).save(path)
+            cls.images.append(path)
+        cls.server = Server("--weights", cls.weights, "--max-delay-ms", "50")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.tmp.cleanup()
+
+    def out(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def reference_logits(self, path):
+        tf = torchvision.transforms.Compose([
+            torchvision.transforms.Resize(TRANSFORM["resize_size"]),
+            torchvision.transforms.CenterCrop(TRANSFORM["crop_size"]), torchvision.transforms.ToTensor(),
+            torchvision.transforms.Normalize(TRANSFORM["mean"], TRANSFORM["std"])])
+        with torch.no_grad():
+            return self.model(tf(PIL.Image.open(path).convert("RGB")).unsqueeze(0))[0]
+
+    def test_endpoints(self):
+        s = self.server
+        status, body, _ = s.get("/ping")
+        self.assertEqual((status, json.loads(body)), (200, {"status": "Healthy"}))
+        status, body, _ = s.get("/models")
+        self.assertEqual(status, 200)
+        info = json.loads(body)
+        with open(self.weights, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual((info["model"], info["num_classes"], info["weights"], info["sha256"]),
+                         ("alexnet", 10, self.weights, digest))
+        self.assertEqual((info["transform"]["resize_size"], info["transform"]["crop_size"]), (72, 64))
+        self.assertIn("fp32", info["compute"])
+        self.assertRegex(info["libtorch"], r"^\d+\.\d+")
+        status, body, _ = s.get("/metrics")
+        self.assertEqual(status, 200)
+        for family in ("alexnet_requests_total", "alexnet_request_duration_seconds", "alexnet_batch_size",
+                       "alexnet_queue_depth", "alexnet_images_per_second", "alexnet_reloads_total"):
+            self.assertIn("# TYPE " + family + " ", body.decode())
+        self.assertRegex(body.decode(), r'alexnet_requests_total\{path="/ping",code="200"\} [1-9]')
+        status, body, _ = s.get("/nowhere")
+        self.assertEqual((status, json.loads(body)), (404, {"error": "no such endpoint: GET /nowhere"}))
+
+    def test_answers_equal_predict_and_torchvision(self):
+        r = subprocess.run([BINARY, "predict", "--weights", self.weights, "--json", "-k", "0", *self.images],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        predicted = [json.loads(line) for line in r.stdout.splitlines()]
+        for path, expected in zip(self.images, predicted):
+            status, answer, _ = self.server.post_image(read_bytes(path), "?topk=0")
+            self.assertEqual(status, 200, answer)
+            self.assertEqual(answer["image"], "body")
+            self.assertEqual([x["index"] for x in answer["top"]], [x["index"] for x in expected["top"]])
+            self.assertEqual([x["label"] for x in answer["top"]], [NAMES[x["index"]] for x in answer["top"]])
+            reference = self.reference_logits(path)
+            for got, want in zip(answer["top"], expected["top"]):
+                self.assertAlmostEqual(got["logit"], want["logit"], delta=LOGIT_TOL)
+                self.assertAlmostEqual(got["probability"], want["probability"], delta=1e-5)
+                self.assertAlmostEqual(got["logit"], reference[got["index"]].item(), delta=LOGIT_TOL)
+        # topk: the default is 5; K as asked.
+        data = read_bytes(self.images[0])
+        self.assertEqual(len(self.server.post_image(data)[1]["top"]), 5)
+        self.assertEqual(len(self.server.post_image(data, "?topk=2")[1]["top"]), 2)
+        # Several images in one multipart form: one answer each, in the order sent (not the order
+        # of the field names), named by file.
+        boundary = "b0undary"
+        parts = b"".join(
+            b"--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
+            b"Content-Type: image/png\r\n\r\n%s\r\n" % (boundary.encode(), field, os.path.basename(p).encode(),
+                                                          read_bytes(p))
+            for field, p in zip((b"z", b"y", b"x"), self.images[:3])) + b"--%s--\r\n" % boundary.encode()
+        status, body, _ = self.server.request("POST", "/predictions/alexnet?topk=1", parts,
+                                              {"Content-Type": "multipart/form-data; boundary=" + boundary})
+        self.assertEqual(status, 200, body)
+        answers = json.loads(body)
+        self.assertEqual([a["image"] for a in answers], [os.path.basename(p) for p in self.images[:3]])
+        self.assertEqual([a["top"][0]["index"] for a in answers], [p["top"][0]["index"] for p in predicted[:3]])
+
+    def test_concurrent_requests_share_forward_passes(self):
+        # 24 clients at once (each image 4 times): every answer is its own image's, and /metrics
+        # shows fewer forward passes than images, and a batch of more than one.
+        s = self.server
+        single = {p: s.post_image(read_bytes(p), "?topk=0")[1]["top"] for p in self.images}
+        passes0, images0 = s.metric("alexnet_forward_passes_total"), s.metric("alexnet_images_total")
+        batches_of_one0 = s.metric('alexnet_batch_size_bucket{le="1"}')
+        jobs = self.images * 4
+        barrier = threading.Barrier(len(jobs))
+
+        def one(path):
+            data = read_bytes(path)
+            barrier.wait(30)
+            return path, s.post_image(data, "?topk=0")
+
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            results = list(pool.map(one, jobs))
+        for path, (status, answer, _) in results:
+            self.assertEqual(status, 200, answer)
+            self.assertEqual([x["index"] for x in answer["top"]], [x["index"] for x in single[path]])
+            for got, want in zip(answer["top"], single[path]):
+                self.assertAlmostEqual(got["logit"], want["logit"], delta=LOGIT_TOL)
+        passes = s.metric("alexnet_forward_passes_total") - passes0
+        self.assertEqual(s.metric("alexnet_images_total") - images0, len(jobs))
+        self.assertLess(passes, len(jobs))
+        self.assertLess(s.metric('alexnet_batch_size_bucket{le="1"}') - batches_of_one0, passes)
+
+    def test_bad_input_gets_4xx_and_the_server_goes_on(self):
+        s = self.server
+        good = read_bytes(self.images[0])
+        cases = [
+            (b"this is not an image", "", 400, "cannot decode"),
+            (b"", "", 400, "empty"),
+            (png_bomb(100000, 100000), "", 400, "limit"),
+            (good[: len(good) // 2], "", 400, "body"),
+            (good, "?topk=-1", 400, "topk"),
+            (good, "?topk=two", 400, "topk"),
+        ]
+        for data, query, status, words in cases:
+            with self.subTest(query=query, size=len(data)):
+                got, body, headers = s.request("POST", "/predictions/alexnet" + query, data)
+                self.assertEqual(got, status, body)
+                self.assertEqual(headers.get("Content-Type"), "application/json")
+                self.assertIn(words, json.loads(body)["error"])
+        self.assertEqual(s.post_image(good)[0], 200)
+
+    def test_limits_stalled_clients_and_reload(self):
+        served = self.out("served.pth")  # this server's own file, replaced below
+        with open(self.weights, "rb") as src, open(served, "wb") as dst:
+            dst.write(src.read())
+        server = Server("--weights", served, "--max-body-mb", "1", "--read-timeout", "2")
+        try:
+            good = read_bytes(self.images[0])
+            # Over --max-body-mb: 413, and the server answers the next request.
+            status, body, _ = server.request("POST", "/predictions/alexnet", b"\0" * (1 << 20 | 1))
+            self.assertEqual(status, 413)
+            self.assertIn("--max-body-mb", json.loads(body)["error"])
+            # A client that stops mid-body is dropped after --read-timeout; others are served meanwhile.
+            with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+                stalled.sendall(b"POST /predictions/alexnet HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                                % len(good) + good[:100])
+                self.assertEqual(server.post_image(good)[0], 200)
+                stalled.settimeout(30)
+                answer = b""
+                while not answer.endswith(b"}\n"):
+                    chunk = stalled.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer)
+            self.assertIn(b"--read-timeout", answer)
+            # SIGHUP reloads the file (replaced atomically, as a deploy does): a 5-class model now.
+            before = server.post_image(good, "?topk=0")[1]["top"]
+            tmp = self.out("next.pth")
+            write_weights(tmp, seed=4, num_classes=5, names=["a", "b", "c", "d", "e"])
+            os.replace(tmp, served)
+            server.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 60
+            while json.loads(server.get("/models")[1])["num_classes"] != 5 and time.time() < deadline:
+                time.sleep(0.2)
+            after = server.post_image(good, "?topk=0")[1]["top"]
+            self.assertEqual((len(before), len(after)), (10, 5))
+            self.assertEqual(sorted(x["label"] for x in after), ["a", "b", "c", "d", "e"])
+            # POST /reload of a broken file: an error, and the model that served goes on serving.
+            with open(served, "wb") as f:
+                f.write(b"not weights")
+            status, body, _ = server.request("POST", "/reload")
+            self.assertEqual(status, 500)
+            self.assertIn("the previous weights go on serving", json.loads(body)["error"])
+            self.assertEqual(server.post_image(good, "?topk=0")[1]["top"], after)
+            self.assertEqual(server.metric('alexnet_reloads_total{result="ok"}'), 1)
+            self.assertEqual(server.metric('alexnet_reloads_total{result="failed"}'), 1)
+        finally:
+            self.assertEqual(server.stop(), 0, "".join(server.log))
+
+    def test_sigterm_under_load_answers_every_request_and_exits_0(self):
+        server = Server("--weights", self.weights)
+        body = read_bytes(self.images[1])
+        outcomes, stop = [], threading.Event()
+        lock = threading.Lock()
+
+        def client():
+            c = None
+            while not stop.is_set():
+                if c is None:
+                    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                    try:
+                        c.connect()
+                    except OSError:  # the listener is closed: not accepted, nothing lost
+                        c = None
+                        with lock:
+                            outcomes.append("refused")
+                        time.sleep(0.05)
+                        continue
+                try:
+                    c.request("POST", "/predictions/alexnet", body)
+                    r = c.getresponse()
+                    r.read()
+                    result = r.status
+                    if r.getheader("Connection") == "close":
+                        c.close()
+                        c = None
+                except (OSError, http.client.HTTPException) as e:
+                    result = "unanswered: " + type(e).__name__
+                    c.close()
+                    c = None
+                with lock:
+                    outcomes.append(result)
+
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.stop(sig=None)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(code, 0, "".join(server.log))
+        self.assertGreater(outcomes.count(200), 0)
+        self.assertEqual([o for o in outcomes if o not in (200, "refused")], [])
+        self.assertIn("drained", "".join(server.log))
+
+    @once
+    def test_usage_and_start_errors(self):
+        for flags, status, words in [
+            ([], 2, "--weights"),
+            (["--weights", self.weights, "--port", "70000"], 2, "--port"),
+            (["--weights", self.weights, "--max-batch", "0"], 2, "--max-batch"),
+            (["--weights", self.weights, "--max-body-mb", "0"], 2, "--max-body-mb"),
+            (["--weights", self.out("missing.pth"), "--port", "0"], 1, "missing.pth"),
+            (["--weights", self.weights, "--port", str(self.server.port)], 1, "cannot listen"),
+        ]:
+            with self.subTest(flags=flags):
+                r = subprocess.run([BINARY, "serve", *flags], capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, status, r.stderr)
+                self.assertIn("error: ", r.stderr)
+                self.assertIn(words, r.stderr.splitlines()[-1])
+
+
+if __name__ == "__main__":
+    unittest.main()
