@@ -29,6 +29,7 @@ ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;9.0;10.0;12.0"
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-venv \
       cmake ninja-build g++ libopencv-dev libcxxopts-dev nlohmann-json3-dev libspdlog-dev libgloo-dev libjpeg-dev zlib1g-dev \
+      libcpp-httplib-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/requirements-pypi.txt /tmp/requirements-pypi.txt
 RUN python3 -m venv /opt/venv \
@@ -72,13 +73,15 @@ RUN if id ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
 USER alexnet
 WORKDIR /out
 VOLUME /out
+# alexnet serve's default port (it needs --host 0.0.0.0 to be reached from outside the container).
+EXPOSE 8080
 ENTRYPOINT ["alexnet"]
 CMD ["--help"]
 ARG VERSION=0.1.0
 ARG SOURCE=
 ARG LICENSES=NOASSERTION
 LABEL org.opencontainers.image.title="alexnet (CUDA)" \
-      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, info, export, bench; CUDA build" \
+      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, serve, info, export, bench; CUDA build" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="${LICENSES}" \
       org.opencontainers.image.version="${VERSION}"
@@ -131,13 +134,15 @@ RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin alex
 USER alexnet
 WORKDIR /out
 VOLUME /out
+# alexnet serve's default port (it needs --host 0.0.0.0 to be reached from outside the container).
+EXPOSE 8080
 ENTRYPOINT ["alexnet"]
 CMD ["--help"]
 ARG VERSION=0.1.0
 ARG SOURCE=
 ARG LICENSES=NOASSERTION
 LABEL org.opencontainers.image.title="alexnet" \
-      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, info, export, bench; CPU build" \
+      org.opencontainers.image.description="torchvision's AlexNet in C++/LibTorch: train, eval, predict, serve, info, export, bench; CPU build" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="${LICENSES}" \
       org.opencontainers.image.version="${VERSION}"

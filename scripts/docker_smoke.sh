@@ -226,6 +226,22 @@ expect "info" 0 'parameters'
 in_ctr alexnet bench --data fashion-mnist --limit 512 --repeat 1
 expect "bench (data loading)" 0 'img/s'
 
+# serve as the README runs it (--host 0.0.0.0), asked over loopback inside the container with
+# bash's /dev/tcp (the image has no HTTP client): /ping until ready, one photograph, SIGTERM.
+# shellcheck disable=SC2016  # expanded by the container's bash
+in_ctr bash -c '
+  alexnet serve --weights /out/run/model.pth --host 0.0.0.0 --port 8080 2>/out/serve.log & pid=$!
+  http() { exec 3<>/dev/tcp/127.0.0.1/8080 || return 1; cat >&3; cat <&3; exec 3<&-; }
+  for _ in $(seq 120); do
+    printf "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" | http 2>/dev/null | grep -q "200 OK" && break
+    sleep 0.5
+  done
+  { printf "POST /predictions/alexnet?topk=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    printf "Content-Length: %s\r\n\r\n" "$(stat -c %s /data/photo.jpg)"; cat /data/photo.jpg; } | http
+  echo; kill -TERM $pid; wait $pid; echo "serve exit $?"; cat /out/serve.log'
+expect "serve: a photograph POSTed over loopback in the container" 0 '^\{"image": "body", "top": \[\{"index"'
+expect "serve: SIGTERM drains, exit 0" 0 '^serve exit 0$'
+
 in_ctr alexnet train --output /ro/run --epochs 1 --max-steps 1
 expect "read-only output folder: error line, exit 1" 1 '^error: '
 one_error "read-only output folder: one error line, no crash"
