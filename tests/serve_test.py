@@ -318,6 +318,38 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0, "".join(server.log))
 
+    def test_a_full_queue_gets_503_with_retry_after(self):
+        # One image per forward pass at 224 px (tens of ms each) and room for one in the queue:
+        # of 16 requests decoded at once, those that find the queue full get 503; the others are
+        # answered as usual.
+        weights = self.out("imagenet-size.pth")
+        write_weights(weights, seed=5, names=None)  # no transform: ImageNet's 256/224
+        server = Server("--weights", weights, "--max-batch", "1", "--max-queue", "1",
+                        "--decode-threads", "16")
+        try:
+            data = read_bytes(self.images[4])
+            barrier = threading.Barrier(16)
+
+            def one(_):
+                barrier.wait(30)
+                return server.request("POST", "/predictions/alexnet?topk=1", data)
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                results = list(pool.map(one, range(16)))
+            statuses = sorted(status for status, _, _ in results)
+            self.assertIn(503, statuses)
+            self.assertIn(200, statuses)
+            self.assertEqual(set(statuses), {200, 503})
+            for status, body, headers in results:
+                if status == 503:
+                    self.assertEqual(headers.get("Retry-After"), "1")
+                    self.assertIn("--max-queue", json.loads(body)["error"])
+                else:
+                    self.assertEqual(len(json.loads(body)["top"]), 1)
+            self.assertEqual(server.get("/ping")[0], 200)
+        finally:
+            self.assertEqual(server.stop(), 0, "".join(server.log))
+
     def test_sigterm_under_load_answers_every_request_and_exits_0(self):
         server = Server("--weights", self.weights)
         body = read_bytes(self.images[1])

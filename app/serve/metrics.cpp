@@ -99,33 +99,30 @@ std::string Metrics::render() const {
   const double rate = images_per_second();
   std::lock_guard<std::mutex> lock(mutex_);
   std::string out;
-  out += "# HELP alexnet_requests_total HTTP responses, by path and status code.\n";
-  out += "# TYPE alexnet_requests_total counter\n";
+  // A family's # HELP and # TYPE lines, then its samples.
+  const auto family = [&out](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  const auto sample = [&out](const std::string& name, const std::string& value) { out += name + " " + value + "\n"; };
+  family("alexnet_requests_total", "counter", "HTTP responses, by path and status code.");
   for (const auto& [key, n] : requests_)
-    out += "alexnet_requests_total{path=\"" + key.first + "\",code=\"" + std::to_string(key.second) + "\"} " +
-           std::to_string(n) + "\n";
-  out += "# HELP alexnet_request_duration_seconds Time from a prediction request's arrival to its answer.\n";
-  out += "# TYPE alexnet_request_duration_seconds histogram\n";
+    sample("alexnet_requests_total{path=\"" + key.first + "\",code=\"" + std::to_string(key.second) + "\"}",
+           std::to_string(n));
+  family("alexnet_request_duration_seconds", "histogram", "Time from a prediction request's arrival to its answer.");
   out += latency_.render("alexnet_request_duration_seconds");
-  out += "# HELP alexnet_batch_size Images per forward pass.\n";
-  out += "# TYPE alexnet_batch_size histogram\n";
+  family("alexnet_batch_size", "histogram", "Images per forward pass.");
   out += batch_size_.render("alexnet_batch_size");
-  out += "# HELP alexnet_forward_passes_total Forward passes of the model.\n";
-  out += "# TYPE alexnet_forward_passes_total counter\n";
-  out += "alexnet_forward_passes_total " + std::to_string(forward_passes_) + "\n";
-  out += "# HELP alexnet_images_total Images classified.\n";
-  out += "# TYPE alexnet_images_total counter\n";
-  out += "alexnet_images_total " + std::to_string(images_) + "\n";
-  out += "# HELP alexnet_images_per_second Images classified per second over the last 10 s.\n";
-  out += "# TYPE alexnet_images_per_second gauge\n";
-  out += "alexnet_images_per_second " + number(rate) + "\n";
-  out += "# HELP alexnet_queue_depth Decoded images waiting for a forward pass.\n";
-  out += "# TYPE alexnet_queue_depth gauge\n";
-  out += "alexnet_queue_depth " + std::to_string(queue_depth_) + "\n";
-  out += "# HELP alexnet_reloads_total Weight reloads (SIGHUP, POST /reload), by result.\n";
-  out += "# TYPE alexnet_reloads_total counter\n";
-  out += "alexnet_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_) + "\n";
-  out += "alexnet_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_) + "\n";
+  family("alexnet_forward_passes_total", "counter", "Forward passes of the model.");
+  sample("alexnet_forward_passes_total", std::to_string(forward_passes_));
+  family("alexnet_images_total", "counter", "Images classified.");
+  sample("alexnet_images_total", std::to_string(images_));
+  family("alexnet_images_per_second", "gauge", "Images classified per second over the last 10 s.");
+  sample("alexnet_images_per_second", number(rate));
+  family("alexnet_queue_depth", "gauge", "Decoded images waiting for a forward pass.");
+  sample("alexnet_queue_depth", std::to_string(queue_depth_));
+  family("alexnet_reloads_total", "counter", "Weight reloads (SIGHUP, POST /reload), by result.");
+  sample("alexnet_reloads_total{result=\"ok\"}", std::to_string(reloads_ok_));
+  sample("alexnet_reloads_total{result=\"failed\"}", std::to_string(reloads_failed_));
   return out;
 }
 

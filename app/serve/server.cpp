@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <future>
@@ -463,6 +465,14 @@ class Service {
 }  // namespace
 
 int run_server(const ServeOptions& options, const LoadClassifier& load) {
+#if defined(__GLIBC__)
+  // glibc gives each thread that meets contention an arena of its own, up to 8 per CPU. Images
+  // are decoded on the connection threads and freed on the model thread, so every arena keeps
+  // pieces of freed batches: a 10-minute soak at 64 clients grew 11% over its first minute.
+  // Two arenas (before any thread starts) keep that memory in common.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr && std::getenv("GLIBC_TUNABLES") == nullptr)
+    mallopt(M_ARENA_MAX, 2);
+#endif
   Service service(options, load);
   return service.run();
 }
