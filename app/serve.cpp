@@ -34,7 +34,8 @@ cxxopts::Options serve_options() {
       ("max-queue", "Most decoded images waiting for the model; more get 503 with Retry-After",
        cxxopts::value<int64_t>()->default_value("256"))
       ("max-body-mb", "Largest request body, MiB (larger: 413)", cxxopts::value<double>()->default_value("20"))
-      ("max-connections", "Connections served at once (one thread each); more wait to be accepted",
+      ("max-connections", "Connections served at once (one thread each); more wait in a queue for a "
+       "thread (a connection closes after 100 requests, so that waiting ones get their turn)",
        cxxopts::value<int>()->default_value("128"))
       ("decode-threads", "Images decoded at the same time (default: the CPUs)",
        cxxopts::value<int>()->default_value(std::to_string(cores)))

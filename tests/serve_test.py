@@ -61,6 +61,15 @@ def read_bytes(path):
         return f.read()
 
 
+def multipart(parts):
+    """(boundary, body) of a multipart/form-data request with (field, file name, bytes) parts."""
+    boundary = "b0undary"
+    body = b"".join(b"--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
+                    b"Content-Type: image/png\r\n\r\n%s\r\n" % (boundary.encode(), field.encode(), name.encode(), data)
+                    for field, name, data in parts)
+    return boundary, body + b"--%s--\r\n" % boundary.encode()
+
+
 def png_bomb(width, height):
     """A PNG whose header declares width x height pixels (the data is a few bytes)."""
     def chunk(kind, data):
@@ -210,12 +219,8 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(len(self.server.post_image(data, "?topk=2")[1]["top"]), 2)
         # Several images in one multipart form: one answer each, in the order sent (not the order
         # of the field names), named by file.
-        boundary = "b0undary"
-        parts = b"".join(
-            b"--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
-            b"Content-Type: image/png\r\n\r\n%s\r\n" % (boundary.encode(), field, os.path.basename(p).encode(),
-                                                          read_bytes(p))
-            for field, p in zip((b"z", b"y", b"x"), self.images[:3])) + b"--%s--\r\n" % boundary.encode()
+        boundary, parts = multipart([(field, os.path.basename(p), read_bytes(p))
+                                     for field, p in zip("zyx", self.images[:3])])
         status, body, _ = self.server.request("POST", "/predictions/alexnet?topk=1", parts,
                                               {"Content-Type": "multipart/form-data; boundary=" + boundary})
         self.assertEqual(status, 200, body)
@@ -273,13 +278,25 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
         served = self.out("served.pth")  # this server's own file, replaced below
         with open(self.weights, "rb") as src, open(served, "wb") as dst:
             dst.write(src.read())
-        server = Server("--weights", served, "--max-body-mb", "1", "--read-timeout", "2")
+        server = Server("--weights", served, "--max-body-mb", "1", "--read-timeout", "2", "--max-queue", "3")
         try:
             good = read_bytes(self.images[0])
             # Over --max-body-mb: 413, and the server answers the next request.
             status, body, _ = server.request("POST", "/predictions/alexnet", b"\0" * (1 << 20 | 1))
             self.assertEqual(status, 413)
             self.assertIn("--max-body-mb", json.loads(body)["error"])
+            # The limit holds for a body that declares no size (chunked) too, and a form may
+            # carry at most --max-queue images.
+            chunks = iter([b"\0" * (1 << 19)] * 3)
+            status, body, _ = server.request("POST", "/predictions/alexnet", chunks)  # http.client chunks it
+            self.assertEqual(status, 413, body)
+            self.assertIn("--max-body-mb", json.loads(body)["error"])
+            form = multipart([("x%d" % i, os.path.basename(self.images[0]), good) for i in range(4)])
+            status, body, _ = server.request("POST", "/predictions/alexnet", form[1],
+                                             {"Content-Type": "multipart/form-data; boundary=" + form[0]})
+            self.assertEqual(status, 413, body)
+            self.assertIn("more than 3 images in one request", json.loads(body)["error"])
+            self.assertEqual(server.post_image(good)[0], 200)
             # A client that stops mid-body is dropped after --read-timeout; others are served meanwhile.
             with socket.create_connection(("127.0.0.1", server.port)) as stalled:
                 stalled.sendall(b"POST /predictions/alexnet HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"

@@ -59,7 +59,7 @@ void Batcher::run() {
     });
     // The batch: the oldest requests for the same model, up to max_batch.
     std::vector<Item> batch;
-    const std::shared_ptr<const Forward> forward = queue_.front().forward;
+    std::shared_ptr<const Forward> forward = queue_.front().forward;
     for (auto it = queue_.begin(); it != queue_.end() && static_cast<int64_t>(batch.size()) < options_.max_batch;) {
       if (it->forward == forward) {
         batch.push_back(std::move(*it));
@@ -90,7 +90,8 @@ void Batcher::run() {
         }
       }
     }
-    batch.clear();  // inputs and models are let go outside the lock
+    batch.clear();  // inputs and models (a reloaded one's last reference) are let go outside the lock
+    forward.reset();
     lock.lock();
   }
 }

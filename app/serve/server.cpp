@@ -177,8 +177,12 @@ class Service {
     std::promise<void> listened;
     std::future<void> stopped = listened.get_future();
     std::thread listener([&] {
-      http_.listen_after_bind();
-      listened.set_value();
+      try {  // cpp-httplib starts its connection threads here, which can fail
+        http_.listen_after_bind();
+        listened.set_value();
+      } catch (...) {
+        listened.set_exception(std::current_exception());
+      }
     });
     spdlog::info("serve: listening on http://{}:{} (/ping answers 503 until the model is ready)", options_.host, port);
 
@@ -224,7 +228,14 @@ class Service {
       spdlog::warn("serve: connections still busy after {} s (--drain-timeout): ending them after their current request",
                    options_.drain_timeout_s);
       http_.end_connections();
-      stopped.wait();
+      // A client trickling its body one byte per --read-timeout would hold its thread forever.
+      const auto grace = std::chrono::seconds(2 * options_.read_timeout_s + 5);
+      if (stopped.wait_for(grace) != std::future_status::ready) {
+        spdlog::error("serve: connections still open {} s after that: exiting without them (exit 1)",
+                      grace.count());
+        std::fflush(nullptr);
+        std::_Exit(1);
+      }
     }
     batcher_.stop();
   }
@@ -264,7 +275,9 @@ class Service {
     http_.set_read_timeout(options_.read_timeout_s, 0);
     http_.set_write_timeout(options_.read_timeout_s, 0);
     http_.set_keep_alive_timeout(options_.keep_alive_s);
-    http_.set_keep_alive_max_count(1000000);
+    // Connections close after this many requests, so that more clients than connection threads
+    // take turns instead of waiting for a keep-alive client to leave.
+    http_.set_keep_alive_max_count(100);
     http_.set_tcp_nodelay(true);
     // cpp-httplib's default also sets SO_REUSEPORT, which lets a second server bind the same
     // port and take half its connections; only SO_REUSEADDR (a restart rebinds at once).
@@ -277,24 +290,43 @@ class Service {
     // would sort them by field name).
     http_.Post(kPredictPath, [this](const httplib::Request& req, httplib::Response& res,
                                     const httplib::ContentReader& read) {
+      // cpp-httplib checks --max-body-mb against Content-Length only: a chunked or compressed
+      // body is counted here, as it arrives decoded, and so are the parts of a form.
       std::vector<Image> images;
+      size_t received = 0;
+      std::string refused;
+      const auto take = [&](const char* data, size_t size) {
+        if (images.empty()) return false;  // form data before any part's header
+        received += size;
+        if (received > static_cast<size_t>(options_.max_body_bytes)) {
+          refused = "the body is larger than the limit of " + std::to_string(options_.max_body_bytes) +
+                    " bytes (--max-body-mb)";
+          return false;
+        }
+        images.back().bytes.append(data, size);
+        return true;
+      };
       bool complete = false;
       if (req.is_multipart_form_data()) {
         complete = read(
             [&](const httplib::MultipartFormData& part) {
+              if (static_cast<int64_t>(images.size()) >= options_.batching.max_queue) {
+                refused = "more than " + std::to_string(options_.batching.max_queue) +
+                          " images in one request (--max-queue)";
+                return false;
+              }
               images.push_back({part.filename.empty() ? part.name : part.filename, {}});
               return true;
             },
-            [&](const char* data, size_t size) {
-              images.back().bytes.append(data, size);
-              return true;
-            });
+            take);
       } else {
         images.push_back({"body", {}});
-        complete = read([&](const char* data, size_t size) {
-          images.back().bytes.append(data, size);
-          return true;
-        });
+        complete = read(take);
+      }
+      if (!refused.empty()) {  // the rest of the body is unread: this connection cannot go on
+        json_error(res, 413, refused);
+        res.set_header("Connection", "close");
+        return;
       }
       if (!complete) return;  // cpp-httplib has set the status (413, 400); the error handler says why
       predict(req, res, images);
@@ -314,7 +346,8 @@ class Service {
       res.set_content(describe(*s) + "\n", "application/json");
     });
     // With a content reader: a bodiless POST (no Content-Length) is not refused as malformed.
-    http_.Post("/reload", [this](const httplib::Request&, httplib::Response& res, const httplib::ContentReader&) {
+    http_.Post("/reload", [this](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& read) {
+      read([](const char*, size_t) { return true; });  // a body, if any, is read and ignored
       if (state_ != kReady) return json_error(res, 503, state_ == kLoading ? "the model is loading" : "the server is draining");
       const std::string error = reload("POST /reload");
       if (!error.empty()) return json_error(res, 500, error);
@@ -413,6 +446,7 @@ class Service {
       if (image.bytes.empty()) return json_error(res, 400, image.name + ": empty; send the image's bytes");
 
     const std::shared_ptr<const Served> model = served();
+    if (!model) return json_error(res, 503, "no model is loaded");  // the first load failed: exiting
     const app::Classifier& classifier = *model->classifier;
     std::vector<std::future<torch::Tensor>> results;
     int pending = static_cast<int>(images.size());
@@ -439,7 +473,6 @@ class Service {
       return json_error(res, 503, std::string(e.what()) + "; retry later");
     } catch (const std::exception& e) {
       batcher_.arriving(-pending);
-      if (state_ == kDraining) return json_error(res, 503, "the server is draining");
       return json_error(res, 400, message_of(e));
     }
     std::string body = multipart ? "[" : "";

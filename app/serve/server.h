@@ -25,11 +25,12 @@ struct ServeOptions {
   int port = 8080;  // 0: any free port (logged)
   Batcher::Options batching;
   int64_t max_body_bytes = 20 << 20;
-  int max_connections = 128;   // connection threads; more connections wait to be accepted
+  int max_connections = 128;   // connection threads; more connections queue for one
   int decode_threads = 2;      // images decoded at the same time
   int read_timeout_s = 10;     // a client silent this long mid-request is dropped
   int keep_alive_s = 5;        // an idle connection is closed after this long
-  int drain_timeout_s = 30;    // after SIGTERM, connections still busy this long are cut
+  int drain_timeout_s = 30;    // after SIGTERM, connections still busy this long end after their
+                               // request; still open 2 x read_timeout_s + 5 s later, exit 1
 };
 
 /// Loads the weights (again, on reload): throws on any error.
