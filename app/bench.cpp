@@ -3,6 +3,7 @@
 #include "app/cli.h"
 #include "app/commands.h"
 #include "app/engine/benchmark.h"
+#include "app/engine/calibrate.h"
 #include "app/runtime/json.h"
 #include "app/runtime/machine.h"
 #include "data/dataset.h"
@@ -129,6 +130,7 @@ cxxopts::Options bench_options(const BenchOptions& o) {
   add_recipe_options(options, "main");
   add_compute_options(options, {runtime::Precision::kAuto, runtime::ChannelsLast::kAuto, runtime::PlanChoice::kAuto},
                       /*with_plan=*/true);
+  add_int8_options(options);
   add_max_pixels_option(options);
   add_common_options(options);
   return options;
@@ -211,6 +213,29 @@ int run_bench(int argc, const char* const* argv) {
   }
   info.cfg = runtime::resolve_compute(request, info.device,
                                       train ? runtime::Workload::kTraining : runtime::Workload::kInference);
+  o.before_inference = [&](AlexNet& model, runtime::ComputeConfig& cfg, const torch::Tensor& input,
+                           const data::TransformOptions* transform) {
+    // Without weights or scales, int8 calibrates on what it will run: the random batch
+    // (model only) or the data's own images (end to end).
+    const auto fallback = [&]() {
+      if (transform) {
+        engine::CalibrationOptions c;
+        c.data = o.data;
+        c.images = result["calibrate-images"].as<int64_t>();
+        c.transform = *transform;
+        return engine::calibrate_int8(model, c, runtime::int8_activation_max());
+      }
+      Int8Calibrator calibrator(model);
+      calibrator.observe(input);
+      Int8Scales s = calibrator.finish(runtime::int8_activation_max());
+      s.data = "the benchmark's own random batch";
+      spdlog::info("int8: scales calibrated on {} ({} images)", s.data, s.images);
+      return s;
+    };
+    setup_int8(result, options, cfg, model, o.weights,
+               transform ? *transform : data::TransformOptions().image_size(info.image_size),
+               o.weights.empty() ? std::function<Int8Scales()>(fallback) : nullptr);
+  };
   spdlog::info("bench {}{}: {}", train ? "train" : "infer", o.data.empty() ? "" : " end to end", info.cfg.describe());
   const Measurement m = o.data.empty() ? engine::bench_model(o, info, train) : engine::bench_end_to_end(o, info, train);
   report(o, info, m, json);

@@ -21,6 +21,7 @@ torch::Tensor Classifier::logits(const torch::Tensor& images) const {
 }
 
 void add_classifier_options(cxxopts::Options& options) {
+  add_int8_options(options);
   options.add_options()
       ("labels", "Class names: 'imagenet' (built in) or a file with one name per line "
                  "(default: the names the weights file carries, else imagenet for 1000 classes)",
@@ -37,8 +38,9 @@ void check_classifier_flags(const cxxopts::ParseResult& result, const cxxopts::O
     throw UsageError("--crop-size must be at least " + std::to_string(kMinInputSize), options.help());
 }
 
-Classifier load_classifier(const cxxopts::ParseResult& result, const std::string& weights,
-                           const runtime::ComputeRequest& request, const torch::Device& device) {
+Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                           const std::string& weights, const runtime::ComputeRequest& request,
+                           const torch::Device& device) {
   Classifier c;
   c.weights = weights;
   c.compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
@@ -69,10 +71,6 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const std::string
     c.labels.clear();
     for (int64_t i = 0; i < c.num_classes; ++i) c.labels.push_back("class " + std::to_string(i));
   }
-  runtime::prepare_for_inference(c.model, c.compute);
-  spdlog::info("weights {}: {} classes, names {}; {}", weights, c.num_classes, c.names_from,
-               c.compute.describe());
-
   // The weights' own transform (size and normalisation of the data they were trained on) unless
   // a size is given here; torchvision's ImageNet transform for files that carry none.
   c.transform = data::EvalTransformOptions()
@@ -94,6 +92,13 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const std::string
   spdlog::info("input: resize {}, center crop {}, normalise mean ({:.4g}, {:.4g}, {:.4g}) std ({:.4g}, {:.4g}, "
                "{:.4g}), {}", t.resize_size(), t.crop_size(), t.mean()[0], t.mean()[1], t.mean()[2], t.std()[0],
                t.std()[1], t.std()[2], c.transform_from);
+  // int8 calibrates through the same transform the images will get.
+  setup_int8(result, options, c.compute, c.model, weights,
+             data::TransformOptions().train(false).resize_size(t.resize_size()).image_size(t.crop_size())
+                 .mean(t.mean()).std(t.std()).in_channels(3));
+  runtime::prepare_for_inference(c.model, c.compute);
+  spdlog::info("weights {}: {} classes, names {}; {}", weights, c.num_classes, c.names_from,
+               c.compute.describe());
   return c;
 }
 

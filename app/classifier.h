@@ -30,7 +30,8 @@ struct Classifier {
   torch::Tensor logits(const torch::Tensor& images) const;
 };
 
-/// Adds --labels, --resize-size and --crop-size (as predict documents them).
+/// Adds --labels, --resize-size and --crop-size (as predict documents them), and
+/// the int8 flags (add_int8_options).
 void add_classifier_options(cxxopts::Options& options);
 
 /// Checks those three flags (UsageError naming the flag).
@@ -41,9 +42,12 @@ void check_classifier_flags(const cxxopts::ParseResult& result, const cxxopts::O
 /// transform unless --resize-size or --crop-size is given, else torchvision's
 /// ImageNet transform. Refuses non-finite weights (unless --allow-nonfinite),
 /// a model that does not take RGB, and names that do not match the classes.
-/// Logs what it chose. Throws c10::Error naming the file or the flag.
-Classifier load_classifier(const cxxopts::ParseResult& result, const std::string& weights,
-                           const runtime::ComputeRequest& request, const torch::Device& device);
+/// For --precision int8, the scales as setup_int8 finds or makes them (calibrating
+/// through the same input transform). Logs what it chose. Throws c10::Error naming
+/// the file or the flag (UsageError for int8 flags without int8).
+Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Options& options,
+                           const std::string& weights, const runtime::ComputeRequest& request,
+                           const torch::Device& device);
 
 /// The `k` most probable classes (0 = all) of one image's logits
 /// ((num_classes,) float32 on the CPU), by softmax probability.

@@ -1,11 +1,19 @@
 #include "app/cli.h"
 
+#include "app/engine/calibrate.h"
 #include "app/engine/progress.h"
 #include "app/runtime/machine.h"
+#include "data/file.h"
 #include "data/image_header.h"
+#include "model/hub_hash.h"
+#include "model/int8.h"
+#include "model/pth/checkpoint_io.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <sstream>
@@ -116,9 +124,9 @@ void set_max_pixels(const cxxopts::ParseResult& result, const cxxopts::Options& 
 
 void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan) {
   options.add_options("compute")
-      ("precision", "fp32, bf16, fp16 (CUDA) or auto (bf16 on AMX CPUs and Ampere GPUs, fp16 on older "
-       "GPUs, else fp32). Inference in fp32 gives PyTorch's results bit for bit; training keeps fp32 "
-       "weights and autocasts (fp16 with loss scaling)",
+      ("precision", "fp32, bf16, fp16 (CUDA), int8 (CPU inference, calibrated: --calibrate) or auto (bf16 "
+       "on AMX CPUs and Ampere GPUs, fp16 on older GPUs, else fp32). Inference in fp32 gives PyTorch's "
+       "results bit for bit; training keeps fp32 weights and autocasts (fp16 with loss scaling)",
        cxxopts::value<std::string>()->default_value(runtime::precision_name(defaults.precision)))
       ("channels-last", "Channels-last memory format: on, off, or auto (the device's faster layout)",
        cxxopts::value<std::string>()
@@ -133,13 +141,83 @@ runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const 
                                       bool with_plan) {
   runtime::ComputeRequest request;
   request.precision = choice_flag<runtime::Precision>(result, "precision", runtime::parse_precision,
-                                                      "fp32, bf16, fp16 or auto", options);
+                                                      "fp32, bf16, fp16, int8 or auto", options);
   request.channels_last = choice_flag<runtime::ChannelsLast>(
       result, "channels-last", runtime::parse_channels_last, "auto, on or off", options);
   if (with_plan)
     request.plan = choice_flag<runtime::PlanChoice>(result, "onednn-plan", runtime::parse_plan_choice,
                                                     "auto, winograd, direct or off", options);
   return request;
+}
+
+void add_int8_options(cxxopts::Options& options) {
+  options.add_options("int8")
+      ("calibrate", "With --precision int8: calibrate the activation scales on this data (a data spec; its "
+                    "train split when it has one) and save them to the scales file",
+       cxxopts::value<std::string>())
+      ("calibrate-images", "Images --calibrate draws at random", cxxopts::value<int64_t>()->default_value("512"))
+      ("int8-scales", "The scales file (default: WEIGHTS.int8.json beside the weights)",
+       cxxopts::value<std::string>());
+}
+
+namespace {
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& options, runtime::ComputeConfig& cfg,
+                AlexNet model, const std::string& weights, const data::TransformOptions& transform,
+                const std::function<Int8Scales()>& fallback) {
+  const bool calibrate = result.count("calibrate") > 0;
+  if (cfg.precision != runtime::Precision::kInt8) {
+    if (calibrate || result.count("int8-scales"))
+      throw UsageError(std::string(calibrate ? "--calibrate" : "--int8-scales") + " needs --precision int8",
+                       options.help());
+    return;
+  }
+  const int64_t images = positive_flag(result, "calibrate-images", options);
+  const std::string path = result.count("int8-scales") ? result["int8-scales"].as<std::string>()
+                           : weights.empty()            ? std::string()
+                                                        : weights + ".int8.json";
+  // The scales belong to one set of weights: its SHA-256 ties them (about 1 s for 244 MB,
+  // so it is computed only where scales are written or read).
+  const auto weights_sha = [&] { return weights.empty() ? std::string() : sha256_hex(weights); };
+  Int8Scales scales;
+  if (calibrate) {
+    engine::CalibrationOptions o;
+    o.data = result["calibrate"].as<std::string>();
+    o.images = images;
+    o.transform = transform;
+    scales = engine::calibrate_int8(model, o, runtime::int8_activation_max());
+    scales.weights_sha256 = weights_sha();
+    if (!path.empty()) {
+      const std::string text = int8_scales_json(scales);
+      pth::write_atomically(path, [&](int fd) {
+        TORCH_CHECK(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()), path,
+                    ": write failed");
+      });
+      spdlog::info("int8: scales written to {} (later runs read them)", path);
+    }
+  } else if (!path.empty() && (file_exists(path) || result.count("int8-scales"))) {
+    const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
+    scales = parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
+    const std::string sha = scales.weights_sha256.empty() ? std::string() : weights_sha();
+    TORCH_CHECK(sha.empty() || scales.weights_sha256.empty() || scales.weights_sha256 == sha, path,
+                ": calibrated for other weights (SHA-256 ", scales.weights_sha256, "), not ", weights, " (", sha,
+                "); calibrate again with --calibrate DATA");
+    spdlog::info("int8: scales from {} ({} images of {})", path, scales.images, scales.data);
+  } else if (fallback) {
+    scales = fallback();
+  } else {
+    TORCH_CHECK(false, "--precision int8: no scales for ", weights, " (", path,
+                " does not exist); calibrate once with --calibrate DATA [--calibrate-images N], "
+                "which writes them there");
+  }
+  cfg.int8_scales = std::make_shared<const Int8Scales>(std::move(scales));
 }
 
 void add_recipe_options(cxxopts::Options& options, const std::string& default_recipe) {

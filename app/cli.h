@@ -5,10 +5,13 @@
 
 #include "app/engine/train_config.h"
 #include "app/runtime/compute.h"
+#include "data/transforms.h"
+#include "model/alexnet.h"
 
 #include <cxxopts.hpp>
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -74,6 +77,21 @@ void add_compute_options(cxxopts::Options& options, const runtime::ComputeReques
 /// --precision, --channels-last and, with_plan, --onednn-plan.
 runtime::ComputeRequest compute_flags(const cxxopts::ParseResult& result, const cxxopts::Options& options,
                                       bool with_plan = true);
+
+/// Adds --calibrate, --calibrate-images and --int8-scales (the commands that infer).
+void add_int8_options(cxxopts::Options& options);
+/// For --precision int8, puts the activation scales into cfg.int8_scales:
+///   --calibrate DATA: calibrated now on --calibrate-images images of DATA through
+///     `transform`, with `model` (float32), then written to the scales file;
+///   else read from the scales file, which must have been calibrated for these weights
+///     (their SHA-256);
+///   else, where `fallback` is given (bench without weights), what it returns;
+///   else an error saying how to calibrate.
+/// The scales file: --int8-scales, else WEIGHTS.int8.json beside the weights.
+/// For other precisions, --calibrate and --int8-scales are usage errors.
+void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& options, runtime::ComputeConfig& cfg,
+                AlexNet model, const std::string& weights, const data::TransformOptions& transform,
+                const std::function<Int8Scales()>& fallback = nullptr);
 
 /// The training recipe's flags: --recipe (main, torchvision, and auto when
 /// `default_recipe` is "auto") names a set of defaults, which --lr, --momentum,

@@ -40,6 +40,7 @@ cxxopts::Options eval_options() {
       ("json", "Print the results as one JSON object (with the confusion matrix)")
       ("skip-bad", "Skip unreadable images with a warning instead of failing");
   add_compute_options(options, runtime::ComputeRequest(), /*with_plan=*/true);  // fp32, NCHW, no plan
+  add_int8_options(options);
   add_nonfinite_option(options);
   add_max_pixels_option(options);
   add_common_options(options);
@@ -139,12 +140,12 @@ int run_eval(int argc, const char* const* argv) {
                 result["labels"].as<std::string>(), ": ", names.size(), " names for data with ",
                 dataset->num_classes(), " classes");
   }
-  runtime::prepare_for_inference(model, compute);
-
   auto transform = data::default_transform_options(dataset->kind(), /*train=*/false);
   if (image_size > 0)
     transform.resize_size(transform.resize_size() * image_size / transform.image_size()).image_size(image_size);
   transform.in_channels(model->options().in_channels());
+  setup_int8(result, options, compute, model, weights, transform);
+  runtime::prepare_for_inference(model, compute);
   data::Loader loader(dataset, data::Pipeline(transform),
                       data::LoaderOptions().batch_size(batch_size).shuffle(false).workers(workers)
                           .skip_bad(result.count("skip-bad") > 0).pin_memory(device.is_cuda())

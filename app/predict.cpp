@@ -174,7 +174,7 @@ int run_predict(int argc, const char* const* argv) {
   TORCH_CHECK(false, "predict: this build has no image decoding (built without OpenCV)");
 #else
   const torch::Device device = setup_runtime(result);
-  const Classifier classifier = load_classifier(result, p.weights, request, device);
+  const Classifier classifier = load_classifier(result, options, p.weights, request, device);
   const std::vector<std::string>& labels = classifier.labels;
   c10::InferenceMode inference;
   const std::vector<Input> inputs = expand_inputs(p.images);

@@ -88,7 +88,7 @@ int run_serve(int argc, const char* const* argv) {
 
   const torch::Device device = setup_runtime(result);
   return serve::run_server(o, [&] {
-    return std::make_shared<const Classifier>(load_classifier(result, weights, request, device));
+    return std::make_shared<const Classifier>(load_classifier(result, options, weights, request, device));
   });
 #endif
 }

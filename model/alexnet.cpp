@@ -1,5 +1,6 @@
 #include "model/alexnet.h"
 #include "model/dropout.h"
+#include "model/int8.h"
 #include "model/onednn_plan.h"
 
 #include <algorithm>
@@ -266,8 +267,10 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   TORCH_CHECK(x.size(2) >= kMinInputSize && x.size(3) >= kMinInputSize,
               "AlexNet: input must be at least ", kMinInputSize, "x", kMinInputSize, ", got ",
               x.size(2), "x", x.size(3));
-  if (plan_ && !is_training() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
-      x.scalar_type() == torch::kFloat) {
+  const bool cpu_inference = !is_training() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
+                             x.scalar_type() == torch::kFloat;
+  if (int8_ && cpu_inference) return int8_->forward(x);  // (N, num_classes)
+  if (plan_ && cpu_inference) {
     x = plan_->forward(x);     // (N, 256, h, w)
   } else {
     x = features->forward(x);  // (N, 256, h, w)

@@ -17,6 +17,7 @@
 namespace alexnet {
 
 class OneDnnFeatures;
+class Int8AlexNet;
 
 /// Which network: torchvision's (the default, "One weird trick" variant) or the
 /// 2012 paper's (96-256-384-384-256 channels, local response normalisation,
@@ -92,6 +93,10 @@ class AlexNetImpl : public torch::nn::Module {
   /// CPU (the plan was built from this module's weights; nullptr: never).
   void set_inference_plan(std::shared_ptr<OneDnnFeatures> plan) { plan_ = std::move(plan); }
   const std::shared_ptr<OneDnnFeatures>& inference_plan() const { return plan_; }
+  /// Runs the whole forward pass in int8 (model/int8.h) under the same conditions
+  /// as the plan (nullptr: never).
+  void set_int8(std::shared_ptr<Int8AlexNet> int8) { int8_ = std::move(int8); }
+  const std::shared_ptr<Int8AlexNet>& int8() const { return int8_; }
 
   torch::nn::Sequential features{nullptr};
   torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
@@ -104,6 +109,7 @@ class AlexNetImpl : public torch::nn::Module {
 
   AlexNetOptions options_;
   std::shared_ptr<OneDnnFeatures> plan_;
+  std::shared_ptr<Int8AlexNet> int8_;
 };
 TORCH_MODULE(AlexNet);
 

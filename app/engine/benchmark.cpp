@@ -191,6 +191,7 @@ Measurement bench_model(const BenchOptions& p, BenchSetup& info, bool train) {
   m.per_batch = true;
   m.flop_per_item = 2.0 * forward_macs(model, info.image_size, info.image_size) * (train ? 3 : 1);
   if (!train) {
+    if (p.before_inference) p.before_inference(model, info.cfg, input, nullptr);
     runtime::prepare_for_inference(model, info.cfg);
     c10::InferenceMode inference;
     const auto x = runtime::prepare_input(input, info.cfg);
@@ -242,6 +243,7 @@ void write_predictions(const std::string& path, const std::vector<torch::Tensor>
 
 void end_to_end_infer(const BenchOptions& p, BenchSetup& info, AlexNet& model, const EndToEnd& e,
                       Measurement& m) {
+  if (p.before_inference) p.before_inference(model, info.cfg, torch::Tensor(), &e.pipeline->options());
   runtime::prepare_for_inference(model, info.cfg);
   c10::InferenceMode inference;
   model->forward(runtime::prepare_input(e.warm, info.cfg));

@@ -9,11 +9,13 @@
 
 #include "app/engine/train_config.h"
 #include "app/runtime/compute.h"
+#include "data/transforms.h"
 #include "model/alexnet.h"
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,11 @@ struct BenchOptions {
   std::string predictions;          // end-to-end infer: each image's predicted class, one per line
   std::string logits;               // model-only infer: the last batch's logits (float32, raw)
   Recipe recipe;                    // training: the step's recipe (lr constant)
+  /// Inference: called with the float32 model before it is prepared (int8: its scales);
+  /// `input` is the model-only batch (undefined end to end), `transform` end to end's (else null).
+  std::function<void(AlexNet& model, runtime::ComputeConfig& cfg, const torch::Tensor& input,
+                     const data::TransformOptions* transform)>
+      before_inference;
 };
 
 /// What a measurement ran on.

@@ -76,7 +76,11 @@ void log_inference_plan(const AlexNet& model) {
 
 std::string ComputeConfig::describe() const {
   std::string s = precision_name(precision);
-  if (precision != Precision::kFp32) s += low_precision_weights ? " weights" : " autocast";
+  if (precision == Precision::kInt8) {
+    s += " (" + Int8AlexNet::engine() + ", " + (int8_activation_max() == 255 ? "8" : "7") + "-bit activations)";
+  } else if (precision != Precision::kFp32) {
+    s += low_precision_weights ? " weights" : " autocast";
+  }
   s += channels_last ? ", channels-last" : ", NCHW";
   if (plan) s += *plan == ConvAlgorithm::kWinograd ? ", oneDNN plan (Winograd)" : ", oneDNN plan (direct)";
   return s;
@@ -90,7 +94,7 @@ ComputeConfig inference_config(const torch::Device& device, Precision precision,
   cfg.channels_last = channels_last;
   // Measured on CPU (BENCHMARKS.md): bf16 weights beat autocast, which recasts
   // the 61M fp32 weights on every pass. The logits come back in that dtype.
-  cfg.low_precision_weights = precision != Precision::kFp32;
+  cfg.low_precision_weights = precision != Precision::kFp32 && precision != Precision::kInt8;
   return cfg;
 }
 
@@ -102,6 +106,18 @@ void to_channels_last(torch::nn::Module& model) {
 
 void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
   model->eval();
+  if (cfg.precision == Precision::kInt8) {
+    TORCH_CHECK(cfg.int8_scales, "--precision int8: no calibration scales (internal: setup_int8 not called)");
+    model->to(torch::kCPU);
+    model->set_inference_plan(nullptr);
+    try {
+      model->set_int8(std::make_shared<Int8AlexNet>(model, *cfg.int8_scales, int8_activation_max()));
+    } catch (const std::invalid_argument& e) {
+      TORCH_CHECK(false, "--precision int8: ", e.what());
+    }
+    return;
+  }
+  model->set_int8(nullptr);
   if (cfg.low_precision_weights) {
     model->to(cfg.device, precision_dtype(cfg.precision));
   } else {

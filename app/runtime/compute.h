@@ -5,6 +5,7 @@
 
 #include "app/runtime/precision.h"
 #include "model/alexnet.h"
+#include "model/int8.h"
 #include "model/onednn_plan.h"
 
 #include <torch/torch.h>
@@ -46,6 +47,8 @@ struct ComputeConfig {
   std::optional<ConvAlgorithm> plan;
   /// Whether the plan was asked for explicitly (then failing to build it is an error).
   bool plan_required = false;
+  /// int8 only: the calibrated activation ranges (app/cli.h's setup_int8 fills them).
+  std::shared_ptr<const Int8Scales> int8_scales;
 
   /// "bf16 weights, channels-last", "fp32, NCHW, oneDNN plan (Winograd)", ...
   std::string describe() const;
@@ -68,7 +71,8 @@ void choose_plan(ComputeConfig& cfg, PlanChoice requested);
 
 /// Moves a model to cfg.device, converts its weights (dtype, conv layout),
 /// puts it in eval mode (dropout is then the identity; gradients are not
-/// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan).
+/// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan),
+/// or for int8 the quantized network built from cfg.int8_scales (required).
 void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
 /// Builds and attaches cfg.plan to a model whose weights are final. A network
 /// the plan cannot run (the 2012 architecture's LocalResponseNorm) leaves the

@@ -15,20 +15,22 @@ const char* precision_name(Precision precision) {
     case Precision::kFp32: return "fp32";
     case Precision::kBf16: return "bf16";
     case Precision::kFp16: return "fp16";
+    case Precision::kInt8: return "int8";
     case Precision::kAuto: return "auto";
   }
   return "?";
 }
 
 std::optional<Precision> parse_precision(const std::string& name) {
-  for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp16, Precision::kAuto})
+  for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp16, Precision::kInt8, Precision::kAuto})
     if (name == precision_name(p)) return p;
   return std::nullopt;
 }
 
 torch::ScalarType precision_dtype(Precision precision) {
   switch (precision) {
-    case Precision::kFp32: return torch::kFloat32;
+    case Precision::kFp32:
+    case Precision::kInt8: return torch::kFloat32;
     case Precision::kBf16: return torch::kBFloat16;
     case Precision::kFp16: return torch::kFloat16;
     case Precision::kAuto: break;
@@ -40,6 +42,16 @@ Precision resolve_precision(Precision requested, const torch::Device& device, Wo
   const bool training = workload == Workload::kTraining;
   Precision chosen = requested;
   std::string why = "as requested";
+  if (requested == Precision::kInt8) {
+    TORCH_CHECK(!training, "--precision int8 is for inference (predict, eval, serve, bench --mode infer); "
+                           "training runs fp32, bf16 or fp16");
+    TORCH_CHECK(device.is_cpu(), "--precision int8 runs on the CPU (LibTorch's quantized kernels), not ",
+                device.str());
+    const int64_t qmax = int8_activation_max();
+    spdlog::info("precision int8 ({}-bit activations: {})", qmax == 255 ? 8 : 7,
+                 qmax == 255 ? "the CPU has VNNI" : "no VNNI, whose absence makes 8-bit activations overflow");
+    return chosen;
+  }
   if (device.is_cuda()) {
     const int cc = cuda_compute_capability(device);
     const std::string gpu = cc > 0 ? "compute capability " + std::to_string(cc / 10) + "." +
@@ -103,8 +115,14 @@ bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, 
   return device.is_cpu() || precision != Precision::kFp32;
 }
 
+int64_t int8_activation_max() {
+  const auto& flags = cpu_flags();
+  const bool vnni = flags.count("avx512_vnni") || flags.count("avx_vnni") || flags.count("amx_int8");
+  return vnni ? 255 : 127;
+}
+
 AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) {
-  if (precision == Precision::kFp32) return;
+  if (precision == Precision::kFp32 || precision == Precision::kInt8) return;
   TORCH_CHECK(device.is_cpu() || device.is_cuda(), "autocast: unsupported device ", device.str());
   const auto dtype = precision_dtype(precision);
   active_ = true;

@@ -10,15 +10,17 @@
 
 namespace alexnet::runtime {
 
-/// The floating-point type a model computes in. kAuto is resolved per device by
+/// The type a model computes in. kInt8 is CPU inference only (model/int8.h: the
+/// inputs and logits stay float32). kAuto is resolved per device by
 /// resolve_precision() and never reaches the computation.
-enum class Precision { kFp32, kBf16, kFp16, kAuto };
+enum class Precision { kFp32, kBf16, kFp16, kInt8, kAuto };
 
-/// "fp32", "bf16", "fp16", "auto".
+/// "fp32", "bf16", "fp16", "int8", "auto".
 const char* precision_name(Precision precision);
 /// Parses precision_name()'s names; nullopt for anything else.
 std::optional<Precision> parse_precision(const std::string& name);
-/// float32, bfloat16 or float16 (kAuto is an error).
+/// The dtype of the weights and inputs: float32 (also for int8, whose model takes
+/// float32 and quantizes itself), bfloat16 or float16 (kAuto is an error).
 torch::ScalarType precision_dtype(Precision precision);
 
 /// What a precision is for: inference may hold its weights in the low precision;
@@ -30,7 +32,8 @@ enum class Workload { kInference, kTraining };
 ///     convolutions slower than fp32 on the CPUs measured, see BENCHMARKS.md);
 ///   auto, CUDA: bf16 from compute capability 8.0, fp16 from 7.0, else fp32;
 ///   bf16 on a CPU without bf16 instructions: a warning, then fp32;
-///   fp16 on a CPU: an error (LibTorch has no fp16 convolutions for the CPU).
+///   fp16 on a CPU: an error (LibTorch has no fp16 convolutions for the CPU);
+///   int8: CPU inference only (an error for training or on CUDA).
 Precision resolve_precision(Precision requested, const torch::Device& device, Workload workload);
 
 /// CUDA math settings for a precision: cuDNN's autotuner (benchmark mode: the
@@ -48,7 +51,7 @@ const char* channels_last_name(ChannelsLast value);
 bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, Precision precision);
 
 /// Autocast for the lifetime of the guard on one device type (CPU or CUDA) to
-/// bf16 or fp16; does nothing for fp32. Restores the previous state on exit (also
+/// bf16 or fp16; does nothing for fp32 and int8. Restores the previous state on exit (also
 /// on throw) and, leaving the outermost guard, drops autocast's weight-cast cache,
 /// as torch.autocast's __exit__ does.
 class AutocastGuard {
@@ -64,5 +67,9 @@ class AutocastGuard {
   bool was_enabled_ = false;
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
+
+/// The largest int8 activation level for this CPU (model/int8.h): 255 with VNNI
+/// (AVX512-VNNI, AVX-VNNI, AMX-INT8), else 127 (VPMADDUBSW's 16-bit sums could overflow).
+int64_t int8_activation_max();
 
 }  // namespace alexnet::runtime

@@ -1,0 +1,390 @@
+#include "model/int8.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <nlohmann/json.hpp>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+namespace alexnet {
+
+namespace {
+
+using Kind = LayerSpec::Kind;
+
+// Calls one of LibTorch's quantized operators through the dispatcher (boxed: their
+// packed-weight classes have no public C++ headers in every LibTorch).
+c10::IValue call_op(const char* name, const char* overload, std::vector<c10::IValue> stack) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, overload);
+  op.callBoxed(&stack);
+  return std::move(stack.front());
+}
+
+// Per output channel, symmetric, to [-127, 127] (zero point 0, as the kernels require).
+torch::Tensor quantize_weight(const torch::Tensor& w) {
+  const auto flat = w.detach().to(torch::kFloat).reshape({w.size(0), -1});
+  const auto scales = (flat.abs().amax(1).to(torch::kDouble) / 127.0).clamp_min(1e-12);  // (out,)
+  const auto zeros = torch::zeros({w.size(0)}, torch::kLong);
+  return at::quantize_per_channel(w.detach().to(torch::kFloat).contiguous(), scales, zeros, 0, torch::kQInt8);
+}
+
+struct QuantParams {
+  double scale = 1.0;
+  int64_t zero_point = 0;
+};
+
+QuantParams params_for(const ActivationRange& r, int64_t qmax) {
+  const double lo = std::min(r.min, 0.0), hi = std::max(r.max, 0.0);  // zero must be exact
+  QuantParams p;
+  p.scale = std::max((hi - lo) / static_cast<double>(qmax), 1e-8);
+  p.zero_point = std::clamp<int64_t>(std::llround(-lo / p.scale), 0, qmax);
+  return p;
+}
+
+std::string layer_name(const char* container, size_t index) {
+  return std::string(container) + "." + std::to_string(index);
+}
+
+// The layers torchvision's AlexNet is made of, checked against what int8 can run.
+void check_runnable(const AlexNetLayers& layers) {
+  for (size_t i = 0; i < layers.features.size(); ++i) {
+    const auto& s = layers.features[i];
+    if (s.kind == Kind::kLrn)
+      throw std::invalid_argument("int8: features." + std::to_string(i) +
+                                  " is LocalResponseNorm (the 2012 architecture), which has no int8 kernel");
+    if (s.kind == Kind::kConv &&
+        (i + 1 >= layers.features.size() || layers.features[i + 1].kind != Kind::kReLU))
+      throw std::invalid_argument("int8: features." + std::to_string(i) + " is not followed by a ReLU");
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ calibration
+
+struct Int8Calibrator::Impl {
+  AlexNet model{nullptr};
+  AlexNetLayers layers;
+  int64_t images = 0;
+  double input_min = std::numeric_limits<double>::infinity();
+  double input_max = -std::numeric_limits<double>::infinity();
+  // Per quantized layer: a sample of its ReLU outputs (every k-th value of each batch).
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<torch::Tensor>> samples;
+  std::map<std::string, double> maxima;
+
+  void record(const std::string& name, const torch::Tensor& y) {
+    const auto flat = y.detach().reshape({-1});
+    // About 32K values per batch and layer, evenly spread (finish() works on a histogram
+    // of the sample, so its size only sets how well the tail is seen).
+    const int64_t step = std::max<int64_t>(1, flat.numel() / 32768);
+    samples[name].push_back(flat.slice(0, 0, flat.numel(), step).clone());
+    maxima[name] = std::max(maxima[name], flat.max().item<double>());
+  }
+};
+
+Int8Calibrator::Int8Calibrator(AlexNet model) : impl_(std::make_unique<Impl>()) {
+  impl_->model = std::move(model);
+  impl_->layers = alexnet_layers(impl_->model->options());
+  check_runnable(impl_->layers);
+}
+
+Int8Calibrator::~Int8Calibrator() = default;
+
+int64_t Int8Calibrator::images() const { return impl_->images; }
+
+void Int8Calibrator::observe(const torch::Tensor& input) {
+  torch::NoGradGuard no_grad;
+  auto& m = *impl_;
+  m.model->eval();
+  auto x = input.to(torch::kFloat);  // (N, C, H, W)
+  m.input_min = std::min(m.input_min, x.min().item<double>());
+  m.input_max = std::max(m.input_max, x.max().item<double>());
+  size_t i = 0;
+  for (auto& layer : *m.model->features) {
+    x = layer.forward(x);
+    // The int8 network quantizes each conv's output after its ReLU: record there.
+    if (m.layers.features[i].kind == Kind::kReLU && i > 0 && m.layers.features[i - 1].kind == Kind::kConv)
+      m.record(layer_name("features", i - 1), x);
+    ++i;
+  }
+  x = torch::flatten(m.model->avgpool->forward(x), 1);  // (N, 9216)
+  i = 0;
+  const size_t last_linear = m.layers.classifier.size() - 1;
+  for (auto& layer : *m.model->classifier) {
+    x = layer.forward(x);
+    if (m.layers.classifier[i].kind == Kind::kReLU && i > 0 && i - 1 < last_linear &&
+        m.layers.classifier[i - 1].kind == Kind::kLinear)
+      m.record(layer_name("classifier", i - 1), x);
+    ++i;
+  }
+  if (m.names.empty())
+    for (const auto& [name, unused] : m.samples) m.names.push_back(name);
+  m.images += input.size(0);
+}
+
+Int8Scales Int8Calibrator::finish(int64_t qmax) const {
+  const auto& m = *impl_;
+  TORCH_CHECK(m.images > 0, "int8 calibration: no images were observed");
+  Int8Scales s;
+  s.images = m.images;
+  s.input = {m.input_min, m.input_max};
+  // Forward order: features.0, 3, 6, 8, 10, then classifier.1, 4 (the map sorts them otherwise).
+  std::vector<std::string> order;
+  for (size_t i = 0; i < m.layers.features.size(); ++i)
+    if (m.layers.features[i].kind == Kind::kConv) order.push_back(layer_name("features", i));
+  for (size_t i = 0; i + 1 < m.layers.classifier.size(); ++i)
+    if (m.layers.classifier[i].kind == Kind::kLinear) order.push_back(layer_name("classifier", i));
+  for (const auto& name : order) {
+    const double top = m.maxima.at(name);
+    // The squared error of quantize-dequantize for clipping points from 2.5% of the maximum
+    // up to it, on a fine histogram of the sample (bin centres stand for their values:
+    // 16384 bins are 3x finer than the smallest step tried), the least kept.
+    constexpr int64_t kBins = 16384;
+    const double width = (top > 0 ? top : 1.0) / kBins;
+    const auto hist = torch::histc(torch::cat(m.samples.at(name)), kBins, 0, width * kBins).to(torch::kDouble);
+    const double* counts = hist.data_ptr<double>();  // (kBins,)
+    double best = top, best_error = std::numeric_limits<double>::infinity();
+    // Plain loops: 391 x 16384 terms, where a tensor expression per candidate paid LibTorch's
+    // per-operation cost thousands of times (12 s for seven layers).
+    for (int k = 10; k <= 400 && top > 0; ++k) {
+      const double clip = top * k / 400.0;
+      const double scale = clip / static_cast<double>(qmax);
+      double error = 0.0;
+      for (int64_t b = 0; b < kBins; ++b) {
+        if (counts[b] == 0) continue;
+        const double centre = (b + 0.5) * width;
+        const double q = std::min(std::nearbyint(centre / scale), static_cast<double>(qmax)) * scale;
+        error += (q - centre) * (q - centre) * counts[b];
+      }
+      if (error < best_error) {
+        best_error = error;
+        best = clip;
+      }
+    }
+    s.layers.emplace_back(name, ActivationRange{0.0, best > 0 ? best : 1.0});
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------ int8 forward
+
+struct Int8AlexNet::Impl {
+  int64_t qmax = 255;
+  QuantParams input;
+  struct Stage {
+    Kind kind = Kind::kConv;
+    c10::IValue packed;  // conv: Conv2dPackedParamsBase
+    QuantParams out;     // conv: its ReLU output
+    int64_t kernel = 0, stride = 1;  // max-pool
+  };
+  std::vector<Stage> features;
+  // classifier.1 and .4 (quantized, with ReLU), classifier.6 in float32.
+  torch::Tensor fc6_weight;  // (4096, 9216) float32, inputs in NHWC order (h, w, c)
+  torch::Tensor fc6_bias;
+  c10::IValue fc6_packed, fc6_packed_1x1, fc7_packed;
+  QuantParams fc6_out, fc7_out;
+  torch::Tensor fc8_weight, fc8_bias;
+  int64_t channels = 256;
+};
+
+bool Int8AlexNet::available() {
+  const auto& engines = at::globalContext().supportedQEngines();
+  return std::any_of(engines.begin(), engines.end(), [](at::QEngine e) {
+    return e == at::QEngine::FBGEMM || e == at::QEngine::ONEDNN
+#if TORCH_VERSION_MAJOR >= 2
+           || e == at::QEngine::X86
+#endif
+        ;
+  });
+}
+
+std::string Int8AlexNet::engine() {
+  static const std::string chosen = [] {
+    const auto& engines = at::globalContext().supportedQEngines();
+    const auto has = [&](at::QEngine e) { return std::find(engines.begin(), engines.end(), e) != engines.end(); };
+    // fbgemm first (x86 in LibTorch 2.x is fbgemm with oneDNN for some shapes); QNNPACK is
+    // written for ARM phones and is many times slower on x86 servers.
+#if TORCH_VERSION_MAJOR >= 2
+    if (has(at::QEngine::X86)) {
+      at::globalContext().setQEngine(at::QEngine::X86);
+      return std::string("x86 (fbgemm)");
+    }
+#endif
+    if (has(at::QEngine::FBGEMM)) {
+      at::globalContext().setQEngine(at::QEngine::FBGEMM);
+      return std::string("fbgemm");
+    }
+    if (has(at::QEngine::ONEDNN)) {
+      at::globalContext().setQEngine(at::QEngine::ONEDNN);
+      return std::string("onednn");
+    }
+    return std::string();
+  }();
+  return chosen;
+}
+
+Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activation_max)
+    : impl_(std::make_unique<Impl>()) {
+  if (engine().empty())
+    throw std::invalid_argument("int8: this LibTorch has no quantized CPU kernels (fbgemm or oneDNN)");
+  TORCH_CHECK(activation_max == 127 || activation_max == 255, "int8: activation_max must be 127 or 255");
+  auto& m = *impl_;
+  m.qmax = activation_max;
+  const AlexNetLayers layers = alexnet_layers(model->options());
+  check_runnable(layers);
+  std::map<std::string, ActivationRange> ranges(scales.layers.begin(), scales.layers.end());
+  const auto range_of = [&](const std::string& name) {
+    const auto it = ranges.find(name);
+    if (it == ranges.end())
+      throw std::invalid_argument("int8: the scales have no entry for " + name + " (calibrate again)");
+    return params_for(it->second, m.qmax);
+  };
+  m.input = params_for(scales.input, m.qmax);
+  torch::NoGradGuard no_grad;
+  const auto params = model->named_parameters();
+  const auto param = [&](const std::string& name) { return params[name].detach().to(torch::kCPU, torch::kFloat); };
+
+  for (size_t i = 0; i < layers.features.size(); ++i) {
+    const auto& spec = layers.features[i];
+    Impl::Stage stage;
+    stage.kind = spec.kind;
+    if (spec.kind == Kind::kConv) {
+      const std::string name = layer_name("features", i);
+      const std::vector<int64_t> stride{spec.stride, spec.stride}, padding{spec.padding, spec.padding},
+          dilation{1, 1};
+      stage.packed = call_op("quantized::conv2d_prepack", "",
+                             {quantize_weight(param(name + ".weight")), param(name + ".bias"),
+                              stride, padding, dilation, spec.groups});
+      stage.out = range_of(name);
+      m.channels = spec.out;
+    } else if (spec.kind == Kind::kMaxPool) {
+      stage.kernel = spec.kernel;
+      stage.stride = spec.stride;
+    } else {
+      continue;  // ReLU: fused into the convolution
+    }
+    m.features.push_back(std::move(stage));
+  }
+
+  std::vector<size_t> linear;
+  for (size_t i = 0; i < layers.classifier.size(); ++i)
+    if (layers.classifier[i].kind == Kind::kLinear) linear.push_back(i);
+  TORCH_CHECK(linear.size() == 3, "int8: expected 3 Linear layers in the classifier, found ", linear.size());
+  const std::string fc6 = layer_name("classifier", linear[0]), fc7 = layer_name("classifier", linear[1]),
+                    fc8 = layer_name("classifier", linear[2]);
+  // The int8 features come out channels-last, so classifier.1 reads them in (h, w, c)
+  // order: its columns are permuted once here instead of the activations every pass.
+  const int64_t hidden = layers.classifier[linear[0]].out;
+  m.fc6_weight = param(fc6 + ".weight")
+                     .reshape({hidden, m.channels, kPooledSize, kPooledSize})
+                     .permute({0, 2, 3, 1})
+                     .reshape({hidden, -1})
+                     .contiguous();  // (4096, 36 * 256)
+  m.fc6_bias = param(fc6 + ".bias");
+  m.fc6_packed = call_op("quantized::linear_prepack", "", {quantize_weight(m.fc6_weight), m.fc6_bias});
+  m.fc6_out = range_of(fc6);
+  m.fc7_packed = call_op("quantized::linear_prepack", "",
+                         {quantize_weight(param(fc7 + ".weight")), param(fc7 + ".bias")});
+  m.fc7_out = range_of(fc7);
+  m.fc8_weight = param(fc8 + ".weight");
+  m.fc8_bias = param(fc8 + ".bias");
+}
+
+Int8AlexNet::~Int8AlexNet() = default;
+
+int64_t Int8AlexNet::activation_max() const { return impl_->qmax; }
+
+torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
+  auto& m = *impl_;
+  TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat,
+              "int8: expected a float32 CPU input, got ", input.scalar_type(), " on ", input.device());
+  // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
+  auto q = at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), m.input.scale,
+                                   m.input.zero_point, torch::kQUInt8);
+  for (const auto& stage : m.features) {
+    if (stage.kind == Kind::kConv) {
+      q = call_op("quantized::conv2d_relu", "new", {q, stage.packed, stage.out.scale, stage.out.zero_point})
+              .toTensor();
+    } else {
+      // Every size given for both sides: the quantized kernel reads two of each.
+      q = at::max_pool2d(q, {stage.kernel, stage.kernel}, {stage.stride, stage.stride}, {0, 0}, {1, 1});
+    }
+  }
+  const int64_t n = q.size(0);
+  at::Tensor flat;  // (N, 36 * 256) or (N, 256), in (h, w, c) order
+  c10::IValue* fc6 = &m.fc6_packed;
+  if (q.size(2) == 1 && q.size(3) == 1) {
+    // One value per channel copied into all 36 bins: classifier.1's weights summed over them.
+    if (m.fc6_packed_1x1.isNone()) {
+      const auto summed = m.fc6_weight.reshape({m.fc6_weight.size(0), kPooledSize * kPooledSize, m.channels})
+                              .sum(1);  // (4096, 256)
+      m.fc6_packed_1x1 = call_op("quantized::linear_prepack", "", {quantize_weight(summed), m.fc6_bias});
+    }
+    fc6 = &m.fc6_packed_1x1;
+    flat = q.reshape({n, m.channels});
+  } else {
+    if (q.size(2) != kPooledSize || q.size(3) != kPooledSize)
+      q = at::adaptive_avg_pool2d(q, {kPooledSize, kPooledSize});
+    flat = q.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
+  }
+  auto h = call_op("quantized::linear_relu", "", {flat, *fc6, m.fc6_out.scale, m.fc6_out.zero_point}).toTensor();
+  h = call_op("quantized::linear_relu", "", {h, m.fc7_packed, m.fc7_out.scale, m.fc7_out.zero_point}).toTensor();
+  return torch::linear(h.dequantize(), m.fc8_weight, m.fc8_bias);  // (N, classes)
+}
+
+// ------------------------------------------------------------------ the scales file
+
+std::string int8_scales_json(const Int8Scales& s) {
+  nlohmann::ordered_json j;
+  j["format"] = "alexnet-int8-scales";
+  j["version"] = 1;
+  j["weights_sha256"] = s.weights_sha256;
+  j["calibration"] = {{"data", s.data}, {"images", s.images}};
+  j["input"] = {{"min", s.input.min}, {"max", s.input.max}};
+  auto layers = nlohmann::ordered_json::array();
+  for (const auto& [name, r] : s.layers) layers.push_back({{"name", name}, {"min", r.min}, {"max", r.max}});
+  j["layers"] = layers;
+  return j.dump(2) + "\n";
+}
+
+Int8Scales parse_int8_scales(const std::string& text, const std::string& path) {
+  const auto fail = [&](const std::string& why) -> void {
+    throw std::invalid_argument(path + ": not an int8 scales file (" + why + ")");
+  };
+  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) fail("not a JSON object");
+  if (j.value("format", "") != "alexnet-int8-scales") fail("format is not alexnet-int8-scales");
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int64_t>() != 1)
+    fail("version is not 1");
+  const auto range = [&](const nlohmann::json& o, const std::string& what) {
+    if (!o.is_object() || !o.contains("min") || !o.contains("max") || !o["min"].is_number() ||
+        !o["max"].is_number())
+      fail(what + " needs numbers min and max");
+    ActivationRange r{o["min"].get<double>(), o["max"].get<double>()};
+    if (!std::isfinite(r.min) || !std::isfinite(r.max) || r.min > r.max) fail(what + ": bad range");
+    return r;
+  };
+  Int8Scales s;
+  if (j.contains("weights_sha256") && j["weights_sha256"].is_string()) s.weights_sha256 = j["weights_sha256"];
+  if (j.contains("calibration") && j["calibration"].is_object()) {
+    const auto& c = j["calibration"];
+    if (c.contains("data") && c["data"].is_string()) s.data = c["data"];
+    if (c.contains("images") && c["images"].is_number_integer()) s.images = c["images"];
+  }
+  if (!j.contains("input")) fail("no input range");
+  s.input = range(j["input"], "input");
+  if (!j.contains("layers") || !j["layers"].is_array()) fail("no layers");
+  for (const auto& l : j["layers"]) {
+    if (!l.is_object() || !l.contains("name") || !l["name"].is_string()) fail("a layer without a name");
+    const std::string name = l["name"];
+    s.layers.emplace_back(name, range(l, name));
+  }
+  return s;
+}
+
+}  // namespace alexnet
