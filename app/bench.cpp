@@ -4,6 +4,7 @@
 #include "app/commands.h"
 #include "app/engine/benchmark.h"
 #include "app/engine/calibrate.h"
+#include "app/engine/layer_profile.h"
 #include "app/runtime/json.h"
 #include "app/runtime/machine.h"
 #include "data/dataset.h"
@@ -126,6 +127,8 @@ cxxopts::Options bench_options(const BenchOptions& o) {
        cxxopts::value<std::string>())
       ("logits", "Model-only infer: write the last batch's logits (float32, row-major, raw)",
        cxxopts::value<std::string>())
+      ("layers", "Model-only infer/train: time every layer on its own and print a table (time, GFLOP/s or "
+                 "GB/s, share of the machine's peak)")
       ("json", "Print the result as one JSON object");
   add_recipe_options(options, "main");
   add_compute_options(options, {runtime::Precision::kAuto, runtime::ChannelsLast::kAuto, runtime::PlanChoice::kAuto},
@@ -237,6 +240,12 @@ int run_bench(int argc, const char* const* argv) {
                o.weights.empty() ? std::function<Int8Scales()>(fallback) : nullptr);
   };
   spdlog::info("bench {}{}: {}", train ? "train" : "infer", o.data.empty() ? "" : " end to end", info.cfg.describe());
+  if (result.count("layers")) {
+    if (!o.data.empty()) throw UsageError("--layers times the model alone: drop --data", options.help());
+    const auto profile = engine::profile_layers(o, info, train);
+    std::printf("%s", engine::layer_table(profile, train, info.batch_size).c_str());
+    return 0;
+  }
   const Measurement m = o.data.empty() ? engine::bench_model(o, info, train) : engine::bench_end_to_end(o, info, train);
   report(o, info, m, json);
   return 0;

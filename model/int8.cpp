@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -176,7 +177,9 @@ Int8Scales Int8Calibrator::finish(int64_t qmax) const {
 struct Int8AlexNet::Impl {
   int64_t qmax = 255;
   QuantParams input;
+  std::vector<std::pair<std::string, double>>* profile = nullptr;
   struct Stage {
+    std::string name;  // "features.0"
     Kind kind = Kind::kConv;
     c10::IValue packed;  // conv: Conv2dPackedParamsBase
     QuantParams out;     // conv: its ReLU output
@@ -252,6 +255,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   for (size_t i = 0; i < layers.features.size(); ++i) {
     const auto& spec = layers.features[i];
     Impl::Stage stage;
+    stage.name = layer_name("features", i);
     stage.kind = spec.kind;
     if (spec.kind == Kind::kConv) {
       const std::string name = layer_name("features", i);
@@ -299,13 +303,38 @@ Int8AlexNet::~Int8AlexNet() = default;
 
 int64_t Int8AlexNet::activation_max() const { return impl_->qmax; }
 
+void Int8AlexNet::set_profile(std::vector<std::pair<std::string, double>>* sink) { impl_->profile = sink; }
+
+double int8_matmul_gops(int64_t n, int64_t iters) {
+  TORCH_CHECK(!Int8AlexNet::engine().empty(), "int8: this LibTorch has no quantized CPU kernels");
+  torch::NoGradGuard no_grad;
+  const auto x = at::quantize_per_tensor(torch::rand({n, n}), 1.0 / 127, 0, torch::kQUInt8);
+  const auto packed = call_op("quantized::linear_prepack", "", {quantize_weight(torch::randn({n, n})), torch::zeros({n})});
+  std::vector<double> seconds;
+  for (int64_t i = 0; i < iters + 1; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    call_op("quantized::linear", "", {x, packed, 1.0, int64_t{0}});
+    if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  // The fastest: a peak (a shared machine only ever slows a run down).
+  return 2.0 * n * n * n / *std::min_element(seconds.begin(), seconds.end()) / 1e9;
+}
+
 torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   auto& m = *impl_;
   TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat,
               "int8: expected a float32 CPU input, got ", input.scalar_type(), " on ", input.device());
   // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
+  auto mark_time = std::chrono::steady_clock::now();
+  const auto mark = [&](const std::string& stage) {
+    if (!m.profile) return;
+    const auto now = std::chrono::steady_clock::now();
+    m.profile->emplace_back(stage, std::chrono::duration<double>(now - mark_time).count());
+    mark_time = now;
+  };
   auto q = at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), m.input.scale,
                                    m.input.zero_point, torch::kQUInt8);
+  mark("quantize");
   for (const auto& stage : m.features) {
     if (stage.kind == Kind::kConv) {
       q = call_op("quantized::conv2d_relu", "new", {q, stage.packed, stage.out.scale, stage.out.zero_point})
@@ -314,6 +343,7 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
       // Every size given for both sides: the quantized kernel reads two of each.
       q = at::max_pool2d(q, {stage.kernel, stage.kernel}, {stage.stride, stage.stride}, {0, 0}, {1, 1});
     }
+    mark(stage.name);
   }
   const int64_t n = q.size(0);
   at::Tensor flat;  // (N, 36 * 256) or (N, 256), in (h, w, c) order
@@ -332,9 +362,14 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
       q = at::adaptive_avg_pool2d(q, {kPooledSize, kPooledSize});
     flat = q.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
   }
+  mark("avgpool");
   auto h = call_op("quantized::linear_relu", "", {flat, *fc6, m.fc6_out.scale, m.fc6_out.zero_point}).toTensor();
+  mark("classifier.1");
   h = call_op("quantized::linear_relu", "", {h, m.fc7_packed, m.fc7_out.scale, m.fc7_out.zero_point}).toTensor();
-  return torch::linear(h.dequantize(), m.fc8_weight, m.fc8_bias);  // (N, classes)
+  mark("classifier.4");
+  auto logits = torch::linear(h.dequantize(), m.fc8_weight, m.fc8_bias);  // (N, classes)
+  mark("classifier.6");
+  return logits;
 }
 
 // ------------------------------------------------------------------ the scales file

@@ -88,11 +88,18 @@ class Int8AlexNet {
   /// x: (N, C, H, W) float32 on the CPU, NCHW or channels-last -> logits (N, classes) float32.
   torch::Tensor forward(const torch::Tensor& x);
   int64_t activation_max() const;
+  /// While set, each forward() appends (stage, seconds) for every stage it runs:
+  /// "quantize", "features.0", ..., "classifier.6" (bench --layers; nullptr: off).
+  void set_profile(std::vector<std::pair<std::string, double>>* sink);
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The rate of LibTorch's int8 matrix product (quantized::linear, n x n by n x n, the
+/// kernels Int8AlexNet runs), in GOP/s (two per multiply-add): the int8 peak of this machine.
+double int8_matmul_gops(int64_t n, int64_t iters);
 
 /// The scales as a JSON document (format "alexnet-int8-scales", version 1).
 std::string int8_scales_json(const Int8Scales& scales);

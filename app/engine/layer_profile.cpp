@@ -1,0 +1,352 @@
+#include "app/engine/layer_profile.h"
+
+#include "app/runtime/precision.h"
+#include "model/int8.h"
+#include "model/weights.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+namespace alexnet::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Kind = LayerSpec::Kind;
+
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string describe(const LayerSpec& s) {
+  const auto k = std::to_string(s.kernel) + "x" + std::to_string(s.kernel);
+  switch (s.kind) {
+    case Kind::kConv:
+      return "conv " + k + "/" + std::to_string(s.stride) + ", " + std::to_string(s.in) + "->" + std::to_string(s.out);
+    case Kind::kReLU: return "ReLU";
+    case Kind::kMaxPool: return "max-pool " + k + "/" + std::to_string(s.stride);
+    case Kind::kLrn: return "LRN";
+    case Kind::kDropout: return "dropout";
+    case Kind::kLinear: return "linear " + std::to_string(s.in) + "->" + std::to_string(s.out);
+  }
+  return "?";
+}
+
+// Multiply-adds x 2 of a conv or linear layer producing `out` from `in`.
+double layer_flop(const LayerSpec& s, const torch::Tensor& in, const torch::Tensor& out) {
+  if (s.kind == Kind::kConv)
+    return 2.0 * out.numel() * (s.in / s.groups) * s.kernel * s.kernel;
+  if (s.kind == Kind::kLinear) return 2.0 * out.numel() * in.size(1);
+  return 0.0;
+}
+
+double bytes_of(const torch::Tensor& t) { return static_cast<double>(t.numel()) * t.element_size(); }
+
+// The best of 10 products after 2 warm-ups: a peak, so the fastest run (a shared machine
+// only ever slows a run down).
+double peak_fp32_gflops() {
+  const int64_t n = 2048;
+  const auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  double best = 1e30;
+  for (int i = 0; i < 12; ++i) {
+    const auto start = Clock::now();
+    torch::mm(a, b);
+    if (i >= 2) best = std::min(best, since(start));
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+// The model-only setup of bench_model: seed 0, the model, then the random batch.
+AlexNet make_model(const BenchOptions& p, BenchSetup& info) {
+  torch::manual_seed(0);
+  const auto base = AlexNetOptions().dropout(p.recipe.dropout);
+  AlexNet model = p.weights.empty() ? AlexNet(AlexNetOptions(base).num_classes(info.num_classes))
+                                    : load_alexnet(p.weights, std::nullopt, base);
+  info.num_classes = model->options().num_classes();
+  return model;
+}
+
+// What AlexNet::forward does between features and classifier (including its 1x1 broadcast).
+torch::Tensor pool(AlexNet& model, const torch::Tensor& x) {
+  const auto pooled = x.size(2) == 1 && x.size(3) == 1 ? x.expand({x.size(0), x.size(1), kPooledSize, kPooledSize})
+                                                       : model->avgpool->forward(x);
+  return torch::flatten(pooled, 1);
+}
+
+struct Walk {
+  std::vector<LayerTime> layers;
+  std::map<std::string, std::vector<double>> forward, backward;
+};
+
+void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, LayerProfile& prof) {
+  const AlexNetLayers specs = alexnet_layers(model->options());
+  std::vector<double> whole;
+  for (int64_t i = 0; i < warmup + iters; ++i) {
+    const auto start = Clock::now();
+    model->forward(x0);
+    if (i >= warmup) whole.push_back(since(start));
+  }
+  prof.step_s = median(whole);
+  auto x = x0;
+  const auto time_layer = [&](const std::string& name, const std::string& what, const LayerSpec* spec,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& run) {
+    std::vector<double> s;
+    torch::Tensor out;
+    for (int64_t i = 0; i < warmup + iters; ++i) {
+      const auto start = Clock::now();
+      out = run(x);
+      if (i >= warmup) s.push_back(since(start));
+    }
+    LayerTime t;
+    t.name = name;
+    t.what = what;
+    t.forward_s = median(s);
+    t.flop = spec ? layer_flop(*spec, x, out) : 0.0;
+    t.bytes = bytes_of(x) + bytes_of(out);
+    prof.layers.push_back(t);
+    x = out;
+  };
+  size_t i = 0;
+  for (auto& layer : *model->features) {
+    const auto& spec = specs.features[i];
+    // (Dropout is the identity in inference: not listed.) ReLU is in place in the module; timing it on a copy would time the copy too.
+    time_layer("features." + std::to_string(i), describe(spec), &spec, [&](const torch::Tensor& in) {
+      return spec.kind == Kind::kReLU ? torch::relu(in) : layer.forward(in);
+    });
+    ++i;
+  }
+  time_layer("avgpool", "adaptive avg-pool to 6x6, flatten", nullptr,
+             [&](const torch::Tensor& in) { return pool(model, in); });
+  i = 0;
+  for (auto& layer : *model->classifier) {
+    const auto& spec = specs.classifier[i];
+    if (spec.kind != Kind::kDropout)
+      time_layer("classifier." + std::to_string(i), describe(spec), &spec, [&](const torch::Tensor& in) {
+        return spec.kind == Kind::kReLU ? torch::relu(in) : layer.forward(in);
+      });
+    ++i;
+  }
+}
+
+void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, int64_t batch,
+                 LayerProfile& prof) {
+  const AlexNetLayers specs = alexnet_layers(model->options());
+  std::vector<std::pair<std::string, double>> sink;
+  std::vector<double> whole;
+  model->int8()->set_profile(&sink);
+  std::map<std::string, std::vector<double>> per;
+  std::vector<std::string> order;
+  for (int64_t i = 0; i < warmup + iters; ++i) {
+    sink.clear();
+    const auto start = Clock::now();
+    model->forward(x0);
+    if (i < warmup) continue;
+    whole.push_back(since(start));
+    for (const auto& [name, s] : sink) {
+      if (!per.count(name)) order.push_back(name);
+      per[name].push_back(s);
+    }
+  }
+  model->int8()->set_profile(nullptr);
+  prof.step_s = median(whole);
+  // Shapes for the work counts: the float32 layers' outputs (the same shapes).
+  std::map<std::string, std::pair<const LayerSpec*, double>> flop;
+  std::map<std::string, double> bytes;  // uint8 in and out
+  {
+    auto x = x0;
+    size_t i = 0;
+    for (auto& layer : *model->features) {
+      const auto& spec = specs.features[i];
+      const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
+      flop["features." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
+      bytes["features." + std::to_string(i)] = static_cast<double>(x.numel() + out.numel());
+      x = out;
+      ++i;
+    }
+    bytes["quantize"] = static_cast<double>(x0.numel()) * 5;  // float32 in, uint8 out
+    x = pool(model, x);
+    i = 0;
+    for (auto& layer : *model->classifier) {
+      const auto& spec = specs.classifier[i];
+      const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
+      flop["classifier." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
+      x = out;
+      ++i;
+    }
+  }
+  for (const auto& name : order) {
+    LayerTime t;
+    t.name = name;
+    t.forward_s = median(per[name]);
+    const auto it = flop.find(name);
+    if (it != flop.end()) {
+      t.what = describe(*it->second.first);
+      t.flop = it->second.second;
+      if (it->second.first->kind == Kind::kConv) t.what += " + ReLU, int8";
+      if (name == "classifier.1" || name == "classifier.4") t.what += " + ReLU, int8";
+      if (name == "classifier.6") t.what += ", fp32 (dequantized input)";
+    } else {
+      t.what = name == "quantize" ? "fp32 -> uint8, channels-last" : "flatten (avg-pool when not 6x6)";
+    }
+    if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += ", uint8";
+    if (bytes.count(name)) t.bytes = bytes[name];
+    (void)batch;
+    prof.layers.push_back(t);
+  }
+}
+
+void train_layers(AlexNet& model, const torch::Tensor& x0, const torch::Tensor& y, double label_smoothing,
+                  int64_t warmup, int64_t iters, LayerProfile& prof) {
+  const AlexNetLayers specs = alexnet_layers(model->options());
+  model->train();
+  std::vector<std::string> names, whats;
+  std::vector<const LayerSpec*> spec_of;
+  for (size_t i = 0; i < specs.features.size(); ++i) {
+    names.push_back("features." + std::to_string(i));
+    spec_of.push_back(&specs.features[i]);
+  }
+  names.push_back("avgpool");
+  spec_of.push_back(nullptr);
+  for (size_t i = 0; i < specs.classifier.size(); ++i) {
+    names.push_back("classifier." + std::to_string(i));
+    spec_of.push_back(&specs.classifier[i]);
+  }
+  std::vector<std::function<torch::Tensor(const torch::Tensor&)>> run;
+  {
+    size_t i = 0;
+    for (auto& layer : *model->features) {
+      const bool relu = specs.features[i++].kind == Kind::kReLU;
+      run.emplace_back([&layer, relu](const torch::Tensor& in) { return relu ? torch::relu(in) : layer.forward(in); });
+    }
+    run.emplace_back([&model](const torch::Tensor& in) { return pool(model, in); });
+    i = 0;
+    for (auto& layer : *model->classifier) {
+      const bool relu = specs.classifier[i++].kind == Kind::kReLU;
+      run.emplace_back([&layer, relu](const torch::Tensor& in) { return relu ? torch::relu(in) : layer.forward(in); });
+    }
+  }
+  const size_t n = run.size();
+  std::vector<std::vector<double>> fwd(n), bwd(n);
+  std::vector<double> flop(n, 0.0), bytes(n, 0.0);
+  for (int64_t it = 0; it < warmup + iters; ++it) {
+    std::vector<torch::Tensor> ins(n), outs(n);
+    auto x = x0;
+    for (size_t l = 0; l < n; ++l) {
+      // Each layer's input a leaf of its own, so that its backward can be timed alone; the
+      // image itself needs no gradient, as in the step.
+      ins[l] = l == 0 ? x : x.detach().requires_grad_(true);
+      const auto start = Clock::now();
+      outs[l] = run[l](ins[l]);
+      if (it >= warmup) fwd[l].push_back(since(start));
+      if (it == 0 && spec_of[l]) flop[l] = layer_flop(*spec_of[l], ins[l], outs[l]);
+      if (it == 0) bytes[l] = bytes_of(ins[l]) + bytes_of(outs[l]);
+      x = outs[l];
+    }
+    const auto logits = outs.back().detach().requires_grad_(true);
+    const auto loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
+    loss.backward();
+    auto grad = logits.grad();
+    for (size_t l = n; l-- > 0;) {
+      const auto start = Clock::now();
+      outs[l].backward(grad);
+      if (it >= warmup) bwd[l].push_back(since(start));
+      if (l > 0) grad = ins[l].grad();
+    }
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+  }
+  for (size_t l = 0; l < n; ++l) {
+    LayerTime t;
+    t.name = names[l];
+    t.what = spec_of[l] ? describe(*spec_of[l]) : "adaptive avg-pool to 6x6 (1x1: broadcast), flatten";
+    t.forward_s = median(fwd[l]);
+    t.backward_s = median(bwd[l]);
+    t.flop = flop[l];
+    t.bytes = bytes[l];
+    prof.layers.push_back(t);
+  }
+}
+
+}  // namespace
+
+LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train) {
+  TORCH_CHECK(info.device.is_cpu(), "bench --layers: the CPU only (per-layer times need no device queue)");
+  AlexNet model = make_model(p, info);
+  const auto input = torch::randn({info.batch_size, 3, info.image_size, info.image_size});  // (B, 3, S, S)
+  LayerProfile prof;
+  const bool int8 = info.cfg.precision == runtime::Precision::kInt8;
+  if (int8) {
+    prof.peak_gflops = int8_matmul_gops(2048, 10);
+    prof.peak_what = "int8 2048x2048 quantized::linear";
+  } else {
+    prof.peak_gflops = peak_fp32_gflops();
+    prof.peak_what = "fp32 2048x2048 torch::mm";
+  }
+  if (train) {
+    torch::manual_seed(1);
+    const auto y = torch::randint(info.num_classes, {info.batch_size}, torch::kInt64);  // (B,)
+    auto x = input;
+    if (info.cfg.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    if (info.cfg.channels_last) runtime::to_channels_last(*model);
+    train_layers(model, x, y, p.recipe.label_smoothing, p.warmup, p.iters, prof);
+    return prof;
+  }
+  if (p.before_inference) p.before_inference(model, info.cfg, input, nullptr);
+  info.cfg.plan.reset();  // one layer at a time: the plan runs the features as one pipeline
+  runtime::prepare_for_inference(model, info.cfg);
+  c10::InferenceMode inference;
+  const auto x = runtime::prepare_input(input, info.cfg);
+  if (int8)
+    int8_layers(model, x, p.warmup, p.iters, info.batch_size, prof);
+  else
+    infer_layers(model, x, p.warmup, p.iters, prof);
+  return prof;
+}
+
+std::string layer_table(const LayerProfile& prof, bool train, int64_t batch_size) {
+  std::string out;
+  char line[512];
+  const auto rate = [&](const LayerTime& t, double seconds, double factor) {
+    char buf[64];
+    if (seconds <= 0) return std::string("");
+    if (t.flop > 0) {
+      const double g = factor * t.flop / seconds / 1e9;
+      std::snprintf(buf, sizeof buf, "%.0f GFLOP/s (%.0f%%)", g, 100 * g / prof.peak_gflops);
+    } else {
+      std::snprintf(buf, sizeof buf, "%.1f GB/s", factor * t.bytes / seconds / 1e9);
+    }
+    return std::string(buf);
+  };
+  out += train ? "| layer | what | forward ms | forward rate (% of peak) | backward ms | backward rate (% of peak) |\n"
+                 "|---|---|---|---|---|---|\n"
+               : "| layer | what | ms | rate (% of peak) | share of the pass |\n|---|---|---|---|---|\n";
+  double sum = 0, flop = 0;
+  for (const auto& t : prof.layers) {
+    sum += t.forward_s + t.backward_s;
+    flop += t.flop * (train ? 3 : 1);
+    if (train) {
+      const std::string forward = rate(t, t.forward_s, 1);
+      const std::string backward = rate(t, t.backward_s, t.name == "features.0" ? 1 : 2);
+      std::snprintf(line, sizeof line, "| %s | %s | %.2f | %s | %.2f | %s |\n", t.name.c_str(), t.what.c_str(),
+                    1000 * t.forward_s, forward.c_str(), 1000 * t.backward_s, backward.c_str());
+      out += line;
+    } else {
+      const std::string r = rate(t, t.forward_s, 1);
+      std::snprintf(line, sizeof line, "| %s | %s | %.2f | %s | %.1f%% |\n", t.name.c_str(), t.what.c_str(),
+                    1000 * t.forward_s, r.c_str(), 100 * t.forward_s / prof.step_s);
+      out += line;
+    }
+  }
+  std::snprintf(line, sizeof line,
+                "\nlayers %.1f ms in all (%.0f GFLOP/s of conv + linear work), the whole %s %.1f ms per batch of "
+                "%lld (%.1f img/s); peak: %s %.0f GFLOP/s\n",
+                1000 * sum, flop / sum / 1e9, train ? "layer-by-layer step" : "forward pass",
+                1000 * (train ? sum : prof.step_s), static_cast<long long>(batch_size),
+                batch_size / (train ? sum : prof.step_s), prof.peak_what.c_str(), prof.peak_gflops);
+  out += line;
+  return out;
+}
+
+}  // namespace alexnet::engine
