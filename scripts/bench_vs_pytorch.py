@@ -1,47 +1,94 @@
-#!/usr/bin/python3
-"""Model speed against PyTorch: the same workloads in Python (torchvision's AlexNet,
-eager mode) and in `alexnet bench --json`, alternating, several repetitions, on the
-same machine with the same thread count and batch size; prints a markdown table of
-medians and ratios (alexnet / PyTorch) with the issue's targets.
+#!/usr/bin/env python3
+"""Model speed against what a user would pick today: every workload is measured for several
+anchors (PyTorch 2.x eager, channels-last and torch.compile, ONNX Runtime fp32 and int8, and
+Debian's PyTorch 1.13 as history) and for our `alexnet bench --json` binaries, alternating,
+several repetitions, on the same machine with the same thread count and batch size. Prints
+the machine, the versions, a markdown table of medians with, for each of our binaries, its
+ratio against the row's best anchor and the issue's target, then notes.
 
-Every measurement runs in a fresh process on both sides (the Python side re-runs
-this script with --worker), so start-up costs and memory are comparable. Within a
-repetition the two sides run back to back, the order flipping every repetition, and
-the ratio is the median of the per-repetition ratios: a noisy shared machine hits
-both sides of a pair alike.
+    ~/.cache/alexnet/venv-pypi/bin/python scripts/bench_vs_pytorch.py [--quick | --full]
 
-Workloads (--workloads, comma separated; --quick picks a set that runs in minutes):
-  matmul           2048x2048 fp32 matrix product, GFLOP/s (the machine's reference rate)
-  infer-fp32       inference, batch 64, 224x224: PyTorch eager fp32 NCHW vs alexnet fp32
-  infer-fp32-cl    the same with PyTorch in channels-last too (like for like)
-  infer-bf16       PyTorch eager fp32 NCHW vs alexnet --precision bf16
-  infer-bf16-bf16  PyTorch bf16 weights + channels-last vs alexnet bf16 (like for like)
-  infer-batch1     batch 1: latency and peak resident memory
-  train-fp32       one training step (SGD, momentum), batch 128, 64x64, 10 classes (the
-                   main job's shape): PyTorch fp32 vs alexnet fp32
-  train-bf16       PyTorch fp32 vs alexnet bf16 autocast (fp32 master weights)
-  train224-fp32    training step at 224x224, batch 32, 1000 classes
-  e2e-eval         JPEG folder (ImageNet-like 500x375 photos) -> Resize 256 + CenterCrop 224
-                   -> model -> argmax; torchvision ImageFolder + DataLoader vs alexnet, 2 workers
-  e2e-train-fp32   Fashion-MNIST training images (padded crop, resize 64, flip) -> training
-                   steps; torchvision FashionMNIST + DataLoader vs alexnet, 2 workers
-  e2e-train-bf16   the same with alexnet in bf16 (PyTorch stays fp32)
-  infer-fp16, train-fp16, train-bf16-amp   like for like on CUDA (--device cuda): both
-                   sides in fp16 (loss scaling for training) or bf16 autocast
-  scaling          alexnet only: end-to-end evaluation of 1,000 and 10,000 JPEGs
-  agreement        alexnet only: top-1 agreement of bf16 with fp32 on the 10,000 Fashion-MNIST
-                   test images, with weights from a short `alexnet train` (or --weights)
+Every measurement runs in a fresh process on every side (each anchor runs
+scripts/bench_anchors.py under its own interpreter), so start-up costs and memory are
+comparable. Within a repetition every side runs once, back to back, in an order reversed
+every other repetition. The best anchor of a row is the one with the best median; a ratio is
+the median of the per-repetition ratios ours / best anchor (a noisy shared machine hits both
+sides of a pair alike), > 1 meaning ours is faster (for latency: best ms / ours ms).
 
-Usage: /usr/bin/python3 scripts/bench_vs_pytorch.py [--binary build/app/alexnet] [--quick | --full]
-       [--workloads infer-fp32,train-fp32] [--repeat 3] [--threads N] [--device cpu|cuda]
-       [--python-env OPENBLAS_CORETYPE=CooperLake]
-On CUDA both sides run fp32 without TF32 (alexnet's fp32 is strict fp32 there).
+Anchors (--anchors, comma separated, restricts them):
+  torch113  Debian's PyTorch 1.13 eager, NCHW fp32 (interpreter /usr/bin/python3, --python-113):
+            history, usually the slowest, but it competes for the best anchor like the others
+  eager     PyTorch 2.x eager fp32 NCHW, interpreter of the PyPI virtual environment
+            ${ALEXNET_VENV:-${XDG_CACHE_HOME:-~/.cache}/alexnet/venv-pypi}/bin/python (--python;
+            without it, the interpreter running this script)
+  eager-cl  the same, model and input channels-last
+  compile   torch.compile(model), default mode (inductor; static shapes). Its first call(s)
+            compile and are not timed: the notes give their seconds (inductor's on-disk cache
+            makes later processes faster). Training compiles forward and backward (AOTAutograd).
+            If it cannot compile here (no C++ compiler, ...) the row says failed, the notes say
+            why, and the run goes on.
+  ort       ONNX Runtime fp32: torchvision's AlexNet through torch.onnx.export (TorchScript
+            exporter, dynamic batch), ORT_ENABLE_ALL, intra-op threads = --threads, inter-op 1,
+            CPU provider. Export happens once, untimed. Model-only inference rows only.
+  ort-int8  ONNX Runtime static int8: quant_pre_process, then quantize_static (QDQ, per channel,
+            QUInt8 activations, QInt8 weights), calibrated on 32 random-normal images (seed 0,
+            the benchmark input's kind: the model-only rows have no real images). int8 rows only.
+Ours: --binary PATH, repeatable (default: build-pypi/app/alexnet and build/app/alexnet, those
+that exist), each a column labelled by the LibTorch version its --version reports, run as
+`alexnet bench --json --precision fp32 --channels-last=auto ...` (the row's precision).
+
+Workloads (--workloads, comma separated), img/s unless stated. Training rows run alexnet's
+`main` recipe on every side (RECIPE below: SGD lr 0.06, momentum 0.9, Nesterov, weight decay
+5e-4, label smoothing 0.1, gradients clipped to total norm 2, dropout 0.1), given to ours as
+explicit flags so that a change of its defaults cannot desynchronise the sides.
+  matmul      2048x2048 fp32 matrix product, GFLOP/s (the machine's reference rate)
+  infer-b64   model-only inference, batch 64, 224x224, 1000 classes, fp32       target >= 1.15x
+  infer-b1    the same at batch 1, plus a latency row (ms per image, median)    >= 1.15x both
+  train224    one training step, batch 64, 224x224, 1000 classes               >= 1.10x
+  train-main  the main job's step: batch 128, 64x64, 10 classes                 >= 1.10x
+  e2e-eval    a JPEG folder (ImageNet-like 500x375 photos, --images) -> Resize 256 + CenterCrop
+              224 -> model -> argmax, batch 64, 2 loader workers; torchvision's ImageFolder +
+              DataLoader feeding torch113, eager and compile                   >= 2x
+  e2e-train   a JPEG folder (--train-images) -> RandomResizedCrop 224 + flip -> training steps,
+              batch 64, 2 workers, the same anchors                            >= 1.5x
+  int8-b64    inference, batch 64, 224x224: ours --precision int8 against ort-int8 (>= 1.2x)
+              and against ours in fp32 (>= 2x); a binary without int8 shows "n/a"
+  main-job    ours only, opt-in (--main-job; about 10 minutes a binary): `alexnet train` with
+              its defaults (Fashion-MNIST), the wall time until the test top-1 first reaches
+              90% (<= 8 minutes); --main-job-args adds flags (a short check: '--epochs 1
+              --max-steps 20')
+  scaling     ours only: end-to-end evaluation of 1,000 and 10,000 JPEGs (--scaling-counts)
+  agreement   ours only: top-1 agreement of bf16 with fp32 on the Fashion-MNIST test images
+              (--agreement-images), weights from a short `alexnet train` (or --weights)
+  infer-bf16-bf16, infer-fp16, train-bf16-amp, train-fp16   like for like in low precision:
+              the PyTorch 2.x anchors with bf16/fp16 weights (autocast for training, loss
+              scaling in fp16), ours the same; fp16 on CUDA only
+Earlier names still work: infer-fp32 and infer-fp32-cl (infer-b64), infer-batch1 (infer-b1),
+train-fp32 (train-main), train224-fp32 (train224), e2e-train-fp32 (e2e-train).
+
+Sets: by default matmul to int8-b64 above. --quick: matmul, infer-b64, infer-b1, train-main
+and int8-b64 with --iters 3 --repeat 2: 56 fresh processes, about 9 minutes on a 2-core
+machine where importing PyPI's torch alone takes 6 s a process. --full: the default rows plus
+scaling and agreement (main-job only with --main-job). --device cuda: matmul, infer-b64,
+infer-bf16-bf16, infer-fp16, infer-b1, train224, train-bf16-amp, train-fp16 and e2e-eval,
+without the torch113 and ONNX Runtime anchors; every side runs fp32 without TF32 there
+(alexnet's fp32 is strict fp32).
+
+Exit status 1 when a run of ours failed (a missing int8 is "n/a", not a failure); an anchor
+that cannot run here and a missed target are findings, reported, with exit status 0.
+
+Usage: PYTHON scripts/bench_vs_pytorch.py [--binary PATH]... [--quick | --full] [--main-job]
+       [--workloads infer-b64,train-main] [--anchors eager,compile,ort] [--repeat 3]
+       [--iters N] [--threads N] [--device cpu|cuda] [--images N] [--train-images N]
+       [--python PY] [--python-113 PY] [--python-env OPENBLAS_CORETYPE=CooperLake]
+The script itself needs only Python's standard library; --python-env sets variables for the
+anchors only.
 """
 import argparse
 import json
 import os
 import platform
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -49,223 +96,116 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+ROOT = os.path.dirname(HERE)
+ANCHOR_WORKER = os.path.join(HERE, "bench_anchors.py")
 
+# alexnet's `main` recipe (app/engine/train_config.h): the Python step uses these values and
+# ours gets them as explicit flags, so a change of our defaults cannot desynchronise the sides.
+RECIPE = dict(lr=0.06, momentum=0.9, nesterov=True, wd=5e-4, label_smoothing=0.1,
+              clip_grad_norm=2.0, dropout=0.1)
+# ort-int8's calibration set: random-normal images (seed 0), the benchmark input's kind, since the
+# model-only rows have no real images; ours calibrates on its own random benchmark batch.
+CALIBRATION_IMAGES = 32
 
-def workload(kind, batch, py, cpp, target=None, **extra):
-    """One WORKLOADS entry: py and cpp are each side's (precision, channels_last)."""
-    w = dict(kind=kind, batch=batch, **extra, py=dict(precision=py[0], channels_last=py[1]),
-             cpp=dict(precision=cpp[0], channels_last=cpp[1]))
-    if target is not None:
-        w["target"] = target
-    return w
-
-
-# name: what runs on each side; target: the issue's minimum ratio (alexnet / PyTorch), if it
-# sets one. Columns: kind, batch, PyTorch's (precision, channels_last), alexnet's, target, shape.
-EAGER = ("fp32", False)  # PyTorch eager fp32 NCHW, the usual baseline
+# Anchor: (interpreter, what it is). "113" runs under --python-113, "2" under --python.
+ANCHORS = {
+    "torch113": ("113", "eager NCHW (Debian's; history)"),
+    "eager": ("2", "eager NCHW"),
+    "eager-cl": ("2", "eager, model and input channels-last"),
+    "compile": ("2", "torch.compile(model), default mode (inductor)"),
+    "ort": ("2", "torch.onnx.export -> ONNX Runtime fp32, ORT_ENABLE_ALL"),
+    "ort-int8": ("2", "ONNX Runtime static int8 (quantize_static QDQ, per channel)"),
+}
+INFER = ("torch113", "eager", "eager-cl", "compile", "ort")
+TRAIN = ("torch113", "eager", "eager-cl", "compile")
+E2E = ("torch113", "eager", "compile")  # each fed by torchvision's ImageFolder + DataLoader
+LOW = ("eager", "eager-cl", "compile")  # low precision: PyTorch 2.x only
+CPU_ONLY = ("torch113", "ort", "ort-int8")  # skipped on CUDA
 IMAGENET = dict(size=224, classes=1000)
+
+# kind, batch, shape; anchors; precision (every side; int8: ours only, anchors in fp32);
+# ours_cl (ours' --channels-last); iters (a row's own default); target: the issue's minimum
+# ratio ours / best anchor; latency: also a latency row with that target; fp32_target: int8
+# against our own fp32.
 WORKLOADS = {
-    "matmul": dict(kind="matmul", n=2048),
-    "infer-fp32": workload("infer", 64, EAGER, ("fp32", "auto"), 1.35, **IMAGENET),
-    "infer-fp32-cl": workload("infer", 64, ("fp32", True), ("fp32", "on"), **IMAGENET),
-    "infer-bf16": workload("infer", 64, EAGER, ("bf16", "auto"), 5.5, **IMAGENET),
-    "infer-bf16-bf16": workload("infer", 64, ("bf16", True), ("bf16", "on"), **IMAGENET),
-    "infer-batch1": workload("infer", 1, EAGER, ("fp32", "auto"), iters=20, **IMAGENET),
-    "train-fp32": workload("train", 128, EAGER, ("fp32", "auto"), 1.05, size=64, classes=10),
-    "train-bf16": workload("train", 128, EAGER, ("bf16", "auto"), 2.5, size=64, classes=10),
-    "train224-fp32": workload("train", 32, EAGER, ("fp32", "auto"), 1.05, **IMAGENET),
-    "e2e-eval": workload("e2e-infer", 64, EAGER, ("auto", "auto"), 2.0, workers=2),
-    "e2e-train-fp32": workload("e2e-train", 128, EAGER, ("fp32", "auto"), 1.2, workers=2),
-    "e2e-train-bf16": workload("e2e-train", 128, EAGER, ("bf16", "auto"), 2.5, workers=2),
-    "infer-fp16": workload("infer", 64, ("fp16", True), ("fp16", "on"), **IMAGENET),
-    "train-fp16": workload("train", 128, ("fp16", True), ("fp16", "on"), **IMAGENET),
-    "train-bf16-amp": workload("train", 128, ("bf16", True), ("bf16", "on"), **IMAGENET),
+    "matmul": dict(kind="matmul", n=2048, anchors=("torch113", "eager"), iters=10),
+    "infer-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=INFER, target=1.15),
+    "infer-b1": dict(kind="infer", batch=1, **IMAGENET, anchors=INFER, target=1.15, latency=1.15,
+                     iters=20),
+    "train224": dict(kind="train", batch=64, **IMAGENET, anchors=TRAIN, target=1.10),
+    "train-main": dict(kind="train", batch=128, size=64, classes=10, anchors=TRAIN, target=1.10),
+    "e2e-eval": dict(kind="e2e-infer", batch=64, workers=2, anchors=E2E, target=2.0),
+    "e2e-train": dict(kind="e2e-train", batch=64, workers=2, anchors=E2E, target=1.5),
+    "int8-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=("ort-int8",), precision="int8",
+                     target=1.2, fp32_target=2.0),
+    "infer-bf16-bf16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW, precision="bf16",
+                            ours_cl="on"),
+    "infer-fp16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW, precision="fp16", ours_cl="on"),
+    "train-bf16-amp": dict(kind="train", batch=128, **IMAGENET, anchors=LOW, precision="bf16",
+                           ours_cl="on"),
+    "train-fp16": dict(kind="train", batch=128, **IMAGENET, anchors=LOW, precision="fp16", ours_cl="on"),
+    "main-job": dict(kind="main-job"),
     "scaling": dict(kind="scaling", batch=64, workers=2),
     "agreement": dict(kind="agreement"),
 }
-QUICK = ["matmul", "infer-fp32", "infer-bf16", "infer-batch1", "train-fp32", "train-bf16",
-         "e2e-eval", "e2e-train-fp32"]
-GPU = ["matmul", "infer-fp32", "infer-bf16-bf16", "infer-fp16", "infer-batch1", "train224-fp32",
+# Earlier names (scripts/gpu_check.sh, BENCHMARKS.md): infer-fp32-cl is now infer-b64's eager-cl
+# anchor, e2e-train-fp32 (Fashion-MNIST) became e2e-train (JPEGs at 224 px).
+ALIASES = {"infer-fp32": "infer-b64", "infer-fp32-cl": "infer-b64", "infer-batch1": "infer-b1",
+           "train-fp32": "train-main", "train224-fp32": "train224", "e2e-train-fp32": "e2e-train"}
+DEFAULT = ["matmul", "infer-b64", "infer-b1", "train224", "train-main", "e2e-eval", "e2e-train",
+           "int8-b64"]
+QUICK = ["matmul", "infer-b64", "infer-b1", "train-main", "int8-b64"]
+FULL = DEFAULT + ["scaling", "agreement"]
+GPU = ["matmul", "infer-b64", "infer-bf16-bf16", "infer-fp16", "infer-b1", "train224",
        "train-bf16-amp", "train-fp16", "e2e-eval"]
-FULL = ["matmul", "infer-fp32", "infer-fp32-cl", "infer-bf16", "infer-bf16-bf16", "infer-batch1",
-        "train-fp32", "train-bf16", "train224-fp32", "e2e-eval", "e2e-train-fp32",
-        "e2e-train-bf16", "scaling", "agreement"]
+MAIN_JOB_TOP1 = 0.90  # the main job's accuracy target, reached within MAIN_JOB_MINUTES
+MAIN_JOB_MINUTES = 8
+WEIGHTS_MB = 61100840 * 4 / 2 ** 20  # AlexNet's fp32 parameters, for the batch-1 memory target
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")  # and every amx_*
 
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-# ----------------------------------------------------------------- Python side (--worker)
-
-def dtype_of(precision):
-    import torch
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def py_model(classes, precision, channels_last, train, device):
-    import torch
-    import torchvision
-    torch.manual_seed(0)
-    model = torchvision.models.alexnet(num_classes=classes).to(device)
-    model.train(train)
-    if not train:
-        model = model.to(dtype_of(precision))  # low-precision weights; training autocasts
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def py_input(x, precision, channels_last, device):
-    import torch
-    x = x.to(device, non_blocking=True).to(dtype_of(precision))
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-class PyStep:
-    """One training step as alexnet's: SGD (momentum 0.9, weight decay 5e-4), autocast for
-    bf16/fp16 with fp32 master weights, GradScaler for fp16."""
-
-    def __init__(self, model, precision, device):
-        import torch
-        self.model, self.precision, self.device = model, precision, device
-        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        self.scaler = torch.cuda.amp.GradScaler(enabled=precision == "fp16")
-
-    def __call__(self, x, y):
-        import torch
-        import torch.nn.functional as F
-        self.opt.zero_grad(set_to_none=True)
-        low = self.precision != "fp32"
-        with torch.autocast(self.device.split(":")[0], dtype=dtype_of(self.precision) if low else None,
-                            enabled=low):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        return loss
-
-
-def timed(device, spec, fn):
-    """Per-iteration seconds of fn after the warm-up iterations (synchronised on CUDA)."""
-    import torch
-    times = []
-    for i in range(spec["warmup"] + spec["iters"]):
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= spec["warmup"]:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def py_worker(spec):
-    import torch
-    torch.set_num_threads(spec["threads"])
-    device = spec["device"]
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-        # alexnet's fp32 on CUDA is strict fp32; so is this side's.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-    kind, cfg = spec["kind"], spec.get("py", {})
-    precision, cl = cfg.get("precision", "fp32"), cfg.get("channels_last", False)
-    out = {"threads": torch.get_num_threads()}
-    if kind == "matmul":
-        n = spec["n"]
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        out["gflops"] = 2 * n ** 3 / timed(device, spec, lambda: torch.mm(a, b)) / 1e9
-    elif kind in ("infer", "train"):
-        train = kind == "train"
-        model = py_model(spec["classes"], precision, cl, train, device)
-        x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
-        if train:
-            x = py_input(x, "fp32", cl, device)
-            y = torch.randint(spec["classes"], (spec["batch"],)).to(device)
-            step = PyStep(model, precision, device)
-            seconds = timed(device, spec, lambda: step(x, y))
-        else:
-            x = py_input(x, precision, cl, device)
-            with torch.inference_mode():
-                seconds = timed(device, spec, lambda: model(x))
-        out["img_per_s"] = spec["batch"] / seconds
-    elif kind == "e2e-infer":
-        import torchvision
-        from torchvision import transforms
-        tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
-                                 transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-        ds = torchvision.datasets.ImageFolder(spec["folder"], tf)
-        model = py_model(len(ds.classes), precision, cl, False, device)
-        with torch.inference_mode():
-            model(py_input(torch.zeros(spec["batch"], 3, 224, 224), precision, cl, device))  # warm-up
-            start = time.perf_counter()
-            loader = torch.utils.data.DataLoader(ds, batch_size=spec["batch"], shuffle=False,
-                                                 num_workers=spec["workers"],
-                                                 pin_memory=device.startswith("cuda"))
-            n = 0
-            for images, _ in loader:
-                n += model(py_input(images, precision, cl, device)).argmax(1).cpu().shape[0]
-        out["img_per_s"] = n / (time.perf_counter() - start)
-    elif kind == "e2e-train":
-        import torchvision
-        from torchvision import transforms
-        tf = transforms.Compose([
-            transforms.RandomCrop(28, padding=2), transforms.Resize(64),
-            transforms.RandomHorizontalFlip(), transforms.Grayscale(num_output_channels=3),
-            transforms.ToTensor(), transforms.Normalize([FASHION_MEAN] * 3, [FASHION_STD] * 3)])
-        # torchvision checks for the test files too; only the training files are read.
-        torchvision.datasets.FashionMNIST._check_exists = lambda self: True
-        ds = torchvision.datasets.FashionMNIST(spec["fashion_root"], train=True, transform=tf)
-        ds = torch.utils.data.Subset(ds, range(spec["limit"]))
-        model = py_model(10, precision, cl, True, device)
-        step = PyStep(model, precision, device)
-        step(py_input(torch.zeros(spec["batch"], 3, 64, 64), "fp32", cl, device),
-             torch.zeros(spec["batch"], dtype=torch.int64, device=device))  # warm-up
-        start = time.perf_counter()
-        loader = torch.utils.data.DataLoader(ds, batch_size=spec["batch"], shuffle=True,
-                                             drop_last=True, num_workers=spec["workers"],
-                                             pin_memory=device.startswith("cuda"))
-        n = 0
-        for images, labels in loader:
-            step(py_input(images, "fp32", cl, device), labels.to(device, non_blocking=True)).item()
-            n += images.shape[0]
-        out["img_per_s"] = n / (time.perf_counter() - start)
-    out["peak_rss_mb"] = peak_rss_mb()
-    if device.startswith("cuda"):
-        free, total = torch.cuda.mem_get_info()
-        out["cuda_used_mb"] = (total - free) / 2 ** 20
-    print(json.dumps(out))
-
-
-# ----------------------------------------------------------------- driver
 
 class RunFailed(Exception):
     pass
 
 
+# ----------------------------------------------------------------- running one side
+
 def run_json(cmd, env=None):
+    """The JSON object on cmd's last stdout line; RunFailed with the reason otherwise."""
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     if r.returncode != 0:
-        raise RunFailed(f"exit status {r.returncode}: {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        # An anchor worker says why on stdout ({"error": ...}); anything else: stderr's tail.
+        try:
+            reason = json.loads(last)["error"]
+        except (ValueError, KeyError, TypeError):
+            tail = [line for line in r.stderr.strip().splitlines() if line.strip()]
+            reason = tail[-1] if tail else "no output"
+        raise RunFailed(f"exit status {r.returncode}: {reason}")
+    return json.loads(last)
 
 
-def run_python(spec, env):
-    return run_json([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], env)
+def run_anchor(python, spec, env):
+    if not python:
+        raise RunFailed("no interpreter for this anchor")
+    return run_json([python, ANCHOR_WORKER, json.dumps(spec)], env)
 
 
-def run_cpp(binary, spec, folder=None, fashion=None):
+def recipe_flags(r):
+    return ["--lr", str(r["lr"]), "--momentum", str(r["momentum"]), "--wd", str(r["wd"]),
+            f"--nesterov={'true' if r['nesterov'] else 'false'}",
+            "--label-smoothing", str(r["label_smoothing"]),
+            "--clip-grad-norm", str(r["clip_grad_norm"]), "--dropout", str(r["dropout"])]
+
+
+def run_cpp(binary, spec, precision):
+    """`alexnet bench --json` for spec, with --precision precision."""
     cmd = [binary, "bench", "--json", "--threads", str(spec["threads"]), "--device", spec["device"]]
-    cfg = spec.get("cpp", {})
-    if "precision" in cfg:
-        cmd += ["--precision", cfg["precision"], f"--channels-last={cfg['channels_last']}"]
     kind = spec["kind"]
     if kind == "matmul":
         cmd += ["--mode", "matmul", "--matrix-size", str(spec["n"]), "--precision", "fp32"]
+    else:
+        cmd += ["--precision", precision, f"--channels-last={spec.get('ours_cl', 'auto')}"]
     if kind in ("matmul", "infer", "train"):
         cmd += ["--warmup", str(spec["warmup"]), "--iters", str(spec["iters"])]
     if kind in ("infer", "train"):
@@ -275,16 +215,337 @@ def run_cpp(binary, spec, folder=None, fashion=None):
         cmd += ["--mode", "infer", "--data", spec["folder"], "--batch-size", str(spec["batch"]),
                 "--workers", str(spec["workers"]), "--repeat", "1"]
     if kind == "e2e-train":
-        cmd += ["--mode", "train", "--data", "fashion-mnist", "--split", "train",
-                "--limit", str(spec["limit"]), "--batch-size", str(spec["batch"]),
-                "--workers", str(spec["workers"]), "--repeat", "1"]
-    return run_json(cmd)
+        # One folder for all splits (no train/ val/ inside): --split train reads all of it.
+        cmd += ["--mode", "train", "--data", spec["folder"], "--split", "train",
+                "--batch-size", str(spec["batch"]), "--workers", str(spec["workers"]), "--repeat", "1"]
+    if kind in ("train", "e2e-train"):
+        cmd += recipe_flags(spec["recipe"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode == 2 and precision == "int8" and "int8" in r.stderr:
+        raise RunFailed("n/a (binary has no int8)")  # a usage error: the flag is not there yet
+    if r.returncode != 0:
+        tail = [line for line in r.stderr.strip().splitlines() if line.strip()]
+        raise RunFailed(f"exit status {r.returncode}: {tail[-1] if tail else 'no output'}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def make_jpeg_folder(root, count):
-    sys.path.insert(0, HERE)
-    from bench_data import make_folder  # the ImageNet-like photos scripts/bench_data.py uses
-    make_folder(root, count)
+# ----------------------------------------------------------------- the machine and the sides
+
+def machine_description():
+    model, flags = "?", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = list(CPU_FLAGS) + sorted(f for f in flags if f.startswith("amx"))
+    have = [f for f in wanted if f in flags]
+    missing = [f for f in wanted if f not in flags] + ([] if any(f.startswith("amx") for f in flags)
+                                                       else ["amx_*"])
+    return (f"{model}, {len(os.sched_getaffinity(0))} CPUs available; flags: {' '.join(have) or 'none'}"
+            f" (absent: {' '.join(missing) or 'none'}); {platform.platform()}")
+
+
+def default_python2():
+    """The PyPI virtual environment's interpreter (scripts/setup's), else this one."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    venv = os.environ.get("ALEXNET_VENV") or os.path.join(cache, "alexnet", "venv-pypi")
+    python = os.path.join(venv, "bin", "python")
+    return python if os.path.exists(python) else sys.executable
+
+
+def probe_interpreters(args, chosen, env):
+    """{"2": versions or None, "113": ...} from the interpreters of the chosen anchors (the "2"
+    one always: it also makes the JPEG folders); prints failures."""
+    found = {}
+    for key, python in (("2", args.python), ("113", args.python_113)):
+        if key != "2" and not any(ANCHORS[a][0] == key for a in chosen):
+            found[key] = None
+            continue
+        try:
+            found[key] = run_anchor(python, dict(kind="versions", device=args.device), env)
+        except (RunFailed, OSError) as e:
+            print(f"interpreter {python}: unusable for anchors ({str(e).splitlines()[0]})")
+            found[key] = None
+    return found
+
+
+def label_binaries(paths):
+    """[(label, path, version line)]: labels from the LibTorch version `--version` reports."""
+    out, seen = [], set()
+    for path in paths:
+        r = subprocess.run([path, "--version"], capture_output=True, text=True)
+        line = (r.stdout.strip() or r.stderr.strip() or "?").splitlines()[0]
+        m = re.search(r"LibTorch (\d+)\.(\d+)", line)
+        label = f"ours[{m.group(1)}.{m.group(2)}]" if m else f"ours[{os.path.basename(path)}]"
+        while label in seen:  # two builds of one LibTorch: tell them apart by their folder
+            label = f"{label[:-1]}@{os.path.basename(os.path.dirname(os.path.dirname(path)))}]"
+        seen.add(label)
+        out.append((label, path, line))
+    return out
+
+
+# ----------------------------------------------------------------- one table row
+
+def fmt_rate(x):
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def median_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def short(label):
+    """ours[2.15] -> 2.15, for the verdicts."""
+    return label[len("ours["):-1]
+
+
+class Row:
+    """One line of the table: medians per side, the best anchor, ratios per binary."""
+
+    def __init__(self, name, shape, unit, higher_is_better=True):
+        self.name, self.shape, self.unit, self.higher = name, shape, unit, higher_is_better
+        self.anchor_cells = {}  # anchor -> median or a string ("failed", "-")
+        self.best = None        # anchor name
+        self.ours_cells = {}    # label -> median or string
+        self.ratios = {}        # label -> ratio (> 1: ours is better)
+        self.target = ""
+
+
+def summarise(row, values, anchors, ours, target=None):
+    """Fills row from values[side] = per-repetition values (None where that run failed)."""
+    for a in anchors:
+        row.anchor_cells[a] = median_or_none(values.get(a, []))
+    usable = [a for a in anchors if row.anchor_cells[a] is not None]
+    pick = max if row.higher else min
+    row.best = pick(usable, key=lambda a: row.anchor_cells[a]) if usable else None
+    verdicts = []
+    for label in ours:
+        row.ours_cells[label] = median_or_none(values.get(label, []))
+        if row.best is None or row.ours_cells[label] is None:
+            continue
+        pairs = [(o, b) for o, b in zip(values[label], values[row.best]) if o is not None and b is not None]
+        if not pairs:
+            continue
+        row.ratios[label] = statistics.median(o / b if row.higher else b / o for o, b in pairs)
+        if target is not None:
+            ok = row.ratios[label] >= target
+            verdicts.append(f"{short(label)} {'met' if ok else '**missed**'}")
+    if target is not None:
+        row.target = f">= {target}x" + (f": {', '.join(verdicts)}" if verdicts else "")
+
+
+def measure(args, name, w, sides, env, rows, notes, state):
+    """Runs a workload's repetitions over every side, alternating; appends its rows and notes."""
+    kind = w["kind"]
+    anchors = [a for a in w["anchors"] if a in sides["anchors"]]
+    ours = [label for label, _ in sides["ours"]]
+    precision = w.get("precision", "fp32")
+    # (side, how to run it). int8 rows also run each binary in fp32, for int8 / fp32.
+    runs = [(a, "anchor") for a in anchors] + [(label, precision) for label in ours]
+    if precision == "int8":
+        runs += [(label + " fp32", "fp32") for label in ours]
+    dead = prepare_ort(name, w, anchors, sides, env, notes)
+    key, unit = ("gflops", "GFLOP/s") if kind == "matmul" else ("img_per_s", "img/s")
+    results = repetitions(args, name, w, runs, sides, env, dead, key, unit)
+    values = {side: [x[key] if x else None for x in xs] for side, xs in results.items()}
+
+    row = Row(name, shape_of(w), unit)
+    summarise(row, values, anchors, ours, w.get("target"))
+    mark_failures(row, dead, anchors, ours)
+    rows.append(row)
+    for side, why in dead.items():
+        if not why.startswith("n/a"):
+            notes.append(f"{name}: {'anchor ' if side in anchors else ''}{side} failed ({why})")
+            if side not in anchors:
+                state.setdefault("ours_failed", []).append(f"{name} {side}")
+    if w.get("latency"):
+        # Per-image latency: the median step time at batch 1 (lower is better).
+        lat = {side: [x["ms_per_batch"] / w["batch"] if x else None for x in xs]
+               for side, xs in results.items()}
+        lat_row = Row(f"{name} latency", shape_of(w), "ms", higher_is_better=False)
+        summarise(lat_row, lat, anchors, ours, w["latency"])
+        mark_failures(lat_row, dead, anchors, ours)
+        rows.append(lat_row)
+
+    # What each binary actually ran (its bench --json "compute": precision, layout, plan).
+    computed = [f"{side}: {next(x['compute'] for x in results[side] if x)}" for side, how in runs
+                if how != "anchor" and kind != "matmul" and any(results[side])]
+    if computed:
+        notes.append(f"{name}: ours computed: {'; '.join(computed)}")
+    if precision == "int8":
+        int8_notes(name, w, values, ours, row, notes)
+    compile_notes(name, results, notes)
+    if kind == "matmul":
+        state["matmul"] = {side: m for side in values if (m := median_or_none(values[side])) is not None}
+        state["blas"] = {label: next((x.get("blas") for x in results[label] if x), "") for label in ours}
+    if name == "infer-b64":
+        state["infer_gflops"] = {label: median_or_none([x["gflops"] if x else None for x in results[label]])
+                                 for label in ours}
+    if kind == "infer" and w["batch"] == 1:
+        memory_note(args, results, anchors, ours, notes)
+
+
+def prepare_ort(name, w, anchors, sides, env, notes):
+    """Exports (and quantises) the model for the row's ONNX Runtime anchors once, untimed, in a
+    process of its own. Returns {anchor: why} for the anchors that cannot run."""
+    ort = [a for a in anchors if a.startswith("ort")]
+    if not ort:
+        return {}
+    try:
+        prep = run_anchor(sides["python"]["2"], dict(w, kind="prepare-onnx", anchor=ort[-1]), env)
+    except (RunFailed, OSError) as e:
+        return {a: str(e).splitlines()[0] for a in ort}
+    if prep["prepare_s"] > 0.5:  # else an earlier row's files were reused
+        notes.append(f"{name}: ONNX export{' and int8 quantisation' if 'ort-int8' in ort else ''} "
+                     f"(untimed, once per command): {prep['prepare_s']:.1f} s")
+    return {}
+
+
+def repetitions(args, name, w, runs, sides, env, dead, key, unit):
+    """{side: [result or None per repetition]}; every side once per repetition, the order reversed
+    every other one. A side that fails is recorded in dead and not run again (a compile that
+    cannot work here, a flag the binary lacks)."""
+    binary_of = dict(sides["ours"])
+    precision = w.get("precision", "fp32")
+    results = {side: [] for side, _ in runs}
+    for r in range(args.repeat):
+        for side, how in (runs if r % 2 == 0 else runs[::-1]):
+            result = None
+            if side not in dead:
+                try:
+                    if how == "anchor":
+                        spec = dict(w, anchor=side, precision="fp32" if precision == "int8" else precision)
+                        result = run_anchor(sides["python"][ANCHORS[side][0]], spec, env)
+                    else:
+                        result = run_cpp(binary_of[side.split(" ")[0]], w, how)
+                except (RunFailed, OSError) as e:
+                    dead[side] = str(e).splitlines()[0]
+                    print(f"  {name} {side}: {dead[side]}", flush=True)
+            results[side].append(result)
+        shown = ", ".join(f"{side} {fmt_rate(results[side][-1][key])}" for side, _ in runs
+                          if results[side][-1])
+        print(f"  {name} run {r + 1}: {shown or 'nothing ran'} {unit}", flush=True)
+    return results
+
+
+def mark_failures(row, dead, anchors, ours):
+    """A side that never ran shows why in its cell rather than a bare "-"."""
+    for side, why in dead.items():
+        if side in anchors and row.anchor_cells.get(side) is None:
+            row.anchor_cells[side] = "failed"
+        elif side in ours and row.ours_cells.get(side) is None:
+            row.ours_cells[side] = why if why.startswith("n/a") else "failed"
+
+
+def shape_of(w):
+    kind = w["kind"]
+    if kind == "matmul":
+        return f"{w['n']}x{w['n']} fp32"
+    if kind.startswith("e2e"):
+        what = ("Resize 256 + CenterCrop 224" if kind == "e2e-infer" else "RandomResizedCrop 224 + flip")
+        return f"JPEGs, {what}, batch {w['batch']}, {w['workers']} workers"
+    return (f"batch {w['batch']}, {w['size']}x{w['size']}, {w['classes']} classes"
+            f"{'' if w.get('precision', 'fp32') == 'fp32' else ', ' + w['precision']}")
+
+
+def int8_notes(name, w, values, ours, row, notes):
+    """ours int8 / ours fp32, the other half of the int8 target, into the row and the notes."""
+    parts = []
+    for label in ours:
+        pairs = [(a, b) for a, b in zip(values[label], values[label + " fp32"])
+                 if a is not None and b is not None]
+        fp32 = median_or_none(values[label + " fp32"])
+        if not pairs:
+            parts.append(f"{short(label)} n/a")
+            if fp32 is not None:
+                notes.append(f"{name}: {label} fp32 {fmt_rate(fp32)} img/s (int8 did not run)")
+            continue
+        ratio = statistics.median(a / b for a, b in pairs)
+        ok = ratio >= w["fp32_target"]
+        parts.append(f"{short(label)} {ratio:.2f}x {'met' if ok else '**missed**'}")
+        notes.append(f"{name}: {label} int8 / fp32 {ratio:.2f}x (fp32 {fmt_rate(fp32)} img/s)")
+    row.target = (f"vs ort-int8 {row.target}; >= {w['fp32_target']}x our fp32: {', '.join(parts)}")
+    notes.append(f"{name}: ort-int8 is calibrated on {CALIBRATION_IMAGES} random-normal images (seed 0, "
+                 f"as the benchmark input; the model-only rows have no real images); ours calibrates "
+                 f"on its own random benchmark batch")
+
+
+def compile_notes(name, results, notes):
+    warm = [x["compile_s"] for x in results.get("compile", []) if x and "compile_s" in x]
+    if warm:
+        notes.append(f"{name}: torch.compile's first call(s), not timed: {warm[0]:.1f} s in the first "
+                     f"run, median {statistics.median(warm):.1f} s (later runs reuse inductor's cache)")
+
+
+def memory_note(args, results, anchors, ours, notes):
+    rss = {side: median_or_none([x["peak_rss_mb"] if x else None for x in results[side]])
+           for side in list(anchors) + ours}
+    parts = []
+    for label in ours:
+        if rss[label] is not None:
+            ok = rss[label] <= 2 * WEIGHTS_MB
+            parts.append(f"{label} {rss[label]:.0f} MiB ({'met' if ok else 'missed'})")
+    others = ", ".join(f"{a} {rss[a]:.0f} MiB" for a in anchors if rss[a] is not None)
+    if parts or others:
+        notes.append(f"batch 1 peak resident memory (target <= 2 x {WEIGHTS_MB:.0f} MiB = "
+                     f"{2 * WEIGHTS_MB:.0f} MiB): {', '.join(parts) or 'n/a'}; anchors' processes: "
+                     f"{others or 'n/a'}")
+    if args.device.startswith("cuda"):
+        used = {side: next((x.get("cuda_used_mb") for x in results[side] if x), None)
+                for side in list(anchors) + ours}
+        if any(v is not None for v in used.values()):
+            notes.append("batch 1 GPU memory in use (context + cache): " +
+                         ", ".join(f"{s} {used[s]:.0f} MiB" for s in used if used[s] is not None))
+
+
+# ----------------------------------------------------------------- ours-only workloads
+
+def main_job(args, sides, tmp, rows, notes, state):
+    """`alexnet train` with its defaults: wall time until the per-epoch test top-1 first reaches
+    MAIN_JOB_TOP1, from its "epoch N done: ... top1 X% ..." lines (app/engine/trainer.cpp)."""
+    row = Row("main-job", "alexnet train defaults (Fashion-MNIST), wall time to 90% top-1", "min",
+              higher_is_better=False)
+    verdicts = []
+    epoch_done = re.compile(r"epoch (\d+) done: .*\btop1 ([0-9.]+)%")
+    for i, (label, binary) in enumerate(sides["ours"]):
+        cmd = [binary, "train", "--output", os.path.join(tmp, f"main-job-{i}"), "--overwrite",
+               "--threads", str(args.threads), "--progress", "lines"] + args.main_job_args.split()
+        start = time.perf_counter()
+        reached, best, last = None, 0.0, None
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+            tail = []
+            for line in p.stdout:
+                tail = (tail + [line.rstrip()])[-3:]
+                m = epoch_done.search(line)
+                if not m:
+                    continue
+                elapsed, top1 = time.perf_counter() - start, float(m.group(2)) / 100
+                best, last = max(best, top1), top1
+                print(f"  main-job {label} epoch {m.group(1)}: top-1 {100 * top1:.2f}% at "
+                      f"{elapsed / 60:.1f} min", flush=True)
+                if reached is None and top1 >= MAIN_JOB_TOP1:
+                    reached = elapsed
+        total = time.perf_counter() - start
+        if p.returncode != 0 or last is None:
+            row.ours_cells[label] = "failed"
+            notes.append(f"main-job: {label} failed (exit status {p.returncode}, no epoch finished: "
+                         f"{tail[-1] if tail else 'no output'})")
+            state.setdefault("ours_failed", []).append(f"main-job {label}")
+            continue
+        if reached is None:
+            row.ours_cells[label] = f"not reached (best {100 * best:.2f}%)"
+            verdicts.append(f"{short(label)} **missed**")
+        else:
+            row.ours_cells[label] = reached / 60
+            verdicts.append(f"{short(label)} {'met' if reached <= MAIN_JOB_MINUTES * 60 else '**missed**'}")
+        notes.append(f"main-job: {label} ran {total / 60:.1f} min in all, top-1 {100 * last:.2f}% after the "
+                     f"last epoch, {100 * best:.2f}% at best; {' '.join(cmd[1:])}")
+    row.target = f"<= {MAIN_JOB_MINUTES} min" + (f": {', '.join(verdicts)}" if verdicts else "")
+    rows.append(row)
 
 
 def link_copies(src, dst, count):
@@ -297,214 +558,274 @@ def link_copies(src, dst, count):
         os.link(f, os.path.join(d, f"{i:06d}.jpg"))
 
 
-def fashion_root(tmp):
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-    from fixture import unpack_fashion_mnist  # the layout tests/make_data_reference.py makes too
-    return unpack_fashion_mnist(os.path.join(tmp, "fashion"), "train")
-
-
-def machine_description():
-    import torch
-    model, flags = "?", set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f") if f in flags]
-    return (f"{model}, {len(os.sched_getaffinity(0))} CPUs available, flags: "
-            f"{' '.join(bf16) or 'no AVX-512/bf16'}; {platform.platform()}; "
-            f"Python torch {torch.__version__} (threads {torch.get_num_threads()} by default)")
-
-
-def fmt_rate(x):
-    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
-
-
-def describe_py(cfg):
-    return f"eager {cfg['precision']} {'channels-last' if cfg['channels_last'] else 'NCHW'}"
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--binary", default="build/app/alexnet")
-    parser.add_argument("--workloads", help="comma-separated names (default: --quick's set)")
-    parser.add_argument("--quick", action="store_true", help="a set that runs in a few minutes")
-    parser.add_argument("--full", action="store_true", help="every workload")
-    parser.add_argument("--repeat", type=int, default=3, help="alternating pairs per workload")
-    parser.add_argument("--iters", type=int, default=0,
-                        help="timed iterations per run (0: 5, or 3 with --quick; matmul 10)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides)")
-    parser.add_argument("--images", type=int, default=0, help="JPEGs for e2e-eval (0: 300, 200 with --quick)")
-    parser.add_argument("--train-images", type=int, default=0,
-                        help="Fashion-MNIST images for e2e-train (0: 2560, 1280 with --quick)")
-    parser.add_argument("--weights", help="agreement: trained 10-class weights (default: train briefly)")
-    parser.add_argument("--python-env", action="append", default=[], metavar="VAR=VALUE",
-                        help="environment for the Python side only (e.g. OPENBLAS_CORETYPE=CooperLake)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        py_worker(json.loads(args.worker))
-        return
-
-    args.iters = args.iters or (3 if args.quick else 5)
-    args.images = args.images or (200 if args.quick else 300)
-    args.train_images = args.train_images or (1280 if args.quick else 2560)
-    default = GPU if args.device.startswith("cuda") else QUICK
-    names = (FULL if args.full else args.workloads.split(",") if args.workloads else default)
-    for n in names:
-        if n not in WORKLOADS:
-            sys.exit(f"unknown workload {n!r}; known: {', '.join(WORKLOADS)}")
-    py_env = dict(os.environ)
-    for kv in args.python_env:
-        k, _, v = kv.partition("=")
-        py_env[k] = v
-    started = time.time()
-    load_start = os.getloadavg()[0]
-    print(f"machine: {machine_description()}")
-    if args.device.startswith("cuda"):
-        import torch
-        print(f"GPU: {torch.cuda.get_device_name(args.device)} (PyTorch CUDA {torch.version.cuda})")
-    print(f"threads {args.threads} on both sides; {args.repeat} alternating pairs per workload; "
-          f"Python environment additions: {' '.join(args.python_env) or 'none'}")
-
-    rows, notes = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.join(tmp, "jpegs")
-        if any(WORKLOADS[n]["kind"] in ("e2e-infer", "scaling") for n in names):
-            make_jpeg_folder(folder, args.images)
-        fashion = fashion_root(tmp) if any(WORKLOADS[n]["kind"] == "e2e-train" for n in names) else None
-        matmul = {}
-        infer_fp32_gflops = None
-        for name in names:
-            w = dict(WORKLOADS[name], threads=args.threads, device=args.device)
-            kind = w["kind"]
-            w.setdefault("warmup", 1 if kind != "matmul" else 2)
-            w.setdefault("iters", 10 if kind == "matmul" else args.iters)
-            if kind == "e2e-infer":
-                w["folder"] = folder
-            if kind == "e2e-train":
-                w["fashion_root"], w["limit"] = fashion, args.train_images
-            try:
-                infer_fp32_gflops = measure(args, name, w, py_env, folder, tmp, rows, notes,
-                                            matmul) or infer_fp32_gflops
-            except (RunFailed, subprocess.CalledProcessError) as e:
-                print(f"  {name} failed: {e}", flush=True)
-                notes.append(f"{name}: failed ({str(e).splitlines()[0]})")
-
-    print()
-    print()
-    print("| workload | shape | PyTorch | alexnet | PyTorch img/s | alexnet img/s | ratio | alexnet GFLOP/s | target |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(row)
-    if matmul:
-        print()
-        print(f"2048x2048 fp32 matmul: PyTorch {matmul['py']:.1f} GFLOP/s, alexnet bench --mode matmul "
-              f"{matmul['cpp']:.1f} GFLOP/s (OpenBLAS kernels: {matmul['blas'] or 'n/a'})")
-        if infer_fp32_gflops:
-            best = max(matmul["py"], matmul["cpp"])
-            share = infer_fp32_gflops / best
-            print(f"fp32 inference achieves {infer_fp32_gflops:.0f} GFLOP/s = {100 * share:.0f}% of the "
-                  f"faster matmul rate (target >= 85%: {'met' if share >= 0.85 else 'missed'})")
-    for note in notes:
-        print(note)
-    print(f"\nload average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-          f"{time.time() - started:.0f} s in all")
-
-
-def measure(args, name, w, py_env, folder, tmp, rows, notes, matmul):
-    """Runs one workload's alternating pairs; appends its table row or notes. Returns the
-    achieved GFLOP/s of infer-fp32 (for the matmul comparison), else None."""
-    kind = w["kind"]
-    if kind == "scaling":
-        scaling(args, w, folder, tmp, notes)
-        return None
-    if kind == "agreement":
-        agreement(args, tmp, notes)
-        return None
-    py_runs, cpp_runs, ratios = [], [], []
-    key = "gflops" if kind == "matmul" else "img_per_s"
-    for r in range(args.repeat):
-        pair = {}
-        for side in (("py", "cpp") if r % 2 == 0 else ("cpp", "py")):
-            pair[side] = run_python(w, py_env) if side == "py" else run_cpp(args.binary, w)
-        py_runs.append(pair["py"])
-        cpp_runs.append(pair["cpp"])
-        ratios.append(pair["cpp"][key] / pair["py"][key])
-        print(f"  {name} run {r + 1}: PyTorch {pair['py'][key]:.1f}, alexnet {pair['cpp'][key]:.1f}"
-              f" {'GFLOP/s' if kind == 'matmul' else 'img/s'}", flush=True)
-    py_med = statistics.median(x[key] for x in py_runs)
-    cpp_med = statistics.median(x[key] for x in cpp_runs)
-    ratio = statistics.median(ratios)
-    last = cpp_runs[-1]
-    if kind == "matmul":
-        matmul.update(py=py_med, cpp=cpp_med, blas=last.get("blas", ""))
-        return None
-    gflops = statistics.median(x["gflops"] for x in cpp_runs)
-    target = w.get("target")
-    verdict = "" if target is None else ("met" if ratio >= target else "**missed**")
-    py_cfg = describe_py(w["py"])
-    if kind.startswith("e2e"):
-        py_cfg = ("ImageFolder + DataLoader, " if kind == "e2e-infer" else
-                  "FashionMNIST + DataLoader, ") + py_cfg
-    shape = (f"batch {w['batch']}, {w['size']}x{w['size']}" if "size" in w else
-             f"batch {w['batch']}, {w['workers']} workers")
-    rows.append(f"| {name} | {shape} | {py_cfg} | {last['compute']} | {fmt_rate(py_med)} | "
-                f"{fmt_rate(cpp_med)} | {ratio:.2f}x | {gflops:.0f} | "
-                f"{'' if target is None else f'>= {target}x'} {verdict} |")
-    if kind == "infer" and w["batch"] == 1:
-        py_rss = statistics.median(x["peak_rss_mb"] for x in py_runs)
-        cpp_rss = statistics.median(x["peak_rss_mb"] for x in cpp_runs)
-        weights_mb = 61100840 * 4 / 2 ** 20
-        notes.append(f"batch 1 peak resident memory: alexnet {cpp_rss:.0f} MiB "
-                     f"(target <= 2 x {weights_mb:.0f} MiB = {2 * weights_mb:.0f} MiB: "
-                     f"{'met' if cpp_rss <= 2 * weights_mb else 'missed'}), "
-                     f"PyTorch process {py_rss:.0f} MiB")
-        if args.device.startswith("cuda"):
-            notes.append(f"batch 1 GPU memory in use (context + cache): alexnet "
-                         f"{last.get('cuda_used_mb') or 0:.0f} MiB, PyTorch "
-                         f"{py_runs[-1].get('cuda_used_mb', 0):.0f} MiB")
-    return gflops if name == "infer-fp32" else None
-
-
-def scaling(args, w, folder, tmp, notes):
-    """alexnet only: end-to-end evaluation img/s at 1,000 and 10,000 images."""
-    for count in (1000, 10000):
+def scaling(args, w, sides, folder, tmp, notes, state):
+    """Ours only: end-to-end evaluation img/s as the folder grows."""
+    for count in args.scaling_counts:
         d = os.path.join(tmp, f"scaling{count}")
-        link_copies(folder, d, count)
-        r = run_cpp(args.binary, dict(w, kind="e2e-infer", folder=d))
-        notes.append(f"end-to-end evaluation of {count} JPEGs: alexnet {r['img_per_s']:.1f} img/s "
-                     f"({r['compute']}, {r['median_s']:.1f} s)")
+        if not os.path.isdir(d):
+            link_copies(folder, d, count)
+        for label, binary in sides["ours"]:
+            try:
+                r = run_cpp(binary, dict(w, kind="e2e-infer", folder=d), "fp32")
+                notes.append(f"end-to-end evaluation of {count} JPEGs: {label} {r['img_per_s']:.1f} img/s "
+                             f"({r['compute']}, {r['median_s']:.1f} s)")
+            except RunFailed as e:
+                notes.append(f"scaling: {label} failed on {count} JPEGs ({e})")
+                state.setdefault("ours_failed", []).append(f"scaling {label}")
 
 
-def agreement(args, tmp, notes):
-    """alexnet only: top-1 agreement of bf16 with fp32 on the Fashion-MNIST test set."""
+def agreement(args, sides, tmp, notes, state):
+    """Ours only: top-1 agreement of bf16 with fp32 on the Fashion-MNIST test set."""
+    for i, (label, binary) in enumerate(sides["ours"]):
+        try:
+            agreement_of(args, label, binary, os.path.join(tmp, f"agreement{i}"), notes)
+        except (RunFailed, subprocess.CalledProcessError) as e:
+            notes.append(f"agreement: {label} failed ({str(e).splitlines()[0]})")
+            state.setdefault("ours_failed", []).append(f"agreement {label}")
+
+
+def agreement_of(args, label, binary, tmp, notes):
+    os.makedirs(tmp, exist_ok=True)
     weights = args.weights
     if not weights:
         out = os.path.join(tmp, "trained")
-        subprocess.run([args.binary, "train", "--epochs", "1", "--max-steps", "150", "--print-freq", "0",
+        subprocess.run([binary, "train", "--epochs", "1", "--max-steps", "150", "--print-freq", "0",
                         "--output", out, "--threads", str(args.threads)],
                        check=True, capture_output=True, text=True)
         weights = os.path.join(out, "model.pth")
     preds, top1 = {}, {}
     for precision in ("fp32", "bf16"):
         path = os.path.join(tmp, f"pred_{precision}.txt")
-        r = run_json([args.binary, "bench", "--json", "--mode", "infer", "--data", "fashion-mnist",
+        r = run_json([binary, "bench", "--json", "--mode", "infer", "--data", "fashion-mnist",
                       "--split", "val", "--weights", weights, "--precision", precision,
                       "--repeat", "1", "--batch-size", "256", "--predictions", path,
-                      "--threads", str(args.threads)])
+                      "--limit", str(args.agreement_images), "--threads", str(args.threads)])
         with open(path) as f:
             preds[precision] = [int(line) for line in f]
         top1[precision] = r["top1"]
     same = sum(a == b for a, b in zip(preds["fp32"], preds["bf16"]))
     share = same / len(preds["fp32"])
-    notes.append(f"bf16 vs fp32 top-1 agreement on the {len(preds['fp32'])} Fashion-MNIST test images: "
-                 f"{100 * share:.2f}% (target >= 99%: {'met' if share >= 0.99 else 'missed'}); "
+    notes.append(f"{label} bf16 vs fp32 top-1 agreement on {len(preds['fp32'])} Fashion-MNIST test "
+                 f"images: {100 * share:.2f}% (target >= 99%: {'met' if share >= 0.99 else 'missed'}); "
                  f"top-1 fp32 {100 * top1['fp32']:.2f}%, bf16 {100 * top1['bf16']:.2f}%")
+
+
+# ----------------------------------------------------------------- output
+
+def print_table(rows, anchors, ours):
+    def cell(x, unit):
+        if x is None:
+            return "-"
+        if isinstance(x, str):
+            return x
+        return f"{x:.2f}" if unit in ("ms", "min") else fmt_rate(x)
+
+    head = ["workload", "shape", "unit"] + anchors + ["best anchor"]
+    for label in ours:
+        head += [label, f"{label} / best"]
+    head.append("target (ours / best)")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        line = [row.name, row.shape, row.unit + ("" if row.higher else ", lower is better")]
+        line += [cell(row.anchor_cells.get(a), row.unit) for a in anchors]
+        line.append(row.best or "-")
+        for label in ours:
+            line.append(cell(row.ours_cells.get(label), row.unit))
+            ratio = row.ratios.get(label)
+            line.append(f"{ratio:.2f}x" if ratio is not None else "-")
+        line.append(row.target)
+        print("| " + " | ".join(line) + " |")
+
+
+def versions_lines(found, args, ours):
+    lines = []
+    for key, python in (("2", args.python), ("113", args.python_113)):
+        v = found.get(key)
+        if v:
+            ort = f", onnxruntime {v['onnxruntime']}" if "onnxruntime" in v else ""
+            cap = f", CPU capability {v['cpu_capability']}" if "cpu_capability" in v else ""
+            lines.append(f"anchors {'torch113' if key == '113' else 'eager/eager-cl/compile/ort'}: "
+                         f"torch {v['torch']}, torchvision {v['torchvision']}{ort}{cap} ({python})")
+    for label, path, line in ours:
+        lines.append(f"{label}: {path}: {line}")
+    return lines
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", action="append", default=[],
+                        help="an alexnet binary, repeatable (default: build-pypi/app/alexnet and "
+                             "build/app/alexnet, those that exist)")
+    parser.add_argument("--workloads", help="comma-separated names (default: matmul .. int8-b64)")
+    parser.add_argument("--anchors", help=f"comma-separated anchors to run (default: {','.join(ANCHORS)})")
+    parser.add_argument("--quick", action="store_true", help="the short set, --iters 3 --repeat 2")
+    parser.add_argument("--full", action="store_true", help="every workload but main-job")
+    parser.add_argument("--main-job", action="store_true", help="add main-job (about 10 minutes a binary)")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="repetitions per workload (0: 3, 2 with --quick)")
+    parser.add_argument("--iters", type=int, default=0,
+                        help="timed iterations per run, every row (0: 5, 3 with --quick; matmul 10, "
+                             "infer-b1 20, 10 with --quick)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every side)")
+    parser.add_argument("--images", type=int, default=0, help="JPEGs for e2e-eval (0: 300, 200 with --quick)")
+    parser.add_argument("--train-images", type=int, default=0, help="JPEGs for e2e-train (0: 320)")
+    parser.add_argument("--scaling-counts", default="1000,10000", help="scaling: folder sizes")
+    parser.add_argument("--weights", help="agreement: trained 10-class weights (default: train briefly)")
+    parser.add_argument("--agreement-images", type=int, default=0,
+                        help="agreement: first N test images (0: all 10,000)")
+    parser.add_argument("--main-job-args", default="",
+                        help="main-job: extra `alexnet train` flags (e.g. --main-job-args='--epochs 1 "
+                             "--max-steps 20' to check the script)")
+    parser.add_argument("--python", default=default_python2(),
+                        help="interpreter of the PyTorch 2.x and ONNX Runtime anchors (default: the "
+                             "PyPI virtual environment's, else this one)")
+    parser.add_argument("--python-113", default="/usr/bin/python3",
+                        help="interpreter of the torch113 anchor (Debian's PyTorch 1.13)")
+    parser.add_argument("--python-env", action="append", default=[], metavar="VAR=VALUE",
+                        help="environment for the anchors only (e.g. OPENBLAS_CORETYPE=CooperLake)")
+    args = parser.parse_args()
+    args.repeat = args.repeat or (2 if args.quick else 3)
+    args.images = args.images or (200 if args.quick else 300)
+    args.train_images = args.train_images or 320
+    args.scaling_counts = [int(c) for c in args.scaling_counts.split(",")]
+    return args
+
+
+def selection(args):
+    """(workload names, anchor names) from the flags, checked."""
+    cuda = args.device.startswith("cuda")
+    names = (args.workloads.split(",") if args.workloads else FULL if args.full else QUICK if args.quick
+             else GPU if cuda else DEFAULT)
+    names = list(dict.fromkeys(ALIASES.get(n, n) for n in names))  # in order, once each
+    if args.main_job and "main-job" not in names:
+        names.append("main-job")
+    for n in names:
+        if n not in WORKLOADS:
+            sys.exit(f"unknown workload {n!r}; known: {', '.join(WORKLOADS)} (and {', '.join(ALIASES)})")
+    chosen = list(ANCHORS) if not args.anchors else args.anchors.split(",")
+    for a in chosen:
+        if a not in ANCHORS:
+            sys.exit(f"unknown anchor {a!r}; known: {', '.join(ANCHORS)}")
+    if cuda:
+        chosen = [a for a in chosen if a not in CPU_ONLY]  # CPU-only builds and providers
+    return names, chosen
+
+
+def make_folders(args, names, found, tmp, env, notes):
+    """The JPEG folders the end-to-end rows read ({kind: path}); a row whose folder cannot be
+    made (no opencv-doc photographs, no PIL) is left out with a note."""
+    folders = {}
+    python = args.python if found.get("2") else args.python_113
+    for kind, count in (("e2e-infer", args.images), ("e2e-train", args.train_images)):
+        users = [n for n in names if WORKLOADS[n]["kind"] == kind or (kind == "e2e-infer" and n == "scaling")]
+        if not users:
+            continue
+        try:
+            run_anchor(python, dict(kind="jpegs", folder=os.path.join(tmp, kind), count=count), env)
+            folders[kind] = os.path.join(tmp, kind)
+        except (RunFailed, OSError) as e:
+            notes.append(f"{', '.join(users)}: left out, no JPEG folder ({str(e).splitlines()[0]})")
+    return folders
+
+
+def print_report(rows, notes, state, found, sides):
+    labels = [label for label, _ in sides["ours"]]
+    shown = [a for a in ANCHORS if any(a in row.anchor_cells for row in rows)]
+    print()
+    if rows:
+        print()
+        print_table(rows, shown, labels)
+        print()
+    for a in shown:
+        v = found[ANCHORS[a][0]]
+        what = (f"onnxruntime {v.get('onnxruntime', '?')}, model exported by PyTorch {v['torch']}"
+                if a.startswith("ort") else f"PyTorch {v['torch']}")
+        print(f"{a}: {what}: {ANCHORS[a][1]}")
+    matmul = state.get("matmul")
+    if matmul:
+        best = max(matmul.values())
+        print(f"2048x2048 fp32 matmul GFLOP/s: {', '.join(f'{s} {v:.1f}' for s, v in matmul.items())} "
+              f"(ours' BLAS kernels: "
+              f"{', '.join(f'{k} {v}' for k, v in state['blas'].items() if v) or 'n/a'})")
+        for label, g in state.get("infer_gflops", {}).items():
+            if g:
+                share = g / best
+                print(f"{label} fp32 inference (infer-b64) achieves {g:.0f} GFLOP/s = {100 * share:.0f}% "
+                      f"of the fastest matmul rate (target >= 85%: {'met' if share >= 0.85 else 'missed'})")
+    for note in notes:
+        print(note)
+
+
+def main():
+    args = parse_args()
+    names, chosen = selection(args)
+    binaries = args.binary or [p for p in (os.path.join(ROOT, "build-pypi/app/alexnet"),
+                                           os.path.join(ROOT, "build/app/alexnet")) if os.path.exists(p)]
+    if not binaries:
+        sys.exit("no alexnet binary: build one (scripts/build*) or give --binary PATH")
+    env = dict(os.environ)
+    for kv in args.python_env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+
+    started = time.time()
+    load_start = os.getloadavg()
+    print(f"machine: {machine_description()}")
+    found = probe_interpreters(args, chosen, env)
+    ours = label_binaries(binaries)
+    for line in versions_lines(found, args, ours):
+        print(line)
+    if args.device.startswith("cuda") and found.get("2") and found["2"].get("gpu"):
+        print(f"GPU: {found['2']['gpu']}")
+    # An anchor whose interpreter does not work is left out (said above), not failed per row.
+    chosen = [a for a in chosen if found.get(ANCHORS[a][0])]
+    print(f"threads {args.threads} on every side; {args.repeat} repetitions per workload, order "
+          f"reversed every other one; anchors: {', '.join(chosen) or 'none'}; anchor environment "
+          f"additions: {' '.join(args.python_env) or 'none'}")
+    print(f"training recipe (every side): {', '.join(f'{k} {v}' for k, v in RECIPE.items())}")
+    print(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at start")
+
+    sides = dict(anchors=chosen, ours=[(label, path) for label, path, _ in ours],
+                 python={"2": args.python, "113": args.python_113})
+    rows, notes, state = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="bench_vs_pytorch.") as tmp:
+        folders = make_folders(args, names, found, tmp, env, notes)
+        for name in names:
+            w = dict(WORKLOADS[name], threads=args.threads, device=args.device, recipe=RECIPE,
+                     cache=tmp, calibration_images=CALIBRATION_IMAGES)
+            kind = w["kind"]
+            needs = kind if kind.startswith("e2e") else "e2e-infer" if kind == "scaling" else None
+            if needs and needs not in folders:
+                continue  # its folder could not be made: said in the notes
+            w["warmup"] = 2 if kind == "matmul" else 1
+            w["iters"] = args.iters or w.get("iters", 3 if args.quick else 5)
+            if args.quick and not args.iters and kind == "infer" and w["batch"] == 1:
+                w["iters"] = 10
+            w["folder"] = folders.get(kind)
+            began = time.time()
+            print(f"{name}:", flush=True)
+            if kind == "main-job":
+                main_job(args, sides, tmp, rows, notes, state)
+            elif kind == "scaling":
+                scaling(args, w, sides, folders["e2e-infer"], tmp, notes, state)
+            elif kind == "agreement":
+                agreement(args, sides, tmp, notes, state)
+            else:
+                w["anchors"] = [a for a in w["anchors"] if a in chosen]
+                measure(args, name, w, sides, env, rows, notes, state)
+            print(f"  {name}: {time.time() - began:.0f} s", flush=True)
+
+    print_report(rows, notes, state, found, sides)
+    print(f"\nload average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+          f"{time.time() - started:.0f} s in all")
+    # A run of ours that failed is a bug to look at; an anchor that cannot run here, or a
+    # missed target, is a finding, reported above.
+    if state.get("ours_failed"):
+        print(f"failed runs of ours: {', '.join(state['ours_failed'])} (see the notes)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
