@@ -17,6 +17,7 @@ import unittest
 import torch
 import torchvision
 
+from fixture import once
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 PHOTOS = "/usr/share/doc/opencv-doc/examples/data"
 TINY = ["--image-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--threads", "1"]
@@ -82,6 +83,7 @@ class BenchFlags(unittest.TestCase):
         self.assertTrue(last.startswith("error: "), last)
         self.assertIn(needle, last)
 
+    @once
     def test_bad_values_name_the_flag(self):
         self.assertUsage(["--mode", "fast"], "--mode fast")
         self.assertUsage(["--precision", "fp8"], "--precision fp8")
@@ -285,6 +287,7 @@ class EndToEnd(unittest.TestCase):
         out = json.loads(r.stdout)
         self.assertEqual((out["mode"], out["images_per_run"]), ("train", 40))
 
+    @once
     def test_data_mode_keeps_its_text_output(self):
         # scripts/bench_data.py reads this line.
         r = run("bench", "--mode", "data", "--data", self.spec, "--repeat", "1", "--workers", "1")

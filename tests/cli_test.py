@@ -16,6 +16,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
+from fixture import once
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 REF = os.environ.get("ALEXNET_REFERENCE_DIR", "build/reference")
 WEIGHTS = os.path.join(REF, "alexnet_seed0_script.pt")
@@ -125,6 +126,7 @@ class BadInput(unittest.TestCase):
             self.assertNotIn(bad, r.stderr)
         return r
 
+    @once
     def test_bad_images(self):
         image = photos()[0]
         for path in ["/nonexistent/cat.jpg", self.tmp.name, self.text, self.empty, self.truncated]:
@@ -140,16 +142,19 @@ class BadInput(unittest.TestCase):
         self.assertError(["predict", "--weights", "/nonexistent.pt", image], "/nonexistent.pt")
         self.assertError(["predict", "--weights", self.tmp.name, image], self.tmp.name)
 
+    @once
     def test_labels_that_do_not_fit(self):
         self.assertError(["predict", "--weights", WEIGHTS, "--labels", self.labels, photos()[0]],
                          self.labels)
 
+    @once
     def test_cuda_without_cuda(self):
         if torch.cuda.is_available():
             self.skipTest("a GPU is visible: --device cuda is valid here")
         self.assertError(["predict", "--weights", WEIGHTS, "--device", "cuda", photos()[0]],
                          "CUDA is not available")
 
+    @once
     def test_usage_errors_exit_2_with_usage(self):
         cases = [["predict", "--weights", WEIGHTS, "--bogus", photos()[0]],
                  ["predict", photos()[0]],
@@ -164,6 +169,7 @@ class BadInput(unittest.TestCase):
                 self.assertIn("usage", r.stderr.lower())
                 self.assertIn("error: ", r.stderr)
 
+    @once
     def test_help_exits_0(self):
         for args in (["--help"], ["predict", "--help"]):
             r = run(*args)
@@ -210,6 +216,7 @@ class PredictInputs(unittest.TestCase):
             self.assertAlmostEqual(g["probability"], e["probability"], delta=1e-5)
             self.assertAlmostEqual(g["logit"], e["logit"], delta=1e-5)
 
+    @once
     def test_folder_recursively_with_a_bad_file(self):
         r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", self.dir, "/nonexistent/c.jpg")
         self.assertEqual(r.returncode, 1, r.stderr)
@@ -224,6 +231,7 @@ class PredictInputs(unittest.TestCase):
         self.assertIn("/nonexistent/c.jpg", errors[0])
         self.assertNotIn("notes.txt", r.stderr)
 
+    @once
     def test_skip_bad_exits_0(self):
         r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", "--skip-bad", self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -231,6 +239,7 @@ class PredictInputs(unittest.TestCase):
         self.assertIn("skipped " + self.bad, r.stderr)
         self.assertNotIn("error:", r.stderr)
 
+    @once
     def test_glob_and_stdin(self):
         r = run("predict", "--weights", WEIGHTS, "--json", "-k", "3", os.path.join(self.dir, "*.jpg"))
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -246,6 +255,7 @@ class PredictInputs(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("matches no file", r.stderr)
 
+    @once
     def test_csv(self):
         import csv
         import io

@@ -149,6 +149,7 @@ class Int8Test(unittest.TestCase):
         worst = ((got - ref).abs() / span).max().item()
         self.assertLessEqual(worst, 0.10, f"largest int8 logit error {worst:.3f} of the logit range")
 
+    @once
     def test_missing_stale_and_broken_scales_are_errors(self):
         other = os.path.join(self.tmp.name, "other.pth")
         shutil.copy(self.weights, other)

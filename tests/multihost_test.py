@@ -29,7 +29,7 @@ import unittest
 
 import torch
 
-from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
+from fixture import once, RemovesWhatEachTestWrote, write_fashion_mnist_subset
 import netns
 
 BINARY = os.path.abspath(os.environ.get("ALEXNET_BINARY", "build/app/alexnet"))
@@ -251,6 +251,7 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
         # No reset arrives: the other side learns only from --dist-timeout.
         self.interrupted_then_resumed("cut", lambda net, procs: net.link(1, False))
 
+    @once
     def test_loopback_peer_fails_every_rank_fast(self):
         with netns.Hosts(2) as net:
             start = time.time()
@@ -264,6 +265,7 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
             self.assertIn("unset GLOO_SOCKET_IFNAME", err)
         self.assertLess(elapsed, FAST_SECONDS)
 
+    @once
     def test_unreachable_store_says_why(self):
         with netns.Hosts(2) as net:
             def alone(master, timeout=3, **extra):
