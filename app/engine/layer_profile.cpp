@@ -130,8 +130,7 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
   }
 }
 
-void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, int64_t batch,
-                 LayerProfile& prof) {
+void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, LayerProfile& prof) {
   const AlexNetLayers specs = alexnet_layers(model->options());
   std::vector<std::pair<std::string, double>> sink;
   std::vector<double> whole;
@@ -192,7 +191,6 @@ void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_
     }
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += ", uint8";
     if (bytes.count(name)) t.bytes = bytes[name];
-    (void)batch;
     prof.layers.push_back(t);
   }
 }
@@ -299,7 +297,7 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   c10::InferenceMode inference;
   const auto x = runtime::prepare_input(input, info.cfg);
   if (int8)
-    int8_layers(model, x, p.warmup, p.iters, info.batch_size, prof);
+    int8_layers(model, x, p.warmup, p.iters, prof);
   else
     infer_layers(model, x, p.warmup, p.iters, prof);
   return prof;
