@@ -3,7 +3,9 @@
 #include "app/cli.h"
 #include "app/commands.h"
 #include "app/engine/progress.h"
+#include "app/runtime/cpu.h"
 #include "app/runtime/machine.h"
+#include "app/runtime/precision.h"
 
 #include <spdlog/spdlog.h>
 
@@ -61,6 +63,9 @@ int main(int argc, char** argv) {
   auto logger = std::make_shared<spdlog::logger>("alexnet", alexnet::engine::stderr_sink_below_live_line());
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
+  // Before any ATen operation: ATen reads its CPU capability once.
+  const std::string cap_warning = alexnet::runtime::apply_cpu_isa_cap();
+  if (!cap_warning.empty()) spdlog::warn("{}", cap_warning);
 
   if (argc < 2) {
     std::fprintf(stderr, "%s\nerror: no command given\n", kUsage);
@@ -72,7 +77,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "--version") {
-    std::printf("%s\n", alexnet::runtime::build_info().c_str());
+    std::printf("%s\n%s; %s\n", alexnet::runtime::build_info().c_str(), alexnet::runtime::cpu_summary().c_str(),
+                alexnet::runtime::auto_precision_summary().c_str());
     return 0;
   }
   for (const auto& entry : kCommands) {

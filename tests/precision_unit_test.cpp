@@ -2,13 +2,19 @@
 // inference conversion; app/engine's dynamic loss scaler.
 #include "app/engine/loss_scaler.h"
 #include "app/runtime/compute.h"
+#include "app/runtime/cpu.h"
 #include "app/runtime/machine.h"
 #include "app/runtime/precision.h"
 #include "model/torch_compat.h"
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
 #include <limits>
 
 namespace alexnet::runtime {
@@ -28,18 +34,102 @@ TEST(Precision, ParsesItsNames) {
   EXPECT_FALSE(parse_channels_last("maybe"));
 }
 
+// What this test expects of the machine, stated apart from app/runtime/cpu: whether
+// /proc/cpuinfo lists `flag`, and whether oneDNN's cap (ONEDNN_MAX_CPU_ISA, else
+// DNNL_MAX_CPU_ISA) is one of the names that let AMX through.
+bool cpuinfo_lists(const std::string& flag) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
+  return false;
+}
+
+// "" when no cap is set.
+std::string cap_in_force() {
+  const char* v = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (v == nullptr || *v == '\0') v = std::getenv("DNNL_MAX_CPU_ISA");
+  std::string cap(v == nullptr ? "" : v);
+  for (auto& c : cap) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return cap;
+}
+
+// oneDNN's names below AMX; any other value (its AMX names, ALL, or a name it does not know)
+// leaves AMX in.
+bool cap_allows_amx() {
+  static const std::set<std::string> kBelowAmx = {
+      "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
+      "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"};
+  return kBelowAmx.count(cap_in_force()) == 0;
+}
+
 TEST(Precision, ResolvesOnTheCpu) {
   const torch::Device cpu(torch::kCPU);
   EXPECT_EQ(resolve_precision(Precision::kFp32, cpu, Workload::kInference), Precision::kFp32);
-  // auto: bf16 only where AMX makes it faster.
+  // auto: bf16 only where AMX makes it faster, and only where the cap leaves AMX in.
+  const bool amx = cpuinfo_lists("amx_bf16") && cap_allows_amx();
   const Precision automatic = resolve_precision(Precision::kAuto, cpu, Workload::kTraining);
-  EXPECT_EQ(automatic, cpu_bf16_support().amx_bf16 ? Precision::kBf16 : Precision::kFp32);
-  // bf16 asked for: kept with bf16 instructions, fp32 (with a warning) without.
-  EXPECT_EQ(resolve_precision(Precision::kBf16, cpu, Workload::kInference),
-            cpu_bf16_support().any() ? Precision::kBf16 : Precision::kFp32);
+  EXPECT_EQ(automatic, amx ? Precision::kBf16 : Precision::kFp32)
+      << "amx_bf16 in /proc/cpuinfo: " << cpuinfo_lists("amx_bf16") << ", cap allows AMX: " << cap_allows_amx();
+  EXPECT_EQ(resolve_precision(Precision::kAuto, cpu, Workload::kInference), automatic);
+  // bf16 asked for, uncapped: kept with bf16 instructions, fp32 (with a warning) without.
+  if (cap_in_force().empty())
+    EXPECT_EQ(resolve_precision(Precision::kBf16, cpu, Workload::kInference),
+              cpuinfo_lists("avx512_bf16") || cpuinfo_lists("amx_bf16") ? Precision::kBf16 : Precision::kFp32);
   EXPECT_THROW(resolve_precision(Precision::kFp16, cpu, Workload::kInference), c10::Error);
   EXPECT_TRUE(resolve_channels_last(ChannelsLast::kAuto, cpu, Precision::kFp32));
   EXPECT_FALSE(resolve_channels_last(ChannelsLast::kOff, cpu, Precision::kFp32));
+}
+
+// A Sapphire Rapids' flags as /proc/cpuinfo lists them (the ones that matter, and a few others).
+const std::set<std::string> kSapphireRapids = {"fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                                               "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                                               "amx_tile", "amx_bf16", "amx_int8", "sse4_2"};
+
+TEST(CpuIsa, ReadsTheFlags) {
+  const CpuIsa spr = isa_from_flags(kSapphireRapids);
+  EXPECT_EQ(spr.class_name(), "AMX");
+  EXPECT_EQ(spr.flag_names(), "AVX2 AVX512F AVX512-VNNI AVX-VNNI AVX512-BF16 AMX-BF16 AMX-INT8");
+  const CpuIsa epyc = isa_from_flags({"fma", "avx2", "sse4_2"});  // Zen 2: AVX2 only
+  EXPECT_EQ(epyc.class_name(), "AVX2");
+  EXPECT_FALSE(epyc.vnni());
+  EXPECT_EQ(isa_from_flags({"fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}).class_name(),
+            "AVX-512 VNNI");
+  EXPECT_EQ(isa_from_flags({"avx2"}).class_name(), "pre-AVX2");  // AVX2 without FMA: not oneDNN's avx2
+  EXPECT_EQ(isa_from_flags({}).class_name(), "pre-AVX2");
+}
+
+TEST(CpuIsa, CapLowersTheClassAsOneDnnDoes) {
+  const CpuIsa spr = isa_from_flags(kSapphireRapids);
+  // Each cap gives the class a CPU of that generation has, and auto and int8 follow it.
+  struct Case {
+    const char* cap;
+    const char* cls;
+    bool vnni, any_bf16;
+    Precision automatic;
+  };
+  for (const Case& c : {Case{"AVX2", "AVX2", false, false, Precision::kFp32},
+                        Case{"AVX2_VNNI", "AVX2", true, false, Precision::kFp32},
+                        Case{"AVX512_CORE", "AVX-512", false, false, Precision::kFp32},
+                        Case{"AVX512_CORE_VNNI", "AVX-512 VNNI", true, false, Precision::kFp32},
+                        Case{"AVX512_CORE_BF16", "AVX-512 VNNI", true, true, Precision::kFp32},
+                        Case{"AVX512_CORE_AMX", "AMX", true, true, Precision::kBf16},
+                        Case{"ALL", "AMX", true, true, Precision::kBf16},
+                        Case{"", "AMX", true, true, Precision::kBf16},
+                        Case{"AVX3", "AMX", true, true, Precision::kBf16}}) {
+    const CpuIsa capped = capped_isa(spr, c.cap);
+    EXPECT_EQ(capped.class_name(), c.cls) << c.cap;
+    EXPECT_EQ(capped.vnni(), c.vnni) << c.cap;
+    EXPECT_EQ(capped.any_bf16(), c.any_bf16) << c.cap;
+    EXPECT_EQ(auto_cpu_precision(capped), c.automatic) << c.cap;
+  }
+  // AVX512_CORE_VNNI keeps AVX512-VNNI but not AVX-VNNI (not below it in oneDNN's order).
+  EXPECT_FALSE(capped_isa(spr, "AVX512_CORE_VNNI").avx_vnni);
+  EXPECT_FALSE(known_isa_cap("AVX3"));
+  EXPECT_FALSE(known_isa_cap("avx2"));  // cpu_isa_cap() upper-cases before asking
+  EXPECT_TRUE(known_isa_cap("AVX512_CORE_AMX"));
+  // A cap never adds what the CPU lacks.
+  EXPECT_EQ(capped_isa(isa_from_flags({"fma", "avx2"}), "ALL").class_name(), "AVX2");
 }
 
 TEST(AutocastGuard, NestsAndRestores) {

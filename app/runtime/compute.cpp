@@ -40,8 +40,8 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
                  : !device.is_cpu()          ? "the plan runs on the CPU only"
                  : precision != Precision::kFp32
                      ? "the plan runs fp32 only"
-                     : "oneDNN has no Winograd convolution for this CPU, and without it the plan "
-                       "is slower than LibTorch's layers");
+                     : "oneDNN has no Winograd convolution for this CPU" + capped_note() +
+                           ", and without it the plan is slower than LibTorch's layers");
     return std::nullopt;
   }
   const std::string flag =
@@ -52,8 +52,8 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
     throw std::invalid_argument(flag + ": the plan runs fp32 inference on the CPU, not " +
                                 precision_name(precision) + " on " + device.str());
   if (requested == PlanChoice::kWinograd && !OneDnnFeatures::winograd_available())
-    throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU "
-                                "(it needs AVX-512); --onednn-plan direct runs the plan without it");
+    throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU (it needs AVX-512" +
+                                capped_note() + "); --onednn-plan direct runs the plan without it");
   return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
 }
 

@@ -1,5 +1,7 @@
 #include "app/runtime/machine.h"
 
+#include "app/runtime/cpu.h"
+
 #include "model/onednn_plan.h"
 
 #include <ATen/Context.h>
@@ -55,13 +57,12 @@ std::string cudnn_version() {
   }
 }
 
-// OpenBLAS's most capable x86-64 kernels this CPU can run, by instruction set.
-const char* best_openblas_coretype(const std::set<std::string>& f) {
-  const auto has = [&](const char* name) { return f.count(name) > 0; };
-  const bool avx512 = has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512dq");
-  if (avx512 && has("avx512_bf16")) return "CooperLake";
-  if (avx512) return "SkylakeX";
-  if (has("avx2") && has("fma")) return "Haswell";
+// OpenBLAS's most capable x86-64 kernels for what this CPU may use (cpu_isa(): under a cap, the
+// capped class's kernels).
+const char* best_openblas_coretype(const CpuIsa& isa) {
+  if (isa.avx512 && isa.avx512_bf16) return "CooperLake";
+  if (isa.avx512) return "SkylakeX";
+  if (isa.avx2) return "Haswell";
   return nullptr;
 }
 
@@ -75,33 +76,6 @@ std::string build_info() {
   s += at::hasMKL() ? ", MKL" : dlsym(RTLD_DEFAULT, "openblas_get_corename") ? ", OpenBLAS" : "";
   s += OneDnnFeatures::compiled() ? "); --onednn-plan available" : "); --onednn-plan not built";
   return s;
-}
-
-const std::set<std::string>& cpu_flags() {
-  static const std::set<std::string> flags = [] {
-    std::set<std::string> f;
-    std::ifstream in("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("flags", 0) != 0) continue;
-      std::istringstream words(line.substr(line.find(':') + 1));
-      std::string flag;
-      while (words >> flag) f.insert(flag);
-      break;  // every core reports the same flags
-    }
-    return f;
-  }();
-  return flags;
-}
-
-const CpuBf16Support& cpu_bf16_support() {
-  static const CpuBf16Support support = [] {
-    CpuBf16Support s;
-    s.avx512_bf16 = cpu_flags().count("avx512_bf16") > 0;
-    s.amx_bf16 = cpu_flags().count("amx_bf16") > 0;
-    return s;
-  }();
-  return support;
 }
 
 int cuda_compute_capability(const torch::Device& device) {
@@ -170,7 +144,7 @@ std::string select_blas_kernels() {
                                                    "Northwood", "Banias"};
     if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !kGeneric.count(core) || !quit || !init)
       return;
-    const char* better = best_openblas_coretype(cpu_flags());
+    const char* better = best_openblas_coretype(cpu_isa());
     if (better == nullptr) return;
     // Re-runs OpenBLAS's start-up selection, which reads OPENBLAS_CORETYPE; no BLAS
     // call has run yet, and its buffers do not depend on the kernels.
@@ -202,6 +176,7 @@ int configure_threads(int requested) {
   static std::once_flag once;
   std::call_once(once, [] {
     spdlog::info("{}", build_info());
+    spdlog::info("{}", cpu_summary());
     // What differs by LibTorch flavour, said once (README: "Two LibTorch flavours").
     if (!OneDnnFeatures::compiled())
       spdlog::info("fallback: no oneDNN inference plan in this build (its LibTorch keeps its oneDNN "

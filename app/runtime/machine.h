@@ -16,17 +16,6 @@ namespace alexnet::runtime {
 /// command logs it first.
 std::string build_info();
 
-/// The instruction-set flags /proc/cpuinfo lists for this CPU (empty where unreadable); read once.
-const std::set<std::string>& cpu_flags();
-
-/// The bfloat16 hardware of this CPU, from cpu_flags().
-struct CpuBf16Support {
-  bool avx512_bf16 = false;  // VDPBF16PS: bf16 dot products in AVX-512 registers
-  bool amx_bf16 = false;     // AMX tiles: bf16 matrix multiply, several times fp32's rate
-  bool any() const { return avx512_bf16 || amx_bf16; }
-};
-const CpuBf16Support& cpu_bf16_support();
-
 /// CUDA compute capability (major * 10 + minor) of a device, or 0 when unknown.
 int cuda_compute_capability(const torch::Device& device);
 
@@ -38,7 +27,7 @@ torch::Device resolve_device(const std::string& spec);
 int available_cpus();
 
 /// Sets LibTorch's threads (0 = all available CPUs) and returns the number set.
-/// The first call logs build_info() and what this build lacks; it also calls select_blas_kernels().
+/// The first call logs build_info(), cpu_summary() and what this build lacks; it also calls select_blas_kernels().
 int configure_threads(int requested);
 
 /// resolve_device + configure_threads, logged as "device ... threads ...".

@@ -1,5 +1,6 @@
 #include "app/runtime/precision.h"
 
+#include "app/runtime/cpu.h"
 #include "app/runtime/machine.h"
 #include "model/torch_compat.h"
 
@@ -38,6 +39,22 @@ torch::ScalarType precision_dtype(Precision precision) {
   TORCH_CHECK(false, "precision 'auto' must be resolved before use");
 }
 
+Precision auto_cpu_precision(const CpuIsa& cpu) { return cpu.amx_bf16 ? Precision::kBf16 : Precision::kFp32; }
+
+const char* auto_cpu_reason(const CpuIsa& cpu) {
+  return cpu.amx_bf16      ? "CPU with AMX-BF16"
+         : cpu.avx512_bf16 ? "CPU with AVX512-BF16 but no AMX, where bf16 is not faster than fp32"
+                           : "CPU without bf16 instructions";
+}
+
+std::string auto_precision_summary() {
+  // Training and inference resolve auto by the same rule on the CPU (resolve_precision).
+  const Precision p = auto_cpu_precision(cpu_isa());
+  return std::string("auto: training ") + precision_name(p) + ", inference " + precision_name(p) + " (" +
+         auto_cpu_reason(cpu_isa()) + "); int8 activations " + (int8_activation_max() == 255 ? "8" : "7") +
+         "-bit";
+}
+
 Precision resolve_precision(Precision requested, const torch::Device& device, Workload workload) {
   const bool training = workload == Workload::kTraining;
   Precision chosen = requested;
@@ -48,8 +65,9 @@ Precision resolve_precision(Precision requested, const torch::Device& device, Wo
     TORCH_CHECK(device.is_cpu(), "--precision int8 runs on the CPU (LibTorch's quantized kernels), not ",
                 device.str());
     const int64_t qmax = int8_activation_max();
-    spdlog::info("precision int8 ({}-bit activations: {})", qmax == 255 ? 8 : 7,
-                 qmax == 255 ? "the CPU has VNNI" : "no VNNI, whose absence makes 8-bit activations overflow");
+    spdlog::info("precision int8 ({}-bit activations: {}{})", qmax == 255 ? 8 : 7,
+                 qmax == 255 ? "the CPU has VNNI" : "no VNNI, whose absence makes 8-bit activations overflow",
+                 capped_note());
     return chosen;
   }
   if (device.is_cuda()) {
@@ -66,21 +84,18 @@ Precision resolve_precision(Precision requested, const torch::Device& device, Wo
     }
     if (chosen == Precision::kFp16 && training) why += "; dynamic loss scaling";
   } else {
-    const CpuBf16Support& cpu = cpu_bf16_support();
+    const CpuIsa& cpu = cpu_isa();
     TORCH_CHECK(requested != Precision::kFp16,
                 "--precision fp16 needs CUDA: LibTorch has no fp16 convolutions on the CPU "
                 "(use fp32, or bf16 on a CPU with AVX512-BF16/AMX)");
     if (requested == Precision::kAuto) {
-      chosen = cpu.amx_bf16 ? Precision::kBf16 : Precision::kFp32;
-      why = cpu.amx_bf16 ? "auto: CPU with AMX-BF16"
-            : cpu.avx512_bf16
-                ? "auto: CPU with AVX512-BF16 but no AMX, where bf16 is not faster than fp32"
-                : "auto: CPU without bf16 instructions";
-    } else if (requested == Precision::kBf16 && !cpu.any()) {
-      spdlog::warn("precision bf16: this CPU has neither AVX512-BF16 nor AMX-BF16 "
-                   "(bf16 would be emulated); using fp32");
+      chosen = auto_cpu_precision(cpu);
+      why = std::string("auto: ") + auto_cpu_reason(cpu) + capped_note();
+    } else if (requested == Precision::kBf16 && !cpu.any_bf16()) {
+      spdlog::warn("precision bf16: this CPU has neither AVX512-BF16 nor AMX-BF16{} "
+                   "(bf16 would be emulated); using fp32", capped_note());
       chosen = Precision::kFp32;
-      why = "bf16 unsupported by this CPU";
+      why = "bf16 unsupported by this CPU" + capped_note();
     } else if (requested == Precision::kBf16 && !cpu.amx_bf16) {
       why += "; AVX512-BF16 without AMX: usually slower than fp32";
     }
@@ -116,9 +131,7 @@ bool resolve_channels_last(ChannelsLast requested, const torch::Device& device, 
 }
 
 int64_t int8_activation_max() {
-  const auto& flags = cpu_flags();
-  const bool vnni = flags.count("avx512_vnni") || flags.count("avx_vnni") || flags.count("amx_int8");
-  return vnni ? 255 : 127;
+  return cpu_isa().vnni() ? 255 : 127;
 }
 
 AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) {

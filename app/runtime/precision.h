@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "app/runtime/cpu.h"
+
 #include <optional>
 #include <string>
 
@@ -27,9 +29,17 @@ torch::ScalarType precision_dtype(Precision precision);
 /// training keeps fp32 master weights and autocasts.
 enum class Workload { kInference, kTraining };
 
+/// What auto chooses on a CPU with these instruction sets, for training and inference alike: bf16
+/// with AMX-BF16, else fp32 (AVX512-BF16 alone runs AlexNet's convolutions slower than fp32 on
+/// the CPUs measured, see BENCHMARKS.md). auto_cpu_reason says why, for the log.
+Precision auto_cpu_precision(const CpuIsa& cpu);
+const char* auto_cpu_reason(const CpuIsa& cpu);
+/// For --version and the logs, from cpu_isa(): "auto: training bf16, inference bf16 (CPU with
+/// AMX-BF16); int8 activations 8-bit".
+std::string auto_precision_summary();
+
 /// Resolves --precision for a device and logs the choice with its reason.
-///   auto, CPU: bf16 with AMX-BF16, else fp32 (AVX512-BF16 alone runs AlexNet's
-///     convolutions slower than fp32 on the CPUs measured, see BENCHMARKS.md);
+///   auto, CPU: auto_cpu_precision(cpu_isa()), the cap in the log where it changed the choice;
 ///   auto, CUDA: bf16 from compute capability 8.0, fp16 from 7.0, else fp32;
 ///   bf16 on a CPU without bf16 instructions: a warning, then fp32;
 ///   fp16 on a CPU: an error (LibTorch has no fp16 convolutions for the CPU);
@@ -68,8 +78,8 @@ class AutocastGuard {
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
-/// The largest int8 activation level for this CPU (model/int8.h): 255 with VNNI
-/// (AVX512-VNNI, AVX-VNNI, AMX-INT8), else 127 (VPMADDUBSW's 16-bit sums could overflow).
+/// The largest int8 activation level for this CPU (model/int8.h): 255 with VNNI (cpu_isa().vnni:
+/// AVX512-VNNI, AVX-VNNI, AMX-INT8), else 127 (VPMADDUBSW's 16-bit sums could overflow).
 int64_t int8_activation_max();
 
 }  // namespace alexnet::runtime
