@@ -17,7 +17,7 @@ import unittest
 import torch
 import torchvision
 
-from fixture import once
+from fixture import main as fixture_main, once
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 PHOTOS = "/usr/share/doc/opencv-doc/examples/data"
 TINY = ["--image-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--threads", "1"]
@@ -349,4 +349,4 @@ class EndToEnd(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    fixture_main()

@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
-from fixture import once
+from fixture import main as fixture_main, once
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 REF = os.environ.get("ALEXNET_REFERENCE_DIR", "build/reference")
 WEIGHTS = os.path.join(REF, "alexnet_seed0_script.pt")
@@ -300,4 +300,4 @@ class Install(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    fixture_main()

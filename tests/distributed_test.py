@@ -20,7 +20,7 @@ import unittest
 
 import torch
 
-from fixture import RemovesWhatEachTestWrote, write_fashion_mnist_subset
+from fixture import main as fixture_main, RemovesWhatEachTestWrote, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
@@ -201,4 +201,4 @@ class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    fixture_main()

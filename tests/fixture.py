@@ -21,11 +21,110 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_KINDS = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
-# scripts/test.sh runs every test with each LibTorch flavour, except what does not depend on
-# the LibTorch: command-line behaviour (flags, logs, progress) is the same C++ in both builds,
-# so such tests run with the first flavour and report skipped, with this reason, after it.
-once = unittest.skipIf(os.environ.get("ALEXNET_TESTS_ONCE_RAN") == "1",
-                       "ran with the first LibTorch flavour: it tests the command line, not the LibTorch")
+def once(test):
+    """Marks a test method that does not depend on the LibTorch (command-line behaviour: flags, logs,
+    progress; the same C++ in both builds). tests/CMakeLists.txt registers a class's @once tests as
+    their own ctest entry, labelled once, which scripts/test.sh runs with the first flavour only."""
+    test.alexnet_once = True
+    return test
+
+
+def main():
+    """The entry point of every unittest file, as ctest runs it: `SCRIPT [--once | --not-once] [CLASS...]`
+    runs the named classes' tests (all by default) with or without @once. Every skip is printed with
+    its reason. Exit status: 0 when a test ran and none failed, 1 on a failure or when nothing was
+    selected, 77 when every selected test was skipped (ctest's SKIP_RETURN_CODE for these entries:
+    a skip is counted as a skip, not a pass)."""
+    import sys
+    args = sys.argv[1:]
+    mode = None
+    if args and args[0] in ("--once", "--not-once"):
+        mode, args = args[0], args[1:]
+    module = sys.modules["__main__"]
+    loader = unittest.defaultTestLoader
+    names = args or [n for n, v in vars(module).items()
+                     if isinstance(v, type) and issubclass(v, unittest.TestCase)]
+    selected = []
+    for name in names:
+        for test in loader.loadTestsFromTestCase(getattr(module, name)):
+            marked = getattr(getattr(test, test._testMethodName), "alexnet_once", False)
+            if mode is None or marked == (mode == "--once"):
+                selected.append(test)
+    if not selected:
+        print(f"error: no test selected by {' '.join(sys.argv[1:]) or 'default'}")
+        sys.exit(1)
+    result = unittest.TextTestRunner(verbosity=2).run(unittest.TestSuite(selected))
+    for test, reason in result.skipped:
+        print(f"skipped: {test}: {reason}")
+    if not result.wasSuccessful():
+        sys.exit(1)
+    ran = result.testsRun - len(result.skipped)
+    if ran <= 0:
+        sys.exit(77)
+    sys.exit(0)
+
+
+# The CPU as the tests expect the binary to see it, stated apart from app/runtime/cpu: the flags
+# /proc/cpuinfo lists, less what oneDNN's cap (ONEDNN_MAX_CPU_ISA, else DNNL_MAX_CPU_ISA) excludes.
+# What each of oneDNN's names lets through, of the flags the project's choices read (oneDNN's
+# "CPU Dispatcher Control"; its ISAs are partially ordered: AVX2_VNNI is not below AVX512_CORE).
+_AVX2 = {"avx2"}
+_AVX512 = _AVX2 | {"avx512f"}
+_AVX512_VNNI = _AVX512 | {"avx512_vnni"}
+_AVX512_BF16 = _AVX512_VNNI | {"avx512_bf16"}
+_ALL = _AVX512_BF16 | {"avx_vnni", "amx_bf16", "amx_int8"}
+ISA_CAPS = {
+    "SSE41": set(), "AVX": set(), "AVX2": _AVX2, "AVX2_VNNI": _AVX2 | {"avx_vnni"},
+    "AVX2_VNNI_2": _AVX2 | {"avx_vnni"}, "AVX512_MIC": _AVX2, "AVX512_MIC_4OPS": _AVX2,
+    "AVX512_CORE": _AVX512, "AVX512_CORE_VNNI": _AVX512_VNNI, "AVX512_CORE_BF16": _AVX512_BF16,
+    "AVX512_CORE_FP16": _AVX512_BF16 | {"avx_vnni"}, "AVX10_1_512": _AVX512_BF16 | {"avx_vnni"},
+    "AVX10_2_512": _AVX512_BF16 | {"avx_vnni"}, "AVX512_CORE_AMX": _ALL, "AVX512_CORE_AMX_FP16": _ALL,
+    "AVX10_1_512_AMX": _ALL, "AVX10_1_512_AMX_FP16": _ALL, "AVX10_2_512_AMX_2": _ALL, "ALL": _ALL,
+    "DEFAULT": _ALL,
+}
+
+
+def isa_cap():
+    """The cap in force, upper-cased ("AVX2"), or "" (unset, or a name oneDNN does not know)."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").upper()
+        if value:
+            return value if value in ISA_CAPS else ""
+    return ""
+
+
+def cpu_has(flag):
+    """Whether the binary may use `flag` (a /proc/cpuinfo name: avx2, avx512f, avx512_vnni, avx_vnni,
+    avx512_bf16, amx_bf16, amx_int8): the CPU lists it and the cap lets it through."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    cap = isa_cap()
+    return flag in flags and (not cap or flag in ISA_CAPS[cap])
+
+
+def cpu_has_vnni():
+    """8-bit activations for int8 (the binary logs '8-bit activations')."""
+    return cpu_has("avx512_vnni") or cpu_has("avx_vnni") or cpu_has("amx_int8")
+
+
+def cpu_has_bf16():
+    """bf16 instructions: --precision bf16 runs bf16 (else the binary warns and runs fp32)."""
+    return cpu_has("avx512_bf16") or cpu_has("amx_bf16")
+
+
+def auto_precision():
+    """What --precision auto resolves to on the CPU: bf16 with AMX-BF16, else fp32."""
+    return "bf16" if cpu_has("amx_bf16") else "fp32"
+
+
+def cpu_description():
+    """For skip reasons and messages: the flags that matter, and the cap."""
+    names = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = " ".join(n for n in names if cpu_has(n)) or "none of " + " ".join(names)
+    return have + (f" (capped at {isa_cap()})" if isa_cap() else "")
 
 
 class RemovesWhatEachTestWrote:

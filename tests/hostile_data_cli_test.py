@@ -20,6 +20,8 @@ import zlib
 
 from PIL import Image
 
+from fixture import main as fixture_main
+
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 REF = os.environ.get("ALEXNET_REFERENCE_DIR", "build/reference")
 WEIGHTS = os.path.join(REF, "alexnet_seed0_script.pt")          # 1000 classes
@@ -217,4 +219,4 @@ class HostileData(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    fixture_main()

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torchvision import transforms
 
-from fixture import once, write_fashion_mnist_subset
+from fixture import main as fixture_main, once, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 TRAIN_IMAGES, TEST_IMAGES = 5120, 1000
@@ -207,4 +207,4 @@ class Int8Test(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    fixture_main()

@@ -29,7 +29,7 @@ import unittest
 
 import torch
 
-from fixture import once, RemovesWhatEachTestWrote, write_fashion_mnist_subset
+from fixture import main as fixture_main, once, RemovesWhatEachTestWrote, write_fashion_mnist_subset
 import netns
 
 BINARY = os.path.abspath(os.environ.get("ALEXNET_BINARY", "build/app/alexnet"))
@@ -296,4 +296,4 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    fixture_main()

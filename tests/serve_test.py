@@ -27,7 +27,7 @@ import PIL.Image
 import torch
 import torchvision
 
-from fixture import RemovesWhatEachTestWrote, once
+from fixture import main as fixture_main, RemovesWhatEachTestWrote, once
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -433,4 +433,4 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    fixture_main()

@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 import torchvision
 
-from fixture import RemovesWhatEachTestWrote, once, unpack_fashion_mnist, write_fashion_mnist_subset
+from fixture import main as fixture_main, RemovesWhatEachTestWrote, once, unpack_fashion_mnist, write_fashion_mnist_subset
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -631,4 +631,4 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    fixture_main()
