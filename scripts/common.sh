@@ -23,6 +23,34 @@ ALEXNET_BUILD_PACKAGES=(cmake ninja-build g++ libtorch-dev libopencv-dev libcxxo
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# cpu_class: this CPU's model, class and the flags that matter, from /proc/cpuinfo (the binary's
+# --version says the same after the build, with ONEDNN_MAX_CPU_ISA applied).
+cpu_class() {
+  local flags model class have=()
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+  model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  for f in avx2 avx512f avx512_vnni avx_vnni avx512_bf16 amx_bf16 amx_int8; do
+    [[ $flags == *" $f "* ]] && have+=("$f")
+  done
+  if [[ $flags == *" amx_bf16 "* && $flags == *" amx_int8 "* ]]; then class=AMX
+  elif [[ $flags == *" avx512f "* && $flags == *" avx512_vnni "* ]]; then class="AVX-512 VNNI"
+  elif [[ $flags == *" avx512f "* ]]; then class=AVX-512
+  elif [[ $flags == *" avx2 "* ]]; then class=AVX2
+  else class=pre-AVX2
+  fi
+  echo "cpu: ${model:-unknown}: class $class (${have[*]:-none of the flags that matter})"
+}
+
+# lower_isa_caps: the ONEDNN_MAX_CPU_ISA values below this CPU's class that the tests are run
+# under again (scripts/test.sh): AVX-512 without AMX and AVX2 on an AMX CPU, AVX2 on an AVX-512 one.
+lower_isa_caps() {
+  local flags
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+  if [[ $flags == *" amx_bf16 "* ]]; then echo "AVX512_CORE_VNNI AVX2"
+  elif [[ $flags == *" avx512f "* ]]; then echo "AVX2"
+  fi
+}
+
 # install_packages PKG...: apt-get installs whichever are missing (as root or via sudo).
 install_packages() {
   local missing=()

@@ -8,6 +8,7 @@
 #        ALEXNET_LIBTORCH=debian|pypi scripts/test.sh   one flavour only
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+log "$(cpu_class)${ONEDNN_MAX_CPU_ISA:+, ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA}"
 
 case ${ALEXNET_LIBTORCH:-both} in
   both)
@@ -30,6 +31,19 @@ esac
 install_packages "${ALEXNET_BUILD_PACKAGES[@]}" python3-torch python3-torchvision python3-pil \
   python3-matplotlib clang libclang-rt-14-dev opencv-doc dataset-fashion-mnist ccache time iproute2
 
+# run_ctest NAME CTEST_ARGS...: ctest in $ALEXNET_BUILD with the temporary folder $tmp, then the
+# skipped entries with their reasons.
+run_ctest() {
+  local name=$1 status=0
+  shift
+  (cd "$ALEXNET_BUILD" && TMPDIR="$tmp" TEST_TMPDIR="$tmp" \
+      ctest --output-on-failure --timeout 900 -j "$(nproc)" "$@" 2>&1 | tee "$tmp/ctest.out"
+   exit "${PIPESTATUS[0]}") || status=$?
+  "$ALEXNET_PYTHON" "$ALEXNET_ROOT/tests/list_skips.py" "$tmp/ctest.out" "$ALEXNET_BUILD" | sed "s/^/[$name] /" >&2 || true
+  rm -f "$tmp/ctest.out"
+  return $status
+}
+
 failed=()
 extra=()
 once_ran=
@@ -47,9 +61,22 @@ for flavour in "${flavours[@]}"; do
   if [ "${shm_kb:-0}" -gt $((8 << 20)) ] && [ "${mem_kb:-0}" -gt $((14 << 20)) ]; then tmp_root=/dev/shm; fi
   tmp=$(mktemp -d "$tmp_root/alexnet-tests.XXXXXX")
   log "temporary files in $tmp ($(df -h --output=avail "$tmp" | tail -1 | tr -d ' ') free)"
-  (cd "$ALEXNET_BUILD" && TMPDIR="$tmp" TEST_TMPDIR="$tmp" ALEXNET_TESTS_ONCE_RAN=$once_ran \
-      ctest --output-on-failure --timeout 900 -j "$(nproc)" "${extra[@]}" "$@") \
-    || failed+=("$flavour")
+  run_ctest "$flavour" "${extra[@]}" "$@" || failed+=("$flavour")
+  if [ -z "$once_ran" ] && [ $# -eq 0 ] && [ -z "${ONEDNN_MAX_CPU_ISA:-}${DNNL_MAX_CPU_ISA:-}" ]; then
+    caps=$(lower_isa_caps)
+    [ -n "$caps" ] || log "no lower CPU class to test under an ISA cap: this CPU is AVX2 or below"
+    for cap in $caps; do
+      # Under the AVX2 cap the whole isa list; under the AVX-512 one the unit tests of it (the
+      # class table, the plan): the int8 and CPU-class tests' AVX-512 paths run on AVX-512 CPUs.
+      labels=(-L isa)
+      [ "$cap" = AVX2 ] || labels+=(-L unit)
+      log "the precision- and ISA-dependent tests again, capped: ONEDNN_MAX_CPU_ISA=$cap"
+      # The reference Python inherits the cap too; ATen's own kernels are capped alike.
+      (export ONEDNN_MAX_CPU_ISA="$cap"
+       if [ "$cap" = AVX2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
+       run_ctest "$flavour, $cap" "${labels[@]}") || failed+=("$flavour (ONEDNN_MAX_CPU_ISA=$cap)")
+    done
+  fi
   # torchrun's logs (torchelastic_*) and torch 2.x's compile cache (torchinductor_*) are PyTorch's.
   left=$(ls -A "$tmp" | { grep -v -e '^torchelastic_' -e '^torchinductor_' || true; } | head -5 | tr '\n' ' ')
   [ -z "$left" ] || log "warning: the tests left files behind: $left"

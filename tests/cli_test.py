@@ -6,6 +6,7 @@ Run by ctest after tests/make_reference.py; needs ALEXNET_BINARY and ALEXNET_REF
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
-from fixture import main as fixture_main, once
+from fixture import main as fixture_main, auto_precision, cpu_has, cpu_has_vnni, isa_cap, once
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 REF = os.environ.get("ALEXNET_REFERENCE_DIR", "build/reference")
 WEIGHTS = os.path.join(REF, "alexnet_seed0_script.pt")
@@ -297,6 +298,55 @@ class Install(unittest.TestCase):
             for script in ("plot_metrics.py", "export_torchvision.py"):
                 self.assertTrue(os.access(os.path.join(prefix, "share", "alexnet", "scripts", script),
                                           os.X_OK), script)
+
+
+class CpuClass(unittest.TestCase):
+    """--version names the CPU class, its flags and what auto resolves to, as this test reads them
+    from /proc/cpuinfo and ONEDNN_MAX_CPU_ISA (tests/fixture.py), apart from app/runtime/cpu."""
+
+    def expected_class(self):
+        if cpu_has("amx_bf16") and cpu_has("amx_int8"):
+            return "AMX"
+        if cpu_has("avx512f"):
+            return "AVX-512 VNNI" if cpu_has_vnni() else "AVX-512"
+        return "AVX2" if cpu_has("avx2") else "pre-AVX2"
+
+    def test_version_names_the_class_and_auto(self):
+        r = run("--version")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.strip().splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        self.assertRegex(lines[0], r"^alexnet \S+: LibTorch ")
+        cpu = lines[1]
+        print(f"\n{cpu}", flush=True)
+        self.assertIn(f": class {self.expected_class()} (", cpu)
+        names = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+                 "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+        listed = re.search(r": class [^(]+ \(([^)]*)\)", cpu)
+        self.assertIsNotNone(listed, cpu)
+        expected = [name for flag, name in names.items() if cpu_has(flag)]
+        self.assertEqual(listed.group(1).split() if expected else [], expected, cpu)
+        auto = auto_precision()
+        self.assertIn(f"auto: training {auto}, inference {auto} (", cpu)
+        self.assertIn(f"int8 activations {8 if cpu_has_vnni() else 7}-bit", cpu)
+        # "capped at" exactly where the cap takes away a flag this CPU has.
+        with open("/proc/cpuinfo") as f:
+            hardware = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        removed = [flag for flag in names if flag in hardware and not cpu_has(flag)]
+        self.assertEqual("capped at " + isa_cap() in cpu, bool(removed), f"{cpu}; the cap removes {removed}")
+
+    def test_every_computing_command_logs_the_class(self):
+        r = run("bench", "--mode", "infer", "--precision", "fp32", "--batch-size", "1", "--image-size", "64",
+                "--iters", "1", "--warmup", "0", "--threads", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f": class {self.expected_class()} (", r.stderr)
+
+    def test_unknown_cap_is_named_and_ignored(self):
+        r = subprocess.run([BINARY, "--version"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX3"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ONEDNN_MAX_CPU_ISA=AVX3 is not one of oneDNN's ISA names", r.stderr)
+        self.assertNotIn("capped at", r.stdout)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """`alexnet train --distributed` over c10d/Gloo on 127.0.0.1, against one process:
 
 - 2 ranks with batch B end with the same weights as 1 process with batch 2B
-  (within 1e-5), and report the same evaluation;
+  (within 1e-5, fp32), and report the same evaluation; in bf16 (on CPUs with bf16
+  instructions) within bf16's tolerance;
 - a resumed 2-rank run matches an uninterrupted one;
 - a rank killed mid-epoch, or never started, ends the others with a clear error
   in bounded time; scripts/launch.sh passes the failure on;
@@ -20,13 +21,18 @@ import unittest
 
 import torch
 
-from fixture import main as fixture_main, RemovesWhatEachTestWrote, write_fashion_mnist_subset
+from fixture import (main as fixture_main, RemovesWhatEachTestWrote, cpu_description, cpu_has_bf16,
+                     write_fashion_mnist_subset)
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
                         os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_N, VAL_N = 256, 127  # an odd validation set: unpadded shards of 64 and 63
 TOL = 1e-5
+# bf16 keeps 8 significant bits: a gradient summed over 16 images in one product, or over 8 on
+# each rank and averaged in fp32, rounds differently by up to ~2^-8 of its size; 6 steps at lr
+# 0.02 move a weight by at most ~1e-2, so they end within ~1e-4 (measured: see the log line).
+BF16_TOL = 1e-3
 FAIL_SECONDS = 90  # a surviving rank must give up well within this
 
 
@@ -55,16 +61,20 @@ def epochs(path):
         return [r for r in map(json.loads, f) if r["type"] == "epoch"]
 
 
-class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
+class Runs(RemovesWhatEachTestWrote):
+    """Training runs on a Fashion-MNIST subset, one process or several, in cls.precision."""
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         d = write_fashion_mnist_subset(os.path.join(cls.tmp.name, "fmnist"), TRAIN_N, VAL_N)
         cls.spec = "fashion-mnist:" + d
         # Dropout off: the comparison needs the same function on both sides (dropout
-        # masks are per rank). Augmentation is per sample, so it matches.
+        # masks are per rank). Augmentation is per sample, so it matches. fp32: the
+        # comparisons are for exactness (auto is bf16 on AMX CPUs).
         cls.common = ["--data", cls.spec, "--dropout", "0", "--lr", "0.02", "--seed", "5",
-                      "--workers", "1", "--threads", "1", "--print-freq", "1", "--deterministic"]
+                      "--workers", "1", "--threads", "1", "--print-freq", "1", "--deterministic",
+                      "--precision", cls.precision]
 
     @classmethod
     def tearDownClass(cls):
@@ -74,6 +84,7 @@ class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
         return os.path.join(self.tmp.name, name)
 
     def single(self, name, batch, *extra):
+        """One process; returns its run (the log names the precision it resolved)."""
         r = subprocess.run([BINARY, "train", *self.common, "--batch-size", str(batch),
                             "--output", self.out(name), *extra],
                            capture_output=True, text=True, timeout=600)
@@ -93,15 +104,27 @@ class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
             self.assertEqual(p.returncode, 0, err)
         return [err for _, err in results]
 
-    def test_two_ranks_equal_one_process_with_double_batch(self):
+    def assert_averaged(self, tolerance, precision):
+        """2 ranks of batch 8 against 1 process of 16 (and of 8, which must differ), 6 steps."""
         steps = ["--epochs", "1", "--max-steps", "6"]
-        self.single("one-16", 16, *steps)
+        r = self.single("one-16", 16, *steps)
+        self.assertIn(f"precision {precision} (as requested", r.stderr)
         logs = self.ranks("two-8", 8, *steps)
         self.single("one-8", 8, *steps)  # what a rank alone would do: must differ
         diff = max_diff(self.out("one-16/model.pth"), self.out("two-8/model.pth"))
-        self.assertLessEqual(diff, TOL)
-        self.assertGreater(max_diff(self.out("one-16/model.pth"), self.out("one-8/model.pth")),
-                           100 * TOL, "the test cannot tell averaged from local gradients")
+        local = max_diff(self.out("one-16/model.pth"), self.out("one-8/model.pth"))
+        print(f"\n{precision}: max |one-16 - two-8| {diff:.3g} (tolerance {tolerance:.3g}); "
+              f"max |one-16 - one-8| {local:.3g}", flush=True)
+        self.assertLessEqual(diff, tolerance)
+        self.assertGreater(local, 100 * tolerance, "the test cannot tell averaged from local gradients")
+        return logs
+
+
+class Distributed(Runs, unittest.TestCase):
+    precision = "fp32"
+
+    def test_two_ranks_equal_one_process_with_double_batch(self):
+        logs = self.assert_averaged(TOL, "fp32")
         # Evaluation: every image once over the ranks (127 = 64 + 63), same numbers.
         one, two = epochs(self.out("one-16/metrics.jsonl")), epochs(self.out("two-8/metrics.jsonl"))
         self.assertAlmostEqual(one[-1]["val_loss"], two[-1]["val_loss"], places=4)
@@ -198,6 +221,18 @@ class Distributed(RemovesWhatEachTestWrote, unittest.TestCase):
                            text=True, timeout=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--dist-backend", r.stderr)
+
+
+@unittest.skipUnless(cpu_has_bf16(), f"no bf16 instructions on this CPU ({cpu_description()}): "
+                                     "--precision bf16 would run fp32")
+class DistributedBf16(Runs, unittest.TestCase):
+    """The same comparison in bf16 (autocast, fp32 master weights): each rank rounds its
+    activations and weight gradients to bf16 over a batch of 8, one process over 16, so the
+    weights agree within bf16's rounding of 6 steps' updates, not bit for bit."""
+    precision = "bf16"
+
+    def test_two_ranks_equal_one_process_with_double_batch(self):
+        self.assert_averaged(BF16_TOL, "bf16")
 
 
 if __name__ == "__main__":
