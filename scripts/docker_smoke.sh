@@ -189,6 +189,7 @@ in_ctr alexnet --help
 expect "alexnet --help (the ENTRYPOINT + CMD above)" 0 '^usage: alexnet <command>'
 in_ctr alexnet --version
 expect "alexnet --version names Debian's LibTorch and its BLAS" 0 '^alexnet .*LibTorch 1\.13.*OpenBLAS'
+expect "alexnet --version names the CPU class and what auto chooses" 0 '^cpu: .*: class .*; auto: training '
 in_ctr alexnet train --no-such-flag
 expect "unknown flag is a usage error" 2 'no-such-flag'
 
