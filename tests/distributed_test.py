@@ -30,9 +30,9 @@ SOURCE = os.environ.get("ALEXNET_SOURCE_DIR",
 TRAIN_N, VAL_N = 256, 127  # an odd validation set: unpadded shards of 64 and 63
 TOL = 1e-5
 # bf16 keeps 8 significant bits: a gradient summed over 16 images in one product, or over 8 on
-# each rank and averaged in fp32, rounds differently by up to ~2^-8 of its size; 6 steps at lr
-# 0.02 move a weight by at most ~1e-2, so they end within ~1e-4 (measured: see the log line).
-BF16_TOL = 1e-3
+# each rank and averaged in fp32, rounds differently by about 2^-8 of its size. Measured on the
+# AMX machine: 1.4e-4 after 6 steps, against 8e-3 between batch 16 and a rank's batch 8 alone.
+BF16_TOL = 4e-4
 FAIL_SECONDS = 90  # a surviving rank must give up well within this
 
 
@@ -104,8 +104,9 @@ class Runs(RemovesWhatEachTestWrote):
             self.assertEqual(p.returncode, 0, err)
         return [err for _, err in results]
 
-    def assert_averaged(self, tolerance, precision):
-        """2 ranks of batch 8 against 1 process of 16 (and of 8, which must differ), 6 steps."""
+    def assert_averaged(self, tolerance, precision, apart=100):
+        """2 ranks of batch 8 against 1 process of 16 (and of 8, which must differ from it by
+        more than `apart` times the tolerance), 6 steps."""
         steps = ["--epochs", "1", "--max-steps", "6"]
         r = self.single("one-16", 16, *steps)
         self.assertIn(f"precision {precision} (as requested", r.stderr)
@@ -116,7 +117,7 @@ class Runs(RemovesWhatEachTestWrote):
         print(f"\n{precision}: max |one-16 - two-8| {diff:.3g} (tolerance {tolerance:.3g}); "
               f"max |one-16 - one-8| {local:.3g}", flush=True)
         self.assertLessEqual(diff, tolerance)
-        self.assertGreater(local, 100 * tolerance, "the test cannot tell averaged from local gradients")
+        self.assertGreater(local, apart * tolerance, "the test cannot tell averaged from local gradients")
         return logs
 
 
@@ -232,7 +233,7 @@ class DistributedBf16(Runs, unittest.TestCase):
     precision = "bf16"
 
     def test_two_ranks_equal_one_process_with_double_batch(self):
-        self.assert_averaged(BF16_TOL, "bf16")
+        self.assert_averaged(BF16_TOL, "bf16", apart=10)
 
 
 if __name__ == "__main__":
