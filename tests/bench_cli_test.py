@@ -1,40 +1,97 @@
 #!/usr/bin/python3
-"""`alexnet bench`, and --precision / --channels-last of predict and eval, end to end:
-bad flags give exit status 2 naming the flag; tiny runs print the JSON fields the
-benchmark script reads; FLOP counts agree with torchvision's layer shapes; bf16
-logits stay close to PyTorch's fp32 ones. Nothing here is timed.
+"""`alexnet bench`, and --precision / --channels-last / --onednn-plan of predict and eval, end to
+end: bad flags give exit status 2 naming the flag; tiny runs print the JSON fields the benchmark
+script reads; FLOP counts agree with torchvision's layer shapes; precision resolves as
+tests/fixture.py expects of this CPU; fp32 logits match PyTorch's, and bf16 ones stay close to them.
+Nothing here is timed.
+
+The CPU decides some of this, so each class holds tests that run together or skip together (a
+ctest entry is one class, and counts as skipped only when all of it is): Bf16Logits needs bf16
+instructions, OnednnPlan and OnednnPlanBf16 a build with oneDNN's headers (Debian's LibTorch
+flavour; PyPI's has none). The rest pin every flag the result depends on and run everywhere.
 
 Run by ctest; needs ALEXNET_BINARY (default build/app/alexnet).
 """
-import gzip
 import json
+import math
 import os
 import struct
 import subprocess
 import tempfile
 import unittest
+from unittest import mock
 
 import torch
 import torchvision
 
-from fixture import main as fixture_main, once
+from fixture import (auto_precision, cpu_description, cpu_has, cpu_has_bf16, isa_cap, main as fixture_main,
+                     once)
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 PHOTOS = "/usr/share/doc/opencv-doc/examples/data"
 TINY = ["--image-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--threads", "1"]
 FIELDS = ["mode", "device", "threads", "precision", "channels_last", "compute", "blas", "batch_size",
           "image_size", "num_classes", "img_per_s", "ms_per_batch", "gflop_per_image", "gflops",
           "peak_rss_mb", "cuda_used_mb"]
-
-
-def cpu_has_avx512_core():
-    """AVX-512 F/BW/VL/DQ in /proc/cpuinfo: where oneDNN has its Winograd convolution."""
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+# bf16 keeps 8 significant bits: each logit within 3% of the largest one (measured 0.5%).
+BF16_OF_LARGEST = 0.03
+# The flags the binary's CPU class is made of (its `cpu:` log line lists them).
+CLASS_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+NO_BF16 = f"no bf16 instructions on this CPU ({cpu_description()})"
 
 
 def run(*args, timeout=300):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def capped_flags():
+    """The flags of CLASS_FLAGS that the CPU has and oneDNN's cap withholds: the binary logs
+    'capped at CAP' exactly when there is one."""
+    with mock.patch.dict(os.environ):
+        for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            os.environ.pop(name, None)
+        hardware = [f for f in CLASS_FLAGS if cpu_has(f)]
+    return [f for f in hardware if not cpu_has(f)]
+
+
+def skip_without_onednn_plan():
+    """Raises SkipTest (the whole class) where the binary was built without oneDNN's headers."""
+    r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "fp32", "--onednn-plan", "auto", *TINY)
+    if r.returncode != 0:
+        raise AssertionError(f"bench probing the oneDNN plan: exit {r.returncode}\n{r.stderr}")
+    if "this build has no oneDNN plan" in r.stderr:
+        raise unittest.SkipTest("this build has no oneDNN plan (built without oneDNN's headers, as with "
+                                "PyPI's LibTorch)")
+
+
+def photos():
+    """The first four photographs of Debian's opencv-doc, which scripts/test.sh installs."""
+    if not os.path.isdir(PHOTOS):
+        raise AssertionError(f"{PHOTOS} is missing: install Debian's opencv-doc (scripts/test.sh does)")
+    paths = sorted(os.path.join(PHOTOS, f) for f in os.listdir(PHOTOS) if f.endswith(".jpg"))[:4]
+    if len(paths) != 4:
+        raise AssertionError(f"{PHOTOS}: {len(paths)} .jpg files, want 4 or more")
+    return paths
+
+
+def torchvision_photo_logits(model, paths):
+    """torchvision's logits for `paths` fed as predict feeds a weights file without a transform."""
+    from PIL import Image
+    from torchvision import transforms
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    with torch.no_grad():
+        return model(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths]))  # (N, 1000)
+
+
+def predict_logits(test, weights, paths, *flags):
+    """predict's logits of every class, (len(paths), 1000), and its log."""
+    r = run("predict", "--weights", weights, "--json", "--topk", "0", "--threads", "1", *flags, *paths)
+    test.assertEqual(r.returncode, 0, r.stderr)
+    got = torch.zeros(len(paths), 1000)
+    for i, line in enumerate(r.stdout.splitlines()):
+        for t in json.loads(line)["top"]:
+            got[i, t["index"]] = t["logit"]
+    return got, r.stderr
 
 
 def torchvision_macs(size, classes=1000):
@@ -66,6 +123,23 @@ def reference_logits():
         return model(torch.randn(2, 3, 64, 64))
 
 
+def read_logits(path, rows, classes):
+    """bench --logits' file: raw float32, (rows, classes)."""
+    return torch.from_file(path, size=rows * classes, dtype=torch.float32).view(rows, classes)
+
+
+def assert_bf16_close(test, got, ref, what):
+    """got within BF16_OF_LARGEST of ref's largest logit, where constant logits could not be."""
+    bound = BF16_OF_LARGEST * ref.abs().max().item()
+    # Constant logits are within the bound of every reference logit only if their spread is
+    # at most twice the bound; this one is wider, so the comparison can fail.
+    spread = (ref.max() - ref.min()).item()
+    test.assertGreater(spread, 2 * bound, f"{what}: reference logits span {spread:.3g}: too narrow to test")
+    diff = (got - ref).abs().max().item()
+    test.assertLessEqual(diff, bound, f"{what}: max |bf16 - fp32| {diff:.3g}, bound {bound:.3g} "
+                                      f"({BF16_OF_LARGEST} of the largest logit)")
+
+
 def write_idx(path, array):
     """An uncompressed IDX file of uint8 data (the MNIST format)."""
     with open(path, "wb") as f:
@@ -73,6 +147,44 @@ def write_idx(path, array):
         for s in array.shape:
             f.write(struct.pack(">I", s))
         f.write(array.to(torch.uint8).numpy().tobytes())
+
+
+def write_mnist(root):
+    """40 random 28x28 images labelled i % 10, as both splits of an MNIST folder; its data spec."""
+    raw = os.path.join(root, "raw")
+    os.makedirs(raw)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 28, 28), generator=g)
+    labels = torch.arange(40) % 10
+    for prefix in ("train", "t10k"):
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), images)
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), labels)
+    return "mnist:" + root
+
+
+def write_spread_weights(path):
+    """A 10-class TorchScript AlexNet (seed 0) whose last layer is scaled 100x. torchvision's
+    initialisation makes near-tied logits (eval loss ln 10 to 5 digits, as constant logits give);
+    scaled, they spread over about 4 (loss 3.06), so comparing losses or logits can fail."""
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(num_classes=10).eval()
+    with torch.no_grad():
+        model.classifier[6].weight.mul_(100)
+        model.classifier[6].bias.mul_(100)
+    torch.jit.script(model).save(path)
+    return path
+
+
+def eval_json(test, *args):
+    r = run("eval", "--json", "--threads", "1", *args)
+    test.assertEqual(r.returncode, 0, r.stderr)
+    return json.loads(r.stdout), r.stderr
+
+
+def assert_loss_spread(test, out):
+    """Constant logits give a loss of ln(10) exactly: the loss compared must be far from it."""
+    test.assertGreater(abs(out["loss"] - math.log(10)), 0.3,
+                       f"fp32 loss {out['loss']} is within 0.3 of ln 10: the logits are near-tied")
 
 
 class BenchFlags(unittest.TestCase):
@@ -111,12 +223,16 @@ class BenchFlags(unittest.TestCase):
         self.assertIn("error: --precision fp16 needs CUDA", errors[0])
 
 
-class BenchRuns(unittest.TestCase):
+class BenchJson:
+    """A TestCase mixin: bench's JSON result on the CPU, and its log."""
+
     def bench_json(self, *args):
         r = run("bench", "--device", "cpu", "--json", *args)
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
+
+class BenchRuns(BenchJson, unittest.TestCase):
     def test_infer_prints_the_fields(self):
         out, log = self.bench_json("--mode", "infer", "--precision", "fp32", *TINY)
         for f in FIELDS:
@@ -163,64 +279,97 @@ class BenchRuns(unittest.TestCase):
         self.assertAlmostEqual(out["gflop_per_image"], 3 * 2 * torchvision_macs(64, 10) / 1e9, delta=1e-5)
 
     def test_bf16_and_auto_resolve_and_log(self):
+        # What each request resolves to, from tests/fixture.py's reading of the CPU and the cap.
+        print(f"\nCPU: {cpu_description()}; bf16 {cpu_has_bf16()}, auto {auto_precision()}")
+        capped = capped_flags()
         out, log = self.bench_json("--mode", "infer", "--precision", "bf16", *TINY)
-        self.assertIn(out["precision"], ("bf16", "fp32"))  # fp32: a CPU without bf16 (warned)
-        if out["precision"] == "bf16":
+        if cpu_has_bf16():
+            self.assertEqual(out["precision"], "bf16", log)
+            self.assertIn("precision bf16 (as requested", log)
             self.assertIn("bf16 weights", out["compute"])
         else:
-            self.assertIn("using fp32", log)
+            self.assertEqual(out["precision"], "fp32", log)
+            self.assertIn("using fp32", log)  # the warning
         out, log = self.bench_json("--mode", "infer", "--precision", "auto", *TINY)
-        self.assertIn(f"precision {out['precision']} (auto: ", log)
+        self.assertEqual(out["precision"], auto_precision(), log)
+        self.assertIn(f"precision {auto_precision()} (auto: ", log)
+        if capped:
+            self.assertIn(f"capped at {isa_cap()}", log, f"the cap withholds {' '.join(capped)}")
+        else:
+            self.assertNotIn("capped at", log, f"cap {isa_cap() or 'unset'} withholds nothing this CPU has")
 
     def test_logits_match_pytorch(self):
+        # fp32 on LibTorch's layers (--onednn-plan off): PyTorch's results to rounding, both layouts.
         ref = reference_logits()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "logits.bin")
-            for precision, layout, bound in (("fp32", "off", 1e-5), ("fp32", "on", 1e-5), ("bf16", "on", 0.03)):
-                out, _ = self.bench_json("--mode", "infer", "--precision", precision,
-                                         f"--channels-last={layout}", "--logits", path, *TINY)
-                got = torch.from_file(path, size=2 * 1000, dtype=torch.float32).view(2, 1000)
-                if precision == "bf16":
-                    if out["precision"] != "bf16":
-                        continue  # a CPU without bf16: fp32 was used (and warned about)
-                    bound *= ref.abs().max().item()  # 8 significant bits: relative to the largest logit
-                diff = (got - ref).abs().max().item()
-                self.assertLessEqual(diff, bound, f"{precision} {layout}: max |diff| {diff:.3g}")
+            for layout in ("off", "on"):
+                out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", f"--channels-last={layout}",
+                                         "--onednn-plan", "off", "--logits", path, *TINY)
+                self.assertNotIn("oneDNN plan", out["compute"])
+                diff = (read_logits(path, 2, 1000) - ref).abs().max().item()
+                self.assertLessEqual(diff, 1e-5, f"fp32 channels-last {layout}: max |diff| {diff:.3g} (bound 1e-5)")
 
-    def test_onednn_plan_resolves_logs_and_matches_pytorch(self):
-        out, err = self.bench_json("--mode", "infer", "--precision", "fp32", *TINY)
-        if "this build has no oneDNN plan" in err:
-            self.skipTest("built without oneDNN's headers: no plan (" + out["compute"] + ")")
+    def test_matmul(self):
+        out, _ = self.bench_json("--mode", "matmul", "--matrix-size", "64", "--iters", "2", "--threads", "1")
+        self.assertEqual(out["mode"], "matmul")
+        self.assertGreater(out["gflops"], 0)
+
+
+class OnednnPlan(BenchJson, unittest.TestCase):
+    """fp32 inference as one oneDNN pipeline (--onednn-plan): chosen as the CPU says, logged,
+    refused where it cannot run, and PyTorch's logits to 1e-4 of the largest."""
+
+    @classmethod
+    def setUpClass(cls):
+        skip_without_onednn_plan()
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.spec = write_mnist(cls.tmp.name)
+        cls.weights10 = write_spread_weights(os.path.join(cls.tmp.name, "alexnet10.pt"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_auto_resolves_as_the_cpu_says(self):
         # auto: Winograd for CPU fp32 inference where oneDNN has a Winograd kernel (AVX-512),
         # else off (the plan's direct kernels are slower than LibTorch's); off: LibTorch's layers.
-        if cpu_has_avx512_core():
+        out, log = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
+                                   "--onednn-plan", "auto", *TINY)
+        if cpu_has("avx512f"):
             self.assertIn("oneDNN plan (Winograd)", out["compute"])
+            self.assertIn("oneDNN plan: Winograd (auto: fp32 inference on the CPU)", log)
         else:
             self.assertNotIn("oneDNN plan", out["compute"])
-            self.assertIn("oneDNN plan: off (auto: oneDNN has no Winograd convolution", err)
-        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", "off", *TINY)
+            self.assertIn("oneDNN plan: off (auto: oneDNN has no Winograd convolution", log)
+
+    def test_off_direct_and_training(self):
+        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
+                                 "--onednn-plan", "off", *TINY)
         self.assertNotIn("oneDNN plan", out["compute"])
-        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", "direct", *TINY)
+        out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
+                                 "--onednn-plan", "direct", *TINY)
         self.assertIn("oneDNN plan (direct)", out["compute"])
         # Training never uses it (the plan has no backward pass).
-        out, _ = self.bench_json("--mode", "train", "--precision", "fp32", *TINY)
+        out, _ = self.bench_json("--mode", "train", "--precision", "fp32", "--channels-last=on",
+                                 "--onednn-plan", "auto", *TINY)
         self.assertNotIn("oneDNN plan", out["compute"])
-        # Asked for where it cannot run: an error naming the flag, not a silent fallback.
-        r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "bf16",
-                "--onednn-plan", "winograd", *TINY)
-        if "using fp32" not in r.stderr:  # a CPU with bf16: bf16 inference, no plan
-            self.assertEqual(r.returncode, 1, r.stderr)
-            self.assertIn("error: --onednn-plan winograd: the plan runs fp32 inference on the CPU",
-                          r.stderr.strip().splitlines()[-1])
-        # Without AVX-512 oneDNN has no Winograd kernel: asking for it is an error naming the flag.
-        plans = ("winograd", "direct") if cpu_has_avx512_core() else ("direct",)
-        if not cpu_has_avx512_core():
-            r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "fp32",
-                    "--onednn-plan", "winograd", *TINY)
+
+    def test_winograd_where_oneDNN_has_it(self):
+        r = run("bench", "--device", "cpu", "--json", "--mode", "infer", "--precision", "fp32",
+                "--channels-last=on", "--onednn-plan", "winograd", *TINY)
+        if cpu_has("avx512f"):
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("oneDNN plan (Winograd)", json.loads(r.stdout)["compute"])
+        else:
+            # Asked for where it cannot run: an error naming the flag, not a silent fallback.
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("error: --onednn-plan winograd: oneDNN has no Winograd convolution for this CPU",
                           r.stderr.strip().splitlines()[-1])
-        # Logits against torchvision for the same seed, every algorithm this CPU has, both layouts.
+
+    def test_logits_match_pytorch(self):
+        # Against torchvision for the same seed, every algorithm this CPU has, both layouts.
+        plans = ("winograd", "direct") if cpu_has("avx512f") else ("direct",)
         ref = reference_logits()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "logits.bin")
@@ -228,15 +377,37 @@ class BenchRuns(unittest.TestCase):
                 for layout in ("on", "off"):
                     self.bench_json("--mode", "infer", "--precision", "fp32", "--onednn-plan", plan,
                                     f"--channels-last={layout}", "--logits", path, *TINY)
-                    got = torch.from_file(path, size=2 * 1000, dtype=torch.float32).view(2, 1000)
+                    got = read_logits(path, 2, 1000)
                     # Relative to the largest logit: measured 1e-6 for both algorithms.
                     err = ((got - ref).abs().max() / ref.abs().max()).item()
-                    self.assertLess(err, 1e-4, f"{plan} {layout}: max |diff| / max |logit| = {err:.3g}")
+                    self.assertLess(err, 1e-4, f"{plan} {layout}: max |diff| / max |logit| = {err:.3g} (bound 1e-4)")
 
-    def test_matmul(self):
-        out, _ = self.bench_json("--mode", "matmul", "--matrix-size", "64", "--iters", "2", "--threads", "1")
-        self.assertEqual(out["mode"], "matmul")
-        self.assertGreater(out["gflops"], 0)
+    def test_eval_matches_libtorch_layers(self):
+        base = ["--weights", self.weights10, "--data", self.spec, "--precision", "fp32", "--channels-last=off"]
+        a, log = eval_json(self, *base, "--onednn-plan", "off")
+        self.assertNotIn("oneDNN plan", log)
+        assert_loss_spread(self, a)
+        c, log = eval_json(self, *base, "--onednn-plan", "auto")
+        self.assertIn("oneDNN plan (Winograd)" if cpu_has("avx512f") else "oneDNN plan: off (auto", log)
+        self.assertEqual(a["images"], c["images"])
+        # Within 1e-5 of the loss (eval prints 6 significant digits; measured equal).
+        self.assertAlmostEqual(a["loss"], c["loss"], delta=1e-5 * a["loss"])
+
+
+@unittest.skipUnless(cpu_has_bf16(), NO_BF16)
+class OnednnPlanBf16(unittest.TestCase):
+    """The plan asked for where bf16 inference runs: an error naming the flag."""
+
+    @classmethod
+    def setUpClass(cls):
+        skip_without_onednn_plan()
+
+    def test_winograd_with_bf16_is_an_error(self):
+        r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "bf16", "--channels-last=on",
+                "--onednn-plan", "winograd", *TINY)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("error: --onednn-plan winograd: the plan runs fp32 inference on the CPU",
+                      r.stderr.strip().splitlines()[-1])
 
 
 class EndToEnd(unittest.TestCase):
@@ -245,18 +416,8 @@ class EndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        raw = os.path.join(cls.tmp.name, "raw")
-        os.makedirs(raw)
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (40, 28, 28), generator=g)
-        labels = torch.arange(40) % 10
-        for prefix in ("train", "t10k"):
-            write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), images)
-            write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), labels)
-        cls.spec = "mnist:" + cls.tmp.name
-        torch.manual_seed(0)
-        cls.weights10 = os.path.join(cls.tmp.name, "alexnet10.pt")
-        torch.jit.script(torchvision.models.alexnet(num_classes=10).eval()).save(cls.weights10)
+        cls.spec = write_mnist(cls.tmp.name)
+        cls.weights10 = write_spread_weights(os.path.join(cls.tmp.name, "alexnet10.pt"))
         torch.manual_seed(0)
         cls.model = torchvision.models.alexnet().eval()
         cls.weights = os.path.join(cls.tmp.name, "alexnet.pt")
@@ -295,27 +456,14 @@ class EndToEnd(unittest.TestCase):
         self.assertRegex(r.stdout, r"median [0-9.]+ img/s")
 
     def test_eval_precision_flags(self):
+        # eval's defaults, on every CPU: fp32, NCHW, LibTorch's layers (PyTorch's results bit for bit).
         base = ["eval", "--weights", self.weights10, "--data", self.spec, "--json", "--threads", "1"]
-        r32 = run(*base)
-        self.assertEqual(r32.returncode, 0, r32.stderr)
-        self.assertIn("precision fp32 (as requested)", r32.stderr)
-        self.assertIn("fp32, NCHW", r32.stderr)
-        r16 = run(*base, "--precision", "bf16", "--channels-last")
-        self.assertEqual(r16.returncode, 0, r16.stderr)
-        a, b = json.loads(r32.stdout), json.loads(r16.stdout)
-        self.assertEqual(a["images"], b["images"])
-        # Random weights: near-tied logits, so only the loss is compared (bf16: ~3 digits).
-        self.assertAlmostEqual(a["loss"], b["loss"], delta=0.02 * a["loss"])
-        # The default runs LibTorch's layers (PyTorch's results bit for bit); the
-        # oneDNN plan on request, within 1e-5 of the loss.
-        self.assertNotIn("oneDNN plan", r32.stderr)
-        rplan = run(*base, "--onednn-plan", "auto")
-        self.assertEqual(rplan.returncode, 0, rplan.stderr)
-        if "no oneDNN plan" not in rplan.stderr:
-            self.assertIn("oneDNN plan (Winograd)" if cpu_has_avx512_core() else "oneDNN plan: off (auto",
-                          rplan.stderr)
-        c = json.loads(rplan.stdout)
-        self.assertAlmostEqual(a["loss"], c["loss"], delta=1e-5 * a["loss"])
+        r = run(*base)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("precision fp32 (as requested)", r.stderr)
+        self.assertIn("fp32, NCHW", r.stderr)
+        self.assertNotIn("oneDNN plan", r.stderr)
+        self.assertEqual(json.loads(r.stdout)["images"], 40)
         r = run(*base, "--onednn-plan", "sometimes")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--onednn-plan sometimes", r.stderr.strip().splitlines()[-1])
@@ -323,29 +471,80 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--precision half", r.stderr.strip().splitlines()[-1])
 
-    @unittest.skipUnless(os.path.isdir(PHOTOS), "needs Debian's opencv-doc photographs")
-    def test_predict_bf16_logits_close_to_pytorch_fp32(self):
-        from PIL import Image
-        from torchvision import transforms
-        paths = sorted(os.path.join(PHOTOS, f) for f in os.listdir(PHOTOS) if f.endswith(".jpg"))[:4]
-        tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-                                 transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-        with torch.no_grad():
-            ref = self.model(torch.stack([tf(Image.open(p).convert("RGB")) for p in paths]))
-        for precision, layout, plan, bound in (("fp32", "on", "auto", 1e-5), ("fp32", "off", "off", 1e-5),
-                                               ("bf16", "on", "auto", 0.03), ("bf16", "off", "auto", 0.03)):
-            r = run("predict", "--weights", self.weights, "--json", "--topk", "0", "--threads", "1",
-                    "--precision", precision, f"--channels-last={layout}", "--onednn-plan", plan, *paths)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            if precision == "bf16" and "using fp32" in r.stderr:
-                continue  # a CPU without bf16: fp32 was used (and warned about)
-            got = torch.zeros_like(ref)
-            for i, line in enumerate(r.stdout.splitlines()):
-                for t in json.loads(line)["top"]:
-                    got[i, t["index"]] = t["logit"]
-            # Bound relative to the largest logit: bf16 keeps 8 significant bits (measured 0.45%).
+    def test_predict_fp32_logits_match_pytorch(self):
+        paths = photos()
+        ref = torchvision_photo_logits(self.model, paths)
+        for layout in ("on", "off"):
+            got, _ = predict_logits(self, self.weights, paths, "--precision", "fp32", f"--channels-last={layout}",
+                                    "--onednn-plan", "off")
+            # Relative to the largest logit: LibTorch's layers, rounding only.
             err = ((got - ref).abs().max() / ref.abs().max()).item()
-            self.assertLess(err, bound, f"{precision} {layout} plan {plan}: max |diff| / max |logit| = {err:.3g}")
+            self.assertLess(err, 1e-5, f"fp32 channels-last {layout}: max |diff| / max |logit| = {err:.3g} "
+                                       "(bound 1e-5)")
+
+
+@unittest.skipUnless(cpu_has_bf16(), NO_BF16)
+class Bf16Logits(BenchJson, unittest.TestCase):
+    """--precision bf16 where the CPU has bf16 instructions: bench, eval and predict stay within
+    bf16's 8 significant bits of PyTorch's fp32 (and of our own fp32 run)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.spec = write_mnist(cls.tmp.name)
+        cls.weights10 = write_spread_weights(os.path.join(cls.tmp.name, "alexnet10.pt"))
+        torch.manual_seed(0)
+        cls.model = torchvision.models.alexnet().eval()
+        cls.weights = os.path.join(cls.tmp.name, "alexnet.pt")
+        torch.jit.script(cls.model).save(cls.weights)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_bench_logits_close_to_pytorch(self):
+        ref = reference_logits()
+        path = os.path.join(self.tmp.name, "logits.bin")
+        for layout in ("on", "off"):
+            out, log = self.bench_json("--mode", "infer", "--precision", "bf16", f"--channels-last={layout}",
+                                       "--onednn-plan", "off", "--logits", path, *TINY)
+            self.assertEqual(out["precision"], "bf16", log)
+            self.assertIn("bf16 weights", out["compute"])
+            assert_bf16_close(self, read_logits(path, 2, 1000), ref, f"bench bf16 channels-last {layout}")
+
+    def test_eval_close_to_fp32(self):
+        base = ["--weights", self.weights10, "--data", self.spec, "--onednn-plan", "off"]
+        a, _ = eval_json(self, *base, "--precision", "fp32", "--channels-last=off")
+        b, log = eval_json(self, *base, "--precision", "bf16", "--channels-last=on")
+        self.assertIn("precision bf16 (as requested", log)
+        self.assertIn("bf16 autocast, channels-last", log)
+        self.assertEqual(a["images"], b["images"])
+        # The mean loss: 5% of its distance from ln 10, where constant logits would put it
+        # (measured 0.1%).
+        assert_loss_spread(self, a)
+        bound = 0.05 * abs(a["loss"] - math.log(10))
+        self.assertAlmostEqual(a["loss"], b["loss"], delta=bound,
+                               msg=f"eval loss fp32 {a['loss']} bf16 {b['loss']} (bound {bound:.3g})")
+        # Per image: the same weights' logits on bench's seeded batch (eval prints no per-image
+        # values), bf16 against our fp32 run on LibTorch's layers.
+        logits = {}
+        for precision, layout in (("fp32", "off"), ("bf16", "on")):
+            path = os.path.join(self.tmp.name, f"logits_{precision}.bin")
+            self.bench_json("--mode", "infer", "--weights", self.weights10, "--num-classes", "10",
+                            "--image-size", "64", "--batch-size", "8", "--iters", "1", "--warmup", "0",
+                            "--threads", "1", "--precision", precision, f"--channels-last={layout}",
+                            "--onednn-plan", "off", "--logits", path)
+            logits[precision] = read_logits(path, 8, 10)
+        assert_bf16_close(self, logits["bf16"], logits["fp32"], "bench bf16 on the 10-class weights")
+
+    def test_predict_close_to_pytorch_fp32(self):
+        paths = photos()
+        ref = torchvision_photo_logits(self.model, paths)
+        for layout in ("on", "off"):
+            got, log = predict_logits(self, self.weights, paths, "--precision", "bf16", f"--channels-last={layout}",
+                                      "--onednn-plan", "off")
+            self.assertIn("precision bf16 (as requested", log)
+            assert_bf16_close(self, got, ref, f"predict bf16 channels-last {layout}")  # measured 0.45%
 
 
 if __name__ == "__main__":

@@ -1,37 +1,55 @@
 // The oneDNN plan (model/onednn_plan.h) against the features Sequential it
 // replaces, on the same weights and inputs: every supported input size, both
-// layouts, both algorithms; when the model uses it and when it must not.
+// layouts, each algorithm this CPU has (the Winograd tests skip, saying why, where
+// oneDNN has no Winograd kernel); when the model uses it and when it must not.
 // (tests/model_reference_test.cpp compares the plan's logits with torchvision's.)
 #include "model/alexnet.h"
 #include "model/onednn_plan.h"
 #include "app/engine/sgd.h"
+#include "tests/fixture.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 namespace alexnet {
 namespace {
 
+using testing::cpu_description;
+using testing::cpu_has_avx512_core;
+
 #define SKIP_WITHOUT_PLAN() \
   if (!OneDnnFeatures::compiled()) GTEST_SKIP() << "built without oneDNN's headers: no plan"
 
-// oneDNN's Winograd kernels need AVX-512 (its avx512_core level: F, CD, BW, DQ, VL).
-bool cpu_has_avx512_core() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line);
-    int found = 0;
-    for (std::string w; words >> w;)
-      found += w == "avx512f" || w == "avx512cd" || w == "avx512bw" || w == "avx512dq" || w == "avx512vl";
-    return found == 5;
-  }
-  return false;
+// Without a Winograd kernel, ConvAlgorithm::kWinograd runs direct kernels: such a test would
+// check the direct path under Winograd's name.
+#define SKIP_WITHOUT_WINOGRAD()                                                               \
+  if (!OneDnnFeatures::winograd_available())                                                  \
+  GTEST_SKIP() << "oneDNN has no Winograd convolution on this CPU, " << cpu_description() \
+               << "; the direct tests cover the plan here"
+
+const char* algorithm_name(ConvAlgorithm algorithm) {
+  return algorithm == ConvAlgorithm::kWinograd ? "winograd" : "direct";
+}
+
+// For the tests that need a plan of either kind: Winograd where oneDNN has it (AVX-512),
+// else direct.
+ConvAlgorithm available_algorithm() {
+  return OneDnnFeatures::winograd_available() ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+}
+
+// Bounds on relative_error: direct kernels sum the same products in another order (1e-5);
+// Winograd's transforms also round differently (2e-5; measured up to 3e-6).
+float tolerance(ConvAlgorithm algorithm) { return algorithm == ConvAlgorithm::kWinograd ? 2e-5f : 1e-5f; }
+
+// Convolutions the plan's last forward() ran as Winograd: conv3-5 (features.6, .8, .10), or none.
+int winograd_layers_of(ConvAlgorithm algorithm) { return algorithm == ConvAlgorithm::kWinograd ? 3 : 0; }
+
+// Says which kernels the plan's last forward() ran, and checks that they are the algorithm's.
+void expect_ran(const OneDnnFeatures& plan, ConvAlgorithm algorithm) {
+  std::printf("  plan %s: %d convolution(s) as Winograd\n", algorithm_name(algorithm), plan.winograd_layers());
+  EXPECT_EQ(plan.winograd_layers(), winograd_layers_of(algorithm)) << algorithm_name(algorithm);
 }
 
 // max |a - b| / max |b|: the plan's error relative to the activations' scale.
@@ -39,15 +57,13 @@ float relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item<float>();
 }
 
-TEST(OneDnnPlan, FeaturesMatchTheSequentialAtEverySizeAndLayout) {
-  SKIP_WITHOUT_PLAN();
+void expect_features_match_at_every_size_and_layout(ConvAlgorithm algorithm) {
   torch::manual_seed(0);
   AlexNet model;
   init_vgg_style(*model);  // activations of order 1 through all five layers
   model->eval();
   torch::NoGradGuard no_grad;
-  OneDnnFeatures direct(model->features, ConvAlgorithm::kDirect);
-  OneDnnFeatures winograd(model->features, ConvAlgorithm::kWinograd);
+  OneDnnFeatures plan(model->features, algorithm);
   // 63: the smallest input; 64 and 95: a 1x1 and a 2x2 map after the last pool;
   // 100 and 127: poolings whose floor drops the last row (oneDNN's right padding < 0);
   // 224: ImageNet; 150x100: not square.
@@ -59,30 +75,37 @@ TEST(OneDnnPlan, FeaturesMatchTheSequentialAtEverySizeAndLayout) {
       const auto want = model->features->forward(x);  // (N, 256, h', w')
       for (const bool channels_last : {false, true}) {
         const auto input = channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
-        const auto got_direct = direct.forward(input);
-        const auto got_wino = winograd.forward(input);
-        ASSERT_EQ(got_direct.sizes(), want.sizes()) << h << "x" << w;
-        ASSERT_EQ(got_wino.sizes(), want.sizes()) << h << "x" << w;
-        EXPECT_TRUE(got_direct.is_contiguous());
-        std::printf("  %3lldx%-3lld batch %lld %-13s relative error: direct %.2g, winograd %.2g\n",
-                    static_cast<long long>(h), static_cast<long long>(w),
-                    static_cast<long long>(batch), channels_last ? "channels-last" : "NCHW",
-                    relative_error(got_direct, want), relative_error(got_wino, want));
-        // Direct kernels: the same products summed in another order (1e-5 relative).
-        EXPECT_LE(relative_error(got_direct, want), 1e-5f)
-            << h << "x" << w << " batch " << batch << (channels_last ? " channels-last" : " NCHW");
-        // Winograd: also the transforms' rounding (2e-5 relative; measured up to 3e-6).
-        EXPECT_LE(relative_error(got_wino, want), 2e-5f)
-            << h << "x" << w << " batch " << batch << (channels_last ? " channels-last" : " NCHW");
+        const auto got = plan.forward(input);
+        const std::string where = std::to_string(h) + "x" + std::to_string(w) + " batch " +
+                                  std::to_string(batch) + (channels_last ? " channels-last" : " NCHW");
+        ASSERT_EQ(got.sizes(), want.sizes()) << where;
+        EXPECT_TRUE(got.is_contiguous()) << where;
+        EXPECT_EQ(plan.winograd_layers(), winograd_layers_of(algorithm)) << where;
+        const float error = relative_error(got, want);
+        std::printf("  %-29s %s: relative error %.2g, %d convolution(s) as Winograd\n", where.c_str(),
+                    algorithm_name(algorithm), error, plan.winograd_layers());
+        EXPECT_LE(error, tolerance(algorithm)) << where;
       }
     }
   }
 }
 
+TEST(OneDnnPlan, DirectFeaturesMatchTheSequentialAtEverySizeAndLayout) {
+  SKIP_WITHOUT_PLAN();
+  expect_features_match_at_every_size_and_layout(ConvAlgorithm::kDirect);
+}
+
+TEST(OneDnnPlan, WinogradFeaturesMatchTheSequentialAtEverySizeAndLayout) {
+  SKIP_WITHOUT_PLAN();
+  SKIP_WITHOUT_WINOGRAD();
+  expect_features_match_at_every_size_and_layout(ConvAlgorithm::kWinograd);
+}
+
 TEST(OneDnnPlan, WinogradRunsTheThreeByThreeConvolutionsOnAvx512) {
   SKIP_WITHOUT_PLAN();
-  EXPECT_EQ(OneDnnFeatures::winograd_available(), cpu_has_avx512_core());
-  if (!cpu_has_avx512_core()) GTEST_SKIP() << "no AVX-512 on this CPU: oneDNN has no Winograd kernel";
+  // oneDNN's answer against /proc/cpuinfo and its cap, read by the test (tests/fixture.h).
+  EXPECT_EQ(OneDnnFeatures::winograd_available(), cpu_has_avx512_core()) << cpu_description();
+  SKIP_WITHOUT_WINOGRAD();
   AlexNet model;
   model->eval();
   torch::NoGradGuard no_grad;
@@ -111,20 +134,22 @@ TEST(OneDnnPlan, ModelUsesThePlanOnlyForInferenceWithoutGradients) {
   }
   // describe() lists the plan's layers once it has run, and is empty before.
   const auto plan_ran = [&] { return !model->inference_plan()->describe().empty(); };
+  const ConvAlgorithm algorithm = available_algorithm();
   const auto attach = [&] {
-    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, ConvAlgorithm::kWinograd));
+    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, algorithm));
   };
   attach();
   {
     torch::NoGradGuard no_grad;
     EXPECT_FALSE(plan_ran());
-    EXPECT_LE(relative_error(model->forward(x), want), 2e-5f);
+    EXPECT_LE(relative_error(model->forward(x), want), tolerance(algorithm));
     EXPECT_TRUE(plan_ran());
+    expect_ran(*model->inference_plan(), algorithm);
   }
   attach();
   {
     c10::InferenceMode inference;
-    EXPECT_LE(relative_error(model->forward(x), want), 2e-5f);
+    EXPECT_LE(relative_error(model->forward(x), want), tolerance(algorithm));
     EXPECT_TRUE(plan_ran());
   }
   // With gradients on, the Sequential runs (the plan has no backward): the
@@ -148,9 +173,11 @@ TEST(OneDnnPlan, FollowsWeightsChangedAfterItRan) {
   init_vgg_style(*model);
   model->eval();
   torch::NoGradGuard no_grad;
-  OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd);
+  const ConvAlgorithm algorithm = available_algorithm();
+  OneDnnFeatures plan(model->features, algorithm);
   const auto x = torch::randn({2, 3, 96, 96});
   const auto before = plan.forward(x).clone();
+  expect_ran(plan, algorithm);
   auto& conv3 = *model->features[6]->as<torch::nn::Conv2d>();
   // In place (an optimizer step, load_state_dict): the version counter moves.
   conv3.weight.mul_(-1.5);
@@ -158,10 +185,10 @@ TEST(OneDnnPlan, FollowsWeightsChangedAfterItRan) {
   const auto want = model->features->forward(x);
   const auto after = plan.forward(x);
   EXPECT_FALSE(torch::allclose(before, want));  // the change matters
-  EXPECT_LE(relative_error(after, want), 2e-5f);
+  EXPECT_LE(relative_error(after, want), tolerance(algorithm));
   // Replaced storage (set_data, as to_channels_last does): the pointer moves.
   conv3.weight.set_data(torch::randn_like(conv3.weight) * 0.05);
-  EXPECT_LE(relative_error(plan.forward(x), model->features->forward(x)), 2e-5f);
+  EXPECT_LE(relative_error(plan.forward(x), model->features->forward(x)), tolerance(algorithm));
   // Moved off float32: a clear error, not a bad read.
   conv3.weight.set_data(conv3.weight.to(torch::kDouble));
   EXPECT_THROW(plan.forward(x), c10::Error);
@@ -173,12 +200,14 @@ TEST(OneDnnPlan, FollowsAnSgdStep) {
   AlexNet model(AlexNetOptions().num_classes(10));
   init_vgg_style(*model);
   model->eval();
-  model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, ConvAlgorithm::kWinograd));
+  const ConvAlgorithm algorithm = available_algorithm();
+  model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, algorithm));
   const auto x = torch::randn({2, 3, 96, 96});
   torch::Tensor before;
   {
     torch::NoGradGuard no_grad;
     before = model->inference_plan()->forward(x).clone();  // packs the weights
+    expect_ran(*model->inference_plan(), algorithm);
   }
   // The project's fused SGD writes the weights through raw pointers.
   engine::Sgd sgd(model->parameters(), engine::SgdOptions().momentum(0.9));
@@ -189,7 +218,7 @@ TEST(OneDnnPlan, FollowsAnSgdStep) {
   torch::NoGradGuard no_grad;
   const auto want = model->features->forward(x);
   EXPECT_FALSE(torch::allclose(before, want));  // the step changed the features
-  EXPECT_LE(relative_error(model->inference_plan()->forward(x), want), 2e-5f);
+  EXPECT_LE(relative_error(model->inference_plan()->forward(x), want), tolerance(algorithm));
 }
 
 TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
@@ -198,7 +227,8 @@ TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
   AlexNet model;
   model->eval();
   torch::NoGradGuard no_grad;
-  OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd);
+  const ConvAlgorithm algorithm = available_algorithm();
+  OneDnnFeatures plan(model->features, algorithm);
   // Small, large (the shared buffers grow: every memory must be rebound to the
   // new ones), small again, large again: each result is its own input's.
   const auto small = torch::randn({1, 3, 96, 96});
@@ -206,22 +236,27 @@ TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
   const auto want_small = model->features->forward(small);
   const auto want_large = model->features->forward(large);
   const auto first = plan.forward(small).clone();
-  EXPECT_LE(relative_error(first, want_small), 2e-5f);
-  EXPECT_LE(relative_error(plan.forward(large), want_large), 2e-5f);
+  expect_ran(plan, algorithm);
+  EXPECT_LE(relative_error(first, want_small), tolerance(algorithm));
+  EXPECT_LE(relative_error(plan.forward(large), want_large), tolerance(algorithm));
+  expect_ran(plan, algorithm);
   const auto again = plan.forward(small);
-  EXPECT_TRUE(torch::equal(first, again));
-  EXPECT_LE(relative_error(plan.forward(large), want_large), 2e-5f);
+  EXPECT_TRUE(torch::equal(first, again));  // the same kernels on the same input: bit for bit
+  EXPECT_LE(relative_error(plan.forward(large), want_large), tolerance(algorithm));
 }
 
 TEST(OneDnnPlan, RefusesWhatItCannotRun) {
   SKIP_WITHOUT_PLAN();
+  // The layers are checked before any kernel is chosen: refused with either algorithm, on any CPU.
   AlexNet paper(AlexNetOptions().arch(Arch::kPaper2012));
-  try {
-    OneDnnFeatures plan(paper->features, ConvAlgorithm::kWinograd);
-    FAIL() << "the 2012 network's LocalResponseNorm was accepted";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("LocalResponseNorm"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("features.2"), std::string::npos) << e.what();
+  for (const auto algorithm : {ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd}) {
+    try {
+      OneDnnFeatures plan(paper->features, algorithm);
+      FAIL() << algorithm_name(algorithm) << ": the 2012 network's LocalResponseNorm was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("LocalResponseNorm"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("features.2"), std::string::npos) << e.what();
+    }
   }
   AlexNet model;
   OneDnnFeatures plan(model->features, ConvAlgorithm::kDirect);

@@ -8,7 +8,16 @@ Debian's, 520 MiB for PyPI's CUDA build; a normal load adds the weights to it), 
 no hang (HANG_SECONDS is a guard, not a benchmark; each case's seconds are printed). Then the
 formats that must load do: TorchScript read without its code, safetensors both ways, with
 Python's safetensors.torch (PyPI) where this Python has it.
+
+Usage: safe_files_test.py --part PART, one ctest entry each:
+  attacks             the hostile files, NaN weights and written files' modes: our readers and
+                      flags, the same code in both LibTorch flavours (ctest label once)
+  loading             TorchScript without its code, against torchvision's logits; safetensors
+                      written and read by our binary alone
+  safetensors-python  our safetensors file read by Python's safetensors package, and its file by us
+Exit status: 0 every check passed, 1 a check failed, 77 skipped (the reason is printed).
 """
+import argparse
 import json
 import os
 import stat
@@ -26,6 +35,10 @@ import torchvision
 from fixture import scripted_setstate_trap
 
 BINARY = os.environ["ALEXNET_BINARY"]
+SKIPPED = 77
+# predict as torchvision computes: fp32 on LibTorch's layers in NCHW (predict's defaults, spelled
+# out so that the comparisons below depend on no default).
+FP32 = ("--precision", "fp32", "--channels-last=off", "--onednn-plan", "off")
 HANG_SECONDS = 60
 REFUSED_EXTRA_MIB = 48  # over the floor: what a refused file may cost (10-class weights: 218 MiB)
 FLOOR_MIB = None  # peak RSS of `alexnet info` refusing a missing file, measured first
@@ -305,18 +318,49 @@ def nonfinite_and_modes(tmp):
     return nan_path, image
 
 
-def torchscript_without_code(tmp):
-    print("-- TorchScript archives load from data.pkl alone, logits as torchvision's")
+def reference_model(tmp):
+    """A 10-class torchvision AlexNet (seed 2), its weights by torch.save, and a 250x230 noise PNG."""
     torch.manual_seed(2)
     model = torchvision.models.alexnet(num_classes=10).eval()
-    x = torch.rand(1, 3, 224, 224)
     image = os.path.join(tmp, "noise.png")
     from PIL import Image
     Image.fromarray((torch.rand(230, 250, 3) * 255).byte().numpy()).save(image)
     pth = os.path.join(tmp, "ts_ref.pth")
     torch.save(model.state_dict(), pth)
+    return model, pth, image
+
+
+def torchvision_logits(model, image):
+    """torchvision's logits for `image`, fed as predict feeds weights without a transform:
+    torchvision's ImageNet evaluation transform on the RGB image."""
+    from PIL import Image
+    from torchvision import transforms
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                             transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    with torch.no_grad():
+        return model(tf(Image.open(image).convert("RGB")).unsqueeze(0))[0]  # (classes,)
+
+
+def torchscript_without_code(tmp):
+    print("-- TorchScript archives load from data.pkl alone, logits as torchvision's")
+    model, pth, image = reference_model(tmp)
+    x = torch.rand(1, 3, 224, 224)
     archives = {"scripted": torch.jit.script(model), "traced": torch.jit.trace(model, x)}
     ref = logits_of(pth, image)
+    # predict's logits (printed with 9 significant digits) against torchvision's own: the same
+    # pixels through the same network, so within 1e-4 of the largest logit (measured 2e-7 of it).
+    # These random weights' logits are near 0.02, so an absolute 1e-4 would pass a resize without
+    # antialiasing (1.7e-5 off), which this bound does not.
+    want = torchvision_logits(model, image)
+    bound = 1e-4 * want.abs().max().item()
+    if ref is None:
+        check(False, "predict on the .pth gave no logits to compare with torchvision's")
+    else:
+        got = torch.tensor([logit for _, logit in ref])
+        diff = (got - want).abs().max().item()
+        check([i for i, _ in ref] == list(range(len(want))) and diff <= bound,
+              f"predict on the .pth: logits as torchvision's, max |diff| {diff:.3g} (bound {bound:.3g}: "
+              f"1e-4 of the largest logit)")
     # Memory: the file and the model are never both resident, whatever the format.
     floor = floor_mib()
     model_mib = sum(t.numel() * 4 for t in model.state_dict().values()) / 2**20
@@ -348,31 +392,39 @@ def logits_of(weights, image):
 
 
 def predict_logits(weights, image):
-    code, out, err, _ = run("predict", "--weights", weights, "--json", "--topk", "0", image)
+    code, out, err, _ = run("predict", "--weights", weights, *FP32, "--json", "--topk", "0", image)
     if code != 0:
         print(f"     predict --weights {weights}: exit {code}: {err.strip()[:200]}")
         return None
     return sorted((t["index"], t["logit"]) for t in json.loads(out.splitlines()[0])["top"])
 
 
-def safetensors_round_trip(tmp, model, pth, image):
-    print("-- safetensors both ways")
+CLASS_NAMES = [f"kind {i}" for i in range(10)]
+
+
+def export_safetensors(tmp, pth):
+    """`alexnet export` of pth to .safetensors with CLASS_NAMES as its labels; the file's path."""
     out = os.path.join(tmp, "ours.safetensors")
     labels = os.path.join(tmp, "labels.txt")
-    names = [f"kind {i}" for i in range(10)]
-    write(labels, ("\n".join(names) + "\n").encode())
+    write(labels, ("\n".join(CLASS_NAMES) + "\n").encode())
     code, _, err, _ = run("export", "--weights", pth, "--output", out, "--labels", labels)
     check(code == 0, f"export --output .safetensors: exit {code} {err.strip()[:120]}")
-    check(logits_of(out, image) == logits_of(pth, image), "our .safetensors predicts as the .pth does")
+    return out
+
+
+def safetensors_ours(tmp, pth, image):
+    print("-- safetensors written and read by alexnet")
+    out = export_safetensors(tmp, pth)
+    check(logits_of(out, image) == logits_of(pth, image) and logits_of(out, image) is not None,
+          "our .safetensors predicts as the .pth does")
     code, text, _, _ = run("predict", "--weights", out, image)
     check(code == 0 and "kind " in text, "predict names classes from the file's metadata")
-    try:
-        from safetensors import safe_open
-        from safetensors.torch import load_file, save_file
-    except ImportError:
-        print("skipped: the safetensors package is not installed for this Python (Debian has none; "
-              "the pypi flavour's environment has it): Python-side round trip not checked")
-        return
+
+
+def safetensors_python(tmp, safe_open, load_file, save_file):
+    print("-- safetensors both ways with Python's safetensors package")
+    model, pth, image = reference_model(tmp)
+    out = export_safetensors(tmp, pth)
     theirs = load_file(out)
     state = model.state_dict()
     same = list(theirs) == list(state) and all(
@@ -380,7 +432,7 @@ def safetensors_round_trip(tmp, model, pth, image):
     check(same, "safetensors.torch.load_file reads our file bit for bit, torchvision's names in order")
     with safe_open(out, "pt") as f:
         meta = f.metadata()
-    check(meta.get("architecture") == "alexnet" and json.loads(meta.get("classes", "[]")) == names
+    check(meta.get("architecture") == "alexnet" and json.loads(meta.get("classes", "[]")) == CLASS_NAMES
           and meta.get("num_classes") == "10", f"metadata carries architecture and classes: {meta}")
     # Python's file, with a wrapper prefix and bfloat16 data, read by us.
     py = os.path.join(tmp, "python.safetensors")
@@ -392,17 +444,25 @@ def safetensors_round_trip(tmp, model, pth, image):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", required=True, choices=("attacks", "loading", "safetensors-python"))
+    part = parser.parse_args().part
     with tempfile.TemporaryDirectory() as tmp:
-        # The refusals are the project's readers (no LibTorch) and flags: the same code in both
-        # flavours (fixture.once), so they run with the first; loading runs with each.
-        if os.environ.get("ALEXNET_TESTS_ONCE_RAN") == "1":
-            print("skipped: the hostile files and non-finite modes ran with the first LibTorch flavour "
-                  "(they test the readers, not the LibTorch)")
-        else:
+        if part == "attacks":
             attacks(tmp)
             nonfinite_and_modes(tmp)
-        model, pth, image = torchscript_without_code(tmp)
-        safetensors_round_trip(tmp, model, pth, image)
+        elif part == "loading":
+            model, pth, image = torchscript_without_code(tmp)
+            safetensors_ours(tmp, pth, image)
+        else:
+            try:
+                from safetensors import safe_open
+                from safetensors.torch import load_file, save_file
+            except ImportError as e:
+                print(f"skipped: the safetensors package is not installed for this Python ({e}; Debian has "
+                      "none, the PyPI flavour's environment has it)")
+                sys.exit(SKIPPED)
+            safetensors_python(tmp, safe_open, load_file, save_file)
     if failures:
         print(f"{len(failures)} check(s) failed")
         sys.exit(1)

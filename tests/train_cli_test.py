@@ -23,11 +23,16 @@ import PIL.Image
 import torch
 import torchvision
 
-from fixture import main as fixture_main, RemovesWhatEachTestWrote, once, unpack_fashion_mnist, write_fashion_mnist_subset
+from fixture import (main as fixture_main, RemovesWhatEachTestWrote, auto_precision, once, unpack_fashion_mnist,
+                     write_fashion_mnist_subset)
 
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_N, VAL_N = 1024, 256
+# For every run whose numbers are compared (with another run, a resumed one, eval, torch, or a
+# learning threshold): train's default, auto, is bf16 on AMX CPUs and fp32 elsewhere, and the
+# bounds here are fp32's.
+FP32 = ("--precision", "fp32")
 
 
 def run(*args, timeout=900):
@@ -49,12 +54,30 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.data_dir = write_fashion_mnist_subset(os.path.join(cls.tmp.name, "fmnist"), TRAIN_N, VAL_N)
         cls.spec = "fashion-mnist:" + cls.data_dir
-        # The reference run every other test compares with: 2 epochs, deterministic.
-        cls.full = os.path.join(cls.tmp.name, "full")
-        # From scratch AlexNet needs a brisk lr to leave the 2.30 plateau within 96 steps.
-        cls.full_run = run("train", "--data", cls.spec, "--epochs", "3", "--batch-size", "32",
-                           "--lr", "0.05", "--deterministic", "--print-freq", "8",
-                           "--output", cls.full)
+        # The reference run (full_run) goes in a folder made here: the test that trains it first
+        # must not delete it as its own output (RemovesWhatEachTestWrote).
+        os.makedirs(os.path.join(cls.tmp.name, "shared"))
+        cls.full = os.path.join(cls.tmp.name, "shared", "full")
+        cls._full_run = None
+
+    @classmethod
+    def full_run(cls):
+        """The reference run that many tests read and compare with (its weights, checkpoint, metrics
+        and log): 3 epochs, deterministic, fp32. Trained on first use, not in setUpClass: ctest runs
+        the @once tests as an entry of their own, which repeats setUpClass and should pay for this
+        run only if one of its tests reads it."""
+        if cls._full_run is None:
+            # From scratch AlexNet needs a brisk lr to leave the 2.30 plateau within 96 steps.
+            cls._full_run = run("train", "--data", cls.spec, "--epochs", "3", "--batch-size", "32",
+                                "--lr", "0.05", "--deterministic", "--print-freq", "8", *FP32,
+                                "--output", cls.full)
+        return cls._full_run
+
+    def trained(self):
+        """The reference run's folder, once that run has succeeded."""
+        r = self.full_run()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return self.full
 
     @classmethod
     def tearDownClass(cls):
@@ -64,9 +87,9 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         return os.path.join(self.tmp.name, name)
 
     def test_training_learns_and_logs_progress(self):
-        r = self.full_run
-        self.assertEqual(r.returncode, 0, r.stderr)
-        records = read_jsonl(os.path.join(self.full, "metrics.jsonl"))
+        full = self.trained()
+        r = self.full_run()
+        records = read_jsonl(os.path.join(full, "metrics.jsonl"))
         epochs = [x for x in records if x["type"] == "epoch"]
         steps = [x for x in records if x["type"] == "step"]
         self.assertEqual([e["epoch"] for e in epochs], [1, 2, 3])
@@ -78,12 +101,13 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertRegex(r.stderr, r"epoch 2 step \d+/32: loss [\d.]+ lr [\d.e-]+ \d+ img/s ETA \S+ \(run \S+\)")
         # What is about to happen, before the first step; evaluation shows progress too.
         self.assertRegex(r.stderr, r"plan: 3 epoch\(s\) of 32 steps of 32 images, from the start on .*"
-                                   r"writing " + self.full)
+                                   r"writing " + full)
         self.assertLess(r.stderr.index("plan:"), r.stderr.index("epoch 1 step"))
         self.assertRegex(r.stderr, r"eval step 8/8: \d+ img/s")
 
     def test_checkpoint_and_weights_load_in_python(self):
-        ckpt = load(os.path.join(self.full, "checkpoint.pth"))
+        full = self.trained()
+        ckpt = load(os.path.join(full, "checkpoint.pth"))
         self.assertEqual(set(ckpt) >= {"model", "optimizer", "lr_scheduler", "epoch", "args"}, True)
         self.assertEqual(ckpt["epoch"], 2)
         model = torchvision.models.alexnet(num_classes=10)
@@ -93,20 +117,21 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(len(opt.state), 16)  # a momentum buffer per parameter
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
         sched.load_state_dict(ckpt["lr_scheduler"])
-        weights = load(os.path.join(self.full, "model.pth"))
+        weights = load(os.path.join(full, "model.pth"))
         for k, v in weights.items():
             self.assertTrue(torch.equal(v, ckpt["model"][k]), k)
         # weights_only loading (the default of PyTorch >= 2.6) accepts the weights;
         # PyTorch 1.13's weights_only unpickler lacks BINFLOAT, which any
         # checkpoint with a float in it needs (its own torch.save output too).
-        torch.load(os.path.join(self.full, "model.pth"), weights_only=True)
+        torch.load(os.path.join(full, "model.pth"), weights_only=True)
         if int(torch.__version__.split(".")[0]) >= 2:
-            torch.load(os.path.join(self.full, "checkpoint.pth"), weights_only=True)
+            torch.load(os.path.join(full, "checkpoint.pth"), weights_only=True)
 
     def test_kill_and_resume_is_bit_exact(self):
+        full = self.trained()
         out = self.out("killed")
         args = ["train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--lr", "0.05",
-                "--deterministic", "--print-freq", "1", "--output", out]
+                "--deterministic", "--print-freq", "1", *FP32, "--output", out]
         proc = subprocess.Popen([BINARY, *args], stderr=subprocess.PIPE, text=True)
         killed = False
         log = ""
@@ -131,13 +156,14 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertIn("resume: from " + os.path.join(out, "checkpoint.pth") + "'s run: --data "
                       + self.spec, r.stderr)
         self.assertIn(" --epochs 3 --batch-size 32 --lr 0.05 ", r.stderr)
+        self.assertIn(" --precision fp32", r.stderr)  # what makes the comparison below bit for bit
         # A flag given on the command line wins over the checkpoint's, and says so
         # (here: 2 epochs, which the finished run already did).
         r2 = run("train", *hint, "--epochs", "2")
         self.assertIn("resume: --epochs 2 given here (the checkpoint's run had 3)", r2.stderr)
         self.assertEqual(r2.returncode, 1, r2.stderr)
         self.assertIn("leaves nothing to do", r2.stderr)
-        a = load(os.path.join(self.full, "model.pth"))
+        a = load(os.path.join(full, "model.pth"))
         b = load(os.path.join(out, "model.pth"))
         for k in a:
             self.assertTrue(torch.equal(a[k], b[k]), f"{k}: max diff {(a[k] - b[k]).abs().max()}")
@@ -164,7 +190,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
     def _step_lrs(self, name, *flags):
         out = self.out(name)
         r = run("train", "--data", self.spec, "--epochs", "3", "--batch-size", "32", "--max-steps", "4",
-                "--print-freq", "1", "--lr", "0.1", "--output", out, *flags)
+                "--print-freq", "1", "--lr", "0.1", *FP32, "--output", out, *flags)
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(out, "metrics.jsonl")) as f:
             return [x["lr"] for x in map(json.loads, f) if x["type"] == "step"]
@@ -199,13 +225,14 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertEqual(len(set(ours)), 12)  # it moves every step
 
     def test_eval_json_agrees_across_weight_formats(self):
+        full = self.trained()
         results = []
         for w in ("model.pth", "checkpoint.pth"):
-            r = run("eval", "--weights", os.path.join(self.full, w), "--data", self.spec, "--json")
+            r = run("eval", "--weights", os.path.join(full, w), "--data", self.spec, "--json")
             self.assertEqual(r.returncode, 0, r.stderr)
             results.append(json.loads(r.stdout))
         exported = self.out("exported.pt")
-        r = run("export", "--weights", os.path.join(self.full, "model.pth"), "--output", exported)
+        r = run("export", "--weights", os.path.join(full, "model.pth"), "--output", exported)
         self.assertEqual(r.returncode, 0, r.stderr)
         r = run("eval", "--weights", exported, "--data", self.spec, "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -220,11 +247,12 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         for other in results[1:]:
             self.assertEqual(other["confusion"], first["confusion"])
             self.assertAlmostEqual(other["loss"], first["loss"], delta=1e-6)
-        # The last epoch's validation in metrics.jsonl is the same evaluation.
-        last = read_jsonl(os.path.join(self.full, "metrics.jsonl"))[-1]
+        # The last epoch's validation in metrics.jsonl is the same evaluation (both fp32).
+        last = read_jsonl(os.path.join(full, "metrics.jsonl"))[-1]
         self.assertAlmostEqual(last["val_top1"], first["top1"], delta=1e-6)
 
     def test_class_names_and_transform_travel_with_the_weights(self):
+        full = self.trained()
         names = torchvision.datasets.FashionMNIST.classes
         # The validation transform of Fashion-MNIST: 64 px, its own mean and std (tolerance:
         # float32's, the statistics are stored as float32 values).
@@ -239,14 +267,14 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
             return t
         # torch.save files: the state_dict's _metadata[""], which load_state_dict ignores.
         for f in ("model.pth", "checkpoint.pth", "model_best.pth"):
-            weights = load(os.path.join(self.full, f))
+            weights = load(os.path.join(full, f))
             state = weights["model"] if f == "checkpoint.pth" else weights
             self.assertEqual(state._metadata[""]["classes"], names, f)
             transform = check_transform(state._metadata[""]["transform"], f)
             torchvision.models.alexnet(num_classes=10).load_state_dict(state)  # strict
         pt, st = self.out("names.pt"), self.out("names.safetensors")
         for out in (pt, st):
-            r = run("export", "--weights", os.path.join(self.full, "model.pth"), "--output", out)
+            r = run("export", "--weights", os.path.join(full, "model.pth"), "--output", out)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("with their names, with its input transform", r.stderr)
         extra = {"classes.json": "", "transform.json": ""}
@@ -263,7 +291,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         PIL.Image.fromarray(torch.randint(0, 256, (40, 30, 3), generator=torch.Generator().manual_seed(1),
                                           dtype=torch.uint8).numpy()).save(image)
         model = torchvision.models.alexnet(num_classes=10).eval()
-        model.load_state_dict(load(os.path.join(self.full, "model.pth")))
+        model.load_state_dict(load(os.path.join(full, "model.pth")))
         tf = torchvision.transforms.Compose([
             torchvision.transforms.Resize(transform["resize_size"]),
             torchvision.transforms.CenterCrop(transform["crop_size"]), torchvision.transforms.ToTensor(),
@@ -271,7 +299,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         with torch.no_grad():
             logits = model(tf(PIL.Image.open(image).convert("RGB")).unsqueeze(0))[0]
         outputs = []
-        for w in (os.path.join(self.full, "model.pth"), pt, st):
+        for w in (os.path.join(full, "model.pth"), pt, st):
             r = run("predict", "--weights", w, "--format", "json", "-k", "3", image)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("names the weights file", r.stderr)
@@ -298,7 +326,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
             picture, label = test_set[i]
             self.assertEqual(name, "%05d-%s.png" % (i, names[label].lower().replace("/", "-").replace(" ", "-")))
             self.assertEqual(list(PIL.Image.open(os.path.join(samples, name)).getdata()), list(picture.getdata()))
-        r = run("predict", "--weights", os.path.join(self.full, "model.pth"), "--format", "csv", "-k", "1", samples)
+        r = run("predict", "--weights", os.path.join(full, "model.pth"), "--format", "csv", "-k", "1", samples)
         self.assertEqual(r.returncode, 0, r.stderr)
         rows = r.stdout.splitlines()[1:]
         self.assertEqual(len(rows), 5)
@@ -309,7 +337,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         r = run("predict", "--weights", pt, "--labels", labels, "--format", "json", "-k", "1", image)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["top"][0]["label"], "kind %d" % outputs[0][0][1])
-        r = run("info", os.path.join(self.full, "checkpoint.pth"))
+        r = run("info", os.path.join(full, "checkpoint.pth"))
         self.assertIn("class names (10): T-shirt/top, Trouser, Pullover", r.stdout)
         # eval warns when the data's classes are not the ones the weights were trained on.
         folder = self.out("folder")
@@ -332,7 +360,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         def train_run(*flags):
             out = self.out("recipe-" + str(abs(hash(flags))))
             r = run("train", "--data", self.spec, "--epochs", "1", "--max-steps", "3", "--batch-size", "16",
-                    "--print-freq", "1", "--image-size", "64", "--deterministic", "--threads", "2",
+                    "--print-freq", "1", "--image-size", "64", "--deterministic", "--threads", "2", *FP32,
                     "--overwrite", "--output", out, *flags)
             self.assertEqual(r.returncode, 0, r.stderr)
             with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -371,7 +399,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
     def test_plot_metrics_writes_png(self):
         png = self.out("curves.png")
         r = subprocess.run(["/usr/bin/python3", os.path.join(SOURCE, "scripts", "plot_metrics.py"),
-                            os.path.join(self.full, "metrics.jsonl"), "--output", png],
+                            os.path.join(self.trained(), "metrics.jsonl"), "--output", png],
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(png, "rb") as f:
@@ -407,8 +435,7 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
 
     @once
     def test_info_shows_where_a_checkpoint_stands(self):
-        self.assertEqual(self.full_run.returncode, 0, self.full_run.stderr)
-        ckpt = os.path.join(self.full, "checkpoint.pth")
+        ckpt = os.path.join(self.trained(), "checkpoint.pth")
         r = run("info", ckpt)  # the file as the argument, as well as --weights
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("epochs_completed: 3", r.stdout)
@@ -452,6 +479,8 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
                 "--lr-scheduler", "cosineannealinglr", "--amp", "--epochs", "1", "--max-steps", "1",
                 "--batch-size", "8")
         self.assertEqual(r.returncode, 0, r.stderr)
+        # --amp is --precision auto: what auto resolves to on this CPU, as tests/fixture.py states it.
+        self.assertIn(f"precision {auto_precision()} (auto: ", r.stderr)
         args = load(os.path.join(out, "checkpoint.pth"))["args"]
         self.assertEqual((args["data_path"], args["output_dir"], args["lr_scheduler"], args["model"]),
                          (self.spec, out, "cosine", "alexnet"))
@@ -470,11 +499,12 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
 
     @once
     def test_recipes_start_epoch_and_test_only(self):
+        full = self.trained()
         quick = ["--data", self.spec, "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--print-freq", "0"]
         # Fashion-MNIST from scratch: the main job's recipe, said so (the reference run's log).
         self.assertIn("recipe main (auto: Fashion-MNIST from scratch; given: --lr 0.05): lr 0.05 momentum 0.9 "
                       "(Nesterov) weight decay 0.0005 label smoothing 0.1 clip 2 dropout 0.1; cosine schedule",
-                      self.full_run.stderr)
+                      self.full_run().stderr)
         # --recipe torchvision: train.py's defaults, recorded in the checkpoint's args; a flag still wins.
         out = self.out("torchvision")
         r = run("train", *quick, "--recipe", "torchvision", "--momentum", "0.8", "--output", out)
@@ -488,18 +518,18 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
                           "nesterov": False, "label_smoothing": 0.0, "clip_grad_norm": None, "dropout": 0.5,
                           "lr_scheduler": "step"})
         # Fine-tuning picks torchvision's recipe and says which weights it loaded.
-        r = run("train", *quick, "--weights", os.path.join(self.full, "model.pth"), "--output", self.out("tuned"))
+        r = run("train", *quick, "--weights", os.path.join(full, "model.pth"), "--output", self.out("tuned"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("recipe torchvision (auto: fine-tuning --weights)", r.stderr)
-        self.assertIn("weights: all 16 tensors from " + os.path.join(self.full, "model.pth"), r.stderr)
+        self.assertIn("weights: all 16 tensors from " + os.path.join(full, "model.pth"), r.stderr)
         # The duration is estimated before the first step (runs of 20 steps or more).
-        self.assertRegex(self.full_run.stderr, r"plan: .* about \S+ \(a step's compute took [\d.]+ s")
+        self.assertRegex(self.full_run().stderr, r"plan: .* about \S+ \(a step's compute took [\d.]+ s")
         self.assertIn("a short run (1 step)", r.stderr)
         # --start-epoch: the schedule starts there, as torch's CosineAnnealingLR after 2 epochs
         # (tolerance 1e-9: the same closed form in double).
         out = self.out("start2")
         r = run("train", *quick[:2], "--epochs", "3", "--start-epoch", "2", "--max-steps", "1", "--batch-size", "8",
-                "--print-freq", "1", "--output", out)
+                "--print-freq", "1", *FP32, "--output", out)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("from epoch 3 step 1", r.stderr)
         records = read_jsonl(os.path.join(out, "metrics.jsonl"))
@@ -512,10 +542,11 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertAlmostEqual([x for x in records if x["type"] == "step"][0]["lr"], sched.get_last_lr()[0],
                                delta=1e-9)
         self.assertError(["train", "--start-epoch", "3", "--epochs", "3"], "leaves none", status=2)
-        self.assertError(["train", "--start-epoch", "1", "--resume", os.path.join(self.full, "checkpoint.pth")],
+        self.assertError(["train", "--start-epoch", "1", "--resume", os.path.join(full, "checkpoint.pth")],
                          "--start-epoch", status=2)
-        # --test-only is eval on the validation data, with the same numbers.
-        weights = os.path.join(self.full, "model.pth")
+        # --test-only is eval on the validation data, with the same numbers (eval's own precision,
+        # fp32, whatever train's default: test_only() passes no --precision).
+        weights = os.path.join(full, "model.pth")
         r = run("train", "--test-only", "--weights", weights, "--data", self.spec)
         self.assertEqual(r.returncode, 0, r.stderr)
         e = run("eval", "--weights", weights, "--data", self.spec)
@@ -558,12 +589,12 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertRegex(out, r"\r\x1b\[K\[[\d:]+\] epoch 1 done: ")
         # --progress lines on a terminal (eval here: the same progress code), and any pipe (the
         # reference run): log lines, no escapes.
-        out = on_terminal("eval", "--weights", os.path.join(self.full, "model.pth"), "--data", self.spec,
+        out = on_terminal("eval", "--weights", os.path.join(self.trained(), "model.pth"), "--data", self.spec,
                           "--batch-size", "8", "--progress", "lines")
         self.assertNotIn("\x1b", out)
         self.assertIn("eval step 20/32:", out)
-        self.assertNotIn("\x1b", self.full_run.stderr)
-        self.assertIn("epoch 1 step 8/32:", self.full_run.stderr)
+        self.assertNotIn("\x1b", self.full_run().stderr)
+        self.assertIn("epoch 1 step 8/32:", self.full_run().stderr)
         self.assertError(["train", "--progress", "fancy"], "--progress must be auto, bar or lines", status=2)
 
     @once
@@ -601,7 +632,8 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
 
     @once
     def test_bad_inputs_fail_before_training_and_keep_checkpoints(self):
-        existing = os.path.join(self.full, "checkpoint.pth")
+        full = self.trained()
+        existing = os.path.join(full, "checkpoint.pth")
         before = (os.path.getmtime(existing), os.path.getsize(existing))
         blocker = self.out("a_file")
         open(blocker, "w").close()
@@ -611,16 +643,16 @@ class TrainEval(RemovesWhatEachTestWrote, unittest.TestCase):
         torch.manual_seed(0)
         thousand = self.out("thousand.pth")
         torch.save({"model": torchvision.models.alexnet().state_dict(), "epoch": 0}, thousand)
-        self.assertError(["train", "--data", self.spec, "--resume", thousand, "--output", self.full],
+        self.assertError(["train", "--data", self.spec, "--resume", thousand, "--output", full],
                          "1000 classes")
         other = self.out("resnet.pth")
         torch.save({"model": torchvision.models.resnet18(num_classes=10).state_dict(), "epoch": 0}, other)
-        self.assertError(["train", "--data", self.spec, "--resume", other, "--output", self.full],
+        self.assertError(["train", "--data", self.spec, "--resume", other, "--output", full],
                          other)
         self.assertError(["train", "--data", self.spec, "--weights", thousand, "--output",
                           self.out("fresh")], "--reset-classifier")
         # A new run into a folder holding a checkpoint neither resumes nor replaces it silently.
-        self.assertError(["train", "--data", self.spec, "--output", self.full], "--overwrite")
+        self.assertError(["train", "--data", self.spec, "--output", full], "--overwrite")
         self.assertError(["eval", "--data", self.spec, "--weights", thousand], "1000 classes")
         self.assertError(["train", "--data", "fashion-mnist:/nonexistent", "--output",
                           self.out("fresh")], "/nonexistent")
