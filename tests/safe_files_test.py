@@ -392,7 +392,10 @@ def logits_of(weights, image):
 
 
 def predict_logits(weights, image):
-    code, out, err, _ = run("predict", "--weights", weights, *FP32, "--json", "--topk", "0", image)
+    # One thread: a weights load's NaN scan on two OpenMP threads took 50 s instead of 1 on a
+    # machine busy with other tests.
+    code, out, err, _ = run("predict", "--weights", weights, *FP32, "--threads", "1", "--json", "--topk", "0",
+                            image)
     if code != 0:
         print(f"     predict --weights {weights}: exit {code}: {err.strip()[:200]}")
         return None
