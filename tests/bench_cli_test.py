@@ -410,8 +410,9 @@ class OnednnPlanBf16(unittest.TestCase):
                       r.stderr.strip().splitlines()[-1])
 
 
-class EndToEnd(unittest.TestCase):
-    """A 40-image MNIST-format dataset: bench on data, eval and predict precision flags."""
+class MnistAndWeights:
+    """A TestCase mixin: a 40-image MNIST-format dataset (cls.spec), 10-class weights with spread
+    logits (cls.weights10) and a seeded 1000-class torchvision model (cls.model, cls.weights)."""
 
     @classmethod
     def setUpClass(cls):
@@ -426,6 +427,10 @@ class EndToEnd(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class EndToEnd(MnistAndWeights, unittest.TestCase):
+    """A 40-image MNIST-format dataset: bench on data, eval and predict precision flags."""
 
     def test_infer_on_data_writes_predictions(self):
         pred = os.path.join(self.tmp.name, "pred.txt")
@@ -484,23 +489,9 @@ class EndToEnd(unittest.TestCase):
 
 
 @unittest.skipUnless(cpu_has_bf16(), NO_BF16)
-class Bf16Logits(BenchJson, unittest.TestCase):
+class Bf16Logits(BenchJson, MnistAndWeights, unittest.TestCase):
     """--precision bf16 where the CPU has bf16 instructions: bench, eval and predict stay within
     bf16's 8 significant bits of PyTorch's fp32 (and of our own fp32 run)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.spec = write_mnist(cls.tmp.name)
-        cls.weights10 = write_spread_weights(os.path.join(cls.tmp.name, "alexnet10.pt"))
-        torch.manual_seed(0)
-        cls.model = torchvision.models.alexnet().eval()
-        cls.weights = os.path.join(cls.tmp.name, "alexnet.pt")
-        torch.jit.script(cls.model).save(cls.weights)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
 
     def test_bench_logits_close_to_pytorch(self):
         ref = reference_logits()
