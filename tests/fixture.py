@@ -14,6 +14,7 @@ import os
 import shutil
 import unittest
 import struct
+import time
 
 MAGIC = b"ALXREF\0\0"
 VERSION = 1
@@ -27,6 +28,21 @@ def once(test):
     their own ctest entry, labelled once, which scripts/test.sh runs with the first flavour only."""
     test.alexnet_once = True
     return test
+
+
+class _TimedResult(unittest.TextTestResult):
+    """Records each test's wall time (not its class's set-up, which runs before the first)."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds = []
+
+    def startTest(self, test):
+        self._started = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        self.seconds.append((time.monotonic() - self._started, test.id().split(".", 1)[-1]))
+        super().stopTest(test)
 
 
 def main():
@@ -53,9 +69,12 @@ def main():
     if not selected:
         print(f"error: no test selected by {' '.join(sys.argv[1:]) or 'default'}")
         sys.exit(1)
-    result = unittest.TextTestRunner(verbosity=2).run(unittest.TestSuite(selected))
+    result = unittest.TextTestRunner(verbosity=2, resultclass=_TimedResult).run(unittest.TestSuite(selected))
     for test, reason in result.skipped:
         print(f"skipped: {test}: {reason}")
+    # Where the entry's time went (slowest first), for whoever trims the suite's time.
+    for seconds, test in sorted(result.seconds, reverse=True):
+        print(f"time: {seconds:7.1f} s  {test}")
     if not result.wasSuccessful():
         sys.exit(1)
     ran = result.testsRun - len(result.skipped)
