@@ -361,16 +361,18 @@ def torchscript_without_code(tmp):
         check([i for i, _ in ref] == list(range(len(want))) and diff <= bound,
               f"predict on the .pth: logits as torchvision's, max |diff| {diff:.3g} (bound {bound:.3g}: "
               f"1e-4 of the largest logit)")
-    # Memory: the file and the model are never both resident, whatever the format.
+    # Memory: the file and the model are never both resident, whatever the format. Both at once
+    # would be 2x the weights over the floor; one is 1x plus the allocator's and the archive's own
+    # (measured 1.20x for .pth and 1.20x to 1.26x for a scripted archive), so the bound is 1.5x.
     floor = floor_mib()
     model_mib = sum(t.numel() * 4 for t in model.state_dict().values()) / 2**20
     for kind, module in archives.items():
         module.save(os.path.join(tmp, f"ts_{kind}.pt"))
     for path in (pth, os.path.join(tmp, "ts_scripted.pt")):
         code, _, _, _, mib = run_measured("predict", "--weights", path, image)
-        check(code == 0 and mib - floor < 1.25 * model_mib,
+        check(code == 0 and mib - floor < 1.5 * model_mib,
               f"predict {os.path.basename(path)} peaks at {mib:.0f} MiB: {mib - floor:.0f} over a refused "
-              f"file's {floor:.0f}, for {model_mib:.0f} MiB of weights (bound 1.25x: never file and model at once)")
+              f"file's {floor:.0f}, for {model_mib:.0f} MiB of weights (bound 1.5x: never file and model at once)")
     for kind, module in archives.items():
         path = os.path.join(tmp, f"ts_{kind}.pt")
         check(logits_of(path, image) == ref, f"{kind} archive ({torch.__version__}): logits identical to the .pth's")
