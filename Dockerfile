@@ -74,6 +74,7 @@ USER alexnet
 WORKDIR /out
 VOLUME /out
 # alexnet serve's default port (it needs --host 0.0.0.0 to be reached from outside the container).
+# Its management port (8081, POST /reload) stays on the container's loopback and is not exposed.
 EXPOSE 8080
 ENTRYPOINT ["alexnet"]
 CMD ["--help"]
@@ -135,6 +136,7 @@ USER alexnet
 WORKDIR /out
 VOLUME /out
 # alexnet serve's default port (it needs --host 0.0.0.0 to be reached from outside the container).
+# Its management port (8081, POST /reload) stays on the container's loopback and is not exposed.
 EXPOSE 8080
 ENTRYPOINT ["alexnet"]
 CMD ["--help"]

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -108,15 +109,20 @@ class Server:
         self.proc = subprocess.Popen([BINARY, "serve", "--port", "0", "--threads", "2", *flags],
                                      stderr=subprocess.PIPE, text=True)
         self.log = []
-        self.port = None
+        self.port = self.management_port = None
+        no_management = "--management-port" in flags and flags[flags.index("--management-port") + 1] == "-1"
         found = threading.Event()
 
         def read_log():
             for line in self.proc.stderr:
                 self.log.append(line)
+                m = re.search(r"management on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.management_port = int(m.group(1))
                 m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
                 if m:
                     self.port = int(m.group(1))
+                if self.port and (self.management_port or no_management):
                     found.set()
             found.set()
 
@@ -136,8 +142,8 @@ class Server:
             time.sleep(0.2)
         raise AssertionError("not ready in 120 s: " + "".join(self.log))
 
-    def request(self, method, path, body=None, headers=None, timeout=60):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def request(self, method, path, body=None, headers=None, timeout=60, port=None, source="127.0.0.1"):
+        c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout, source_address=(source, 0))
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
@@ -145,8 +151,18 @@ class Server:
         finally:
             c.close()
 
+    headers = {}  # sent with get() and metric(): the token, where inference needs one
+
     def get(self, path):
-        return self.request("GET", path)
+        return self.request("GET", path, headers=self.headers)
+
+    def manage(self, method, path, headers=None):
+        """A request to the management port."""
+        return self.request(method, path, headers=headers, port=self.management_port)
+
+    def rss_kb(self, field="VmRSS"):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(re.search(field + r":\s+(\d+) kB", f.read()).group(1))
 
     def post_image(self, data, query=""):
         status, body, headers = self.request("POST", "/predictions/alexnet" + query, data)
@@ -303,7 +319,8 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
         served = self.out("served.pth")  # this server's own file, replaced below
         with open(self.weights, "rb") as src, open(served, "wb") as dst:
             dst.write(src.read())
-        server = Server("--weights", served, "--max-body-mb", "1", "--read-timeout", "2", "--max-queue", "3")
+        server = Server("--weights", served, "--max-body-mb", "1", "--read-timeout", "2", "--min-body-rate", "1024",
+                        "--max-queue", "3")
         try:
             good = read_bytes(self.images[0])
             # Over --max-body-mb: 413, and the server answers the next request.
@@ -322,7 +339,8 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
             self.assertEqual(status, 413, body)
             self.assertIn("more than 3 images in one request", json.loads(body)["error"])
             self.assertEqual(server.post_image(good)[0], 200)
-            # A client that stops mid-body is dropped after --read-timeout; others are served meanwhile.
+            # A client that stops mid-body gets 408 after --read-timeout (plus its size at
+            # --min-body-rate, here well under a second); others are served meanwhile.
             with socket.create_connection(("127.0.0.1", server.port)) as stalled:
                 stalled.sendall(b"POST /predictions/alexnet HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                                 % len(good) + good[:100])
@@ -334,7 +352,7 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
                     if not chunk:
                         break
                     answer += chunk
-            self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer)
             self.assertIn(b"--read-timeout", answer)
             # SIGHUP reloads the file (replaced atomically, as a deploy does): a 5-class model now.
             before = server.post_image(good, "?topk=0")[1]["top"]
@@ -351,7 +369,7 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
             # POST /reload of a broken file: an error, and the model that served goes on serving.
             with open(served, "wb") as f:
                 f.write(b"not weights")
-            status, body, _ = server.request("POST", "/reload")
+            status, body, _ = server.manage("POST", "/reload")
             self.assertEqual(status, 500)
             self.assertIn("the previous weights go on serving", json.loads(body)["error"])
             # Exactly (tolerance 0): the same model, image and batch size of 1 run the same kernels.
@@ -438,6 +456,10 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
                     if r.getheader("Connection") == "close":
                         c.close()
                         c = None
+                except ConnectionRefusedError:  # http.client reconnected: nothing was sent
+                    result = "refused"
+                    c.close()
+                    c = None
                 except (OSError, http.client.HTTPException) as e:
                     result = "unanswered: " + type(e).__name__
                     c.close()
@@ -461,11 +483,19 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
 
     @once
     def test_usage_and_start_errors(self):
+        open_token = self.out("open-token")
+        with open(open_token, "w") as f:
+            f.write("secret\n")
+        os.chmod(open_token, 0o644)
         for flags, status, words in [
             ([], 2, "--weights"),
             (["--weights", self.weights, "--port", "70000"], 2, "--port"),
             (["--weights", self.weights, "--max-batch", "0"], 2, "--max-batch"),
             (["--weights", self.weights, "--max-body-mb", "0"], 2, "--max-body-mb"),
+            (["--weights", self.weights, "--max-header-line", "0"], 2, "--max-header-line"),
+            (["--weights", self.weights, "--token-inference"], 2, "--token-file"),
+            (["--weights", self.weights, "--token-file", self.out("no-token")], 1, "no-token"),
+            (["--weights", self.weights, "--token-file", open_token], 1, "chmod 600"),
             (["--weights", self.out("missing.pth"), "--port", "0"], 1, "missing.pth"),
             (["--weights", self.weights, "--port", str(self.server.port)], 1, "cannot listen"),
         ]:
@@ -474,6 +504,207 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
                 self.assertEqual(r.returncode, status, r.stderr)
                 self.assertIn("error: ", r.stderr)
                 self.assertIn(words, r.stderr.splitlines()[-1])
+
+
+def trickle(sock, data, interval, stop):
+    """Sends data one byte per interval until it is sent, stop is set or the server closes."""
+    for i in range(len(data)):
+        if stop.wait(interval):
+            return
+        try:
+            sock.sendall(data[i:i + 1])
+        except OSError:
+            return
+
+
+def read_answer(sock, timeout=30):
+    """What the server sends until it closes the connection (or `timeout` seconds pass)."""
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return answer
+
+
+def connect(port, source):
+    return socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+
+
+class Hostile(RemovesWhatEachTestWrote, unittest.TestCase):
+    """serve against clients that mean harm: slow connections, header floods, a reload flood
+    and requests without the token. The server has two request threads, so that a few slow
+    clients would hold every thread if they held any. Other client addresses of 127.0.0.0/8
+    stand for other hosts."""
+
+    @classmethod
+    def setUpClass(cls):
+        why_not = why_no_server()
+        if why_not:
+            raise unittest.SkipTest(f"skipped: this alexnet cannot serve: {why_not}")
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.weights = os.path.join(cls.tmp.name, "fmnist.pth")
+        write_weights(cls.weights, seed=3)
+        image = os.path.join(cls.tmp.name, "img.png")
+        PIL.Image.fromarray(torch.randint(0, 256, (70, 80, 3), generator=torch.Generator().manual_seed(1),
+                                          dtype=torch.uint8).numpy()).save(image)
+        cls.image = read_bytes(image)
+        cls.token = "s3cret-" + os.urandom(8).hex()
+        cls.token_file = os.path.join(cls.tmp.name, "token")
+        fd = os.open(cls.token_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, (cls.token + "\n").encode())
+        os.close(fd)
+        cls.auth = {"Authorization": "Bearer " + cls.token}
+        cls.server = Server("--weights", cls.weights, "--request-threads", "2", "--header-timeout", "2",
+                            "--max-connections-per-client", "4", "--token-file", cls.token_file, "--token-inference")
+        cls.server.headers = cls.auth
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.tmp.cleanup()
+        assert code == 0, "".join(cls.server.log)
+
+    def out(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def predict(self, source="127.0.0.1"):
+        status, body, _ = self.server.request("POST", "/predictions/alexnet?topk=1", self.image, self.auth,
+                                              source=source)
+        return status, body
+
+    def test_slow_clients_hold_no_thread_meet_the_cap_and_the_header_deadline(self):
+        s, stop = self.server, threading.Event()
+        head = b"POST /predictions/alexnet HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"y" * 200 + b"\r\n\r\n"
+        slow, threads = [], []
+        try:
+            # Eight clients trickle their headers from two addresses, four each (the cap).
+            for source in ("127.0.0.3", "127.0.0.4"):
+                for _ in range(4):
+                    sock = connect(s.port, source)
+                    slow.append(sock)
+                    threads.append(threading.Thread(target=trickle, args=(sock, head, 0.2, stop), daemon=True))
+            for t in threads:
+                t.start()
+            deadline = time.time() + 30
+            while s.metric("alexnet_connections_open") < 8:  # all eight accepted, an event not a guess
+                self.assertLess(time.time(), deadline, "the slow connections were not accepted")
+                time.sleep(0.05)
+            # A fifth from a capped address is refused at once, with the flag in the answer.
+            with connect(s.port, "127.0.0.3") as fifth:
+                answer = read_answer(fifth)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 503"), answer)
+            self.assertIn(b"--max-connections-per-client", answer)
+            # Complete requests from elsewhere are answered while the eight hold their sockets.
+            for _ in range(3):
+                status, body = self.predict()
+                self.assertEqual(status, 200, body)
+            self.assertGreaterEqual(s.metric("alexnet_connections_open"), 8)
+            # Each slow client gets 408 once --header-timeout (2 s) has passed since its first byte.
+            for sock in slow:
+                answer = read_answer(sock)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 408"), answer)
+                self.assertIn(b"--header-timeout", answer)
+        finally:
+            stop.set()
+            for sock in slow:
+                sock.close()
+        # Their address may connect again.
+        self.assertEqual(s.request("GET", "/ping", source="127.0.0.3")[0], 200)
+
+    def test_header_floods_get_431_with_flat_memory(self):
+        s = self.server
+
+        def flood(first, line, count):
+            """Sends the request line `first`, then `line` count times (stopping once the server
+            answers), and returns the answer."""
+            with connect(s.port, "127.0.0.5") as sock:
+                sock.sendall(first)
+                batch = max(1, (64 << 10) // len(line))
+                try:
+                    for i in range(0, count, batch):
+                        sock.sendall(line * min(batch, count - i))
+                        if select.select([sock], [], [], 0)[0]:
+                            break
+                except OSError:  # the server closed after answering
+                    pass
+                return read_answer(sock)
+
+        self.assertEqual(self.predict()[0], 200)
+        before = s.rss_kb()
+        get = b"GET /ping HTTP/1.1\r\n"
+        # The issue's flood: 2,000,000 short lines (16 MB) in one header section.
+        answer = flood(get, b"X-Flood: 1\r\n", 2_000_000)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431"), answer[:200])
+        self.assertIn(b"--max-header-fields", answer)
+        grown = s.rss_kb() - before
+        print(f"\n  RSS after a 16 MB header flood: {grown:+d} kB", flush=True)
+        self.assertLess(grown, 8 << 10, "the server held the flood in memory")
+        # One line of 10 MB, and a section of short-enough lines over 64 KiB.
+        answer = flood(get + b"X-Long: ", b"z" * 4096, 2560)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431"), answer[:200])
+        self.assertIn(b"--max-header-line", answer)
+        answer = flood(get, b"X-Wide: " + b"w" * 1000 + b"\r\n", 90)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431"), answer[:200])
+        self.assertIn(b"--max-header-bytes", answer)
+        answer = flood(b"GET /" + b"u" * 20000, b" HTTP/1.1\r\n", 1)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414"), answer[:200])
+        self.assertEqual(self.predict()[0], 200)
+
+    def test_token_and_management_apart(self):
+        s = self.server
+        # No reload on the inference port, whatever the token.
+        status, body, _ = s.request("POST", "/reload", headers=self.auth)
+        self.assertEqual(status, 404)
+        self.assertIn("--management-port", json.loads(body)["error"])
+        for port in (s.management_port, s.port):
+            for headers, want in [({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                                  ({"Authorization": "Bearer " + self.token + "x"}, 401),
+                                  ({"Authorization": "Basic " + self.token}, 401), (self.auth, 200),
+                                  ({"Authorization": "bearer " + self.token}, 200)]:
+                with self.subTest(port=port, headers=headers):
+                    status, body, answer_headers = s.request("GET", "/models", headers=headers, port=port)
+                    self.assertEqual(status, want, body)
+                    if want == 401:
+                        self.assertIn("Bearer", answer_headers.get("WWW-Authenticate", ""))
+                        self.assertIn("error", json.loads(body))
+            self.assertEqual(s.request("GET", "/ping", port=port)[0], 200)  # health checks need no secret
+        status, body, _ = s.request("POST", "/predictions/alexnet", self.image)
+        self.assertEqual(status, 401, body)
+        self.assertEqual(self.predict()[0], 200)
+
+    def test_reload_flood_is_coalesced_and_predictions_go_on(self):
+        s = self.server
+        ok_before = s.metric('alexnet_reloads_total{result="ok"}') or 0
+        done = threading.Event()
+        predictions = []
+
+        def predict_meanwhile():
+            while not done.is_set():
+                predictions.append(self.predict()[0])
+
+        predictor = threading.Thread(target=predict_meanwhile)
+        predictor.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                # From 20 addresses: one has at most 4 connections (--max-connections-per-client).
+                reloads = list(pool.map(lambda i: s.request("POST", "/reload", headers=self.auth,
+                                                            port=s.management_port, source=f"127.0.1.{i + 1}"),
+                                        range(20)))
+        finally:
+            done.set()
+            predictor.join(120)
+        self.assertEqual([status for status, _, _ in reloads], [200] * 20)
+        loads = s.metric('alexnet_reloads_total{result="ok"}') - ok_before
+        print(f"\n  20 concurrent reloads: {loads:g} loads; {len(predictions)} predictions meanwhile", flush=True)
+        self.assertGreaterEqual(loads, 1)
+        self.assertLessEqual(loads, 2, "reloads asked for together were not coalesced")
+        self.assertTrue(predictions and set(predictions) == {200}, predictions)
 
 
 if __name__ == "__main__":

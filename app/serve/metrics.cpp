@@ -73,6 +73,16 @@ void Metrics::reload(bool ok) {
   ++(ok ? reloads_ok_ : reloads_failed_);
 }
 
+void Metrics::set_connections_open(int64_t open) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  connections_open_ = open;
+}
+
+void Metrics::connection_closed(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++connections_closed_[reason];
+}
+
 uint64_t Metrics::forward_passes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return forward_passes_;
@@ -123,6 +133,13 @@ std::string Metrics::render() const {
   family("alexnet_reloads_total", "counter", "Weight reloads (SIGHUP, POST /reload), by result.");
   sample("alexnet_reloads_total{result=\"ok\"}", std::to_string(reloads_ok_));
   sample("alexnet_reloads_total{result=\"failed\"}", std::to_string(reloads_failed_));
+  family("alexnet_connections_open", "gauge", "Open client connections, idle and slow ones included.");
+  sample("alexnet_connections_open", std::to_string(connections_open_));
+  family("alexnet_connections_closed_total", "counter",
+         "Connections closed (or refused at accept), by why: answered, idle, client, client_mid_request, refused "
+         "(answered 4xx before a handler), drain, connection_limit, per_client_limit.");
+  for (const auto& [reason, n] : connections_closed_)
+    sample("alexnet_connections_closed_total{reason=\"" + reason + "\"}", std::to_string(n));
   return out;
 }
 

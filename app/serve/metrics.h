@@ -43,6 +43,9 @@ class Metrics {
   void batch(int64_t images);
   void set_queue_depth(int64_t depth);
   void reload(bool ok);
+  /// Connections: how many are open, and one closed, by why ("idle", "refused", "per_client_limit", ...).
+  void set_connections_open(int64_t open);
+  void connection_closed(const std::string& reason);
 
   uint64_t forward_passes() const;
   uint64_t images() const;
@@ -61,6 +64,8 @@ class Metrics {
   uint64_t images_ = 0;
   int64_t queue_depth_ = 0;
   uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
+  int64_t connections_open_ = 0;
+  std::map<std::string, uint64_t> connections_closed_;
   std::deque<std::pair<Clock::time_point, int64_t>> recent_;  // (when, images) of the last window
   Clock::time_point started_ = Clock::now();
   static constexpr std::chrono::seconds kWindow{10};

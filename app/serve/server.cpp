@@ -13,10 +13,14 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <chrono>
@@ -26,6 +30,7 @@
 #include <ctime>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -37,6 +42,9 @@ using Clock = std::chrono::steady_clock;
 using runtime::JsonObject;
 
 constexpr const char* kPredictPath = "/predictions/alexnet";
+// Management requests answered at once: reloads asked for together wait together, and share
+// one load (Service::reload), only while each holds a thread.
+constexpr int kManagementThreads = 32;
 
 // A signal handler may only do async-signal-safe things: it writes the signal's
 // number to a pipe, and the main thread acts on it.
@@ -68,24 +76,22 @@ int next_signal(int timeout_ms) {
   return ::read(g_signal_pipe[0], &byte, 1) == 1 ? byte : 0;
 }
 
-// The listening socket is cpp-httplib's (protected): a drain shuts it down so
-// that no connection is accepted, while the accepted ones are still served.
-class HttpServer : public httplib::Server {
- public:
-  void stop_accepting() {
-    const socket_t s = svr_sock_.load();
-    if (s != INVALID_SOCKET) ::shutdown(s, SHUT_RDWR);
-  }
-  /// cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
-  /// library): more clients connecting at once would see their connections dropped. Listening
-  /// again on the bound socket sets the backlog.
-  void raise_backlog(int backlog) {
-    const socket_t s = svr_sock_.load();
-    if (s != INVALID_SOCKET) ::listen(s, backlog);
-  }
-  /// The drain's deadline: connections end after the request they are on.
-  void end_connections() { svr_sock_.store(INVALID_SOCKET); }
-};
+bool iequals_prefix(const std::string& s, const char* prefix) {
+  size_t i = 0;
+  for (; prefix[i]; ++i)
+    if (i >= s.size() || std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
+}
+
+/// Whether `given` is `secret`, in a time that does not depend on where they differ.
+bool same_secret(const std::string& given, const std::string& secret) {
+  unsigned diff = given.size() != secret.size();
+  const size_t n = std::max(given.size(), secret.size());
+  for (size_t i = 0; i < n; ++i)
+    diff |= static_cast<unsigned char>(i < given.size() ? given[i] : 0) ^
+            static_cast<unsigned char>(i < secret.size() ? secret[i] : 0);
+  return diff == 0;
+}
 
 /// At most N holders at a time (the decoders).
 class Slots {
@@ -165,36 +171,50 @@ class Service {
   int run() {
     install_signal_handlers();
     configure();
-    int port = options_.port;
-    if (port == 0) {
-      port = http_.bind_to_any_port(options_.host);
-      TORCH_CHECK(port > 0, "serve: cannot listen on ", options_.host, " (any port): ", std::strerror(errno));
-    } else {
-      TORCH_CHECK(http_.bind_to_port(options_.host, port), "serve: cannot listen on ", options_.host, ":", port,
-                  " (", std::strerror(errno), "); --port chooses another, 0 any free one");
-    }
-    http_.raise_backlog(SOMAXCONN);
-    std::promise<void> listened;
-    std::future<void> stopped = listened.get_future();
-    std::thread listener([&] {
-      try {  // cpp-httplib starts its connection threads here, which can fail
-        http_.listen_after_bind();
-        listened.set_value();
+    const auto listen = [&](const std::string& host, int port, RequestHandler& handler, int threads, const char* flag) {
+      try {
+        return connections_.listen(host, port, handler, threads);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("serve: ") + e.what() + "; " + flag + " chooses another, 0 any free one");
+      }
+    };
+    const int port = listen(options_.host, options_.port, inference_, options_.request_threads, "--port");
+    const int management_port =
+        options_.management_port < 0
+            ? -1
+            : listen(options_.management_host, options_.management_port, management_, kManagementThreads,
+                     "--management-port");
+    std::promise<void> loop_ended;
+    std::future<void> stopped = loop_ended.get_future();
+    std::thread loop([&] {
+      try {
+        connections_.run();
+        loop_ended.set_value();
       } catch (...) {
-        listened.set_exception(std::current_exception());
+        loop_ended.set_exception(std::current_exception());
       }
     });
     spdlog::info("serve: listening on http://{}:{} (/ping answers 503 until the model is ready)", options_.host, port);
+    if (management_port >= 0) {
+      spdlog::info("serve: management on http://{}:{} (POST /reload; GET /models, /ping, /metrics){}",
+                   options_.management_host, management_port,
+                   options_.token.empty() ? "" : "; requests carry the bearer token (--token-file)");
+      if (options_.token.empty() && !is_loopback(options_.management_host))
+        spdlog::warn("serve: the management port listens on {} without --token-file: whoever reaches it can reload "
+                     "the model", options_.management_host);
+    }
 
     int status = 0;
     try {
       const auto started = Clock::now();
       set_served(make_served(load_(), options_.batching));
-      spdlog::info("serve: ready in {:.1f} s: POST http://{}:{}{} (max batch {}, max delay {} ms, {} connection threads, "
-                   "{} decoders); SIGTERM drains, SIGHUP reloads",
+      const ConnectionOptions& c = options_.connections;
+      spdlog::info("serve: ready in {:.1f} s: POST http://{}:{}{} (max batch {}, max delay {} ms, {} request threads, "
+                   "{} decoders; at most {} connections, {} per client address; headers within {} s); SIGTERM drains, "
+                   "SIGHUP reloads",
                    std::chrono::duration<double>(Clock::now() - started).count(), options_.host, port, kPredictPath,
-                   options_.batching.max_batch, options_.batching.max_delay.count() / 1000.0,
-                   options_.max_connections, options_.decode_threads);
+                   options_.batching.max_batch, options_.batching.max_delay.count() / 1000.0, options_.request_threads,
+                   options_.decode_threads, c.max_connections, c.max_per_client, c.header_timeout_s);
       state_ = kReady;
       for (;;) {
         const int sig = next_signal(-1);
@@ -208,11 +228,12 @@ class Service {
       }
     } catch (...) {
       drain(stopped);
-      listener.join();
+      loop.join();
       throw;
     }
     drain(stopped);
-    listener.join();
+    loop.join();
+    stopped.get();  // rethrows the loop's error
     spdlog::info("serve: drained: {} images in {} forward passes; exit {}", metrics_.images(),
                  metrics_.forward_passes(), status);
     return status;
@@ -221,15 +242,19 @@ class Service {
  private:
   enum State { kLoading, kReady, kDraining };
 
+  static bool is_loopback(const std::string& host) {
+    return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  }
+
   void drain(std::future<void>& stopped) {
     state_ = kDraining;
-    http_.stop_accepting();
+    connections_.drain();
     if (stopped.wait_for(std::chrono::seconds(options_.drain_timeout_s)) != std::future_status::ready) {
-      spdlog::warn("serve: connections still busy after {} s (--drain-timeout): ending them after their current request",
+      spdlog::warn("serve: connections still busy after {} s (--drain-timeout): closing those not being answered",
                    options_.drain_timeout_s);
-      http_.end_connections();
-      // A client trickling its body one byte per --read-timeout would hold its thread forever.
-      const auto grace = std::chrono::seconds(2 * options_.read_timeout_s + 5);
+      connections_.cut();
+      // What is left is being answered: a forward pass and a write, each bounded.
+      const auto grace = std::chrono::seconds(2 * options_.connections.write_timeout_s + 5);
       if (stopped.wait_for(grace) != std::future_status::ready) {
         spdlog::error("serve: connections still open {} s after that: exiting without them (exit 1)",
                       grace.count());
@@ -249,10 +274,39 @@ class Service {
     served_ = std::move(s);
   }
 
-  /// Loads the weights again; on any error the model serving now goes on serving.
-  /// Returns the error ("" on success).
+  /// Loads the weights again; on any error the model serving now goes on serving. Returns the
+  /// error ("" on success). One reload runs at a time. A request made while one runs waits for
+  /// the next, which starts when that one ends (so it reads the file as it is after the
+  /// request), and every request made meanwhile shares that next one: a burst costs two loads.
   std::string reload(const std::string& why) {
-    std::lock_guard<std::mutex> lock(reload_mutex_);
+    std::promise<std::string> mine;
+    std::shared_future<std::string> result;
+    bool leader = false;
+    {
+      std::lock_guard<std::mutex> lock(reload_mutex_);
+      if (next_reload_.valid()) {
+        ++next_reload_joined_;
+        result = next_reload_;  // not started yet: join it
+      } else {
+        result = mine.get_future().share();
+        next_reload_ = result;
+        next_reload_joined_ = 0;
+        leader = true;
+      }
+    }
+    if (!leader) return result.get();
+    std::lock_guard<std::mutex> running(reload_running_);
+    int joined = 0;
+    {
+      std::lock_guard<std::mutex> lock(reload_mutex_);
+      next_reload_ = {};  // started: requests from now on form the next one
+      joined = next_reload_joined_;
+    }
+    mine.set_value(load_again(joined ? why + ", and " + std::to_string(joined) + " more requests joined it" : why));
+    return result.get();
+  }
+
+  std::string load_again(const std::string& why) {
     spdlog::info("serve: reloading the weights ({})", why);
     try {
       auto fresh = make_served(load_(), options_.batching);
@@ -269,26 +323,17 @@ class Service {
   }
 
   void configure() {
-    const int threads = options_.max_connections;
-    http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-    http_.set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
-    http_.set_read_timeout(options_.read_timeout_s, 0);
-    http_.set_write_timeout(options_.read_timeout_s, 0);
-    http_.set_keep_alive_timeout(options_.keep_alive_s);
-    // Connections close after this many requests, so that more clients than connection threads
-    // take turns instead of waiting for a keep-alive client to leave.
-    http_.set_keep_alive_max_count(100);
-    http_.set_tcp_nodelay(true);
-    // cpp-httplib's default also sets SO_REUSEPORT, which lets a second server bind the same
-    // port and take half its connections; only SO_REUSEADDR (a restart rebinds at once).
-    http_.set_socket_options([](socket_t sock) {
-      const int yes = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
+    const int64_t max_body = options_.connections.max_body_bytes;
+    for (RequestHandler* h : {&inference_, &management_}) {
+      h->set_payload_max_length(static_cast<size_t>(max_body));
+      // Only what the Keep-Alive field of an answer says: the connection layer keeps the time.
+      h->set_keep_alive_timeout(options_.connections.keep_alive_s);
+      h->set_keep_alive_max_count(static_cast<size_t>(options_.connections.max_requests_per_connection));
+    }
 
     // With a content reader: the parts of a multipart form come in the order sent (req.files
     // would sort them by field name).
-    http_.Post(kPredictPath, [this](const httplib::Request& req, httplib::Response& res,
+    inference_.Post(kPredictPath, [this](const httplib::Request& req, httplib::Response& res,
                                     const httplib::ContentReader& read) {
       // cpp-httplib checks --max-body-mb against Content-Length only: a chunked or compressed
       // body is counted here, as it arrives decoded, and so are the parts of a form.
@@ -298,8 +343,8 @@ class Service {
       const auto take = [&](const char* data, size_t size) {
         if (images.empty()) return false;  // form data before any part's header
         received += size;
-        if (received > static_cast<size_t>(options_.max_body_bytes)) {
-          refused = "the body is larger than the limit of " + std::to_string(options_.max_body_bytes) +
+        if (received > static_cast<size_t>(options_.connections.max_body_bytes)) {
+          refused = "the body is larger than the limit of " + std::to_string(options_.connections.max_body_bytes) +
                     " bytes (--max-body-mb)";
           return false;
         }
@@ -331,22 +376,25 @@ class Service {
       if (!complete) return;  // cpp-httplib has set the status (413, 400); the error handler says why
       predict(req, res, images);
     });
-    http_.Get("/ping", [this](const httplib::Request&, httplib::Response& res) {
-      const State s = state_;
-      res.status = s == kReady ? 200 : 503;
-      res.set_content(JsonObject().str("status", s == kReady ? "Healthy" : s == kLoading ? "Loading" : "Draining").dump() + "\n",
-                      "application/json");
-    });
-    http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
-    });
-    http_.Get("/models", [this](const httplib::Request&, httplib::Response& res) {
-      const auto s = served();
-      if (!s) return json_error(res, 503, "the model is loading");
-      res.set_content(describe(*s) + "\n", "application/json");
-    });
+    for (RequestHandler* h : {&inference_, &management_}) {
+      h->Get("/ping", [this](const httplib::Request&, httplib::Response& res) {
+        const State s = state_;
+        res.status = s == kReady ? 200 : 503;
+        res.set_content(
+            JsonObject().str("status", s == kReady ? "Healthy" : s == kLoading ? "Loading" : "Draining").dump() + "\n",
+            "application/json");
+      });
+      h->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
+      });
+      h->Get("/models", [this](const httplib::Request&, httplib::Response& res) {
+        const auto s = served();
+        if (!s) return json_error(res, 503, "the model is loading");
+        res.set_content(describe(*s) + "\n", "application/json");
+      });
+    }
     // With a content reader: a bodiless POST (no Content-Length) is not refused as malformed.
-    http_.Post("/reload", [this](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& read) {
+    management_.Post("/reload", [this](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& read) {
       read([](const char*, size_t) { return true; });  // a body, if any, is read and ignored
       if (state_ != kReady) return json_error(res, 503, state_ == kLoading ? "the model is loading" : "the server is draining");
       const std::string error = reload("POST /reload");
@@ -354,38 +402,58 @@ class Service {
       res.set_content(describe(*served()) + "\n", "application/json");
     });
 
-    // Bodies for the errors cpp-httplib answers itself (404, 413, 400, ...).
-    http_.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      std::string message = "HTTP " + std::to_string(res.status);
-      if (res.status == 404) message = "no such endpoint: " + req.method + " " + req.path;
-      if (res.status == 413)
-        message = "the body is larger than the limit of " + std::to_string(options_.max_body_bytes) + " bytes (--max-body-mb)";
-      if (res.status == 400)
-        message = "malformed or incomplete HTTP request (a client silent for " + std::to_string(options_.read_timeout_s) +
-                  " s mid-request is dropped: --read-timeout)";
-      json_error(res, res.status, message);
-    });
-    http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      std::string message = "internal error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        message = message_of(e);
-      } catch (...) {
-      }
-      json_error(res, 500, message);
-    });
-    http_.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
-      request_started() = Clock::now();
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
-    http_.set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
-      if (state_ == kDraining) res.set_header("Connection", "close");  // the client reconnects elsewhere
-    });
-    http_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics_.request(req.path, res.status, std::chrono::duration<double>(Clock::now() - request_started()).count());
-    });
+    for (RequestHandler* h : {&inference_, &management_}) {
+      const bool management = h == &management_;
+      // Bodies for the errors cpp-httplib answers itself (404, 413, 400, ...).
+      h->set_error_handler([this, management](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return;
+        std::string message = "HTTP " + std::to_string(res.status);
+        if (res.status == 404) {
+          message = "no such endpoint: " + req.method + " " + req.path;
+          if (!management && req.path == "/reload")
+            message += options_.management_port < 0 ? " (this server has no management port: SIGHUP reloads)"
+                                                     : " (it is on the management port: --management-port)";
+        }
+        if (res.status == 413)
+          message = "the body is larger than the limit of " + std::to_string(options_.connections.max_body_bytes) +
+                    " bytes (--max-body-mb)";
+        if (res.status == 400) message = "a malformed HTTP request";
+        json_error(res, res.status, message);
+      });
+      h->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string message = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          message = message_of(e);
+        } catch (...) {
+        }
+        json_error(res, 500, message);
+      });
+      // The token: every management request, and with --token-inference every inference one
+      // but /ping (a health check carries no secret).
+      const bool guarded = !options_.token.empty() && (management || options_.token_inference);
+      h->set_pre_routing_handler([this, guarded](const httplib::Request& req, httplib::Response& res) {
+        request_started() = Clock::now();
+        if (guarded && req.path != "/ping") {
+          const std::string given = req.get_header_value("Authorization");
+          const bool bearer = iequals_prefix(given, "bearer ");
+          if (!same_secret(bearer ? given.substr(7) : std::string(), options_.token)) {
+            json_error(res, 401, given.empty() ? "this endpoint needs Authorization: Bearer TOKEN (--token-file)"
+                                               : "a wrong bearer token");
+            res.set_header("WWW-Authenticate", "Bearer realm=\"alexnet\"");
+            return httplib::Server::HandlerResponse::Handled;
+          }
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
+      h->set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+        if (state_ == kDraining) res.set_header("Connection", "close");  // the client reconnects elsewhere
+      });
+      h->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+        metrics_.request(req.path, res.status, std::chrono::duration<double>(Clock::now() - request_started()).count());
+      });
+    }
   }
 
   static Clock::time_point& request_started() {
@@ -488,14 +556,45 @@ class Service {
   Metrics metrics_;
   Batcher batcher_;
   Slots decoders_;
-  HttpServer http_;
+  RequestHandler inference_, management_;
+  Connections connections_{options_.connections, metrics_};
   std::atomic<State> state_{kLoading};
   std::mutex served_mutex_;
   std::shared_ptr<const Served> served_;
-  std::mutex reload_mutex_;
+  std::mutex reload_mutex_;                   // guards the two below
+  std::shared_future<std::string> next_reload_;  // a reload asked for and not started yet
+  int next_reload_joined_ = 0;
+  std::mutex reload_running_;
 };
 
 }  // namespace
+
+std::string read_token_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(path + ": cannot read the token file (" + std::strerror(errno) + ")");
+  struct stat st {};
+  std::string token;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= 4096) {
+    token.resize(static_cast<size_t>(st.st_size));
+    const ssize_t n = ::read(fd, token.data(), token.size());
+    token.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  if (!S_ISREG(st.st_mode) || st.st_size > 4096)
+    throw std::runtime_error(path + ": the token file must be a regular file of at most 4096 bytes");
+  if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw std::runtime_error(path + ": the token file is open to group or others (mode " + mode + "): chmod 600 " + path);
+  }
+  const size_t begin = token.find_first_not_of(" \t\r\n");
+  token = begin == std::string::npos ? "" : token.substr(begin, token.find_last_not_of(" \t\r\n") - begin + 1);
+  if (token.empty()) throw std::runtime_error(path + ": the token file is empty");
+  for (unsigned char c : token)
+    if (c <= 32 || c >= 127)
+      throw std::runtime_error(path + ": the token must be one word of printable ASCII (as an HTTP header carries it)");
+  return token;
+}
 
 int run_server(const ServeOptions& options, const LoadClassifier& load) {
 #if defined(__GLIBC__)
@@ -506,7 +605,24 @@ int run_server(const ServeOptions& options, const LoadClassifier& load) {
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr && std::getenv("GLIBC_TUNABLES") == nullptr)
     mallopt(M_ARENA_MAX, 2);
 #endif
-  Service service(options, load);
+  // Every connection is a descriptor: the soft limit (often 1024) is raised to the hard one, and
+  // --max-connections is held below what that allows.
+  ServeOptions o = options;
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    if (files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &files);
+      ::getrlimit(RLIMIT_NOFILE, &files);
+    }
+    const rlim_t room = files.rlim_cur > 64 ? files.rlim_cur - 64 : 1;  // the model, logs, listeners
+    if (files.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(o.connections.max_connections) > room) {
+      spdlog::warn("serve: --max-connections {} lowered to {}: this process may open {} files (ulimit -n)",
+                   o.connections.max_connections, room, files.rlim_cur);
+      o.connections.max_connections = static_cast<int>(room);
+    }
+  }
+  Service service(o, load);
   return service.run();
 }
 
