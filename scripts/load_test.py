@@ -9,7 +9,7 @@ Targets: --alexnet BINARY starts `BINARY serve --weights W --host 127.0.0.1 --po
 running (it cannot be sampled or stopped). Started servers are ready when GET /ping
 answers 200; at the end they get SIGTERM and must exit 0.
 
-Modes (what runs on every target; --soak and --sigterm-under-load replace the levels):
+Modes (what runs on every target; --soak, --sigterm-under-load and --hostile-mix replace the levels):
   levels (default)     each --clients level for --seconds; with two targets the levels
                        alternate (A then B, then B then A at the next level or repeat) so
                        that noise on the shared machine hits both alike, and the table
@@ -21,6 +21,14 @@ Modes (what runs on every target; --soak and --sigterm-under-load replace the le
                        the server must exit 0, requests sent before the signal must get a
                        correct 200, later ones a correct 200, a 503 or a refused connection;
                        a request fully sent and then dropped without an answer fails.
+  --hostile-mix        --clients' largest level for --seconds three times: alone; beside
+                       --slow-connections connections trickling a header line a second from
+                       other loopback addresses (127.0.0.2 on, --slow-per-address each,
+                       replaced when the server ends them) and 16 MB header floods from
+                       127.0.0.250; beside --reload-burst concurrent POST /reload on the
+                       management port. Reports p50/p99 and the server's peak RSS per phase;
+                       checks p99 within 2x of alone, no failed request, peak RSS within 1.25x
+                       and every flood answered 431.
 --bad-mix (levels and soak) makes every tenth request a bad one, in turn an undecodable
 body, a body over --max-body-mb and a stalled client (headers and half the body, then
 nothing: the server should drop it after its read timeout); bad requests must get a 4xx
@@ -45,6 +53,7 @@ Usage: /usr/bin/python3 scripts/load_test.py [--alexnet BINARY | --port P] [--fa
 """
 import argparse
 import collections
+import concurrent.futures
 import http.client
 import itertools
 import json
@@ -329,6 +338,214 @@ def stall(port, image, limit_s):
     return {"how": how, "status": status, "after_s": round(time.monotonic() - start, 3)}
 
 
+# ---------------------------------------------------------------- hostile mix
+
+def loopback_address(i):
+    """The i-th loopback address after 127.0.0.1 (127.0.0.2, ...): other "hosts" on this machine."""
+    i += 2
+    return f"127.0.{i // 254}.{i % 254 + 1}" if i >= 254 else f"127.0.0.{i}"
+
+
+class SlowSwarm:
+    """count connections from loopback addresses other than 127.0.0.1 (per_address on each), each
+    sending a request line and then one short header line per second, never finishing. One
+    connection the server ends (408, a refusal, a reset) is replaced by a new one, so the count
+    holds for the whole run. One thread, non-blocking sockets."""
+
+    def __init__(self, port, count, per_address):
+        self.port, self.count, self.per_address = port, count, per_address
+        self.outcomes = collections.Counter()  # how the server ended connections
+        self.opened = 0
+        self.thread = None
+
+    def _open(self, slot):
+        sock = socket.socket()
+        try:
+            sock.bind((loopback_address(slot // self.per_address), 0))
+            sock.settimeout(5)
+            sock.connect((HOST, self.port))
+            sock.setblocking(False)
+            sock.send(f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+            self.opened += 1
+            return sock
+        except OSError as e:
+            self.outcomes[f"connect failed ({type(e).__name__})"] += 1
+            sock.close()
+            return None
+
+    def _ended(self, sock):
+        try:
+            head = sock.recv(64)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.outcomes["reset"] += 1
+            return True
+        words = head.split(b"\r\n", 1)[0].split()
+        self.outcomes[f"http {words[1].decode()}" if len(words) >= 2 and words[1].isdigit() else "closed"] += 1
+        return True
+
+    def run(self, stop):
+        socks = [self._open(i) for i in range(self.count)]
+        log(f"slow swarm: {sum(s is not None for s in socks)} of {self.count} connections open, "
+            f"{self.per_address} per address from {loopback_address(0)} on")
+        line = 0
+        while not stop.wait(1.0):
+            line += 1
+            for i, sock in enumerate(socks):
+                if sock is not None and select.select([sock], [], [], 0)[0] and self._ended(sock):
+                    sock.close()
+                    sock = None
+                if sock is None:
+                    sock = socks[i] = self._open(i)
+                    continue
+                try:
+                    sock.send(f"X-Slow-{line}: y\r\n".encode())
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.outcomes["reset"] += 1
+                    sock.close()
+                    socks[i] = None
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+    def start(self, stop):
+        self.thread = threading.Thread(target=self.run, args=(stop,), daemon=True)
+        self.thread.start()
+
+
+def header_floods(port, stop, results, megabytes=16):
+    """Until stop: a connection from 127.0.0.250 sends a request line and then `megabytes` MB of
+    short header lines, until the server answers; results counts the answers' statuses."""
+    line = b"X-Flood: 1\r\n"
+    chunk = line * (65536 // len(line))
+    while not stop.is_set():
+        try:
+            sock = socket.socket()
+            sock.bind(("127.0.0.250", 0))
+            sock.settimeout(10)
+            sock.connect((HOST, port))
+            sock.sendall(b"GET /ping HTTP/1.1\r\n")
+            sent = 0
+            try:
+                while sent < megabytes << 20 and not select.select([sock], [], [], 0)[0]:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            how, status = read_status(sock, time.monotonic() + 10)
+            results[f"http {status}" if how == "status" else how] += 1
+            sock.close()
+        except OSError as e:
+            results[f"connect failed ({type(e).__name__})"] += 1
+        stop.wait(0.5)
+
+
+class PeakRss:
+    """The server's largest VmRSS over a phase, sampled every 0.2 s."""
+
+    def __init__(self, target):
+        self.target, self.peak, self.stop = target, 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            self.peak = max(self.peak, self.target.rss_kb() or 0)
+            if self.stop.wait(0.2):
+                return
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def reload_burst(target, count, answers):
+    """count POST /reload at once on the management port; answers gets their statuses."""
+    def one(_):
+        c = Client(target.management_port, 120)
+        try:
+            out = c.request("POST", "/reload", b"", {"Connection": "close"})
+            return out.status or out.error
+        finally:
+            c.close()
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        answers.extend(pool.map(one, range(count)))
+
+
+def run_hostile(target, cfg, checks, results):
+    """Three phases of --seconds, the same real clients in each (--clients' largest level): alone,
+    beside --slow-connections slow connections and header floods, and beside a burst of
+    --reload-burst reloads. p50/p99 and the server's peak RSS per phase, and the checks of the
+    targets: p99 within 2x of alone and no failed request in both, RSS within 1.25x of alone."""
+    clients = max(cfg.clients)
+    phases = {}
+    for phase in ("alone", "hostile", "reloads"):
+        stop, extra_threads = threading.Event(), []
+        swarm, floods, reloads = None, collections.Counter(), []
+        if phase == "hostile":
+            swarm = SlowSwarm(target.port, cfg.slow_connections, cfg.slow_per_address)
+            swarm.start(stop)
+            flood = threading.Thread(target=header_floods, args=(target.port, stop, floods), daemon=True)
+            flood.start()
+            extra_threads += [swarm.thread, flood]
+            time.sleep(3)  # the swarm is open before the clients start
+        if phase == "reloads" and target.management_port:
+            burst = threading.Thread(target=lambda: (stop.wait(cfg.seconds / 4), reload_burst(target, cfg.reload_burst,
+                                                                                               reloads)), daemon=True)
+            burst.start()
+            extra_threads.append(burst)
+        rss = PeakRss(target)
+        records, elapsed, extra = run_load(target, clients, cfg.seconds, cfg.max_requests or LEVEL_MAX_REQUESTS, cfg,
+                                           f"{target.name} {phase} {clients} clients")
+        peak = rss.done()
+        if phase == "reloads":
+            for th in extra_threads:
+                th.join(300)
+        stop.set()
+        for th in extra_threads:
+            th.join(60)
+        s = summarize(target, clients, 0, records, elapsed, extra)
+        s["peak_rss_mb"] = round(peak / 1024, 1)
+        if swarm:
+            s["slow_connections"] = {"count": cfg.slow_connections, "opened": swarm.opened,
+                                     "ended": dict(swarm.outcomes)}
+            s["header_floods"] = dict(floods)
+        if phase == "reloads":
+            s["reload_answers"] = reloads
+        phases[phase] = s
+        log(describe_level(s) + f", peak RSS {s['peak_rss_mb']} MB")
+    alone = phases["alone"]
+    for phase in ("hostile", "reloads"):
+        s = phases[phase]
+        ratio = s["p99_ms"] / alone["p99_ms"] if s["p99_ms"] and alone["p99_ms"] else None
+        checks.add(f"{target.name}: {phase}: real clients' p99 within 2x of alone", ratio is not None and ratio <= 2,
+                   f"p99 {fmt(s['p99_ms'])} ms against {fmt(alone['p99_ms'])} ms ({fmt(ratio, 2)}x)")
+        checks.add(f"{target.name}: {phase}: no real request failed", s["errors"] == 0 and s["ok"] > 0,
+                   f"{s['ok']} ok, errors {s['error_kinds']}")
+    hostile = phases["hostile"]
+    checks.add(f"{target.name}: hostile: peak RSS within 1.25x of alone",
+               hostile["peak_rss_mb"] <= 1.25 * alone["peak_rss_mb"],
+               f"{hostile['peak_rss_mb']} MB against {alone['peak_rss_mb']} MB")
+    checks.add(f"{target.name}: hostile: header floods answered 431",
+               hostile["header_floods"] and set(hostile["header_floods"]) == {"http 431"},
+               str(hostile["header_floods"]))
+    if target.management_port:
+        answers = phases["reloads"]["reload_answers"]
+        checks.add(f"{target.name}: reloads: {cfg.reload_burst} concurrent reloads answered 200",
+                   answers == [200] * cfg.reload_burst, str(collections.Counter(answers)))
+    results.setdefault("hostile", []).append(phases)
+    lines = ["", f"| phase | requests | errors | p50 ms | p99 ms | p99 / alone | peak RSS MB |", "|---" * 7 + "|"]
+    for phase, s in phases.items():
+        ratio = s["p99_ms"] / alone["p99_ms"] if s["p99_ms"] and alone["p99_ms"] else None
+        lines.append(f"| {phase} | {s['requests']} | {s['errors']} | {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | "
+                     f"{fmt(ratio, 2)} | {s['peak_rss_mb']} |")
+    print("\n".join(lines))
+
+
 # ---------------------------------------------------------------- servers
 
 def free_port():
@@ -340,8 +557,8 @@ def free_port():
 class Target:
     """A server under test: started here (name 'alexnet' or 'fastapi') or already running."""
 
-    def __init__(self, name, port, cmd=None, log_dir=None):
-        self.name, self.port, self.cmd = name, port, cmd
+    def __init__(self, name, port, cmd=None, log_dir=None, management_port=None):
+        self.name, self.port, self.cmd, self.management_port = name, port, cmd, management_port
         self.proc = None
         self.log_path = os.path.join(log_dir, f"{name}.log") if log_dir else None
         self.exit_code = None
@@ -859,6 +1076,14 @@ def parse_args(argv):
                    help="how long a stalled client waits to be dropped (default 30)")
     p.add_argument("--soak", type=float, metavar="SECONDS", help="soak at the largest --clients level")
     p.add_argument("--sigterm-under-load", action="store_true", help="SIGTERM while the largest level runs")
+    p.add_argument("--hostile-mix", action="store_true",
+                   help="the largest level alone, then beside slow connections and header floods, then beside "
+                        "a burst of reloads: p50/p99 and peak RSS of each")
+    p.add_argument("--slow-connections", type=int, default=1000,
+                   help="slow connections of --hostile-mix (default 1000)")
+    p.add_argument("--slow-per-address", type=int, default=50,
+                   help="slow connections per loopback address, 127.0.0.2 on (default 50)")
+    p.add_argument("--reload-burst", type=int, default=20, help="concurrent reloads of --hostile-mix (default 20)")
     p.add_argument("--sigterm-after", type=float, default=3, help="seconds of load before SIGTERM (default 3)")
     p.add_argument("--drain-timeout", type=float, default=30, help="seconds to exit after SIGTERM (default 30)")
     p.add_argument("--timeout", type=float, default=60, help="socket timeout per request, seconds (default 60)")
@@ -887,8 +1112,13 @@ def parse_args(argv):
         raise UsageError(f"--fastapi-python {a.fastapi_python}: not found (scripts/setup makes the venv)")
     if a.port is not None and not 0 < a.port < 65536:
         raise UsageError(f"--port {a.port}: not a port")
-    if (a.soak or a.sigterm_under_load) and not (a.alexnet or a.fastapi):
-        raise UsageError("--soak and --sigterm-under-load need a server started here (its PID and exit status)")
+    if (a.soak or a.sigterm_under_load or a.hostile_mix) and not (a.alexnet or a.fastapi):
+        raise UsageError("--soak, --sigterm-under-load and --hostile-mix need a server started here "
+                         "(its PID and exit status)")
+    if not 1 <= a.slow_connections <= 10000 or not 1 <= a.slow_per_address <= 1000:
+        raise UsageError("--slow-connections must be 1 to 10000, --slow-per-address 1 to 1000")
+    if not 1 <= a.reload_burst <= 100:
+        raise UsageError("--reload-burst must be 1 to 100")
     try:
         a.clients = [int(c) for c in a.clients.split(",")]
     except ValueError:
@@ -925,9 +1155,10 @@ def make_targets(cfg, log_dir):
     common += ["--threads", str(cfg.threads)] if cfg.threads else []
     common += ["--max-body-mb", f"{cfg.max_body_mb:g}"] if cfg.max_body_mb else []
     if cfg.alexnet:
-        port = free_port()
+        port, management = free_port(), free_port()
         targets.append(Target("alexnet", port, [cfg.alexnet, "serve", *common, "--port", str(port),
-                                                *cfg.alexnet_arg], log_dir))
+                                                "--management-port", str(management), *cfg.alexnet_arg], log_dir,
+                              management))
     if cfg.port:
         targets.append(Target(f"port-{cfg.port}", cfg.port))
     if cfg.fastapi:
@@ -943,6 +1174,10 @@ def main(argv):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Every connection is a descriptor: --hostile-mix opens a thousand or more.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     checks = Checks()
     results = {"config": {k: v for k, v in vars(cfg).items() if k not in ("images", "expect")},
                "images": [n for n, _, _ in cfg.images]}
@@ -958,7 +1193,11 @@ def main(argv):
                     print(f"error: GET http://{HOST}:{t.port}/ping: {out.status or out.error}", file=sys.stderr)
                     return 1
             smoke(t, cfg, checks)
-        if not (cfg.soak or cfg.sigterm_under_load):
+        if cfg.hostile_mix:
+            for t in targets:
+                if t.cmd:
+                    run_hostile(t, cfg, checks, results)
+        elif not (cfg.soak or cfg.sigterm_under_load):
             run_levels(targets, cfg, checks, results)
         if cfg.soak:
             for t in targets:

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -302,7 +303,16 @@ class Service {
       next_reload_ = {};  // started: requests from now on form the next one
       joined = next_reload_joined_;
     }
-    mine.set_value(load_again(joined ? why + ", and " + std::to_string(joined) + " more requests joined it" : why));
+    // On a thread of its own at a lower priority (nice 10), as are the threads its computations
+    // start: the load and its warm-up yield the cores to the model thread serving requests.
+    const std::string reason = joined ? why + ", and " + std::to_string(joined) + " more requests joined it" : why;
+    std::string error;
+    std::thread loader([&] {
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
+      error = load_again(reason);
+    });
+    loader.join();
+    mine.set_value(error);
     return result.get();
   }
 
