@@ -22,8 +22,9 @@ namespace {
 
 #define SKIP_WITHOUT_CUDA()                                                                     \
   if (!torch::cuda::is_available())                                                             \
-  GTEST_SKIP() << "no CUDA device visible (" << (at::hasCUDA() ? "this LibTorch has CUDA"        \
-                                                                : "this LibTorch is CPU-only") \
+  GTEST_SKIP() << "no CUDA device visible ("                                                   \
+               << (at::hasCUDA() ? "this LibTorch has CUDA"                                    \
+                                 : "a CPU-only LibTorch, or no CUDA driver on this machine")   \
                << ")"
 
 const torch::Device kCuda(torch::kCUDA, 0);
