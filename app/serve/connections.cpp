@@ -175,7 +175,7 @@ struct Connections::Impl {
     std::unique_ptr<Pool> pool;
     int threads = 0;
   };
-  enum class Phase { kIdle, kReading, kBusy, kClosing };
+  enum class Phase { kParked, kIdle, kReading, kBusy, kClosing };
   struct Conn {
     int fd = -1;
     size_t listener = 0;
@@ -197,7 +197,11 @@ struct Connections::Impl {
   int wake_fd = -1;
   std::vector<Listener> listeners;
   std::unordered_map<int, Conn> conns;
-  std::unordered_map<std::string, int> per_client;
+  std::unordered_map<std::string, int> per_client;  // connections counted against each address
+  // Connections over an address's limit, accepted but not read yet: a client that closes one
+  // connection and opens the next may be seen opening first. Each waits at most a second for
+  // a slot of its address, then gets 503.
+  std::unordered_map<std::string, std::deque<int>> parked;
   std::mutex done_mutex;
   std::vector<std::pair<int, bool>> done;  // (fd, keep open) of answered requests
   std::atomic<bool> draining{false}, cutting{false};
@@ -360,12 +364,14 @@ struct Connections::Impl {
                     NI_NUMERICHOST | NI_NUMERICSERV);
       const std::string ip = host;
       std::string refused;
+      const auto waiting = parked.find(ip);
+      const size_t parked_here = waiting == parked.end() ? 0 : waiting->second.size();
       if (static_cast<int>(conns.size()) >= options.max_connections) {
         refused = "the server holds " + std::to_string(conns.size()) + " connections, its limit (--max-connections)";
         metrics.connection_closed("connection_limit");
-      } else if (per_client[ip] >= options.max_per_client) {
-        refused = "too many connections from " + ip + ": " + std::to_string(options.max_per_client) +
-                  " is the limit per client address (--max-connections-per-client)";
+      } else if (per_client[ip] >= options.max_per_client &&
+                 parked_here >= static_cast<size_t>(options.max_per_client)) {
+        refused = per_client_refusal(ip);
         metrics.connection_closed("per_client_limit");
       }
       if (!refused.empty()) {
@@ -383,10 +389,42 @@ struct Connections::Impl {
       c.ip = ip;
       c.port = std::atoi(serv);
       c.since = now;
-      ++per_client[ip];
-      poll_conn(c, true);
+      if (per_client[ip] >= options.max_per_client) {
+        c.phase = Phase::kParked;
+        parked[ip].push_back(fd);
+      } else {
+        ++per_client[ip];
+        poll_conn(c, true);
+      }
       metrics.set_connections_open(static_cast<int64_t>(conns.size()));
     }
+  }
+
+  std::string per_client_refusal(const std::string& ip) const {
+    return "too many connections from " + ip + ": " + std::to_string(options.max_per_client) +
+           " is the limit per client address (--max-connections-per-client)";
+  }
+
+  /// A connection of `ip` no longer counts against it: a parked one of the same address takes the slot.
+  void release_slot(const std::string& ip) {
+    const auto it = per_client.find(ip);
+    if (it != per_client.end() && --it->second <= 0) per_client.erase(it);
+    const auto waiting = parked.find(ip);
+    if (waiting == parked.end()) return;
+    const int fd = waiting->second.front();
+    waiting->second.pop_front();
+    if (waiting->second.empty()) parked.erase(waiting);
+    Conn& c = conns.at(fd);
+    c.phase = Phase::kIdle;
+    c.since = Clock::now();
+    ++per_client[ip];
+    poll_conn(c, true);
+  }
+
+  void unpark(Conn& c) {
+    auto& q = parked[c.ip];
+    q.erase(std::remove(q.begin(), q.end(), c.fd), q.end());
+    if (q.empty()) parked.erase(c.ip);
   }
 
   void poll_conn(Conn& c, bool on) {
@@ -401,10 +439,12 @@ struct Connections::Impl {
   void close_conn(Conn& c, const char* why) {
     poll_conn(c, false);
     ::close(c.fd);
-    const auto it = per_client.find(c.ip);
-    if (it != per_client.end() && c.phase != Phase::kClosing && --it->second <= 0) per_client.erase(it);
+    const std::string ip = c.ip;
+    const Phase phase = c.phase;
+    if (phase == Phase::kParked) unpark(c);
     metrics.connection_closed(why);
     conns.erase(c.fd);
+    if (phase != Phase::kClosing && phase != Phase::kParked) release_slot(ip);
     metrics.set_connections_open(static_cast<int64_t>(conns.size()));
   }
 
@@ -415,11 +455,15 @@ struct Connections::Impl {
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) close_conn(c, "refused");
       return;
     }
-    // Never more than the head's limit past what is held while the head is incomplete.
+    // While the head is incomplete, never read more than its limit (and a few blank lines the
+    // framer skips before a request line): a header flood is refused after --max-header-bytes.
     size_t room = sizeof buf;
     if (!c.framer || !c.framer->head_done()) {
-      const size_t cap = options.head.max_bytes + options.head.max_line + 2;
-      room = std::min(room, c.in.size() < cap ? cap - c.in.size() : size_t{1});
+      const size_t cap = options.head.max_bytes + 64;
+      if (c.in.size() >= cap)
+        return refuse(c, 431, "the header section is larger than " + std::to_string(options.head.max_bytes) +
+                                  " bytes (--max-header-bytes)");
+      room = std::min(room, cap - c.in.size());
     }
     const ssize_t n = ::recv(c.fd, buf, room, 0);
     if (n < 0) {
@@ -488,16 +532,17 @@ struct Connections::Impl {
     ::shutdown(c.fd, SHUT_WR);
     // The connection no longer counts against its client; it lingers briefly so that the answer
     // is not lost to a reset, reading and dropping what still comes.
-    const auto it = per_client.find(c.ip);
-    if (it != per_client.end() && --it->second <= 0) per_client.erase(it);
+    const bool counted = c.phase != Phase::kParked;
+    if (!counted) unpark(c);
     c.phase = Phase::kClosing;
     c.since = Clock::now();
     c.framer.reset();
     std::string().swap(c.in);
+    if (counted) release_slot(c.ip);
   }
 
   void sweep(Clock::time_point now) {
-    std::vector<int> idle, slow_head, slow_body, lingering;
+    std::vector<int> idle, slow_head, slow_body, lingering, waited;
     for (auto& [fd, c] : conns) {
       const double age = std::chrono::duration<double>(now - c.since).count();
       if (c.phase == Phase::kIdle && age > (drained ? std::min(1, options.keep_alive_s) : options.keep_alive_s)) {
@@ -509,6 +554,8 @@ struct Connections::Impl {
             c.framer->content_length(), static_cast<int64_t>(c.framer->body_received(c.in))));
         const double allowed = options.body_timeout_s + size / static_cast<double>(options.body_min_rate);
         if (std::chrono::duration<double>(now - c.head_done).count() > allowed) slow_body.push_back(fd);
+      } else if (c.phase == Phase::kParked && age > 1) {
+        waited.push_back(fd);
       } else if (c.phase == Phase::kClosing && age > 2) {
         lingering.push_back(fd);
       }
@@ -523,6 +570,11 @@ struct Connections::Impl {
              "the body did not arrive in time: " + std::to_string(options.body_timeout_s) + " s (--read-timeout) plus 1 s per " +
                  std::to_string(options.body_min_rate >> 10) + " KiB it declares (--min-body-rate)");
     for (int fd : lingering) close_conn(conns.at(fd), "refused");
+    for (int fd : waited) {
+      Conn& c = conns.at(fd);
+      metrics.connection_closed("per_client_limit");
+      refuse(c, 503, per_client_refusal(c.ip));
+    }
   }
 };
 
