@@ -3,7 +3,10 @@
 // The submodule tree (features / avgpool / classifier, numbered like the
 // Python nn.Sequential) is what makes named_parameters() yield torchvision's
 // keys: features.0.weight ... classifier.6.bias.
-#pragma once
+// An include guard, not #pragma once: this header is also installed as <alexnet/alexnet.h>
+// (app/library), and a program that sees both copies must define the module once.
+#ifndef ALEXNET_MODEL_ALEXNET_H_
+#define ALEXNET_MODEL_ALEXNET_H_
 
 #include <torch/torch.h>
 
@@ -137,3 +140,5 @@ void init_vgg_style(torch::nn::Module& module);
 int64_t count_parameters(torch::nn::Module& module);
 
 }  // namespace alexnet
+
+#endif  // ALEXNET_MODEL_ALEXNET_H_
