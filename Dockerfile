@@ -106,6 +106,17 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DALEXNET_BUILD_TEST
  && install -m 0755 build/app/alexnet /staging/usr/local/bin/alexnet \
  && scripts/runtime_packages.sh build/app/alexnet > /staging/runtime-packages
 
+# The library for programs of your own (docker build --target cpu-dev): the build image with
+# the alexnet package installed under /usr/local (libalexnet.a, <alexnet/classifier.h>,
+# find_package(alexnet)); tests/consumer is built against it here as a check.
+FROM cpu-build AS cpu-dev
+RUN cmake --build build --target alexnet_classifier \
+ && cmake --install build --prefix /usr/local \
+ && cmake -S tests/consumer -B /tmp/consumer -G Ninja -DCMAKE_BUILD_TYPE=Release \
+ && cmake --build /tmp/consumer \
+ && { /tmp/consumer/classify; test $? -eq 2; } \
+ && rm -rf /tmp/consumer
+
 FROM ${DEBIAN_IMAGE} AS cpu
 ARG DEBIAN_FRONTEND=noninteractive
 COPY --from=cpu-build /staging/runtime-packages /tmp/runtime-packages
