@@ -73,7 +73,8 @@ for flavour in "${flavours[@]}"; do
       (export ONEDNN_MAX_CPU_ISA="$cap"
        if [ "$cap" = AVX2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
        run_ctest "$flavour, $cap" -R '^(Precision|CpuIsa|OneDnnPlan)\.' || exit 1
-       if [ "$cap" = AVX2 ]; then run_ctest "$flavour, $cap" -L isa; fi) \
+       # The reference data the first run made is still there: its set-up tests need not run again.
+       if [ "$cap" = AVX2 ]; then run_ctest "$flavour, $cap" -L isa -FS ".*"; fi) \
         || failed+=("$flavour (ONEDNN_MAX_CPU_ISA=$cap)")
     done
   fi
