@@ -315,6 +315,16 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
                 self.assertIn(words, json.loads(body)["error"])
         self.assertEqual(s.post_image(good)[0], 200)
 
+    def test_a_file_name_that_is_not_utf8_gets_valid_json(self):
+        # The name is the client's, sent as bytes (Latin-1 here): the answer stays JSON, the
+        # byte replaced by U+FFFD.
+        boundary, body = multipart([("x", "PLACEHOLDER.png", read_bytes(self.images[0]))])
+        body = body.replace(b"PLACEHOLDER", b"caf\xe9")
+        status, answer, _ = self.server.request("POST", "/predictions/alexnet?topk=1", body,
+                                                {"Content-Type": "multipart/form-data; boundary=" + boundary})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(json.loads(answer)[0]["image"], "caf\ufffd.png")
+
     def test_limits_stalled_clients_and_reload(self):
         served = self.out("served.pth")  # this server's own file, replaced below
         with open(self.weights, "rb") as src, open(served, "wb") as dst:

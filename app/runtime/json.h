@@ -7,7 +7,8 @@
 
 namespace alexnet::runtime {
 
-/// s as a JSON string literal, quotes included.
+/// s as a JSON string literal, quotes included: valid JSON for any bytes. Well-formed UTF-8 is
+/// kept as it is; each byte that is not part of a well-formed sequence becomes U+FFFD.
 std::string json_string(const std::string& s);
 
 /// A finite number printed with a printf format ("%.9g": float32 values round-trip);
