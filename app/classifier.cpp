@@ -3,6 +3,7 @@
 #include "app/cli.h"
 #include "app/runtime/json.h"
 #include "data/labels.h"
+#include "model/hub_hash.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
@@ -40,13 +41,14 @@ void check_classifier_flags(const cxxopts::ParseResult& result, const cxxopts::O
 
 Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Options& options,
                            const std::string& weights, const runtime::ComputeRequest& request,
-                           const torch::Device& device) {
+                           const torch::Device& device, bool with_sha256) {
   Classifier c;
   c.weights = weights;
   c.compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
   std::optional<InputTransform> file_transform;  // how the weights' training data was prepared
   {
     const WeightsFile file(weights);
+    if (with_sha256 || hub_hash_prefix(weights)) c.sha256 = file.sha256();  // free when the name promised one
     c.model = file.load();
     c.labels = file.class_names();
     file_transform = file.input_transform();

@@ -24,6 +24,7 @@ struct Classifier {
   std::string names_from;           // "the weights file", "--labels F", ...
   data::EvalTransformOptions transform;
   std::string transform_from;  // "as the weights file says", ...
+  std::string sha256;          // of the bytes loaded, when asked for (or the name promised one)
 
   /// Logits (B, num_classes), float32 on the CPU, for a batch of transformed
   /// images (B, 3, crop, crop) on the CPU. Call under c10::InferenceMode.
@@ -45,9 +46,10 @@ void check_classifier_flags(const cxxopts::ParseResult& result, const cxxopts::O
 /// For --precision int8, the scales as setup_int8 finds or makes them (calibrating
 /// through the same input transform). Logs what it chose. Throws c10::Error naming
 /// the file or the flag (UsageError for int8 flags without int8).
+/// With_sha256: the file's SHA-256 is kept in `sha256` (computed while the file is mapped, once).
 Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Options& options,
                            const std::string& weights, const runtime::ComputeRequest& request,
-                           const torch::Device& device);
+                           const torch::Device& device, bool with_sha256 = false);
 
 /// The `k` most probable classes (0 = all) of one image's logits
 /// ((num_classes,) float32 on the CPU), by softmax probability.

@@ -133,7 +133,8 @@ int run_serve(int argc, const char* const* argv) {
 
   const torch::Device device = setup_runtime(result);
   return serve::run_server(o, [&] {
-    return std::make_shared<const Classifier>(load_classifier(result, options, weights, request, device));
+    return std::make_shared<const Classifier>(
+        load_classifier(result, options, weights, request, device, /*with_sha256=*/true));
   });
 #endif
 }

@@ -1,16 +1,11 @@
 // torch.hub's check of a downloaded checkpoint against the hash prefix in its
 // name: torchvision's alexnet-owt-7be5be79.pth is a file whose SHA-256 starts
-// with 7be5be79. SHA-256 is written here from FIPS 180-4 (a tight scalar loop,
-// no SHA extensions) so that model/ keeps depending on LibTorch only.
-//
-// Cost: one read of the file. Hashing a 233 MB file (AlexNet's checkpoint
-// size) from the page cache takes about 1 s: 230 MB/s median, 253 MB/s best of
-// 10, with -O2 on the 2-core AMD EPYC development machine (coreutils sha256sum:
-// 180 MB/s; Python's hashlib, OpenSSL with the CPU's SHA extensions: 1.2 GB/s).
-// A cold cache adds the disk's read time.
+// with 7be5be79. The digest is OpenSSL's (EVP), which uses the CPU's SHA
+// extensions where it has them.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -23,6 +18,10 @@ std::string sha256_hex(const std::string& path);
 
 /// The SHA-256 of `size` bytes at `data`, as 64 lowercase hex digits.
 std::string sha256_hex_bytes(const void* data, size_t size);
+/// The same, fed in pieces of 4 MiB, calling after_piece(piece, bytes) after each (to give
+/// the pages of a mapped file back as they are hashed).
+std::string sha256_hex_bytes(const void* data, size_t size,
+                             const std::function<void(const void*, size_t)>& after_piece);
 
 /// The hash prefix the file name (its basename) carries, or nullopt. The name
 /// must end in "-HEX.EXT": HEX is 8 to 64 lowercase hex digits with at least one
@@ -30,6 +29,11 @@ std::string sha256_hex_bytes(const void* data, size_t size);
 /// torch.hub's regex -([a-f0-9]*)\. on purpose: "run-20241130.pth" carries a
 /// date, not a hash, and "model_3.pth" carries nothing.
 std::optional<std::string> hub_hash_prefix(const std::string& path);
+
+/// When hub_hash_prefix(path) gives a prefix, throws, as below, unless `digest`
+/// (the file's SHA-256, hex, as the caller computed it from the bytes it loads)
+/// starts with it.
+void check_hub_hash(const std::string& path, const std::string& digest);
 
 /// When hub_hash_prefix(path) gives a prefix, hashes the file and throws
 /// std::runtime_error naming the path, the prefix its name promises and the one

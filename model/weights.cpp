@@ -446,6 +446,12 @@ NamedTensors state_dict(const torch::nn::Module& module) {
   return out;
 }
 
+const std::string& WeightsFile::sha256() const {
+  if (sha256_.empty())  // the mapping's pages are given back as they are hashed
+    sha256_ = sha256_hex_bytes(buffer_.data, buffer_.size, [](const void* p, size_t n) { pth::release_pages(p, n); });
+  return sha256_;
+}
+
 WeightsFile::WeightsFile(const std::string& path) : path_(path) {
   NamedRecords records;
   try {
@@ -453,7 +459,7 @@ WeightsFile::WeightsFile(const std::string& path) : path_(path) {
     TORCH_CHECK(buffer_.size > 0, path, ": file is empty");
     // torch.hub's NAME-HASH.pth promise (torchvision's alexnet-owt-7be5be79.pth), kept.
     try {
-      check_hub_hash(path);
+      if (hub_hash_prefix(path)) check_hub_hash(path, sha256());  // the bytes loaded, hashed once
     } catch (const std::runtime_error& e) {
       TORCH_CHECK(false, e.what());
     }

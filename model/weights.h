@@ -85,6 +85,8 @@ class WeightsFile {
   explicit WeightsFile(const std::string& path);
 
   const std::string& path() const { return path_; }
+  /// The SHA-256 (hex) of the bytes mapped, computed once (for a torch.hub name, while opening).
+  const std::string& sha256() const;
   WeightFormat format() const { return format_; }
   /// Every state_dict entry in file order (no tensor data touched).
   const std::vector<Entry>& entries() const { return entries_; }
@@ -158,6 +160,7 @@ class WeightsFile {
   std::vector<Entry> entries_;
   AlexNetOptions fitted_;  // num_classes, in_channels, arch, when fits()
   std::string mismatch_;
+  mutable std::string sha256_;  // sha256(), once computed
 };
 
 /// WeightsFile(path).load(num_classes, base): the one-line form every command uses.

@@ -19,7 +19,7 @@ ALEXNET_VENV=${ALEXNET_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/alexnet/venv-pypi}
 # without it Debian's LibTorch falls back to the reference BLAS (~60x slower Linear layers).
 ALEXNET_BUILD_PACKAGES=(cmake ninja-build g++ libtorch-dev libopencv-dev libcxxopts-dev nlohmann-json3-dev
   libspdlog-dev libgtest-dev libopenblas0-openmp zlib1g-dev libgloo-dev libdnnl-dev libcpp-httplib-dev
-  pkg-config)
+  libssl-dev pkg-config)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -83,6 +83,14 @@ if [[ -n $PREPARE ]]; then
     "$PREPARE/lib/cmake/nlohmann_json"
   run cp -r /usr/include/cxxopts.hpp /usr/include/spdlog /usr/include/fmt /usr/include/zlib.h \
     /usr/include/zconf.h /usr/include/nlohmann "$PREPARE/include/"
+  # OpenSSL's headers (SHA-256, model/hub_hash.cpp), its per-architecture ones merged in; the
+  # GPU machine links its own libcrypto.so.3.
+  if [[ -e /usr/include/openssl/evp.h ]]; then
+    run cp -r /usr/include/openssl "$PREPARE/include/"
+    [[ -d /usr/include/x86_64-linux-gnu/openssl ]] && run cp -r /usr/include/x86_64-linux-gnu/openssl/. "$PREPARE/include/openssl/"
+  else
+    echo "missing /usr/include/openssl (Debian: apt-get install libssl-dev)" >&2; exit 1
+  fi
   # Header-only targets with the names find_package() gives: spdlog without its compiled
   # library, fmt header-only (Debian's spdlog uses the external fmt).
   if [[ $DRY_RUN == 0 ]]; then
@@ -172,6 +180,11 @@ if [[ -n $THIRD_PARTY ]]; then
   if [[ ! -e /usr/include/zlib.h && -e $THIRD_PARTY/include/zlib.h ]]; then
     LIBZ=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
     CMAKE_ARGS+=("-DZLIB_INCLUDE_DIR=$THIRD_PARTY/include" "-DZLIB_LIBRARY=${LIBZ:-/lib/x86_64-linux-gnu/libz.so.1}")
+  fi
+  if [[ ! -e /usr/include/openssl/evp.h && -e $THIRD_PARTY/include/openssl/evp.h ]]; then
+    LIBCRYPTO=$(ldconfig -p 2>/dev/null | awk '/libcrypto\.so\.3 .*x86-64/ {print $NF; exit}')
+    CMAKE_ARGS+=("-DOPENSSL_INCLUDE_DIR=$THIRD_PARTY/include"
+                 "-DOPENSSL_CRYPTO_LIBRARY=${LIBCRYPTO:-/lib/x86_64-linux-gnu/libcrypto.so.3}")
   fi
 fi
 CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX_PATH")
