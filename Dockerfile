@@ -111,7 +111,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DALEXNET_BUILD_TEST
 # find_package(alexnet)); tests/consumer is built against it here as a check.
 FROM cpu-build AS cpu-dev
 RUN cmake --build build --target alexnet_classifier \
- && cmake --install build --prefix /usr/local \
+ && cmake --install build --component dev --prefix /usr/local \
  && cmake -S tests/consumer -B /tmp/consumer -G Ninja -DCMAKE_BUILD_TYPE=Release \
  && cmake --build /tmp/consumer \
  && { /tmp/consumer/classify; test $? -eq 2; } \
