@@ -182,15 +182,21 @@ class Server:
         return code
 
 
+def set_up_served_weights(cls):
+    """A test class's shared set-up: skipped (with the reason) where this alexnet cannot serve;
+    else a temporary folder with a seeded model's weights, cls.weights (the model: cls.model)."""
+    why_not = why_no_server()
+    if why_not:
+        raise unittest.SkipTest(f"skipped: this alexnet cannot serve: {why_not}")
+    cls.tmp = tempfile.TemporaryDirectory()
+    cls.weights = os.path.join(cls.tmp.name, "fmnist.pth")
+    cls.model = write_weights(cls.weights, seed=3)
+
+
 class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        why_not = why_no_server()
-        if why_not:
-            raise unittest.SkipTest(f"skipped: this alexnet cannot serve: {why_not}")
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.weights = os.path.join(cls.tmp.name, "fmnist.pth")
-        cls.model = write_weights(cls.weights, seed=3)
+        set_up_served_weights(cls)
         g = torch.Generator().manual_seed(7)
         cls.images = []
         for i, (h, w) in enumerate([(80, 64), (64, 90), (120, 100), (70, 70), (200, 150), (64, 64)]):
@@ -554,12 +560,7 @@ class Hostile(RemovesWhatEachTestWrote, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        why_not = why_no_server()
-        if why_not:
-            raise unittest.SkipTest(f"skipped: this alexnet cannot serve: {why_not}")
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.weights = os.path.join(cls.tmp.name, "fmnist.pth")
-        write_weights(cls.weights, seed=3)
+        set_up_served_weights(cls)
         image = os.path.join(cls.tmp.name, "img.png")
         PIL.Image.fromarray(torch.randint(0, 256, (70, 80, 3), generator=torch.Generator().manual_seed(1),
                                           dtype=torch.uint8).numpy()).save(image)
