@@ -4,7 +4,6 @@
 #include "app/runtime/machine.h"
 #include "data/decode.h"
 #include "data/image.h"
-#include "model/hub_hash.h"
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
@@ -153,7 +152,7 @@ std::shared_ptr<const Served> make_served(std::shared_ptr<const app::Classifier>
   served->classifier = classifier;
   served->forward = std::make_shared<const Forward>(
       [classifier](const torch::Tensor& images) { return classifier->logits(images); });
-  served->sha256 = classifier->sha256.empty() ? sha256_hex(classifier->weights) : classifier->sha256;
+  served->sha256 = classifier->sha256;  // load_classifier(..., with_sha256 = true) hashed the bytes it loaded
   served->loaded_at = utc_now();
   // Warm-up: the first pass at a batch size sets up its kernels and memory.
   c10::InferenceMode inference;
