@@ -9,6 +9,8 @@
 #include "app/runtime/machine.h"
 #include "data/dataset.h"
 
+#include "model/weights.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -235,7 +237,10 @@ int run_bench(int argc, const char* const* argv) {
       spdlog::info("int8: scales calibrated on {} ({} images)", s.data, s.images);
       return s;
     };
-    setup_int8(result, options, cfg, model, o.weights,
+    // The engine loads the weights; their digest is taken here, from a mapping of its own.
+    const std::string sha256 =
+        o.weights.empty() || cfg.precision != runtime::Precision::kInt8 ? "" : WeightsFile(o.weights).sha256();
+    setup_int8(result, options, cfg, model, o.weights, sha256,
                transform ? *transform : data::TransformOptions().image_size(info.image_size),
                o.weights.empty() ? std::function<Int8Scales()>(fallback) : nullptr);
   };

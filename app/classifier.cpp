@@ -48,7 +48,9 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Op
   std::optional<InputTransform> file_transform;  // how the weights' training data was prepared
   {
     const WeightsFile file(weights);
-    if (with_sha256 || hub_hash_prefix(weights)) c.sha256 = file.sha256();  // free when the name promised one
+    // Free when the name promised one; int8's scales are tied to it.
+    if (with_sha256 || hub_hash_prefix(weights) || c.compute.precision == runtime::Precision::kInt8)
+      c.sha256 = file.sha256();
     c.model = file.load();
     c.labels = file.class_names();
     file_transform = file.input_transform();
@@ -95,7 +97,7 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Op
                "{:.4g}), {}", t.resize_size(), t.crop_size(), t.mean()[0], t.mean()[1], t.mean()[2], t.std()[0],
                t.std()[1], t.std()[2], c.transform_from);
   // int8 calibrates through the same transform the images will get.
-  setup_int8(result, options, c.compute, c.model, weights,
+  setup_int8(result, options, c.compute, c.model, weights, c.sha256,
              data::TransformOptions().train(false).resize_size(t.resize_size()).image_size(t.crop_size())
                  .mean(t.mean()).std(t.std()).in_channels(3));
   runtime::prepare_for_inference(c.model, c.compute);

@@ -5,7 +5,6 @@
 #include "app/runtime/machine.h"
 #include "data/file.h"
 #include "data/image_header.h"
-#include "model/hub_hash.h"
 #include "model/int8.h"
 #include "model/pth/checkpoint_io.h"
 #include "model/weights.h"
@@ -170,8 +169,8 @@ bool file_exists(const std::string& path) {
 }  // namespace
 
 void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& options, runtime::ComputeConfig& cfg,
-                AlexNet model, const std::string& weights, const data::TransformOptions& transform,
-                const std::function<Int8Scales()>& fallback) {
+                AlexNet model, const std::string& weights, const std::string& weights_sha256,
+                const data::TransformOptions& transform, const std::function<Int8Scales()>& fallback) {
   const bool calibrate = result.count("calibrate") > 0;
   if (cfg.precision != runtime::Precision::kInt8) {
     if (calibrate || result.count("int8-scales"))
@@ -183,9 +182,8 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
   const std::string path = result.count("int8-scales") ? result["int8-scales"].as<std::string>()
                            : weights.empty()            ? std::string()
                                                         : weights + ".int8.json";
-  // The scales belong to one set of weights: its SHA-256 ties them (OpenSSL's, about 0.2 s
-  // for 244 MB; computed only where scales are written or read).
-  const auto weights_sha = [&] { return weights.empty() ? std::string() : sha256_hex(weights); };
+  // The scales belong to one set of weights: the SHA-256 of the bytes loaded ties them.
+  const auto weights_sha = [&] { return weights_sha256; };
   Int8Scales scales;
   if (calibrate) {
     engine::CalibrationOptions o;
@@ -196,10 +194,7 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
     scales.weights_sha256 = weights_sha();
     if (!path.empty()) {
       const std::string text = int8_scales_json(scales);
-      pth::write_atomically(path, [&](int fd) {
-        TORCH_CHECK(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()), path,
-                    ": write failed");
-      });
+      pth::write_atomically(path, [&](int fd) { pth::write_all(fd, text.data(), text.size(), path); });
       spdlog::info("int8: scales written to {} (later runs read them)", path);
     }
   } else if (!path.empty() && (file_exists(path) || result.count("int8-scales"))) {

@@ -84,14 +84,14 @@ void add_int8_options(cxxopts::Options& options);
 ///   --calibrate DATA: calibrated now on --calibrate-images images of DATA through
 ///     `transform`, with `model` (float32), then written to the scales file;
 ///   else read from the scales file, which must have been calibrated for these weights
-///     (their SHA-256);
+///     (`weights_sha256`: the SHA-256 of the bytes the caller loaded; empty without weights);
 ///   else, where `fallback` is given (bench without weights), what it returns;
 ///   else an error saying how to calibrate.
 /// The scales file: --int8-scales, else WEIGHTS.int8.json beside the weights.
 /// For other precisions, --calibrate and --int8-scales are usage errors.
 void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& options, runtime::ComputeConfig& cfg,
-                AlexNet model, const std::string& weights, const data::TransformOptions& transform,
-                const std::function<Int8Scales()>& fallback = nullptr);
+                AlexNet model, const std::string& weights, const std::string& weights_sha256,
+                const data::TransformOptions& transform, const std::function<Int8Scales()>& fallback = nullptr);
 
 /// The training recipe's flags: --recipe (main, torchvision, and auto when
 /// `default_recipe` is "auto") names a set of defaults, which --lr, --momentum,

@@ -116,8 +116,10 @@ int run_eval(int argc, const char* const* argv) {
   auto dataset = data::open_dataset(result["data"].as<std::string>(), split);
   AlexNet model{nullptr};
   std::vector<std::string> file_names;  // the classes the weights were trained on, if the file says
+  std::string sha256;                   // of the bytes loaded, for int8's scales
   {
     const WeightsFile file(weights);
+    if (compute.precision == runtime::Precision::kInt8) sha256 = file.sha256();
     model = file.load();
     file_names = file.class_names();
   }
@@ -144,7 +146,7 @@ int run_eval(int argc, const char* const* argv) {
   if (image_size > 0)
     transform.resize_size(transform.resize_size() * image_size / transform.image_size()).image_size(image_size);
   transform.in_channels(model->options().in_channels());
-  setup_int8(result, options, compute, model, weights, transform);
+  setup_int8(result, options, compute, model, weights, sha256, transform);
   runtime::prepare_for_inference(model, compute);
   data::Loader loader(dataset, data::Pipeline(transform),
                       data::LoaderOptions().batch_size(batch_size).shuffle(false).workers(workers)

@@ -1,24 +1,15 @@
 #include "model/hub_hash.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <functional>
-#include <memory>
 #include <stdexcept>
 
 namespace alexnet {
 namespace {
-
-constexpr size_t kReadChunk = size_t{1} << 20;  // 1 MiB
 
 /// OpenSSL's SHA-256 (EVP: the CPU's SHA extensions where it has them).
 class Sha256 {
@@ -49,16 +40,6 @@ class Sha256 {
   EVP_MD_CTX* ctx_;
 };
 
-[[noreturn]] void cannot_read(const std::string& path, const std::string& why) {
-  throw std::runtime_error(path + ": cannot read: " + why);
-}
-
-// Closes the descriptor on every way out of sha256_hex.
-struct FileDescriptor {
-  int fd;
-  ~FileDescriptor() { ::close(fd); }
-};
-
 bool is_lower_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 }  // namespace
@@ -82,28 +63,6 @@ std::string sha256_hex_bytes(const void* data, size_t size,
   return sha.hex_digest();
 }
 
-std::string sha256_hex(const std::string& path) {
-  // O_NONBLOCK keeps open(2) of a FIFO from waiting for a writer; the kind is
-  // then checked on the descriptor itself.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) cannot_read(path, std::strerror(errno));
-  const FileDescriptor closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) cannot_read(path, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) cannot_read(path, "not a regular file");
-
-  const std::unique_ptr<uint8_t[]> chunk(new uint8_t[kReadChunk]);
-  Sha256 sha;
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk.get(), kReadChunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) cannot_read(path, std::strerror(errno));
-    if (n == 0) break;
-    sha.update(chunk.get(), static_cast<size_t>(n));
-  }
-  return sha.hex_digest();
-}
-
 std::optional<std::string> hub_hash_prefix(const std::string& path) {
   const size_t slash = path.rfind('/');
   const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -123,10 +82,6 @@ std::optional<std::string> hub_hash_prefix(const std::string& path) {
   // Digits alone are a date or a counter (run-20241130.pth), not a hash.
   if (!has_letter) return std::nullopt;
   return hex;
-}
-
-void check_hub_hash(const std::string& path) {
-  if (hub_hash_prefix(path)) check_hub_hash(path, sha256_hex(path));
 }
 
 void check_hub_hash(const std::string& path, const std::string& digest) {

@@ -11,11 +11,6 @@
 
 namespace alexnet {
 
-/// The SHA-256 of a regular file, as 64 lowercase hex digits, read in 1 MiB
-/// chunks. Throws std::runtime_error "<path>: cannot read: <why>" when the file
-/// is missing, not a regular file (a FIFO would block) or a read fails.
-std::string sha256_hex(const std::string& path);
-
 /// The SHA-256 of `size` bytes at `data`, as 64 lowercase hex digits.
 std::string sha256_hex_bytes(const void* data, size_t size);
 /// The same, fed in pieces of 4 MiB, calling after_piece(piece, bytes) after each (to give
@@ -30,14 +25,10 @@ std::string sha256_hex_bytes(const void* data, size_t size,
 /// date, not a hash, and "model_3.pth" carries nothing.
 std::optional<std::string> hub_hash_prefix(const std::string& path);
 
-/// When hub_hash_prefix(path) gives a prefix, throws, as below, unless `digest`
-/// (the file's SHA-256, hex, as the caller computed it from the bytes it loads)
-/// starts with it.
+/// When hub_hash_prefix(path) gives a prefix, throws std::runtime_error naming
+/// the path, the prefix its name promises and the one `digest` (the file's
+/// SHA-256, hex, computed by the caller from the bytes it loads) has, when they
+/// differ. Does nothing otherwise.
 void check_hub_hash(const std::string& path, const std::string& digest);
-
-/// When hub_hash_prefix(path) gives a prefix, hashes the file and throws
-/// std::runtime_error naming the path, the prefix its name promises and the one
-/// its SHA-256 has, when they differ. Does nothing (reads nothing) otherwise.
-void check_hub_hash(const std::string& path);
 
 }  // namespace alexnet

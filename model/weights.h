@@ -1,9 +1,9 @@
-// Bringing weights into the C++ AlexNet, checking they fit, and writing them out.
+// Bringing weights into the C++ AlexNet, checking they fit, and writing them
+// out (model/weights.cpp reads, model/weights_write.cpp writes).
 #pragma once
 
 #include "model/alexnet.h"
-#include "model/pth/checkpoint_io.h"
-#include "model/pth/safetensors.h"
+#include "model/pth/formats.h"
 
 #include <torch/torch.h>
 
@@ -45,21 +45,14 @@ struct WeightsInfo {
   bool empty() const { return class_names.empty() && !transform; }
 };
 
-enum class WeightFormat {
-  kTorchScript,  // torch.jit.save archive (scripted or traced)
-  kPthZip,       // torch.save, zip container (PyTorch >= 1.6)
-  kPthLegacy,    // torch.save, legacy stream (PyTorch < 1.6 or _use_new_zipfile_serialization=False)
-  kSafetensors,  // safetensors: JSON header, raw data
-};
-
-const char* format_name(WeightFormat format);
-
-/// A weights file opened and checked once, running nothing from it. The format
-/// is detected by content (never by extension); the state_dict is the top level
-/// or the dict under "model", "state_dict" or "model_state_dict" of a training
-/// checkpoint, a TorchScript module's tensor attributes (read from its data.pkl
-/// by the allow-list unpickler; its code is never loaded), or a safetensors
-/// file's tensors. A "module." (DataParallel, DDP), "_orig_mod." (torch.compile)
+/// A weights file opened and checked once, running nothing from it: mapped,
+/// its format recognised by content (never by extension) and read by that
+/// format's reader (model/pth/formats.h), then checked. The state_dict is the
+/// top level or the dict under "model", "state_dict" or "model_state_dict" of a
+/// training checkpoint, a TorchScript module's tensor attributes (read from its
+/// data.pkl by the allow-list unpickler; its code is never loaded), a
+/// safetensors file's tensors, or a torch.export .pt2 archive's weights (its
+/// JSON description and raw records; its graph is never read). A "module." (DataParallel, DDP), "_orig_mod." (torch.compile)
 /// or "model." prefix common to all keys is removed. The file is memory-mapped
 /// while the object lives and tensors view the mapping.
 ///
@@ -130,23 +123,20 @@ class WeightsFile {
   /// A safetensors file's "__metadata__" (empty for other formats).
   const pth::Metadata& metadata() const { return metadata_; }
   /// The class names the file carries, as this project writes them: a
-  /// safetensors file's metadata "classes" (a JSON list), a TorchScript
+  /// safetensors file's metadata "classes" (a JSON list), a TorchScript or .pt2
   /// archive's extra file classes.json (a JSON list), a torch.save state_dict's
-  /// _metadata[""]["classes"] (a list of str). Empty when it has none. Throws
-  /// naming the file when the list is malformed or its length is not the
-  /// number of classes.
-  std::vector<std::string> class_names() const;
-  /// The input transform the file carries, in the same three places (key
+  /// _metadata[""]["classes"] (a list of str). Empty when it has none. (A
+  /// malformed list, or one whose length is not the number of classes, is
+  /// refused when the file is opened.)
+  const std::vector<std::string>& class_names() const { return class_names_; }
+  /// The input transform the file carries, in the same places (key
   /// "transform", extra file transform.json; a JSON object as
   /// InputTransform::to_json writes it); nullopt when it has none.
-  std::optional<InputTransform> input_transform() const;
+  const std::optional<InputTransform>& input_transform() const { return transform_; }
   /// class_names() and input_transform().
   WeightsInfo info() const { return {class_names(), input_transform()}; }
 
  private:
-  // A torch.save state_dict's _metadata[""] (where this project writes the class names and
-  // the transform); nullptr for other formats or when absent.
-  const pth::Value* own_metadata() const;
   // Copies the file's entry of each target's name into it (names and shapes checked before).
   void copy_into(NamedTensors& targets) const;
 
@@ -155,7 +145,8 @@ class WeightsFile {
   pth::FileBuffer buffer_;  // the mapping the records point into
   pth::Value root_;
   pth::Metadata metadata_;
-  std::vector<std::pair<std::string, std::string>> extra_files_;  // TorchScript's extra/
+  std::vector<std::string> class_names_;
+  std::optional<InputTransform> transform_;
   std::vector<const pth::TensorRecord*> records_;  // entries_' records, in root_
   std::vector<Entry> entries_;
   AlexNetOptions fitted_;  // num_classes, in_channels, arch, when fits()
@@ -174,10 +165,6 @@ torch::Tensor to_tensor(const pth::TensorRecord& record);
 /// A checkpoint value viewing `t`'s storage (CPU; moved there if needed), which
 /// the value keeps alive. Views of one storage are written as one storage.
 pth::Value tensor_value(const torch::Tensor& t);
-
-/// The state_dict inside a torch.save value tree, found as WeightsFile finds it;
-/// `source` names the tree in errors.
-NamedTensors find_state_dict(const pth::Value& root, const std::string& source);
 
 /// A state_dict as torch.save pickles it: an OrderedDict of the tensors (views
 /// of them, dtypes kept). With `info`, its _metadata attribute is {"":

@@ -60,7 +60,8 @@ TEST(PthFormats, NumClassesConflictIsRefused) {
 }
 
 TEST(PthFormats, TrainingCheckpointTreeIsReadable) {
-  const pth::Checkpoint c = pth::read_checkpoint(pth_path("train"));
+  const auto [format, c] = pth::read_weights(pth::read_file(pth_path("train")), pth_path("train"));
+  EXPECT_EQ(format, WeightFormat::kPthZip);
   EXPECT_EQ(c.root.find("epoch")->as_int(), 3);
   const pth::Value& args = *c.root.find("args");
   EXPECT_EQ(args.type_name(), "argparse.Namespace");

@@ -67,7 +67,7 @@ std::vector<uint8_t> slurp(const std::string& path) {
 // Parses bytes; returns "" on success or the FormatError message. Anything else fails the test.
 std::string parse_error(const std::vector<uint8_t>& bytes) {
   try {
-    pth::parse_checkpoint(bytes.data(), bytes.size(), nullptr, "mem");
+    pth::read_weights({nullptr, bytes.data(), bytes.size()}, "mem");
     return "";
   } catch (const pth::FormatError& e) {
     return e.what();
@@ -118,8 +118,8 @@ TEST(PthWriter, ValueTreeRoundTripsExactly) {
 
   const std::string path = temp_dir() + "/tree.pth";
   pth::write_checkpoint(path, root);
-  const pth::Checkpoint back = pth::read_checkpoint(path);
-  ASSERT_EQ(back.format, pth::FileFormat::kPthZip);
+  const auto [format, back] = pth::read_weights(pth::read_file(path), path);
+  ASSERT_EQ(format, WeightFormat::kPthZip);
   const Value& m = *back.root.find("model");
   EXPECT_EQ(m.type_name(), "collections.OrderedDict");
   EXPECT_TRUE(torch::equal(to_tensor(m.find("a")->as_tensor()), flat.slice(0, 2, 8)));
@@ -213,7 +213,7 @@ TEST(PthReader, CorpusSeedsParse) {
   ASSERT_GE(files.size(), 12u) << "seed corpus missing under " << corpus_dir();
   for (const auto& f : files) {
     EXPECT_EQ(parse_error(slurp(f)), "") << f;
-    EXPECT_NO_THROW(pth::read_checkpoint(f)) << f;
+    EXPECT_NO_THROW(pth::read_weights(pth::map_file(f), f)) << f;
   }
 }
 
@@ -270,6 +270,37 @@ TEST(SafetensorsReader, FuzzSeedsReadOrAreRefused) {
   const auto file = pth::parse_safetensors(bytes.data(), bytes.size(), nullptr, "mem");
   EXPECT_EQ(file.tensors.entries().size(), 6u);  // six dtypes
   EXPECT_EQ(file.metadata.size(), 2u);
+}
+
+// .pt2 (torch.export.save): every seed is read or refused by the .pt2 reader; the valid one
+// reads back as written by tests/fuzz/make_corpus.py (exact values).
+TEST(Pt2Reader, FuzzSeedsReadOrAreRefused) {
+  const auto valid = corpus_files(/*attacks=*/false, "pt2");
+  const auto attacks = corpus_files(/*attacks=*/true, "pt2");
+  ASSERT_GE(valid.size(), 2u) << "seed corpus missing under " << corpus_dir("pt2");
+  ASSERT_GE(attacks.size(), 13u);
+  for (const auto& f : valid) {
+    EXPECT_EQ(parse_error(slurp(f)), "") << f;
+    EXPECT_EQ(pth::read_weights(pth::map_file(f), f).first, WeightFormat::kPt2) << f;
+  }
+  for (const auto& f : attacks) {
+    const std::string error = parse_error(slurp(f));
+    EXPECT_EQ(error.rfind("mem: pt2: ", 0), 0u) << f << ": " << error;
+  }
+  const std::string path = corpus_dir("pt2") + "/valid.pt2";
+  const auto [format, contents] = pth::read_weights(pth::map_file(path), path);
+  ASSERT_EQ(contents.records.size(), 4u);
+  const std::vector<std::string> names = {"w", "b", "c", "n"};  // the config's order
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(contents.records[i].first, names[i]);
+  const torch::Tensor all = torch::tensor({0.5f, -1.0f, 2.0f, 3.5f, -4.25f, 8.0f});
+  EXPECT_TRUE(torch::equal(to_tensor(*contents.records[0].second), all.view({2, 3})));
+  EXPECT_TRUE(torch::equal(to_tensor(*contents.records[1].second), all.slice(0, 3)));
+  EXPECT_TRUE(torch::equal(to_tensor(*contents.records[2].second), all.slice(0, 0, 6, 2)));
+  EXPECT_EQ(contents.records[1].second->storage.get(), contents.records[2].second->storage.get())
+      << "entries naming one record share one storage";
+  EXPECT_TRUE(torch::equal(to_tensor(*contents.records[3].second), torch::tensor({int64_t{7}, -(int64_t{1} << 40)})));
+  ASSERT_TRUE(contents.class_names.has_value());
+  EXPECT_EQ(*contents.class_names, (std::vector<std::string>{"x", "y"}));
 }
 
 TEST(PthReader, TruncatedAtEveryOffsetFailsCleanly) {

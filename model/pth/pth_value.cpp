@@ -58,6 +58,25 @@ int64_t TensorRecord::numel() const {
   return n;
 }
 
+std::string TensorRecord::view_problem() const {
+  if (sizes.size() != strides.size()) return "tensor size and stride differ in length";
+  if (offset < 0) return "negative storage offset";
+  int64_t count = 1, last = offset;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] < 0 || strides[d] < 0) return "negative tensor size or stride";
+    if (__builtin_mul_overflow(count, sizes[d], &count)) return "tensor size overflows";
+  }
+  if (count == 0) return offset > storage->numel ? "storage offset past the end of the storage" : "";
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    int64_t span;
+    if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &span) || __builtin_add_overflow(last, span, &last))
+      return "tensor view overflows";
+  }
+  if (last >= storage->numel)
+    return "tensor view reaches element " + std::to_string(last) + " of a storage of " + std::to_string(storage->numel);
+  return "";
+}
+
 bool TensorRecord::is_contiguous_whole() const {
   if (offset != 0 || numel() != storage->numel) return false;
   int64_t expected = 1;

@@ -55,6 +55,9 @@ struct TensorRecord {
   int64_t numel() const;
   /// True when the view is the whole storage in row-major order.
   bool is_contiguous_whole() const;
+  /// Empty when sizes and strides have one length, none is negative, and every
+  /// element the view addresses lies inside the storage; else what is wrong.
+  std::string view_problem() const;
 };
 
 /// None, bool, int, float, string, list, tuple, dict or tensor. Dicts keep

@@ -1,14 +1,12 @@
 #include "model/pth/safetensors.h"
 
-#include "model/pth/checkpoint_io.h"
+#include "model/pth/file_io.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <set>
-#include <unistd.h>
 
 namespace alexnet::pth {
 
@@ -218,20 +216,38 @@ void write_safetensors(const std::string& path, const std::vector<NamedRecord>& 
   for (int k = 0; k < 8; ++k) length[k] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * k));
 
   write_atomically(path, [&](int fd) {
-    const auto put = [&](const void* p, uint64_t n) {
-      const auto* bytes = static_cast<const uint8_t*>(p);
-      while (n > 0) {
-        const ssize_t w = ::write(fd, bytes, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) fail(path, std::string("write failed: ") + std::strerror(errno));
-        bytes += w;
-        n -= static_cast<uint64_t>(w);
-      }
-    };
+    const auto put = [&](const void* p, uint64_t n) { write_all(fd, p, n, path); };
     put(length, 8);
     put(text.data(), text.size());
     for (const auto& [p, n] : chunks) put(p, n);
   });
 }
+
+namespace {
+
+// The safetensors reader: every tensor is the state_dict's; the metadata's
+// "classes" (a JSON list) and "transform" (a JSON object) are this project's.
+WeightsContents read_safetensors(const RawFile& f) {
+  Safetensors file = parse_safetensors(f.bytes.data, f.bytes.size, f.bytes.owner, f.source);
+  WeightsContents out;
+  out.root = std::move(file.tensors);
+  if (out.root.entries().empty()) fail(f.source, "no tensors");
+  for (const auto& [key, value] : out.root.entries()) out.records.emplace_back(key.as_string(), &value.as_tensor());
+  for (const auto& [key, value] : file.metadata) {
+    if (key == kClassesKey) out.class_names = parse_name_list(value, f.source, "metadata 'classes'");
+    if (key == kTransformKey) {
+      out.transform_json = value;
+      out.transform_where = "metadata 'transform'";
+    }
+  }
+  out.metadata = std::move(file.metadata);
+  return out;
+}
+
+}  // namespace
+
+const FormatReader kSafetensorsReader = {
+    WeightFormat::kSafetensors, [](const RawFile& f) { return !f.zip && looks_like_safetensors(f.bytes.data, f.bytes.size); },
+    read_safetensors};
 
 }  // namespace alexnet::pth

@@ -6,6 +6,7 @@
 // references, which is why users exchange weights in it.
 #pragma once
 
+#include "model/pth/formats.h"
 #include "model/pth/pth_value.h"
 
 #include <cstddef>
@@ -19,8 +20,6 @@ namespace alexnet::pth {
 
 /// The largest header read: the reference implementation's limit, 100 MB.
 constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
-
-using Metadata = std::vector<std::pair<std::string, std::string>>;
 
 struct Safetensors {
   Value tensors;      // an OrderedDict of name -> tensor, in data order

@@ -5,6 +5,9 @@
                  tiny TorchScript archives (scripted and traced), and attack_* files: a
                  duplicate dict key, stride-0 and overlapping views, zip entries aliasing one
                  record, a TorchScript object with a custom __setstate__ state
+  pt2/           torch.export .pt2 archives (weights config JSON and raw records, written
+                 here by hand: Debian's torch has no torch.export), and attack_* files: a view
+                 past its record, an unknown dtype, a symbolic size, a pickled entry, ...
   safetensors/   a valid file with metadata, and attack_* files: overlap, out of bounds, a hole,
                  a duplicate key, a huge header length, an unknown dtype, bad metadata, ...
   idx/           MNIST-style images and labels, plain and gzip, and attack_* files: a gzip bomb
@@ -163,6 +166,67 @@ def pth_seeds(folder):
 
 
 # ---------------------------------------------------------------- safetensors
+
+def pt2(config, records, extra=None):
+    """A .pt2 archive as torch.export.save lays it out: model/archive_format, the weights
+    config and its raw records under model/data/weights/, extra files under model/extra/."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as stored:
+        class Fixed:  # fixed entry times: the same seeds every time
+            @staticmethod
+            def writestr(name, data):
+                stored.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)
+        z = Fixed
+        z.writestr("model/archive_format", b"pt2")
+        z.writestr("model/archive_version", b"0")
+        z.writestr("model/byteorder", b"little")
+        for name, data in records.items():
+            z.writestr("model/data/weights/" + name, data)
+        text = config if isinstance(config, bytes) else json.dumps({"config": config}).encode()
+        z.writestr("model/data/weights/model_weights_config.json", text)
+        z.writestr("model/models/model.json", b"{}")
+        for name, data in (extra or {}).items():
+            z.writestr("model/extra/" + name, data)
+    return buf.getvalue()
+
+
+def pt2_meta(path, dtype, shape, stride, offset=0, **overrides):
+    meta = {"dtype": dtype, "sizes": [{"as_int": n} for n in shape],
+            "strides": [{"as_int": n} for n in stride], "storage_offset": {"as_int": offset},
+            "requires_grad": True, "device": {"type": "cpu", "index": None}, "layout": 7}
+    meta.update(overrides)
+    return {"path_name": path, "is_param": True, "use_pickle": False, "tensor_meta": meta}
+
+
+def pt2_seeds(folder):
+    floats = struct.pack("<6f", 0.5, -1.0, 2.0, 3.5, -4.25, 8.0)
+    longs = struct.pack("<2q", 7, -(1 << 40))
+    records = {"weight_0": floats[:24], "weight_1": floats, "weight_2": longs}
+    # dtype codes: torch/_export/serde/schema.py ScalarType (7 float32, 5 int64, 13 bfloat16)
+    valid = {"w": pt2_meta("weight_0", 7, [2, 3], [3, 1]),
+             "b": pt2_meta("weight_1", 7, [3], [1], 3),   # a view of the second half
+             "c": pt2_meta("weight_1", 7, [3], [2]),      # strided over the same record
+             "n": pt2_meta("weight_2", 5, [2], [1])}
+    write(folder, "valid.pt2", pt2(valid, records, {"classes.json": b'["x", "y"]'}))
+    write(folder, "bfloat16.pt2", pt2({"h": pt2_meta("weight_0", 13, [4], [1])}, {"weight_0": bytes(8)}))
+    attacks = {
+        "view_past_record": {"w": pt2_meta("weight_0", 7, [4], [1], 3)},
+        "unknown_dtype": {"w": pt2_meta("weight_0", 29, [6], [1])},
+        "symbolic_size": {"w": pt2_meta("weight_0", 7, [6], [1], sizes=[{"as_expr": {"expr_str": "s0"}}])},
+        "pickled": {"w": dict(pt2_meta("weight_0", 7, [6], [1]), use_pickle=True)},
+        "missing_record": {"w": pt2_meta("weight_9", 7, [6], [1])},
+        "two_dtypes": {"w": pt2_meta("weight_0", 7, [6], [1]), "n": pt2_meta("weight_0", 5, [3], [1])},
+        "sparse_layout": {"w": pt2_meta("weight_0", 7, [6], [1], layout=1)},
+        "negative_offset": {"w": pt2_meta("weight_0", 7, [2], [1], -1)},
+        "stride_length": {"w": pt2_meta("weight_0", 7, [2, 3], [1])},
+        "overflow": {"w": pt2_meta("weight_0", 7, [1 << 62, 4], [1, 1 << 62])},
+    }
+    for name, config in attacks.items():
+        write(folder, f"attack_{name}.pt2", pt2(config, {"weight_0": floats}))
+    write(folder, "attack_partial_element.pt2", pt2({"w": pt2_meta("weight_0", 7, [1], [1])}, {"weight_0": bytes(7)}))
+    write(folder, "attack_not_json.pt2", pt2(b'{"config": {"w": ', {"weight_0": floats}))
+    write(folder, "attack_no_weights.pt2", pt2({}, {}))
+
 
 def safetensors(header, data, raw_header=None):
     text = raw_header if raw_header is not None else json.dumps(header).encode()
@@ -335,9 +399,12 @@ def image_header_seeds(folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--only", nargs="*", help="these targets' seeds (default: all)")
     args = parser.parse_args()
-    for name, make in (("pth", pth_seeds), ("safetensors", safetensors_seeds), ("idx", idx_seeds),
-                       ("cifar", cifar_seeds), ("image_header", image_header_seeds)):
+    for name, make in (("pth", pth_seeds), ("pt2", pt2_seeds), ("safetensors", safetensors_seeds),
+                       ("idx", idx_seeds), ("cifar", cifar_seeds), ("image_header", image_header_seeds)):
+        if args.only and name not in args.only:
+            continue
         folder = os.path.join(args.out, name)
         os.makedirs(folder, exist_ok=True)
         make(folder)

@@ -1,14 +1,15 @@
-// libFuzzer target: any bytes given to the checkpoint reader (zip, legacy and
-// TorchScript archives, through the pickle reader) either parse or throw
-// FormatError; never a crash, hang, or unbounded allocation. A parsed value
-// must view only bytes of the input, and is pickled again to exercise the
-// writer on whatever the reader accepts.
+// libFuzzer target: any bytes given to the weights readers (model/pth/formats.h:
+// torch.save's zip and legacy formats and TorchScript archives through the
+// pickle reader, torch.export .pt2 archives through their JSON description,
+// safetensors) either read or throw FormatError; never a crash, hang, or
+// unbounded allocation. A value read must view only bytes of the input, and is
+// pickled again to exercise the writer on whatever the readers accept. Built
+// twice: pth_fuzzer seeded with corpus/pth, pt2_fuzzer with corpus/pt2.
 //
 // A zip entry's CRC-32 stops almost every mutation inside it (data.pkl) at the
 // CRC check, so each input is also parsed with the CRCs its central directory
-// declares set to match: mutated pickles then reach the pickle reader, in both
-// the torch.save and the TorchScript modes.
-#include "model/pth/checkpoint_io.h"
+// declares set to match: mutated pickles and JSON then reach their readers.
+#include "model/pth/formats.h"
 #include "model/pth/pickler.h"
 #include "tests/fuzz/check_tensors.h"
 
@@ -46,11 +47,10 @@ bool fix_zip_crcs(std::vector<uint8_t>& zip) {
 
 void parse(const uint8_t* data, size_t size) {
   try {
-    const alexnet::pth::Checkpoint checkpoint =
-        alexnet::pth::parse_checkpoint(data, size, nullptr, "fuzz");
-    volatile uint32_t sink = alexnet::fuzz::check_tensors(checkpoint.root, data, size);
+    const auto [format, contents] = alexnet::pth::read_weights({nullptr, data, size}, "fuzz");
+    volatile uint32_t sink = alexnet::fuzz::check_tensors(contents.root, data, size);
     (void)sink;
-    alexnet::pth::pickle(checkpoint.root);
+    alexnet::pth::pickle(contents.root);
   } catch (const alexnet::pth::FormatError&) {
   }
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds tests/fuzz with clang and runs its fuzz targets, each for a bounded time.
 # usage: run_fuzzer.sh BUILD_DIR [SECONDS] [TARGET...]
-#   TARGET: pth safetensors idx cifar image_header (default: all of them, one after another)
+#   TARGET: pth pt2 safetensors idx cifar image_header (default: all of them, one after another)
 #   SECONDS: per target (default 10); 0 builds only.
 # ctest runs each target for a few seconds (tests/CMakeLists.txt, label fuzz). A longer run,
 # one target at a time, on one core:
@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=$1
 seconds=${2:-10}
 shift $(($# < 2 ? $# : 2))
-targets=${*:-pth safetensors idx cifar image_header}
+targets=${*:-pth pt2 safetensors idx cifar image_header}
 
 if ! command -v clang++ >/dev/null 2>&1; then
   echo "skipped: clang++ not found (apt-get install -y clang libclang-rt-14-dev)"
@@ -48,11 +48,12 @@ mkdir -p "$build"
 max_len() {
   case $1 in
     pth) echo 65536 ;;        # the TorchScript seeds are under 32 KiB
+    pt2) echo 16384 ;;        # the .pt2 seeds are under 8 KiB
     safetensors) echo 16384 ;;
     idx) echo 16384 ;;        # a gzip file of 16 KiB may declare 16.5 MB
     cifar) echo 12300 ;;      # four CIFAR-10 records, three CIFAR-100 ones
     image_header) echo 4096 ;;
-    *) echo "unknown fuzz target '$1' (pth safetensors idx cifar image_header)" >&2; return 1 ;;
+    *) echo "unknown fuzz target '$1' (pth pt2 safetensors idx cifar image_header)" >&2; return 1 ;;
   esac
 }
 

@@ -3,7 +3,7 @@
 // file must view only bytes of the input; it is written again with
 // write_safetensors and read back, and must come back the same (names, dtypes,
 // shapes, bytes and metadata).
-#include "model/pth/checkpoint_io.h"
+#include "model/pth/file_io.h"
 #include "model/pth/safetensors.h"
 #include "tests/fuzz/check_tensors.h"
 
