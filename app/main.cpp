@@ -4,6 +4,7 @@
 #include "app/commands.h"
 #include "app/engine/progress.h"
 #include "app/runtime/cpu.h"
+#include "app/runtime/errors.h"
 #include "app/runtime/machine.h"
 #include "app/runtime/precision.h"
 
@@ -47,15 +48,6 @@ constexpr Entry kCommands[] = {
     {"serve", alexnet::app::run_serve},
 };
 
-// c10::Error messages carry a C++ backtrace after the first lines; users get the message.
-std::string clean_message(const char* what) {
-  std::string s(what);
-  const auto cut = s.find("\nException raised from");
-  if (cut != std::string::npos) s.resize(cut);
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,13 +84,9 @@ int main(int argc, char** argv) {
       if (!e.usage().empty()) std::fprintf(stderr, "%s\n", e.usage().c_str());
       std::fprintf(stderr, "error: %s\n", e.what());
       return 2;
-    } catch (const c10::Error& e) {
+    } catch (const std::exception& e) {  // c10::Error too: users get its message, not its C++ backtrace
       alexnet::engine::clear_live();
-      std::fprintf(stderr, "error: %s\n", clean_message(e.what_without_backtrace()).c_str());
-      return 1;
-    } catch (const std::exception& e) {
-      alexnet::engine::clear_live();
-      std::fprintf(stderr, "error: %s\n", clean_message(e.what()).c_str());
+      std::fprintf(stderr, "error: %s\n", alexnet::runtime::error_message(e).c_str());
       return 1;
     }
   }

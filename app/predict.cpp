@@ -2,6 +2,7 @@
 #include "app/classifier.h"
 #include "app/cli.h"
 #include "app/commands.h"
+#include "app/runtime/errors.h"
 #include "data/dataset.h"
 #include "data/image.h"
 
@@ -139,16 +140,10 @@ cxxopts::Options predict_options(const PredictParams& p) {
   return options;
 }
 
-}  // namespace
-
-int run_predict(int argc, const char* const* argv) {
+/// The flags as PredictParams, checked in the order a user reads them; UsageError naming the
+/// first wrong one.
+PredictParams predict_params(const cxxopts::ParseResult& result, const cxxopts::Options& options) {
   PredictParams p;
-  cxxopts::Options options = predict_options(p);
-  auto result = parse_or_usage(options, argc, argv);
-  if (wants_help(result)) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
   p.weights = required_flag(result, "weights", options);
   if (!result.count("images")) throw UsageError("no IMAGE given", options.help());
   p.topk = result["topk"].as<int64_t>();
@@ -167,6 +162,19 @@ int run_predict(int argc, const char* const* argv) {
   p.batch_size = positive_flag(result, "batch-size", options);
   check_classifier_flags(result, options);
   p.images = result["images"].as<std::vector<std::string>>();
+  return p;
+}
+
+}  // namespace
+
+int run_predict(int argc, const char* const* argv) {
+  cxxopts::Options options = predict_options(PredictParams());
+  auto result = parse_or_usage(options, argc, argv);
+  if (wants_help(result)) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  const PredictParams p = predict_params(result, options);
   const runtime::ComputeRequest request = compute_flags(result, options);
   set_max_pixels(result, options);
 
@@ -199,9 +207,7 @@ int run_predict(int argc, const char* const* argv) {
         batch.push_back(data::eval_transform(data::decode_image_file(inputs[next].path), classifier.transform));
         names.push_back(inputs[next].path);
       } catch (const std::exception& e) {
-        std::string why = e.what();
-        why = why.substr(0, why.find("\nException raised from"));
-        report_bad({inputs[next].path, why});
+        report_bad({inputs[next].path, runtime::error_message(e)});
       }
     }
     if (batch.empty()) continue;

@@ -323,13 +323,20 @@ class Serve(RemovesWhatEachTestWrote, unittest.TestCase):
 
     def test_a_file_name_that_is_not_utf8_gets_valid_json(self):
         # The name is the client's, sent as bytes (Latin-1 here): the answer stays JSON, the
-        # byte replaced by U+FFFD.
-        boundary, body = multipart([("x", "PLACEHOLDER.png", read_bytes(self.images[0]))])
-        body = body.replace(b"PLACEHOLDER", b"caf\xe9")
-        status, answer, _ = self.server.request("POST", "/predictions/alexnet?topk=1", body,
-                                                {"Content-Type": "multipart/form-data; boundary=" + boundary})
+        # byte replaced by U+FFFD, in a prediction and in an error that names the part.
+        def post(data):
+            boundary, body = multipart([("x", "PLACEHOLDER.png", data)])
+            body = body.replace(b"PLACEHOLDER", b"caf\xe9")
+            status, answer, _ = self.server.request("POST", "/predictions/alexnet?topk=1", body,
+                                                    {"Content-Type": "multipart/form-data; boundary=" + boundary})
+            return status, answer
+
+        status, answer = post(read_bytes(self.images[0]))
         self.assertEqual(status, 200, answer)
         self.assertEqual(json.loads(answer)[0]["image"], "caf\ufffd.png")
+        status, answer = post(b"not an image")
+        self.assertEqual(status, 400, answer)
+        self.assertTrue(json.loads(answer)["error"].startswith("caf\ufffd.png: cannot decode"), answer)
 
     def test_limits_stalled_clients_and_reload(self):
         served = self.out("served.pth")  # this server's own file, replaced below

@@ -143,6 +143,23 @@ TEST(Histogram, CountsAValueOnABoundInThatBucket) {
             "empty_count 0\n");
 }
 
+TEST(Histogram, WritesTheShortestRoundTripValueAndPrometheusSpellings) {
+  // 0.1 + 0.2 is not 0.3 as a double: the sum needs 17 digits to read back; 0.1 needs one.
+  Histogram sum({0.1});
+  for (double v : {0.1, 0.2}) sum.observe(v);
+  EXPECT_EQ(sample(sum.render("s"), "s_sum"), 0.1 + 0.2);  // exact: the text reads back as the same double
+  EXPECT_NE(sum.render("s").find("s_sum 0.30000000000000004\n"), std::string::npos) << sum.render("s");
+  EXPECT_NE(sum.render("s").find("s_bucket{le=\"0.1\"} 1\n"), std::string::npos) << sum.render("s");
+  // Non-finite values as the text format names them (not C's nan, inf).
+  for (const auto& [value, text] : {std::pair<double, const char*>{std::numeric_limits<double>::quiet_NaN(), "NaN"},
+                                    {std::numeric_limits<double>::infinity(), "+Inf"},
+                                    {-std::numeric_limits<double>::infinity(), "-Inf"}}) {
+    Histogram h({1});
+    h.observe(value);
+    EXPECT_NE(h.render("h").find(std::string("h_sum ") + text + "\n"), std::string::npos) << h.render("h");
+  }
+}
+
 TEST(Metrics, StartsAtZero) {
   const Metrics metrics;
   const std::string text = metrics.render();

@@ -1,19 +1,20 @@
 #include "app/serve/metrics.h"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
+#include <cmath>
 
 namespace alexnet::serve {
 
 namespace {
 
-// The shortest of %.15g and %.17g that reads back as the same double.
+// A sample value as Prometheus's text format reads it: the shortest decimal that reads back
+// as the same double (fmt's {}), and the format's own NaN, +Inf and -Inf (fmt writes nan, inf).
 std::string number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.15g", v);
-  if (std::strtod(buf, nullptr) != v) std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);
 }
 
 const char* const kPaths[] = {"/predictions/alexnet", "/ping", "/metrics", "/models", "/reload"};
