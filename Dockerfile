@@ -3,7 +3,7 @@
 #   docker build -t alexnet .                      CPU image: Debian bookworm and Debian's LibTorch 1.13
 #   docker build --target cuda -t alexnet:cuda .   CUDA image: the LibTorch inside PyPI's torch
 #
-# The CPU image stays on Debian's LibTorch: it trains the main job 1.15x faster end to end
+# The CPU image stays on Debian's LibTorch: it trains the main job 1.09x faster end to end
 # (BENCHMARKS.md, "Two LibTorch flavours side by side") and it fits in well under 1 GB, where PyPI's torch is
 # the CUDA build (about 4 GB of libraries). The CUDA image builds against exactly what CI
 # compiles: torch pinned in scripts/requirements-pypi.txt.

@@ -25,7 +25,7 @@ constexpr const char* kUsage =
     "  eval      loss, top-1/top-5, per-class accuracy, confusion matrix\n"
     "  predict   classify images (top-k classes with probabilities)\n"
     "  info      describe a weights file (format, classes, parameters)\n"
-    "  export    write weights as .pth (torch.load) or .pt (torch.jit.load)\n"
+    "  export    write weights as .pth (torch.load), .pt (torch.jit.load) or .safetensors\n"
     "  bench     measure throughput: model (infer/train), data loading, end to end\n"
     "  serve     an HTTP inference service with dynamic batching\n"
     "\n"

@@ -1,5 +1,5 @@
 // What differs in LibTorch's C++ API between the versions this project builds against
-// (Debian's 1.13 and PyPI's 2.x; see README, "Two LibTorch flavours"), in one place.
+// (Debian's 1.13 and PyPI's 2.x; see docs/building.md, "Two LibTorch flavours"), in one place.
 #pragma once
 
 #include <ATen/autocast_mode.h>

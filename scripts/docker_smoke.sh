@@ -227,7 +227,7 @@ expect "info" 0 'parameters'
 in_ctr alexnet bench --data fashion-mnist --limit 512 --repeat 1
 expect "bench (data loading)" 0 'img/s'
 
-# serve as the README runs it (--host 0.0.0.0), asked over loopback inside the container with
+# serve as docs/docker.md runs it (--host 0.0.0.0), asked over loopback inside the container with
 # bash's /dev/tcp (the image has no HTTP client): /ping until ready, one photograph, SIGTERM.
 # shellcheck disable=SC2016  # expanded by the container's bash
 in_ctr bash -c '

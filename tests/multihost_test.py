@@ -163,16 +163,16 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
         self.assertLessEqual(max_diff(self.reference, self.out("2x2/model.pth")), TOL)
 
     def test_torchrun_across_hosts(self):
-        # The README's torchrun command, run as printed but for the addresses, with the
+        # docs/distributed.md's torchrun command, run as printed but for the addresses, with the
         # torchrun of the Python running this test: its store must speak the TCPStore
         # protocol of the binary's LibTorch (1.x and 2.x do not mix, and the binary says
         # so: test_torchrun_of_another_pytorch_is_refused). ctest runs this file with
         # Debian's Python (torchrun 1.13) for the debian flavour and with PyPI's (2.15)
-        # for the pypi one, so both torchruns run the README's line.
-        with open(os.path.join(SOURCE, "README.md")) as f:
-            readme = f.read().replace("\\\n", " ")
-        line = re.search(r"^torchrun (--nnodes 2 .*?) --no_python alexnet train --distributed ", readme, re.M)
-        self.assertIsNotNone(line, "README.md: no 'torchrun --nnodes 2 ... --no_python alexnet train' line")
+        # for the pypi one, so both torchruns run the documented line.
+        with open(os.path.join(SOURCE, "docs", "distributed.md")) as f:
+            doc = f.read().replace("\\\n", " ")
+        line = re.search(r"^torchrun (--nnodes 2 .*?) --no_python alexnet train --distributed ", doc, re.M)
+        self.assertIsNotNone(line, "docs/distributed.md: no 'torchrun --nnodes 2 ... --no_python alexnet train' line")
         flags = line.group(1).split()
         value = lambda flag: flags[flags.index(flag) + 1]
         self.assertEqual(value("--node_rank"), "0")

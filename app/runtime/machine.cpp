@@ -177,7 +177,7 @@ int configure_threads(int requested) {
   std::call_once(once, [] {
     spdlog::info("{}", build_info());
     spdlog::info("{}", cpu_summary());
-    // What differs by LibTorch flavour, said once (README: "Two LibTorch flavours").
+    // What differs by LibTorch flavour, said once (docs/building.md: "Two LibTorch flavours").
     if (!OneDnnFeatures::compiled())
       spdlog::info("fallback: no oneDNN inference plan in this build (its LibTorch keeps its oneDNN "
                    "private, or libdnnl-dev was missing): inference runs LibTorch's own kernels");
