@@ -1,5 +1,6 @@
 #include "model/onednn_plan.h"
-#include "model/torch_compat.h"
+
+#include "model/onednn_layers.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -10,84 +11,7 @@
 
 namespace alexnet {
 
-namespace nn = torch::nn;
-
-namespace {
-
-// One layer of the features, as the plan runs it.
-struct Layer {
-  enum Kind { kConv, kPool } kind = kConv;
-  std::string name;  // "features.6" (the Sequential's index)
-  // Convolution
-  torch::Tensor weight;  // (OC, IC / groups, KH, KW)
-  torch::Tensor bias;    // (OC) or undefined
-  int64_t groups = 1;
-  bool relu = false;     // a ReLU follows, fused into the convolution
-  // Both
-  int64_t kernel[2] = {1, 1}, stride[2] = {1, 1}, padding[2] = {0, 0};
-};
-
-template <typename Options>
-void check_no_dilation(const Options& o, const std::string& name) {
-  for (int64_t d : *o.dilation())
-    if (d != 1) throw std::invalid_argument(name + ": dilation is not supported by the oneDNN plan");
-}
-
-std::vector<Layer> describe_layers(nn::Sequential& features) {
-  std::vector<Layer> layers;
-  size_t index = 0;
-  for (const auto& child : features->children()) {
-    const std::string name = "features." + std::to_string(index++);
-    if (auto* c = child->as<nn::Conv2d>()) {
-      const auto& o = c->options;
-      check_no_dilation(o, name);
-      if (!compat::holds_alternative<torch::ExpandingArray<2>>(o.padding()))
-        throw std::invalid_argument(name + ": 'same'/'valid' padding is not supported by the oneDNN plan");
-      if (!compat::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
-        throw std::invalid_argument(name + ": only zero padding is supported by the oneDNN plan");
-      Layer l;
-      l.kind = Layer::kConv;
-      l.name = name;
-      l.weight = c->weight;
-      l.bias = c->bias;
-      l.groups = o.groups();
-      const auto& pad = compat::get<torch::ExpandingArray<2>>(o.padding());
-      for (int i = 0; i < 2; ++i) {
-        l.kernel[i] = (*o.kernel_size())[i];
-        l.stride[i] = (*o.stride())[i];
-        l.padding[i] = (*pad)[i];
-      }
-      layers.push_back(l);
-    } else if (child->as<nn::ReLU>()) {
-      if (layers.empty() || layers.back().kind != Layer::kConv || layers.back().relu)
-        throw std::invalid_argument(name + ": a ReLU not after a convolution is not supported by the oneDNN plan");
-      layers.back().relu = true;
-    } else if (auto* p = child->as<nn::MaxPool2d>()) {
-      const auto& o = p->options;
-      check_no_dilation(o, name);
-      if (o.ceil_mode())
-        throw std::invalid_argument(name + ": ceil_mode is not supported by the oneDNN plan");
-      for (int i = 0; i < 2; ++i)
-        if (2 * (*o.padding())[i] > (*o.kernel_size())[i])
-          throw std::invalid_argument(name + ": padding must be at most half the kernel size");
-      Layer l;
-      l.kind = Layer::kPool;
-      l.name = name;
-      for (int i = 0; i < 2; ++i) {
-        l.kernel[i] = (*o.kernel_size())[i];
-        l.stride[i] = (*o.stride())[i];
-        l.padding[i] = (*o.padding())[i];
-      }
-      layers.push_back(l);
-    } else {
-      throw std::invalid_argument(name + ": " + child->name() + " is not supported by the oneDNN plan");
-    }
-  }
-  if (layers.empty()) throw std::invalid_argument("features: no layers");
-  return layers;
-}
-
-}  // namespace
+using onednn::Layer;
 
 #ifdef ALEXNET_HAVE_DNNL
 
@@ -96,6 +20,7 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Dt = memory::data_type;
+using ConvPd = dnnl::convolution_forward::primitive_desc;
 
 enum Slot { kPing, kPong, kScratch, kSlots };
 constexpr size_t kMaxShapes = 8;
@@ -113,6 +38,30 @@ int64_t out_side(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
 int64_t right_padding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {
   return (out - 1) * stride + kernel - in - pad;
 }
+
+// One layer's window at an h x w input: its output side and oneDNN's strides and paddings.
+struct Window {
+  int64_t oh = 0, ow = 0;
+  memory::dims strides, pad_l, pad_r;
+};
+
+Window window_of(const Layer& l, int64_t h, int64_t w) {
+  Window win;
+  win.oh = out_side(h, l.kernel[0], l.stride[0], l.padding[0]);
+  win.ow = out_side(w, l.kernel[1], l.stride[1], l.padding[1]);
+  TORCH_CHECK(win.oh >= 1 && win.ow >= 1, l.name, ": input ", h, "x", w, " is too small");
+  win.strides = {l.stride[0], l.stride[1]};
+  win.pad_l = {l.padding[0], l.padding[1]};
+  win.pad_r = {right_padding(h, win.oh, l.kernel[0], l.stride[0], l.padding[0]),
+               right_padding(w, win.ow, l.kernel[1], l.stride[1], l.padding[1])};
+  return win;
+}
+
+// The activation between two layers: its memory and the buffer it lives in.
+struct Flow {
+  memory mem;
+  Slot slot;
+};
 
 }  // namespace
 
@@ -183,9 +132,7 @@ struct OneDnnFeatures::Impl {
     s.need[slot] = std::max(s.need[slot], desc.get_size());
     return m;
   }
-  memory scratchpad(Shape& s, const memory::desc& desc) {
-    return intermediate(s, desc, kScratch);
-  }
+  memory scratchpad(Shape& s, const memory::desc& desc) { return intermediate(s, desc, kScratch); }
   std::map<std::vector<int64_t>, Shape> shapes;  // (N, C, H, W, channels_last)
   const Shape* last = nullptr;
 
@@ -208,109 +155,123 @@ struct OneDnnFeatures::Impl {
     return weights[i].back().second;
   }
 
+  // A memory for `desc` in the buffer the activation is not in, where it moves.
+  memory next_activation(Shape& s, const memory::desc& desc, Flow& flow) {
+    memory m = intermediate(s, desc, other(flow.slot));
+    flow.slot = other(flow.slot);
+    return m;
+  }
+
+  // Layer l's convolution: Winograd where asked for and oneDNN has a kernel for
+  // this CPU and shape (*winograd set), else direct.
+  ConvPd conv_primitive(const Layer& l, const memory::desc& src_md, const memory::desc& w_md,
+                        const memory::desc& b_md, const memory::desc& dst_md, const Window& win, bool* winograd) {
+    dnnl::post_ops ops;
+    if (l.relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const bool wino_shape = algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
+                            l.kernel[0] == 3 && l.kernel[1] == 3 && l.stride[0] == 1 &&
+                            l.stride[1] == 1;
+    *winograd = false;
+    if (wino_shape) {
+      try {
+        dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                          dnnl::algorithm::convolution_winograd, src_md, w_md,
+                                          b_md, dst_md, win.strides, win.pad_l, win.pad_r);
+        ConvPd pd(d, attr, engine);
+        *winograd = true;
+        return pd;
+      } catch (const dnnl::error&) {
+        // No Winograd kernel for this CPU or shape: the direct one below.
+      }
+    }
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                      dnnl::algorithm::convolution_direct, src_md, w_md, b_md,
+                                      dst_md, win.strides, win.pad_l, win.pad_r);
+    return ConvPd(d, attr, engine);
+  }
+
+  // Appends layer i's convolution on an `in` (N, C, H, W) input, after a reorder
+  // where it wants another layout than the activation's; returns its output channels.
+  int64_t add_conv(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
+    const Layer& l = layers[i];
+    const int64_t n = in[0], c = in[1];
+    const int64_t oc = l.weight.size(0);
+    TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
+                l.weight.size(1) * l.groups, " input channels, got ", c);
+    memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
+    if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
+    // The first layer reads the caller's layout as is (3 channels: a blocked
+    // copy would be mostly padding); later ones let oneDNN choose.
+    const memory::desc src_md = i == 0 ? s.input.get_desc() : memory::desc(in, Dt::f32, Tag::any);
+    const memory::desc w_md(wdims, Dt::f32, Tag::any);
+    const memory::desc b_md({oc}, Dt::f32, Tag::x);
+    const memory::desc dst_md({n, oc, win.oh, win.ow}, Dt::f32, Tag::any);
+    bool wino = false;
+    const auto pd = conv_primitive(l, src_md, w_md, b_md, dst_md, win, &wino);
+    s.winograd += wino;
+    if (pd.src_desc() != flow.mem.get_desc()) {
+      memory converted = next_activation(s, pd.src_desc(), flow);
+      s.steps.push_back({dnnl::reorder(flow.mem, converted),
+                         {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
+                         l.name + ": reorder"});
+      flow.mem = converted;
+    }
+    memory dst = next_activation(s, pd.dst_desc(), flow);
+    if (!bias_tensors[i].defined()) {
+      bias_tensors[i] = l.bias.detach().clone();  // the plan's own: packed like the weights
+      biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr<float>());
+    }
+    s.steps.push_back({dnnl::convolution_forward(pd),
+                       {{DNNL_ARG_SRC, flow.mem},
+                        {DNNL_ARG_WEIGHTS, weights_in(i, pd.weights_desc())},
+                        {DNNL_ARG_BIAS, biases[i]},
+                        {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                       l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : "")});
+    flow.mem = dst;
+    return oc;
+  }
+
+  // Appends layer l's max-pooling on an `in` (N, C, H, W) input.
+  void add_pool(Shape& s, const Layer& l, Flow& flow, const memory::dims& in, const Window& win) {
+    const memory::desc dst_md({in[0], in[1], win.oh, win.ow}, Dt::f32, Tag::any);
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                  flow.mem.get_desc(), dst_md, win.strides,
+                                  {l.kernel[0], l.kernel[1]}, win.pad_l, win.pad_r);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::pooling_forward::primitive_desc pd(d, attr, engine);
+    memory dst = next_activation(s, pd.dst_desc(), flow);
+    s.steps.push_back({dnnl::pooling_forward(pd),
+                       {{DNNL_ARG_SRC, flow.mem},
+                        {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                       l.name + ": " + pd.impl_info_str()});
+    flow.mem = dst;
+  }
+
   Shape build(int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last) {
     Shape s;
-    memory::desc cur({n, c, h, w}, Dt::f32, channels_last ? Tag::nhwc : Tag::nchw);
-    s.input = memory(cur, engine, DNNL_MEMORY_NONE);
-    memory cur_mem = s.input;
+    s.input = memory({{n, c, h, w}, Dt::f32, channels_last ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
     // The input is the caller's; pretend it sits in kPong so the first layer writes kPing.
-    Slot cur_slot = kPong;
+    Flow flow{s.input, kPong};
     for (size_t i = 0; i < layers.size(); ++i) {
       const Layer& l = layers[i];
-      const int64_t oh = out_side(h, l.kernel[0], l.stride[0], l.padding[0]);
-      const int64_t ow = out_side(w, l.kernel[1], l.stride[1], l.padding[1]);
-      TORCH_CHECK(oh >= 1 && ow >= 1, l.name, ": input ", h, "x", w, " is too small");
-      const memory::dims strides{l.stride[0], l.stride[1]};
-      const memory::dims pad_l{l.padding[0], l.padding[1]};
-      const memory::dims pad_r{right_padding(h, oh, l.kernel[0], l.stride[0], l.padding[0]),
-                               right_padding(w, ow, l.kernel[1], l.stride[1], l.padding[1])};
-      if (l.kind == Layer::kConv) {
-        const int64_t oc = l.weight.size(0);
-        TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
-                    l.weight.size(1) * l.groups, " input channels, got ", c);
-        memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
-        if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
-        // The first layer reads the caller's layout as is (3 channels: a blocked
-        // copy would be mostly padding); later ones let oneDNN choose.
-        const memory::desc src_md = i == 0 ? cur : memory::desc({n, c, h, w}, Dt::f32, Tag::any);
-        const memory::desc w_md(wdims, Dt::f32, Tag::any);
-        const memory::desc b_md({oc}, Dt::f32, Tag::x);
-        const memory::desc dst_md({n, oc, oh, ow}, Dt::f32, Tag::any);
-        dnnl::post_ops ops;
-        if (l.relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
-        dnnl::primitive_attr attr;
-        attr.set_post_ops(ops);
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        const bool wino_shape = algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
-                                l.kernel[0] == 3 && l.kernel[1] == 3 && l.stride[0] == 1 &&
-                                l.stride[1] == 1;
-        dnnl::convolution_forward::primitive_desc pd;
-        bool wino = false;
-        if (wino_shape) {
-          try {
-            dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                              dnnl::algorithm::convolution_winograd, src_md, w_md,
-                                              b_md, dst_md, strides, pad_l, pad_r);
-            pd = dnnl::convolution_forward::primitive_desc(d, attr, engine);
-            wino = true;
-          } catch (const dnnl::error&) {
-            // No Winograd kernel for this CPU or shape: the direct one below.
-          }
-        }
-        if (!wino) {
-          dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                            dnnl::algorithm::convolution_direct, src_md, w_md, b_md,
-                                            dst_md, strides, pad_l, pad_r);
-          pd = dnnl::convolution_forward::primitive_desc(d, attr, engine);
-        }
-        s.winograd += wino;
-        if (pd.src_desc() != cur_mem.get_desc()) {
-          memory converted = intermediate(s, pd.src_desc(), other(cur_slot));
-          cur_slot = other(cur_slot);
-          s.steps.push_back({dnnl::reorder(cur_mem, converted),
-                             {{DNNL_ARG_FROM, cur_mem}, {DNNL_ARG_TO, converted}},
-                             l.name + ": reorder"});
-          cur_mem = converted;
-        }
-        memory dst = intermediate(s, pd.dst_desc(), other(cur_slot));
-        cur_slot = other(cur_slot);
-        if (!bias_tensors[i].defined()) {
-          bias_tensors[i] = l.bias.detach().clone();  // the plan's own: packed like the weights
-          biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr<float>());
-        }
-        s.steps.push_back({dnnl::convolution_forward(pd),
-                           {{DNNL_ARG_SRC, cur_mem},
-                            {DNNL_ARG_WEIGHTS, weights_in(i, pd.weights_desc())},
-                            {DNNL_ARG_BIAS, biases[i]},
-                            {DNNL_ARG_DST, dst},
-                            {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                           l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : "")});
-        cur_mem = dst;
-        c = oc;
-      } else {
-        const memory::desc dst_md({n, c, oh, ow}, Dt::f32, Tag::any);
-        dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
-                                      cur_mem.get_desc(), dst_md, strides,
-                                      {l.kernel[0], l.kernel[1]}, pad_l, pad_r);
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        dnnl::pooling_forward::primitive_desc pd(d, attr, engine);
-        memory dst = intermediate(s, pd.dst_desc(), other(cur_slot));
-        cur_slot = other(cur_slot);
-        s.steps.push_back({dnnl::pooling_forward(pd),
-                           {{DNNL_ARG_SRC, cur_mem},
-                            {DNNL_ARG_DST, dst},
-                            {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                           l.name + ": " + pd.impl_info_str()});
-        cur_mem = dst;
-      }
-      h = oh;
-      w = ow;
+      const Window win = window_of(l, h, w);
+      if (l.kind == Layer::kConv)
+        c = add_conv(s, i, flow, {n, c, h, w}, win);
+      else
+        add_pool(s, l, flow, {n, c, h, w}, win);
+      h = win.oh;
+      w = win.ow;
     }
     s.out_dims = {n, c, h, w};
     s.output = memory({{n, c, h, w}, Dt::f32, Tag::nchw}, engine, DNNL_MEMORY_NONE);
-    s.steps.push_back({dnnl::reorder(cur_mem, s.output),
-                       {{DNNL_ARG_FROM, cur_mem}, {DNNL_ARG_TO, s.output}},
+    s.steps.push_back({dnnl::reorder(flow.mem, s.output),
+                       {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, s.output}},
                        "output: reorder to NCHW"});
     return s;
   }
@@ -320,7 +281,7 @@ bool OneDnnFeatures::compiled() { return true; }
 
 OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm)
     : impl_(std::make_unique<Impl>()) {
-  impl_->layers = describe_layers(features);
+  impl_->layers = onednn::describe_layers(features);
   impl_->algorithm = algorithm;
   impl_->weights.resize(impl_->layers.size());
   impl_->biases.resize(impl_->layers.size());
@@ -419,7 +380,7 @@ struct OneDnnFeatures::Impl {};
 bool OneDnnFeatures::compiled() { return false; }
 
 OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm) {
-  describe_layers(features);
+  onednn::describe_layers(features);
   throw std::invalid_argument("this build has no oneDNN plan (oneDNN's headers were not found)");
 }
 

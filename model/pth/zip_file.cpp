@@ -37,6 +37,120 @@ constexpr size_t kCentralHeaderSize = 46;  // bytes before the name
 constexpr size_t kLocalHeaderSize = 30;    // bytes before the name
 constexpr uint64_t kZip32Max = 0xFFFFFFFFu;
 
+// The archive's bytes and name, as the checks below need them.
+struct Archive {
+  const uint8_t* data;
+  size_t size;
+  const std::string& source;
+  [[noreturn]] void fail(const std::string& what) const {
+    throw FormatError(source + ": zip archive: " + what);
+  }
+};
+
+// Where the central directory lies: from the end record, or its ZIP64 record
+// when the end record's fields are saturated.
+struct Directory {
+  uint64_t count = 0;   // entries
+  uint64_t size = 0;    // bytes
+  uint64_t offset = 0;  // bytes from the start of the archive
+};
+
+Directory find_directory(const Archive& a) {
+  // The end record sits in the last 22 + 65535 (comment) bytes.
+  if (a.size < kEndSize) a.fail("too short for an end-of-central-directory record");
+  size_t end = a.size - kEndSize;
+  const size_t lowest = a.size > kEndSize + 0xFFFF ? a.size - kEndSize - 0xFFFF : 0;
+  while (u32(a.data + end) != kEndSig) {
+    if (end == lowest) a.fail("no end-of-central-directory record (truncated?)");
+    --end;
+  }
+  Directory dir;
+  dir.count = u16(a.data + end + 10);
+  dir.size = u32(a.data + end + 12);
+  dir.offset = u32(a.data + end + 16);
+
+  if (dir.count == 0xFFFF || dir.size == kZip32Max || dir.offset == kZip32Max) {
+    if (end < 20 || u32(a.data + end - 20) != kZip64LocatorSig) a.fail("ZIP64 locator missing");
+    const uint64_t z64 = u64(a.data + end - 20 + 8);
+    if (z64 > a.size || a.size - z64 < 56 || u32(a.data + z64) != kZip64EndSig)
+      a.fail("ZIP64 end record out of bounds");
+    dir.count = u64(a.data + z64 + 32);
+    dir.size = u64(a.data + z64 + 40);
+    dir.offset = u64(a.data + z64 + 48);
+  }
+  if (dir.offset > a.size || dir.size > a.size - dir.offset) a.fail("central directory out of bounds");
+  if (dir.count > dir.size / kCentralHeaderSize) a.fail("central directory too small for its entry count");
+  return dir;
+}
+
+// ZIP64 extra field (id 1): 64-bit values for the fields saturated in the
+// central header, in this order: size, compressed size, local header offset.
+void read_zip64_extra(const Archive& a, const uint8_t* extra, size_t extra_len, const std::string& name,
+                      uint64_t* size, uint64_t* compressed, uint64_t* header_offset) {
+  for (size_t x = 0; x + 4 <= extra_len;) {
+    const uint16_t id = u16(extra + x), len = u16(extra + x + 2);
+    if (x + 4 + len > extra_len) a.fail("entry '" + name + "': extra field past its end");
+    if (id == 1) {
+      size_t at = x + 4;
+      auto take = [&](uint64_t& field) {
+        if (field != kZip32Max) return;
+        if (at + 8 > x + 4 + len) a.fail("entry '" + name + "': short ZIP64 field");
+        field = u64(extra + at);
+        at += 8;
+      };
+      take(*size);
+      take(*compressed);
+      take(*header_offset);
+    }
+    x += 4 + len;
+  }
+}
+
+// One central directory entry, starting `pos` bytes into the file.
+struct CentralRecord {
+  ZipEntry entry;
+  uint64_t header_offset = 0;  // of its local header
+  uint64_t length = 0;         // bytes of this record in the central directory
+};
+
+// Reads the entry at `pos` (the i-th, in a directory ending at dir_end) and
+// checks its local header and data against the file.
+CentralRecord read_central_record(const Archive& a, uint64_t pos, uint64_t dir_end, uint64_t i) {
+  if (dir_end - pos < kCentralHeaderSize || u32(a.data + pos) != kCentralHeaderSig)
+    a.fail("bad central directory entry " + std::to_string(i));
+  const uint8_t* h = a.data + pos;
+  const uint16_t flags = u16(h + 8);
+  CentralRecord r;
+  ZipEntry& e = r.entry;
+  e.method = u16(h + 10);
+  e.crc32 = u32(h + 16);
+  uint64_t compressed = u32(h + 20);
+  e.size = u32(h + 24);
+  const size_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
+  r.header_offset = u32(h + 42);
+  if (dir_end - pos - kCentralHeaderSize < name_len + extra_len + comment_len)
+    a.fail("central directory entry " + std::to_string(i) + " runs past the directory");
+  e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
+  read_zip64_extra(a, h + kCentralHeaderSize + name_len, extra_len, e.name, &e.size, &compressed,
+                   &r.header_offset);
+  if (flags & 1) a.fail("entry '" + e.name + "' is encrypted");
+  if (e.method == 0 && compressed != e.size)
+    a.fail("stored entry '" + e.name + "' has different compressed and plain sizes");
+
+  const uint64_t header_offset = r.header_offset;
+  if (header_offset > a.size || a.size - header_offset < kLocalHeaderSize ||
+      u32(a.data + header_offset) != kLocalHeaderSig)
+    a.fail("entry '" + e.name + "': local header out of bounds");
+  const uint64_t data_start =
+      header_offset + kLocalHeaderSize + u16(a.data + header_offset + 26) + u16(a.data + header_offset + 28);
+  if (data_start > a.size || compressed > a.size - data_start)
+    a.fail("entry '" + e.name + "': data runs past the end of the file (truncated?)");
+  e.data_offset = data_start;
+  if (e.method != 0) e.size = compressed;
+  r.length = kCentralHeaderSize + name_len + extra_len + comment_len;
+  return r;
+}
+
 }  // namespace
 
 uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
@@ -52,96 +166,26 @@ uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
   return crc;
 }
 
-void ZipReader::fail(const std::string& what) const {
-  throw FormatError(source_ + ": zip archive: " + what);
-}
+void ZipReader::fail(const std::string& what) const { Archive{data_, size_, source_}.fail(what); }
 
 ZipReader::ZipReader(const uint8_t* data, size_t size, std::string source)
     : data_(data), size_(size), source_(std::move(source)) {
-  // The end record sits in the last 22 + 65535 (comment) bytes.
-  if (size_ < kEndSize) fail("too short for an end-of-central-directory record");
-  size_t end = size_ - kEndSize;
-  const size_t lowest = size_ > kEndSize + 0xFFFF ? size_ - kEndSize - 0xFFFF : 0;
-  while (u32(data_ + end) != kEndSig) {
-    if (end == lowest) fail("no end-of-central-directory record (truncated?)");
-    --end;
-  }
-  uint64_t count = u16(data_ + end + 10);
-  uint64_t dir_size = u32(data_ + end + 12);
-  uint64_t dir_offset = u32(data_ + end + 16);
-
-  if (count == 0xFFFF || dir_size == kZip32Max || dir_offset == kZip32Max) {
-    if (end < 20 || u32(data_ + end - 20) != kZip64LocatorSig) fail("ZIP64 locator missing");
-    const uint64_t z64 = u64(data_ + end - 20 + 8);
-    if (z64 > size_ || size_ - z64 < 56 || u32(data_ + z64) != kZip64EndSig)
-      fail("ZIP64 end record out of bounds");
-    count = u64(data_ + z64 + 32);
-    dir_size = u64(data_ + z64 + 40);
-    dir_offset = u64(data_ + z64 + 48);
-  }
-  if (dir_offset > size_ || dir_size > size_ - dir_offset) fail("central directory out of bounds");
-  if (count > dir_size / kCentralHeaderSize) fail("central directory too small for its entry count");
-
-  entries_.reserve(count);
+  const Archive archive{data_, size_, source_};
+  const Directory dir = find_directory(archive);
+  entries_.reserve(dir.count);
   std::vector<uint64_t> header_offsets;
-  header_offsets.reserve(count);
-  uint64_t pos = dir_offset;
-  const uint64_t dir_end = dir_offset + dir_size;
-  for (uint64_t i = 0; i < count; ++i) {
-    if (dir_end - pos < kCentralHeaderSize || u32(data_ + pos) != kCentralHeaderSig)
-      fail("bad central directory entry " + std::to_string(i));
-    const uint8_t* h = data_ + pos;
-    const uint16_t flags = u16(h + 8);
-    ZipEntry e;
-    e.method = u16(h + 10);
-    e.crc32 = u32(h + 16);
-    uint64_t compressed = u32(h + 20);
-    e.size = u32(h + 24);
-    const size_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
-    uint64_t header_offset = u32(h + 42);
-    if (dir_end - pos - kCentralHeaderSize < name_len + extra_len + comment_len)
-      fail("central directory entry " + std::to_string(i) + " runs past the directory");
-    e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-
-    // ZIP64 extra field (id 1): 64-bit values for the fields saturated above, in this order.
-    const uint8_t* extra = h + kCentralHeaderSize + name_len;
-    for (size_t x = 0; x + 4 <= extra_len;) {
-      const uint16_t id = u16(extra + x), len = u16(extra + x + 2);
-      if (x + 4 + len > extra_len) fail("entry '" + e.name + "': extra field past its end");
-      if (id == 1) {
-        size_t at = x + 4;
-        auto take = [&](uint64_t& field) {
-          if (field != kZip32Max) return;
-          if (at + 8 > x + 4 + len) fail("entry '" + e.name + "': short ZIP64 field");
-          field = u64(extra + at);
-          at += 8;
-        };
-        take(e.size);
-        take(compressed);
-        take(header_offset);
-      }
-      x += 4 + len;
-    }
-    if (flags & 1) fail("entry '" + e.name + "' is encrypted");
-    if (e.method == 0 && compressed != e.size)
-      fail("stored entry '" + e.name + "' has different compressed and plain sizes");
-
-    if (header_offset > size_ || size_ - header_offset < kLocalHeaderSize ||
-        u32(data_ + header_offset) != kLocalHeaderSig)
-      fail("entry '" + e.name + "': local header out of bounds");
-    const uint64_t data_start =
-        header_offset + kLocalHeaderSize + u16(data_ + header_offset + 26) + u16(data_ + header_offset + 28);
-    if (data_start > size_ || compressed > size_ - data_start)
-      fail("entry '" + e.name + "': data runs past the end of the file (truncated?)");
-    e.data_offset = data_start;
-    if (e.method != 0) e.size = compressed;
-    if (!index_.emplace(e.name, entries_.size()).second) fail("entry '" + e.name + "' appears twice");
-    header_offsets.push_back(header_offset);
-    entries_.push_back(std::move(e));
-    pos += kCentralHeaderSize + name_len + extra_len + comment_len;
+  header_offsets.reserve(dir.count);
+  uint64_t pos = dir.offset;
+  const uint64_t dir_end = dir.offset + dir.size;
+  for (uint64_t i = 0; i < dir.count; ++i) {
+    CentralRecord r = read_central_record(archive, pos, dir_end, i);
+    if (!index_.emplace(r.entry.name, entries_.size()).second) fail("entry '" + r.entry.name + "' appears twice");
+    header_offsets.push_back(r.header_offset);
+    entries_.push_back(std::move(r.entry));
+    pos += r.length;
   }
   for (const auto& e : entries_)
-    if (e.data_offset + e.size > dir_offset)
+    if (e.data_offset + e.size > dir.offset)
       fail("entry '" + e.name + "' runs into the central directory (a crafted archive)");
   check_layout(header_offsets);
   verified_ = std::make_shared<std::vector<bool>>(entries_.size(), false);
