@@ -26,7 +26,7 @@ using runtime::JsonObject;
 cxxopts::Options eval_options() {
   cxxopts::Options options("alexnet eval", "Evaluate weights on a dataset split.");
   options.add_options()
-      ("w,weights", "Weights: .pth (state_dict or training checkpoint), TorchScript .pt or .safetensors",
+      ("w,weights", "Weights: .pth (state_dict or training checkpoint), TorchScript .pt, .safetensors or torch.export .pt2",
        cxxopts::value<std::string>())
       ("data", "Data spec", cxxopts::value<std::string>()->default_value("fashion-mnist"))
       ("split", "Split to evaluate: val (test files for IDX/CIFAR) or train",

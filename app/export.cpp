@@ -28,7 +28,7 @@ int run_export(int argc, const char* const* argv) {
                            "(.safetensors), chosen by --output's extension. Tensors keep their "
                            "dtype and values bit for bit.");
   options.add_options()
-      ("w,weights", "Input weights: .pth (any torch.save format), TorchScript .pt or .safetensors",
+      ("w,weights", "Input weights: .pth (any torch.save format), TorchScript .pt, .safetensors or torch.export .pt2",
        cxxopts::value<std::string>())
       ("o,output", "Output file: NAME.pth, NAME.pt or NAME.safetensors", cxxopts::value<std::string>())
       ("num-classes", "Refuse weights with a different number of classes",

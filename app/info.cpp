@@ -122,8 +122,8 @@ int run_info(int argc, const char* const* argv) {
                            "it fits AlexNet.");
   options.positional_help("[FILE]");
   options.add_options()
-      ("w,weights", "Weights: .pth (any torch.save format, training checkpoints too), TorchScript .pt or "
-       ".safetensors; or give the file as the argument",
+      ("w,weights", "Weights: .pth (any torch.save format, training checkpoints too), TorchScript .pt, "
+       ".safetensors or torch.export .pt2; or give the file as the argument",
        cxxopts::value<std::string>())
       ("file", "The weights file (as --weights)", cxxopts::value<std::vector<std::string>>())
       ("json", "Print one JSON object instead of a table")

@@ -119,7 +119,7 @@ cxxopts::Options predict_options(const PredictParams& p) {
                            "(resize shorter side, center crop, ImageNet normalisation).");
   options.positional_help("IMAGE|DIR|GLOB|- ...");
   options.add_options()
-      ("w,weights", "Weights: .pth, TorchScript .pt or .safetensors", cxxopts::value<std::string>())
+      ("w,weights", "Weights: .pth, TorchScript .pt, .safetensors or torch.export .pt2", cxxopts::value<std::string>())
       ("k,topk", "How many classes to print per image (0 = all)",
        cxxopts::value<int64_t>()->default_value(std::to_string(p.topk)))
       ("format", "text, json (one JSON object per image: JSON Lines) or csv (one row per class: "

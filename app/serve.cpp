@@ -24,7 +24,7 @@ cxxopts::Options serve_options() {
                            "takes POST /reload, as SIGHUP does. SIGTERM drains and exits 0.");
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   options.add_options()
-      ("w,weights", "Weights: .pth, TorchScript .pt or .safetensors", cxxopts::value<std::string>())
+      ("w,weights", "Weights: .pth, TorchScript .pt, .safetensors or torch.export .pt2", cxxopts::value<std::string>())
       ("host", "Address to listen on (0.0.0.0: every interface, as in a container)",
        cxxopts::value<std::string>()->default_value("127.0.0.1"))
       ("port", "TCP port (0: any free one, logged)", cxxopts::value<int>()->default_value("8080"))

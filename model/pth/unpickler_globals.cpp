@@ -126,26 +126,8 @@ TensorRecord Unpickler::rebuild_tensor(const std::vector<uint32_t>& args) {
   t.sizes = ints_of(args[2], "tensor size");
   t.strides = ints_of(args[3], "tensor stride");
   if (args.size() > 4) t.requires_grad = int_of(args[4], "requires_grad") != 0;
-  if (t.sizes.size() != t.strides.size()) fail("tensor size and stride differ in length");
-  if (t.offset < 0) fail("negative storage offset");
-  int64_t numel = 1, last = t.offset;
-  for (size_t d = 0; d < t.sizes.size(); ++d) {
-    if (t.sizes[d] < 0 || t.strides[d] < 0) fail("negative tensor size or stride");
-    if (__builtin_mul_overflow(numel, t.sizes[d], &numel)) fail("tensor size overflows");
-  }
-  if (numel > 0) {
-    for (size_t d = 0; d < t.sizes.size(); ++d) {
-      int64_t span;
-      if (__builtin_mul_overflow(t.sizes[d] - 1, t.strides[d], &span) ||
-          __builtin_add_overflow(last, span, &last))
-        fail("tensor view overflows");
-    }
-    if (last >= t.storage->numel)
-      fail("tensor view reaches element " + std::to_string(last) + " of a storage of " +
-           std::to_string(t.storage->numel));
-  } else if (t.offset > t.storage->numel) {
-    fail("storage offset past the end of the storage");
-  }
+  const std::string problem = t.view_problem();  // the same check as every reader's
+  if (!problem.empty()) fail(problem);
   return t;
 }
 
