@@ -10,8 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -122,11 +122,31 @@ std::string scheduler_name(const std::string& name) {
   return name;
 }
 
-// `r` holds the flags typed and those --resume restored; `typed` only the typed ones.
-TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::ParseResult& typed,
-                               const cxxopts::Options& options) {
-  using namespace engine;
-  TrainConfig c;
+// The flags of one parse, read by name (or by train.py's alias, where one was given);
+// a bad value is a usage error naming the flag.
+struct FlagReader {
+  const cxxopts::ParseResult& r;
+  const cxxopts::Options& options;
+
+  std::string text(const char* k) const {
+    for (const auto& [flag, alias] : kFlagAliases)
+      if (std::string(flag) == k && r.count(alias)) return r[alias].as<std::string>();
+    return r[k].as<std::string>();
+  }
+  // A flag naming one of `names`.
+  template <class Names>
+  auto choice(const char* flag, const Names& names) const {
+    const auto parsed = engine::parse_name(names, text(flag));
+    if (!parsed)
+      throw UsageError(std::string("--") + flag + " must be " + engine::choices(names) + ", got '" + text(flag) +
+                           "'",
+                       options.help());
+    return *parsed;
+  }
+};
+
+// Flags that cannot go together.
+void check_conflicts(const cxxopts::ParseResult& r, const cxxopts::Options& options) {
   for (const auto& [flag, alias] : kFlagAliases)
     if (r.count(flag) && r.count(alias))
       throw UsageError(std::string("--") + flag + " and --" + alias + " are the same flag: give one", options.help());
@@ -135,99 +155,116 @@ TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::Par
   if (r.count("amp") && r.count("precision") && r["precision"].as<std::string>() != "auto")
     throw UsageError("--amp is --precision auto: it cannot go with --precision " + r["precision"].as<std::string>(),
                      options.help());
-  // The value of a flag, or of its train.py alias when that was given.
-  const auto text = [&r](const char* k) {
-    for (const auto& [flag, alias] : kFlagAliases)
-      if (std::string(flag) == k && r.count(alias)) return r[alias].as<std::string>();
-    return r[k].as<std::string>();
-  };
-  // A flag naming one of `names`.
-  const auto choice = [&](const char* flag, const auto& names) {
-    const auto parsed = parse_name(names, text(flag));
-    if (!parsed)
-      throw UsageError(std::string("--") + flag + " must be " + choices(names) + ", got '" + text(flag) + "'",
-                       options.help());
-    return *parsed;
-  };
-  c.data = text("data");
-  if (r.count("val")) c.val = text("val");
-  c.epochs = positive_flag(r, "epochs", options);
-  c.batch_size = positive_flag(r, "batch-size", options);
-  {
-    // Which defaults the recipe flags override; logged with the reason (Trainer::start).
-    RecipeName name = recipe_name_flag(r, options);
-    if (name == RecipeName::kAuto) {
-      const bool fashion = c.data == "fashion-mnist" || c.data.rfind("fashion-mnist:", 0) == 0;
-      const bool fresh = !flag_given(r, "weights") && !flag_given(r, "resume");
-      name = fashion && fresh ? RecipeName::kMain : RecipeName::kTorchvision;
-      c.recipe_reason = fashion && fresh          ? "auto: Fashion-MNIST from scratch"
-                        : flag_given(r, "weights") ? "auto: fine-tuning --weights"
-                        : flag_given(r, "resume")  ? "auto: resuming a checkpoint that records no recipe"
-                                                   : "auto: data other than Fashion-MNIST";
-    } else {
-      c.recipe_reason = "--recipe " + std::string(name_of(kRecipeNames, name));
-    }
-    c.recipe_name = name;
-    c.recipe = recipe_flags(r, options, Recipe::named(name));
-    // Restored flags are the checkpoint's run, not choices made here: name only the typed ones.
-    if (typed.count("resume") && !typed.count("recipe") && r.count("recipe")) c.recipe_reason = "the checkpoint's run";
-    std::string overrides;
-    recipe_flags(typed, options, c.recipe, &overrides);
-    if (!overrides.empty()) c.recipe_reason += "; given:" + overrides;
+}
+
+// The recipe (named, or chosen for the data and start), the flags that override it,
+// and the reason, which Trainer::start logs. `typed`: the flags typed, without those
+// --resume restored.
+void recipe_config(TrainConfig& c, const FlagReader& f, const cxxopts::ParseResult& typed) {
+  using namespace engine;
+  const cxxopts::ParseResult& r = f.r;
+  RecipeName name = recipe_name_flag(r, f.options);
+  if (name == RecipeName::kAuto) {
+    const bool fashion = c.data == "fashion-mnist" || c.data.rfind("fashion-mnist:", 0) == 0;
+    const bool fresh = !flag_given(r, "weights") && !flag_given(r, "resume");
+    name = fashion && fresh ? RecipeName::kMain : RecipeName::kTorchvision;
+    c.recipe_reason = fashion && fresh          ? "auto: Fashion-MNIST from scratch"
+                      : flag_given(r, "weights") ? "auto: fine-tuning --weights"
+                      : flag_given(r, "resume")  ? "auto: resuming a checkpoint that records no recipe"
+                                                 : "auto: data other than Fashion-MNIST";
+  } else {
+    c.recipe_reason = "--recipe " + std::string(name_of(kRecipeNames, name));
   }
-  {
-    const std::string name = scheduler_name(
-        flag_given(r, "lr-scheduler") ? text("lr-scheduler")
-                                      : c.recipe_name == RecipeName::kMain ? "cosine" : "step");
-    const auto parsed = parse_name(kLrSchedulers, name);
-    if (!parsed)
-      throw UsageError("--lr-scheduler must be " + choices(kLrSchedulers) +
-                           " (or train.py's steplr, cosineannealinglr, constantlr), got '" + text("lr-scheduler") + "'",
-                       options.help());
-    c.lr_scheduler = *parsed;
-  }
-  c.lr_step_size = positive_flag(r, "lr-step-size", options);
+  c.recipe_name = name;
+  c.recipe = recipe_flags(r, f.options, Recipe::named(name));
+  // Restored flags are the checkpoint's run, not choices made here: name only the typed ones.
+  if (typed.count("resume") && !typed.count("recipe") && r.count("recipe")) c.recipe_reason = "the checkpoint's run";
+  std::string overrides;
+  recipe_flags(typed, f.options, c.recipe, &overrides);
+  if (!overrides.empty()) c.recipe_reason += "; given:" + overrides;
+}
+
+// The learning rate's schedule: the scheduler (the recipe's unless given), its decay and warmup.
+void schedule_config(TrainConfig& c, const FlagReader& f) {
+  using namespace engine;
+  const cxxopts::ParseResult& r = f.r;
+  const std::string name = scheduler_name(
+      flag_given(r, "lr-scheduler") ? f.text("lr-scheduler")
+                                    : c.recipe_name == RecipeName::kMain ? "cosine" : "step");
+  const auto parsed = parse_name(kLrSchedulers, name);
+  if (!parsed)
+    throw UsageError("--lr-scheduler must be " + choices(kLrSchedulers) +
+                         " (or train.py's steplr, cosineannealinglr, constantlr), got '" + f.text("lr-scheduler") + "'",
+                     f.options.help());
+  c.lr_scheduler = *parsed;
+  c.lr_step_size = positive_flag(r, "lr-step-size", f.options);
   c.lr_gamma = r["lr-gamma"].as<double>();
   c.lr_warmup_epochs = r["lr-warmup-epochs"].as<double>();
-  c.lr_warmup_method = choice("lr-warmup-method", kWarmupMethods);
+  c.lr_warmup_method = f.choice("lr-warmup-method", kWarmupMethods);
   c.lr_warmup_decay = r["lr-warmup-decay"].as<double>();
-  c.lr_update = choice("lr-update", kLrUpdates);
-  c.image_size = r["image-size"].as<int64_t>();
-  c.augment = choice("augment", kAugments);
-  c.workers = r["workers"].as<int64_t>();
-  c.seed = r["seed"].as<int64_t>();
-  c.deterministic = r.count("deterministic") > 0;
-  c.output = text("output");
-  if (r.count("resume")) c.resume = text("resume");
-  if (r.count("weights")) c.weights = text("weights");
+  c.lr_update = f.choice("lr-update", kLrUpdates);
+}
+
+// Where the run starts (--resume, --weights, --start-epoch) and what it writes.
+void start_config(TrainConfig& c, const FlagReader& f) {
+  const cxxopts::ParseResult& r = f.r;
+  c.output = f.text("output");
+  if (r.count("resume")) c.resume = f.text("resume");
+  if (r.count("weights")) c.weights = f.text("weights");
   c.reset_classifier = r.count("reset-classifier") > 0;
-  c.num_classes = r["num-classes"].as<int64_t>();
-  c.in_channels = r["in-channels"].as<int64_t>();
   c.print_freq = r["print-freq"].as<int64_t>();
   c.max_steps = r["max-steps"].as<int64_t>();
   c.save_every = r["save-every"].as<int64_t>();
+  c.overwrite = r.count("overwrite") > 0;
   c.start_epoch = r["start-epoch"].as<int64_t>();
-  if (c.start_epoch < 0) throw UsageError("--start-epoch must not be negative", options.help());
+  if (c.start_epoch < 0) throw UsageError("--start-epoch must not be negative", f.options.help());
   if (c.start_epoch > 0 && flag_given(r, "resume"))
     throw UsageError("--start-epoch: --resume continues where its checkpoint stopped; give one of them",
-                     options.help());
+                     f.options.help());
   if (c.start_epoch >= c.epochs)
     throw UsageError("--start-epoch " + std::to_string(c.start_epoch) + " leaves none of --epochs " +
-                         std::to_string(c.epochs) + " to train", options.help());
-  const runtime::ComputeRequest compute = compute_flags(r, options, /*with_plan=*/false);
+                         std::to_string(c.epochs) + " to train", f.options.help());
+}
+
+// The model and how it computes: architecture, initialisation, input, precision, layout.
+void model_config(TrainConfig& c, const FlagReader& f) {
+  const cxxopts::ParseResult& r = f.r;
+  c.num_classes = r["num-classes"].as<int64_t>();
+  c.in_channels = r["in-channels"].as<int64_t>();
+  c.image_size = r["image-size"].as<int64_t>();
+  const runtime::ComputeRequest compute = compute_flags(r, f.options, /*with_plan=*/false);
   c.precision = compute.precision;
   c.channels_last = compute.channels_last;
   try {
-    c.arch = parse_arch(text("arch"));
+    c.arch = parse_arch(f.text("arch"));
   } catch (const c10::Error&) {
-    throw UsageError("--arch must be alexnet or alexnet2012, got '" + text("arch") + "'", options.help());
+    throw UsageError("--arch must be alexnet or alexnet2012, got '" + f.text("arch") + "'", f.options.help());
   }
-  c.init = choice("init", kInits);
+  c.init = f.choice("init", engine::kInits);
+}
+
+// `r` holds the flags typed and those --resume restored; `typed` only the typed ones.
+TrainConfig parse_train_config(const cxxopts::ParseResult& r, const cxxopts::ParseResult& typed,
+                               const cxxopts::Options& options) {
+  using namespace engine;
+  check_conflicts(r, options);
+  const FlagReader f{r, options};
+  TrainConfig c;
+  c.data = f.text("data");
+  if (r.count("val")) c.val = f.text("val");
+  c.epochs = positive_flag(r, "epochs", options);
+  c.batch_size = positive_flag(r, "batch-size", options);
+  recipe_config(c, f, typed);
+  schedule_config(c, f);
+  c.augment = f.choice("augment", kAugments);
+  c.workers = r["workers"].as<int64_t>();
+  c.seed = r["seed"].as<int64_t>();
+  c.deterministic = r.count("deterministic") > 0;
   c.skip_bad = r.count("skip-bad") > 0;
-  c.overwrite = r.count("overwrite") > 0;
+  start_config(c, f);
+  model_config(c, f);
   c.distributed = r.count("distributed") > 0;
-  if (r.count("dist-backend"))
-    c.dist_backend = choice("dist-backend", kDistBackends);
+  if (r.count("dist-backend")) c.dist_backend = f.choice("dist-backend", kDistBackends);
   c.dist_timeout = positive_flag(r, "dist-timeout", options);
   try {
     c.validate();
@@ -266,36 +303,36 @@ std::optional<std::string> flag_text(const pth::Value& v) {
       if (v.as_string().empty()) return std::nullopt;
       return v.as_string();
     case pth::Value::Kind::kInt: return std::to_string(v.as_int());
-    case pth::Value::Kind::kFloat: {
-      char buf[32];  // the shortest text that reads back as the same double
-      for (int digits = 15; digits <= 17; ++digits) {
-        std::snprintf(buf, sizeof buf, "%.*g", digits, v.as_float());
-        if (std::strtod(buf, nullptr) == v.as_float()) break;
-      }
-      return std::string(buf);
-    }
+    case pth::Value::Kind::kFloat: return fmt::format("{}", v.as_float());  // shortest round-trip text
     case pth::Value::Kind::kBool: return std::string(v.as_bool() ? "true" : "false");
     case pth::Value::Kind::kNone: return std::string("0");  // train.py's "off" (clip_grad_norm)
     default: return std::nullopt;
   }
 }
 
+// The command line to parse, and the --resume file, read once: the Trainer takes
+// it from here.
+struct ResumeArgs {
+  std::vector<std::string> args;
+  std::shared_ptr<const WeightsFile> file;  // nullptr without --resume
+};
+
 // With --resume, the flags not given on the command line come back from the
 // checkpoint's args, so that the printed "--resume CKPT" alone continues the run.
 // Each restored and each overriding flag is logged. Only our own checkpoints
 // (with "lr_update") are restored: train.py's args use other names and meanings.
-std::vector<std::string> with_restored_flags(const cxxopts::ParseResult& given, int argc,
-                                             const char* const* argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  if (!given.count("resume")) return args;
+ResumeArgs with_restored_flags(const cxxopts::ParseResult& given, int argc, const char* const* argv) {
+  ResumeArgs out{std::vector<std::string>(argv, argv + argc), nullptr};
+  if (!given.count("resume")) return out;
   const std::string path = given["resume"].as<std::string>();
-  const WeightsFile file(path);
-  const pth::Value& root = file.root();
+  out.file = std::make_shared<const WeightsFile>(path);
+  std::vector<std::string>& args = out.args;
+  const pth::Value& root = out.file->root();
   const pth::Value* saved = root.is_dict() ? root.find("args") : nullptr;
   if (!saved || !saved->is_dict() || !saved->find("lr_update")) {
     spdlog::info("resume: {} has no arguments of this program (a train.py checkpoint?): the flags given "
                  "here and the defaults apply", path);
-    return args;
+    return out;
   }
   std::map<std::string, std::string> typed;  // flag -> the text given (the last one)
   for (const auto& kv : given.arguments()) typed[kv.key()] = kv.value();
@@ -321,7 +358,7 @@ std::vector<std::string> with_restored_flags(const cxxopts::ParseResult& given, 
     restored += " --" + std::string(flag) + " " + *text;
   }
   if (!restored.empty()) spdlog::info("resume: from {}'s run:{}", path, restored);
-  return args;
+  return out;
 }
 
 // train.py --test-only: evaluate the model it would start from on the validation
@@ -356,9 +393,9 @@ int run_train(int argc, const char* const* argv) {
     std::printf("%s\ndata specs:\n%s\n", options.help().c_str(), data::kDataSpecHelp);
     return 0;
   }
-  const std::vector<std::string> args = with_restored_flags(given, argc, argv);
+  const ResumeArgs resume = with_restored_flags(given, argc, argv);
   std::vector<const char*> args_c;
-  for (const auto& a : args) args_c.push_back(a.c_str());
+  for (const auto& a : resume.args) args_c.push_back(a.c_str());
   const auto result = parse_or_usage(options, static_cast<int>(args_c.size()), args_c.data());
   const TrainConfig config = parse_train_config(result, given, options);
   if (result.count("test-only")) return test_only(config, result, options);
@@ -366,7 +403,7 @@ int run_train(int argc, const char* const* argv) {
 
   const torch::Device device = setup_runtime(result);
   runtime::reuse_freed_memory();
-  engine::Trainer trainer(config, device, /*threads_given=*/result.count("threads") > 0);
+  engine::Trainer trainer(config, device, /*threads_given=*/result.count("threads") > 0, resume.file);
   for (int64_t epoch = trainer.start_epoch(); epoch < config.epochs; ++epoch) {
     const engine::EpochResult train = trainer.train_one_epoch(epoch);
     if (train.stopped_mid_epoch) return 128 + train.signal;

@@ -109,7 +109,8 @@ class GradientReducer {
 
   /// Call before backward().
   void prepare();
-  /// Call after backward(): waits for every bucket and writes the averages into .grad.
+  /// Call after backward(): waits for every bucket, averages it in place and makes
+  /// each parameter's .grad a view of its part (valid until the next prepare()).
   void finish();
   size_t num_buckets() const { return buckets_.size(); }
   /// Bytes all-reduced per step: every gradient in fp32.
@@ -124,6 +125,7 @@ class GradientReducer {
     std::vector<size_t> params;    // indices into params_
     std::vector<int64_t> offsets;  // element offset of each in flat
     torch::Tensor flat;            // fp32 contiguous buffer
+    std::vector<torch::Tensor> views;  // per slot: its part of flat, shaped and strided as the parameter
     size_t pending = 0;            // gradients still to arrive this step
     std::unique_ptr<Communicator::Pending> work;
   };

@@ -8,6 +8,11 @@
 //     trainer.end_epoch(epoch, e, trainer.evaluate());
 //   }
 //   trainer.finish();
+// Its parts, in the order a run meets them: trainer.cpp (the run's lifecycle: the
+// output folder, the signals, the closing lines), trainer_distributed.cpp (joining
+// the ranks; a peer's failure), trainer_checkpoint.cpp (the file to start from,
+// resume, checkpoints), trainer_setup.cpp (data, model, loaders),
+// trainer_estimate.cpp (the run's duration), trainer_epoch.cpp (the epoch loop).
 #pragma once
 
 #include "app/engine/checkpoint.h"
@@ -17,6 +22,7 @@
 #include "app/engine/progress.h"
 #include "app/engine/train_config.h"
 #include "app/engine/train_step.h"
+#include "app/runtime/signals.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "model/alexnet.h"
@@ -49,8 +55,11 @@ class Trainer {
   /// the ranks (distributed; then rank 0 alone logs), checks --output, reads
   /// --resume or --weights, opens the data, builds the model, the step and the
   /// loaders, and restores a checkpoint's state. threads_given: --threads was
-  /// set (distributed ranks otherwise share this machine's cores).
-  Trainer(TrainConfig config, torch::Device device, bool threads_given);
+  /// set (distributed ranks otherwise share this machine's cores). `opened`: the
+  /// --resume (or --weights) file when the caller has read it already (train reads
+  /// --resume's flags first); nullptr: it is opened here.
+  Trainer(TrainConfig config, torch::Device device, bool threads_given,
+          std::shared_ptr<const WeightsFile> opened = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -75,9 +84,18 @@ class Trainer {
   void build_model();
   void restore();
   void make_loaders();
-  // Rank 0 only; `path` defaults to OUT/checkpoint.pth.
-  void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr,
-                       const std::string& path = "");
+  // The model's state_dict on the CPU, contiguous: what every weights file holds.
+  NamedTensors cpu_weights() const;
+  // The run's state as a checkpoint records it, the weights and momentum copied to
+  // the CPU (once: every file an epoch writes is made from the same copy).
+  TrainCheckpoint checkpoint(int64_t completed_epoch, int64_t epoch_step) const;
+  void write_checkpoint(const TrainCheckpoint& c, double next_lr, const std::string& path) const;
+  // checkpoint() into OUT/checkpoint.pth; rank 0 only.
+  void save_checkpoint(int64_t completed_epoch, int64_t epoch_step, double next_lr);
+  // The signal caught since set-up (0: none); the one that stopped the run
+  // (SIGTERM when it was another rank's).
+  int caught_signal() const { return signals_ ? signals_->last() : 0; }
+  int stop_signal() const;
   // A peer died or was cut off during `step` of `epoch`: rank 0 saves the last
   // completed step, and the error says how to resume.
   [[noreturn]] void peer_failed(const PeerFailure& e, int64_t epoch, int64_t step);
@@ -99,6 +117,12 @@ class Trainer {
     bool stop = false;
   };
   BatchOutcome train_batch(const data::Batch& batch, double lr, int64_t epoch, int64_t step);
+  // Distributed: each rank draws its own dropout masks for the epoch.
+  void seed_rank_dropout(int64_t epoch);
+  // The bar, progress line and metrics record after `step` of `epoch`.
+  void report_step(int64_t epoch, int64_t step, double mean_loss, double lr, const Progress& progress);
+  // r's loss, images and correct summed over the ranks; whether any rank was signalled.
+  bool sum_over_ranks(EpochResult& r, double& loss_sum, bool stop);
 
   TrainConfig config_;
   torch::Device device_;
@@ -109,7 +133,7 @@ class Trainer {
   std::vector<std::string> made_dirs_;  // the --output folders this run created, outermost first
   bool lead_ = true;  // rank 0: writes checkpoints, metrics, logs
   std::string checkpoint_path_;
-  std::optional<WeightsFile> start_file_;  // --resume or --weights
+  std::shared_ptr<const WeightsFile> start_file_;  // --resume or --weights
   std::optional<TrainCheckpoint> resumed_;
   std::shared_ptr<data::Dataset> train_set_, val_set_;
   int64_t classes_ = 0;
@@ -125,8 +149,8 @@ class Trainer {
   int64_t steps_per_epoch_ = 0;
   std::optional<MetricsLog> metrics_;
   std::string metrics_path_;
-  struct SignalScope;
-  std::unique_ptr<SignalScope> signals_;
+  std::unique_ptr<runtime::SignalCatcher> signals_;  // SIGINT, SIGTERM once set up
+  NamedTensors final_weights_;  // the last epoch's CPU copy, which finish() writes as model.pth
 };
 
 }  // namespace alexnet::engine
