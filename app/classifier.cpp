@@ -47,11 +47,11 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Op
   c.compute = runtime::resolve_compute(request, device, runtime::Workload::kInference);
   std::optional<InputTransform> file_transform;  // how the weights' training data was prepared
   {
-    const WeightsFile file(weights);
-    // Free when the name promised one; int8's scales are tied to it.
+    const WeightsFile file(weights, WeightsFile::HubCheck::kWhileLoading);
+    c.model = file.load();
+    // Free when the name promised one (load() hashed it); int8's scales are tied to it.
     if (with_sha256 || hub_hash_prefix(weights) || c.compute.precision == runtime::Precision::kInt8)
       c.sha256 = file.sha256();
-    c.model = file.load();
     c.labels = file.class_names();
     file_transform = file.input_transform();
   }

@@ -118,9 +118,9 @@ int run_eval(int argc, const char* const* argv) {
   std::vector<std::string> file_names;  // the classes the weights were trained on, if the file says
   std::string sha256;                   // of the bytes loaded, for int8's scales
   {
-    const WeightsFile file(weights);
-    if (compute.precision == runtime::Precision::kInt8) sha256 = file.sha256();
+    const WeightsFile file(weights, WeightsFile::HubCheck::kWhileLoading);
     model = file.load();
+    if (compute.precision == runtime::Precision::kInt8) sha256 = file.sha256();
     file_names = file.class_names();
   }
   check_finite_weights(result, *model, weights);

@@ -275,6 +275,11 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   } else {
     x = features->forward(x);  // (N, 256, h, w)
   }
+  x = pool(x);                 // (N, 9216)
+  return classifier->forward(x);  // (N, num_classes)
+}
+
+torch::Tensor AlexNetImpl::pool(torch::Tensor x) {
   if (x.size(2) == 1 && x.size(3) == 1) {
     // Inputs under 95 px leave a 1x1 map, and pooling it to 6x6 copies each value
     // into all 36 bins (the average of one value is that value, exactly). A
@@ -289,8 +294,7 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   } else {
     x = avgpool->forward(x);   // (N, 256, 6, 6)
   }
-  x = torch::flatten(x, 1);    // (N, 9216)
-  return classifier->forward(x);  // (N, num_classes)
+  return torch::flatten(x, 1);  // (N, 9216)
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(

@@ -88,6 +88,9 @@ class AlexNetImpl : public torch::nn::Module {
 
   // x: (N, C, H, W) with H, W >= 63 -> logits (N, num_classes)
   torch::Tensor forward(torch::Tensor x);
+  /// What forward does between features and classifier: (N, 256, h, w) -> (N, 9216), the
+  /// adaptive average pool to 6x6 (a broadcast for a 1x1 map) and the flatten.
+  torch::Tensor pool(torch::Tensor x);
 
   const AlexNetOptions& options() const { return options_; }
 

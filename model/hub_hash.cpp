@@ -9,36 +9,32 @@
 #include <stdexcept>
 
 namespace alexnet {
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+
+void Sha256::update(const void* data, size_t size) {
+  if (EVP_DigestUpdate(ctx_, data, size) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
+}
+
+std::string Sha256::hex_digest() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_DigestFinal_ex(ctx_, digest, &size) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
+  static const char kDigits[] = "0123456789abcdef";
+  std::string hex(2 * size, '0');
+  for (unsigned int i = 0; i < size; ++i) {
+    hex[2 * i] = kDigits[digest[i] >> 4];
+    hex[2 * i + 1] = kDigits[digest[i] & 15];
+  }
+  return hex;
+}
+
 namespace {
 
-/// OpenSSL's SHA-256 (EVP: the CPU's SHA extensions where it has them).
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
-  }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* data, size_t size) {
-    if (EVP_DigestUpdate(ctx_, data, size) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
-  }
-  std::string hex_digest() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    if (EVP_DigestFinal_ex(ctx_, digest, &size) != 1) throw std::runtime_error("SHA-256: OpenSSL failed");
-    static const char kDigits[] = "0123456789abcdef";
-    std::string hex(2 * size, '0');
-    for (unsigned int i = 0; i < size; ++i) {
-      hex[2 * i] = kDigits[digest[i] >> 4];
-      hex[2 * i + 1] = kDigits[digest[i] & 15];
-    }
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
 
 bool is_lower_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 

@@ -9,7 +9,25 @@
 #include <optional>
 #include <string>
 
+// OpenSSL's types, kept out of this header.
+struct evp_md_ctx_st;
+
 namespace alexnet {
+
+/// A SHA-256 fed in pieces: update() as often as needed, then hex_digest() once.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t size);
+  /// 64 lowercase hex digits.
+  std::string hex_digest();
+
+ private:
+  evp_md_ctx_st* ctx_;
+};
 
 /// The SHA-256 of `size` bytes at `data`, as 64 lowercase hex digits.
 std::string sha256_hex_bytes(const void* data, size_t size);

@@ -112,7 +112,7 @@ void Int8Calibrator::observe(const torch::Tensor& input) {
       m.record(layer_name("features", i - 1), x);
     ++i;
   }
-  x = torch::flatten(m.model->avgpool->forward(x), 1);  // (N, 9216)
+  x = m.model->pool(x);  // (N, 9216)
   i = 0;
   const size_t last_linear = m.layers.classifier.size() - 1;
   for (auto& layer : *m.model->classifier) {

@@ -9,18 +9,23 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 
 namespace alexnet {
 
 namespace {
 
+// Called with each piece of the file just before it is copied.
+using BeforeCopy = std::function<void(const uint8_t* piece, size_t size)>;
+
 // memcpy from a mapped file in steps, giving each step's pages back once copied,
 // so that the source and the copy are never both resident.
-void copy_releasing(void* dst, const uint8_t* src, size_t n) {
+void copy_releasing(void* dst, const uint8_t* src, size_t n, const BeforeCopy& before) {
   constexpr size_t kStep = size_t{16} << 20;
   for (size_t done = 0; done < n; done += kStep) {
     const size_t step = std::min(kStep, n - done);
+    before(src + done, step);
     std::memcpy(static_cast<uint8_t*>(dst) + done, src + done, step);
     pth::release_pages(src + done, step);
   }
@@ -30,14 +35,15 @@ void copy_releasing(void* dst, const uint8_t* src, size_t n) {
 // back the file's pages as it goes, so the file and the model are never both
 // resident. Records of the target's dtype are copied bytewise, which also serves
 // the unaligned storages of legacy files without an intermediate tensor.
-void copy_record(const pth::TensorRecord& record, torch::Tensor& target) {
+void copy_record(const pth::TensorRecord& record, torch::Tensor& target, const BeforeCopy& before) {
   const pth::Storage& storage = *record.storage;
   const size_t nbytes = static_cast<size_t>(storage.numel) * pth::element_size(storage.dtype);
   if (storage.data && record.is_contiguous_whole() && target.is_contiguous() &&
       target.device().is_cpu() && to_scalar_type(storage.dtype) == target.scalar_type() &&
       target.nbytes() == nbytes) {
-    copy_releasing(target.data_ptr(), storage.data, nbytes);
+    copy_releasing(target.data_ptr(), storage.data, nbytes, before);
   } else {
+    if (storage.data) before(storage.data, nbytes);
     target.copy_(to_tensor(record));
     if (storage.data) pth::release_pages(storage.data, nbytes);
   }
@@ -87,20 +93,47 @@ NamedTensors state_dict(const torch::nn::Module& module) {
   return out;
 }
 
+void WeightsFile::hash_through(size_t end, size_t keep_from) const {
+  if (!sha256_.empty() || end <= hashed_) return;
+  if (!hasher_) hasher_ = std::make_shared<Sha256>();
+  constexpr size_t kPiece = size_t{4} << 20;
+  while (hashed_ < end) {
+    const size_t n = std::min(kPiece, end - hashed_);
+    hasher_->update(buffer_.data + hashed_, n);
+    // Pages not about to be copied are given back as they are hashed.
+    const size_t release_end = std::min(hashed_ + n, std::max(keep_from, hashed_));
+    pth::release_pages(buffer_.data + hashed_, release_end - hashed_);
+    hashed_ += n;
+  }
+}
+
 const std::string& WeightsFile::sha256() const {
-  if (sha256_.empty())  // the mapping's pages are given back as they are hashed
-    sha256_ = sha256_hex_bytes(buffer_.data, buffer_.size, [](const void* p, size_t n) { pth::release_pages(p, n); });
+  if (sha256_.empty()) {
+    hash_through(buffer_.size, buffer_.size);
+    sha256_ = hasher_->hex_digest();
+  }
   return sha256_;
 }
 
+void WeightsFile::check_hub_name() const {
+  if (!hub_pending_) return;
+  try {
+    check_hub_hash(path_, sha256());  // the bytes loaded, hashed once
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, e.what());
+  }
+  hub_pending_ = false;
+}
+
 // Open, read, check, in that order; each step once.
-WeightsFile::WeightsFile(const std::string& path) : path_(path) {
+WeightsFile::WeightsFile(const std::string& path, HubCheck hub_check) : path_(path) {
   pth::WeightsContents contents;
   try {
     buffer_ = pth::map_file(path);  // a regular file, opened without blocking
     TORCH_CHECK(buffer_.size > 0, path, ": file is empty");
     // torch.hub's NAME-HASH.pth promise (torchvision's alexnet-owt-7be5be79.pth), kept.
-    if (hub_hash_prefix(path)) check_hub_hash(path, sha256());  // the bytes loaded, hashed once
+    hub_pending_ = hub_hash_prefix(path).has_value();
+    if (hub_check == HubCheck::kOnOpen) check_hub_name();
     std::tie(format_, contents) = pth::read_weights(buffer_, path);
     pth::release_pages(buffer_.data, buffer_.size);  // parsing and the zip checksums read pages
   } catch (const std::runtime_error& e) {  // pth::FormatError, the hub check: "<path>: <what>"
@@ -178,8 +211,15 @@ AlexNetOptions WeightsFile::options(std::optional<int64_t> num_classes, AlexNetO
 void WeightsFile::copy_into(NamedTensors& targets) const {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < entries_.size(); ++i) index.emplace(entries_[i].name, i);
+  // A torch.hub name still to check: each piece is hashed just before it is copied (the
+  // bytes between records too), so every page is read once.
+  const BeforeCopy before = [this](const uint8_t* piece, size_t n) {
+    if (!hub_pending_) return;
+    const auto begin = static_cast<size_t>(piece - buffer_.data);
+    hash_through(begin + n, begin);
+  };
   torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) copy_record(*records_[index.at(name)], target);
+  for (auto& [name, target] : targets) copy_record(*records_[index.at(name)], target, before);
 }
 
 AlexNet WeightsFile::load(std::optional<int64_t> num_classes, AlexNetOptions base) const {
@@ -192,15 +232,18 @@ AlexNet WeightsFile::load(std::optional<int64_t> num_classes, AlexNetOptions bas
   for (const auto& [name, shape] : parameter_shapes(options))
     targets.emplace_back(name, torch::empty(shape, torch::kFloat));
   copy_into(targets);
+  check_hub_name();  // hashes what is left after the last record
   return AlexNet(options, targets);
 }
 
 void WeightsFile::load_into(torch::nn::Module& module, const std::string& skip_prefix) const {
+  check_hub_name();
   NamedTensors targets = checked_targets(module, entries_, skip_prefix, path_);
   copy_into(targets);
 }
 
 NamedTensors WeightsFile::tensors() const {
+  check_hub_name();
   NamedTensors out;
   for (size_t i = 0; i < entries_.size(); ++i) out.emplace_back(entries_[i].name, to_tensor(*records_[i]));
   return out;
@@ -208,7 +251,7 @@ NamedTensors WeightsFile::tensors() const {
 
 AlexNet load_alexnet(const std::string& path, std::optional<int64_t> num_classes,
                      AlexNetOptions base) {
-  return WeightsFile(path).load(num_classes, base);
+  return WeightsFile(path, WeightsFile::HubCheck::kWhileLoading).load(num_classes, base);
 }
 
 void load_named_tensors(torch::nn::Module& module, const NamedTensors& tensors,

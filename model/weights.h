@@ -3,6 +3,7 @@
 #pragma once
 
 #include "model/alexnet.h"
+#include "model/hub_hash.h"
 #include "model/pth/formats.h"
 
 #include <torch/torch.h>
@@ -72,13 +73,22 @@ class WeightsFile {
     torch::ScalarType dtype = torch::kFloat;
   };
 
+  /// When the promise of a torch.hub name (NAME-HASH.pth) is checked.
+  enum class HubCheck {
+    kOnOpen,        // by the constructor: the whole file is hashed first
+    kWhileLoading,  // by load(), which hashes each piece of the file just before it copies
+                    // it, so every page is read once; else by the first load_into(),
+                    // tensors() or sha256(). For callers that load() what they open.
+  };
+
   /// Throws c10::Error naming `path` when it is not a weights file (missing, not
   /// a regular file, empty, no known format, malformed, crafted, no state_dict).
   /// A state_dict that is not an AlexNet is not an error here: see fits().
-  explicit WeightsFile(const std::string& path);
+  explicit WeightsFile(const std::string& path, HubCheck hub_check = HubCheck::kOnOpen);
 
   const std::string& path() const { return path_; }
-  /// The SHA-256 (hex) of the bytes mapped, computed once (for a torch.hub name, while opening).
+  /// The SHA-256 (hex) of the bytes mapped, computed once: while opening or loading
+  /// a file with a torch.hub name (see HubCheck), else when first asked for.
   const std::string& sha256() const;
   WeightFormat format() const { return format_; }
   /// Every state_dict entry in file order (no tensor data touched).
@@ -139,6 +149,10 @@ class WeightsFile {
  private:
   // Copies the file's entry of each target's name into it (names and shapes checked before).
   void copy_into(NamedTensors& targets) const;
+  // Feeds the hash the bytes [hashed_, end), giving back the pages before `keep_from`.
+  void hash_through(size_t end, size_t keep_from) const;
+  // The torch.hub name's promise, checked once (throws naming the file).
+  void check_hub_name() const;
 
   std::string path_;
   WeightFormat format_ = WeightFormat::kTorchScript;
@@ -152,6 +166,9 @@ class WeightsFile {
   AlexNetOptions fitted_;  // num_classes, in_channels, arch, when fits()
   std::string mismatch_;
   mutable std::string sha256_;  // sha256(), once computed
+  mutable std::shared_ptr<Sha256> hasher_;  // the hash so far, of bytes [0, hashed_)
+  mutable size_t hashed_ = 0;
+  mutable bool hub_pending_ = false;  // a torch.hub name whose promise is not checked yet
 };
 
 /// WeightsFile(path).load(num_classes, base): the one-line form every command uses.

@@ -506,7 +506,7 @@ def memory_note(args, results, anchors, ours, notes):
 
 def main_job(args, sides, tmp, rows, notes, state):
     """`alexnet train` with its defaults: wall time until the per-epoch test top-1 first reaches
-    MAIN_JOB_TOP1, from its "epoch N done: ... top1 X% ..." lines (app/engine/trainer.cpp)."""
+    MAIN_JOB_TOP1, from its "epoch N done: ... top1 X% ..." lines (app/engine/trainer_epoch.cpp)."""
     row = Row("main-job", "alexnet train defaults (Fashion-MNIST), wall time to 90% top-1", "min",
               higher_is_better=False)
     verdicts = []

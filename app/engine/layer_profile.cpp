@@ -68,13 +68,6 @@ AlexNet make_model(const BenchOptions& p, BenchSetup& info) {
   return model;
 }
 
-// What AlexNet::forward does between features and classifier (including its 1x1 broadcast).
-torch::Tensor pool(AlexNet& model, const torch::Tensor& x) {
-  const auto pooled = x.size(2) == 1 && x.size(3) == 1 ? x.expand({x.size(0), x.size(1), kPooledSize, kPooledSize})
-                                                       : model->avgpool->forward(x);
-  return torch::flatten(pooled, 1);
-}
-
 struct Walk {
   std::vector<LayerTime> layers;
   std::map<std::string, std::vector<double>> forward, backward;
@@ -118,7 +111,7 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
     ++i;
   }
   time_layer("avgpool", "adaptive avg-pool to 6x6, flatten", nullptr,
-             [&](const torch::Tensor& in) { return pool(model, in); });
+             [&](const torch::Tensor& in) { return model->pool(in); });
   i = 0;
   for (auto& layer : *model->classifier) {
     const auto& spec = specs.classifier[i];
@@ -165,7 +158,7 @@ void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_
       ++i;
     }
     bytes["quantize"] = static_cast<double>(x0.numel()) * 5;  // float32 in, uint8 out
-    x = pool(model, x);
+    x = model->pool(x);
     i = 0;
     for (auto& layer : *model->classifier) {
       const auto& spec = specs.classifier[i];
@@ -218,7 +211,7 @@ void train_layers(AlexNet& model, const torch::Tensor& x0, const torch::Tensor& 
       const bool relu = specs.features[i++].kind == Kind::kReLU;
       run.emplace_back([&layer, relu](const torch::Tensor& in) { return relu ? torch::relu(in) : layer.forward(in); });
     }
-    run.emplace_back([&model](const torch::Tensor& in) { return pool(model, in); });
+    run.emplace_back([&model](const torch::Tensor& in) { return model->pool(in); });
     i = 0;
     for (auto& layer : *model->classifier) {
       const bool relu = specs.classifier[i++].kind == Kind::kReLU;

@@ -45,7 +45,7 @@ Classifier::Classifier(std::shared_ptr<const State> state) : state_(std::move(st
 Classifier Classifier::load(const std::string& path) {
   return checked([&] {
     auto s = std::make_shared<State>();
-    const WeightsFile file(path);
+    const WeightsFile file(path, WeightsFile::HubCheck::kWhileLoading);
     s->model = file.load();
     s->model->eval();
     const int64_t classes = s->model->options().num_classes();

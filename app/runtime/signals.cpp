@@ -18,7 +18,7 @@ std::atomic<int> g_last{0};
 std::atomic<bool> g_second_is_fatal{false};
 int g_pipe[2] = {-1, -1};  // made once, kept for the process's life
 
-extern "C" void on_signal(int sig) {
+extern "C" void alexnet_runtime_on_signal(int sig) {
   const int saved = errno;
   g_last.store(sig);
   const unsigned char byte = static_cast<unsigned char>(sig);
@@ -38,7 +38,7 @@ SignalCatcher::SignalCatcher(std::initializer_list<int> signals, bool second_is_
   g_last.store(0);
   g_second_is_fatal.store(second_is_fatal);
   struct sigaction action {};
-  action.sa_handler = on_signal;
+  action.sa_handler = alexnet_runtime_on_signal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   old_.resize(signals_.size() * sizeof(struct sigaction));

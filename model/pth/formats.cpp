@@ -57,6 +57,13 @@ std::optional<std::string> extra_file(const RawFile& f, const std::string& name)
   return std::string(reinterpret_cast<const char*>(f.zip->data(*e)), e->size);
 }
 
+void read_extra_files(const RawFile& f, WeightsContents& out) {
+  if (const auto names = extra_file(f, kClassesExtraFile))
+    out.class_names = parse_name_list(*names, f.source, std::string("extra file ") + kClassesExtraFile);
+  out.transform_json = extra_file(f, kTransformExtraFile);
+  out.transform_where = std::string("extra file ") + kTransformExtraFile;
+}
+
 std::vector<std::string> parse_name_list(const std::string& json_text, const std::string& source,
                                          const std::string& where) {
   const nlohmann::json names = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);

@@ -80,6 +80,10 @@ std::vector<std::string> parse_name_list(const std::string& json_text, const std
 /// extra_files), or nullopt when absent; over 1 MiB or compressed is an error.
 std::optional<std::string> extra_file(const RawFile& file, const std::string& name);
 
+/// Class names and transform from extra/classes.json and extra/transform.json
+/// (TorchScript and .pt2 archives), into `out`.
+void read_extra_files(const RawFile& file, WeightsContents& out);
+
 /// The readers, each in its own file.
 extern const FormatReader kTorchScriptReader;  // read_torchscript.cpp
 extern const FormatReader kPt2Reader;          // read_pt2.cpp

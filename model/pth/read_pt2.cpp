@@ -146,10 +146,7 @@ WeightsContents read(const RawFile& f) {
   }
   if (out.root.entries().empty()) fail(f.source, config.name + " lists no weights");
   for (const auto& [key, value] : out.root.entries()) out.records.emplace_back(key.as_string(), &value.as_tensor());
-  if (const auto names = extra_file(f, kClassesExtraFile))
-    out.class_names = parse_name_list(*names, f.source, std::string("extra file ") + kClassesExtraFile);
-  out.transform_json = extra_file(f, kTransformExtraFile);
-  out.transform_where = std::string("extra file ") + kTransformExtraFile;
+  read_extra_files(f, out);
   return out;
 }
 

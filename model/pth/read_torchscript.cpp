@@ -43,10 +43,7 @@ WeightsContents read(const RawFile& f) {
     fail(f.source, "TorchScript archive whose data.pkl holds " + out.root.describe() + ", not a module");
   collect_module_records(out.root, "", out.records);
   if (out.records.empty()) fail(f.source, "TorchScript module without tensors");
-  if (const auto names = extra_file(f, kClassesExtraFile))
-    out.class_names = parse_name_list(*names, f.source, std::string("extra file ") + kClassesExtraFile);
-  out.transform_json = extra_file(f, kTransformExtraFile);
-  out.transform_where = std::string("extra file ") + kTransformExtraFile;
+  read_extra_files(f, out);
   return out;
 }
 
