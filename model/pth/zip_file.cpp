@@ -1,14 +1,13 @@
 #include "model/pth/zip_file.h"
 
+#include "model/pth/file_io.h"
 #include "model/pth/pth_value.h"
 
 #include <zlib.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
-#include <unistd.h>
 
 namespace alexnet::pth {
 
@@ -228,15 +227,8 @@ const uint8_t* ZipReader::data(const ZipEntry& entry, bool verify_crc) const {
 ZipWriter::ZipWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
 
 void ZipWriter::write(const void* data, size_t size) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd_, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw FormatError(path_ + ": write failed: " + std::strerror(errno));
-    p += n;
-    size -= static_cast<size_t>(n);
-    offset_ += static_cast<uint64_t>(n);
-  }
+  write_all(fd_, data, size, path_);
+  offset_ += size;
 }
 
 void ZipWriter::add(const std::string& name, const void* data, size_t size) {
