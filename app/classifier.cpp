@@ -63,8 +63,7 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Op
   const std::string labels_flag = result["labels"].as<std::string>();
   c.names_from = "the weights file";
   if (!c.labels.empty() && !result.count("labels")) {
-    TORCH_CHECK(static_cast<int64_t>(c.labels.size()) == c.num_classes, weights, ": ", c.labels.size(),
-                " class names for a model with ", c.num_classes, " classes");
+    // The file's own names, whose count WeightsFile checked when it opened the file.
   } else if (result.count("labels") || c.num_classes == 1000) {
     c.labels = data::load_labels(labels_flag);
     c.names_from = result.count("labels") ? "--labels " + labels_flag : "ImageNet's, built in";
