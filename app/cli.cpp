@@ -183,7 +183,6 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
                            : weights.empty()            ? std::string()
                                                         : weights + ".int8.json";
   // The scales belong to one set of weights: the SHA-256 of the bytes loaded ties them.
-  const auto weights_sha = [&] { return weights_sha256; };
   Int8Scales scales;
   if (calibrate) {
     engine::CalibrationOptions o;
@@ -191,7 +190,7 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
     o.images = images;
     o.transform = transform;
     scales = engine::calibrate_int8(model, o, runtime::int8_activation_max());
-    scales.weights_sha256 = weights_sha();
+    scales.weights_sha256 = weights_sha256;
     if (!path.empty()) {
       const std::string text = int8_scales_json(scales);
       pth::write_atomically(path, [&](int fd) { pth::write_all(fd, text.data(), text.size(), path); });
@@ -200,10 +199,9 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
   } else if (!path.empty() && (file_exists(path) || result.count("int8-scales"))) {
     const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
     scales = parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
-    const std::string sha = scales.weights_sha256.empty() ? std::string() : weights_sha();
-    TORCH_CHECK(sha.empty() || scales.weights_sha256.empty() || scales.weights_sha256 == sha, path,
-                ": calibrated for other weights (SHA-256 ", scales.weights_sha256, "), not ", weights, " (", sha,
-                "); calibrate again with --calibrate DATA");
+    TORCH_CHECK(weights_sha256.empty() || scales.weights_sha256.empty() || scales.weights_sha256 == weights_sha256,
+                path, ": calibrated for other weights (SHA-256 ", scales.weights_sha256, "), not ", weights, " (",
+                weights_sha256, "); calibrate again with --calibrate DATA");
     spdlog::info("int8: scales from {} ({} images of {})", path, scales.images, scales.data);
   } else if (fallback) {
     scales = fallback();
