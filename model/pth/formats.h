@@ -11,7 +11,10 @@
 #include "model/pth/unpickler.h"
 #include "model/pth/zip_file.h"
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
+#include <set>
 #include <optional>
 #include <string>
 #include <utility>
@@ -79,6 +82,24 @@ std::vector<std::string> parse_name_list(const std::string& json_text, const std
 /// The text of extra/NAME (torch.jit.save's and torch.export.save's
 /// extra_files), or nullopt when absent; over 1 MiB or compressed is an error.
 std::optional<std::string> extra_file(const RawFile& file, const std::string& name);
+
+/// JSON text parsed as `Json` (nlohmann::json or ordered_json), throwing its
+/// parse errors. A key repeated within one object is not dropped silently: the
+/// first one is put in *duplicate (JSON leaves repeats undefined and readers
+/// disagree on which copy wins), for the caller to refuse.
+template <class Json>
+Json parse_json_checking_keys(const char* begin, const char* end, std::string* duplicate) {
+  std::vector<std::set<std::string>> keys;  // one per open object
+  const typename Json::parser_callback_t check = [&](int, typename Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start) keys.emplace_back();
+    if (event == Json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (event == Json::parse_event_t::key && !keys.empty() && duplicate->empty() &&
+        !keys.back().insert(parsed.template get<std::string>()).second)
+      *duplicate = parsed.template get<std::string>();
+    return true;
+  };
+  return Json::parse(begin, end, check);
+}
 
 /// Class names and transform from extra/classes.json and extra/transform.json
 /// (TorchScript and .pt2 archives), into `out`.

@@ -133,7 +133,14 @@ WeightsContents read(const RawFile& f) {
     fail(f.source, config.name + " of " + std::to_string(config.size) + " bytes is over the limit of " +
                        std::to_string(kMaxConfigBytes));
   const auto* text = reinterpret_cast<const char*>(f.zip->data(config));
-  const Json j = Json::parse(text, text + config.size, nullptr, /*allow_exceptions=*/false);
+  std::string duplicate;
+  Json j;
+  try {
+    j = parse_json_checking_keys<Json>(text, text + config.size, &duplicate);
+  } catch (const Json::exception& e) {
+    fail(f.source, config.name + " is not valid JSON (" + e.what() + ")");
+  }
+  if (!duplicate.empty()) fail(f.source, config.name + " has the key '" + duplicate + "' twice");
   if (!j.is_object() || !j.contains("config") || !j["config"].is_object())
     fail(f.source, config.name + " is not a JSON object with a 'config' object");
 
@@ -141,7 +148,6 @@ WeightsContents read(const RawFile& f) {
   out.root = Value::dict("collections.OrderedDict");
   std::map<std::string, std::shared_ptr<const Storage>> storages;
   for (const auto& [name, payload] : j["config"].items()) {
-    if (out.root.find(name)) fail(f.source, "weight '" + name + "' appears twice");
     out.root.set(Value::string(name), Value::tensor(tensor_of(f, name, payload, storages)));
   }
   if (out.root.entries().empty()) fail(f.source, config.name + " lists no weights");

@@ -39,20 +39,10 @@ uint64_t read_u64(const uint8_t* p) {
 // The header as JSON; a key repeated within one object is refused (JSON leaves
 // it undefined and readers disagree on which copy wins).
 Json parse_header(const char* begin, const char* end, const std::string& source) {
-  std::vector<std::set<std::string>> keys;  // one per open object
   std::string duplicate;
-  const Json::parser_callback_t check = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    (void)depth;
-    if (event == Json::parse_event_t::object_start) keys.emplace_back();
-    if (event == Json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
-    if (event == Json::parse_event_t::key && !keys.empty() && duplicate.empty() &&
-        !keys.back().insert(parsed.get<std::string>()).second)
-      duplicate = parsed.get<std::string>();
-    return true;
-  };
   Json header;
   try {
-    header = Json::parse(begin, end, check);
+    header = parse_json_checking_keys<Json>(begin, end, &duplicate);
   } catch (const Json::exception& e) {
     fail(source, std::string("header is not valid JSON (") + e.what() + ")");
   }

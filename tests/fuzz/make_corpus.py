@@ -225,6 +225,10 @@ def pt2_seeds(folder):
         write(folder, f"attack_{name}.pt2", pt2(config, {"weight_0": floats}))
     write(folder, "attack_partial_element.pt2", pt2({"w": pt2_meta("weight_0", 7, [1], [1])}, {"weight_0": bytes(7)}))
     write(folder, "attack_not_json.pt2", pt2(b'{"config": {"w": ', {"weight_0": floats}))
+    # JSON leaves a repeated key undefined: the same weight named twice is refused.
+    twice = json.dumps({"config": {"w": pt2_meta("weight_0", 7, [6], [1])}})
+    twice = twice.replace('{"w": ', '{"w": ' + json.dumps(pt2_meta("weight_0", 7, [3], [1])) + ', "w": ', 1)
+    write(folder, "attack_duplicate_weight.pt2", pt2(twice.encode(), {"weight_0": floats}))
     write(folder, "attack_no_weights.pt2", pt2({}, {}))
 
 
