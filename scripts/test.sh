@@ -59,6 +59,17 @@ for flavour in "${flavours[@]}"; do
   shm_kb=$(df --output=avail -k /dev/shm 2>/dev/null | tail -1 | tr -d ' ')
   mem_kb=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo 2>/dev/null)
   if [ "${shm_kb:-0}" -gt $((8 << 20)) ] && [ "${mem_kb:-0}" -gt $((14 << 20)) ]; then tmp_root=/dev/shm; fi
+  # The reference data (about 4.2 GB of seeded models and checkpoints, made again by each run)
+  # goes to the build folder; the temporary files there too when tmpfs is short.
+  need_gb=5 what="reference data"
+  [ "$tmp_root" = /dev/shm ] || { need_gb=11; what="reference data and temporary files"; }
+  free_kb=$(df --output=avail -k "$ALEXNET_BUILD" | tail -1 | tr -d ' ')
+  if [ "${free_kb:-0}" -lt $((need_gb << 20)) ]; then
+    log "error: $((free_kb >> 20)) GB free on the disk of $ALEXNET_BUILD; the tests need about" \
+        "$need_gb GB there ($what); not testing '$flavour'"
+    failed+=("$flavour (disk space)")
+    continue
+  fi
   tmp=$(mktemp -d "$tmp_root/alexnet-tests.XXXXXX")
   log "temporary files in $tmp ($(df -h --output=avail "$tmp" | tail -1 | tr -d ' ') free)"
   run_ctest "$flavour" "${extra[@]}" "$@" || failed+=("$flavour")
@@ -82,6 +93,8 @@ for flavour in "${flavours[@]}"; do
   left=$(ls -A "$tmp" | { grep -v -e '^torchelastic_' -e '^torchinductor_' || true; } | head -5 | tr '\n' ' ')
   [ -z "$left" ] || log "warning: the tests left files behind: $left"
   rm -rf "$tmp"
+  # The next flavour's reference data then fits on the disk beside this build.
+  rm -rf "$ALEXNET_BUILD/reference"
   # What does not depend on the LibTorch runs once, with the first flavour: the tests labelled
   # once (the fuzz targets, the hostile data files) and the command-line tests that
   # tests/fixture.py's @once marks (flags, logs, the progress bar: the same C++ in both builds).
