@@ -1,6 +1,7 @@
 #include "model/alexnet.h"
 #include "model/dropout.h"
 #include "model/int8.h"
+#include "model/inference_engine.h"
 #include "model/onednn_plan.h"
 
 #include <algorithm>
@@ -267,10 +268,9 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
   TORCH_CHECK(x.size(2) >= kMinInputSize && x.size(3) >= kMinInputSize,
               "AlexNet: input must be at least ", kMinInputSize, "x", kMinInputSize, ", got ",
               x.size(2), "x", x.size(3));
-  const bool cpu_inference = !is_training() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
-                             x.scalar_type() == torch::kFloat;
-  if (int8_ && cpu_inference) return int8_->forward(x);  // (N, num_classes)
-  if (plan_ && cpu_inference) {
+  const bool cpu_inference = !is_training() && !torch::GradMode::is_enabled() && x.device().is_cpu();
+  if (engine_ && cpu_inference) return engine_->forward(x);  // (N, num_classes)
+  if (plan_ && cpu_inference && x.scalar_type() == torch::kFloat) {
     x = plan_->forward(x);     // (N, 256, h, w)
   } else {
     x = features->forward(x);  // (N, 256, h, w)

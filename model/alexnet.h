@@ -20,7 +20,7 @@
 namespace alexnet {
 
 class OneDnnFeatures;
-class Int8AlexNet;
+class InferenceEngine;
 
 /// Which network: torchvision's (the default, "One weird trick" variant) or the
 /// 2012 paper's (96-256-384-384-256 channels, local response normalisation,
@@ -99,10 +99,11 @@ class AlexNetImpl : public torch::nn::Module {
   /// CPU (the plan was built from this module's weights; nullptr: never).
   void set_inference_plan(std::shared_ptr<OneDnnFeatures> plan) { plan_ = std::move(plan); }
   const std::shared_ptr<OneDnnFeatures>& inference_plan() const { return plan_; }
-  /// Runs the whole forward pass in int8 (model/int8.h) under the same conditions
-  /// as the plan (nullptr: never).
-  void set_int8(std::shared_ptr<Int8AlexNet> int8) { int8_ = std::move(int8); }
-  const std::shared_ptr<Int8AlexNet>& int8() const { return int8_; }
+  /// Hands the whole forward pass to this engine (int8: model/int8.h, bf16:
+  /// model/fused.h) whenever the module is in eval mode, gradients are off and the
+  /// input is on the CPU (the engine was built from this module's weights; nullptr: never).
+  void set_engine(std::shared_ptr<InferenceEngine> engine) { engine_ = std::move(engine); }
+  const std::shared_ptr<InferenceEngine>& engine() const { return engine_; }
 
   torch::nn::Sequential features{nullptr};
   torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
@@ -115,7 +116,7 @@ class AlexNetImpl : public torch::nn::Module {
 
   AlexNetOptions options_;
   std::shared_ptr<OneDnnFeatures> plan_;
-  std::shared_ptr<Int8AlexNet> int8_;
+  std::shared_ptr<InferenceEngine> engine_;
 };
 TORCH_MODULE(AlexNet);
 

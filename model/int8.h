@@ -23,6 +23,7 @@
 #pragma once
 
 #include "model/alexnet.h"
+#include "model/inference_engine.h"
 
 #include <torch/torch.h>
 
@@ -72,7 +73,7 @@ class Int8Calibrator {
 };
 
 /// AlexNet's inference in int8, built from a float32 model and its scales.
-class Int8AlexNet {
+class Int8AlexNet final : public InferenceEngine {
  public:
   /// Whether this LibTorch has quantized CPU kernels (fbgemm or oneDNN).
   static bool available();
@@ -83,14 +84,14 @@ class Int8AlexNet {
   /// 127 (see above). Throws std::invalid_argument for a network it cannot run (the
   /// 2012 architecture's LocalResponseNorm) or scales that do not name its layers.
   Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activation_max);
-  ~Int8AlexNet();
+  ~Int8AlexNet() override;
 
   /// x: (N, C, H, W) float32 on the CPU, NCHW or channels-last -> logits (N, classes) float32.
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) override;
   int64_t activation_max() const;
-  /// While set, each forward() appends (stage, seconds) for every stage it runs:
-  /// "quantize", "features.0", ..., "classifier.6" (bench --layers; nullptr: off).
-  void set_profile(std::vector<std::pair<std::string, double>>* sink);
+  /// Stages: "quantize", "features.0", ..., "avgpool", "classifier.6".
+  void set_profile(std::vector<std::pair<std::string, double>>* sink) override;
+  std::string describe() const override;
 
  private:
   struct Impl;

@@ -5,6 +5,7 @@
 #include "app/runtime/cpu.h"
 #include "app/runtime/machine.h"
 #include "app/runtime/precision.h"
+#include "model/fused.h"
 #include "model/torch_compat.h"
 
 #include <gtest/gtest.h>
@@ -155,8 +156,12 @@ TEST(Inference, ConvertsWeightsAndInput) {
   AlexNet model(AlexNetOptions().num_classes(10));
   ComputeConfig cfg = inference_config(torch::kCPU, Precision::kBf16, /*channels_last=*/true);
   EXPECT_TRUE(cfg.low_precision_weights);
-  EXPECT_EQ(cfg.describe(), "bf16 weights, channels-last");
+  // Where LibTorch has the fused operators (2.x) bf16 inference runs through FusedAlexNet.
+  EXPECT_EQ(cfg.fused, FusedAlexNet::available());
+  EXPECT_EQ(cfg.describe(), cfg.fused ? "bf16 weights, fused oneDNN operators, channels-last"
+                                      : "bf16 weights, channels-last");
   prepare_for_inference(model, cfg);
+  EXPECT_EQ(model->engine() != nullptr, cfg.fused);
   EXPECT_FALSE(model->is_training());
   for (const auto& p : model->parameters()) {
     EXPECT_EQ(p.scalar_type(), torch::kBFloat16);

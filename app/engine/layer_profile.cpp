@@ -45,10 +45,10 @@ double layer_flop(const LayerSpec& s, const torch::Tensor& in, const torch::Tens
 double bytes_of(const torch::Tensor& t) { return static_cast<double>(t.numel()) * t.element_size(); }
 
 // The best of 10 products after 2 warm-ups: a peak, so the fastest run (a shared machine
-// only ever slows a run down).
-double peak_fp32_gflops() {
+// only ever slows a run down). bf16 runs on AMX where the CPU has it.
+double peak_gflops(torch::ScalarType dtype) {
   const int64_t n = 2048;
-  const auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  const auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
   double best = 1e30;
   for (int i = 0; i < 12; ++i) {
     const auto start = Clock::now();
@@ -123,11 +123,13 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
   }
 }
 
-void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, LayerProfile& prof) {
+// The stages an inference engine (int8, fused bf16) reports, timed within whole passes.
+void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, bool int8,
+                   LayerProfile& prof) {
   const AlexNetLayers specs = alexnet_layers(model->options());
   std::vector<std::pair<std::string, double>> sink;
   std::vector<double> whole;
-  model->int8()->set_profile(&sink);
+  model->engine()->set_profile(&sink);
   std::map<std::string, std::vector<double>> per;
   std::vector<std::string> order;
   for (int64_t i = 0; i < warmup + iters; ++i) {
@@ -141,7 +143,7 @@ void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_
       per[name].push_back(s);
     }
   }
-  model->int8()->set_profile(nullptr);
+  model->engine()->set_profile(nullptr);
   prof.step_s = median(whole);
   // Shapes for the work counts: the float32 layers' outputs (the same shapes).
   std::map<std::string, std::pair<const LayerSpec*, double>> flop;
@@ -158,6 +160,7 @@ void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_
       ++i;
     }
     bytes["quantize"] = static_cast<double>(x0.numel()) * 5;  // float32 in, uint8 out
+    bytes["convert"] = static_cast<double>(x0.numel()) * (x0.element_size() + 2);  // to bf16
     x = model->pool(x);
     i = 0;
     for (auto& layer : *model->classifier) {
@@ -176,13 +179,16 @@ void int8_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_
     if (it != flop.end()) {
       t.what = describe(*it->second.first);
       t.flop = it->second.second;
-      if (it->second.first->kind == Kind::kConv) t.what += " + ReLU, int8";
-      if (name == "classifier.1" || name == "classifier.4") t.what += " + ReLU, int8";
-      if (name == "classifier.6") t.what += ", fp32 (dequantized input)";
+      const std::string fused = int8 ? " + ReLU, int8" : " + ReLU, bf16";
+      if (it->second.first->kind == Kind::kConv) t.what += fused;
+      if (name == "classifier.1" || name == "classifier.4") t.what += fused;
+      if (name == "classifier.6") t.what += int8 ? ", fp32 (dequantized input)" : ", bf16";
     } else {
-      t.what = name == "quantize" ? "fp32 -> uint8, channels-last" : "flatten (avg-pool when not 6x6)";
+      t.what = name == "quantize" ? "fp32 -> uint8, channels-last"
+               : name == "convert" ? "-> bf16, channels-last"
+                                   : "flatten (avg-pool when not 6x6)";
     }
-    if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += ", uint8";
+    if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
     if (bytes.count(name)) t.bytes = bytes[name];
     prof.layers.push_back(t);
   }
@@ -271,8 +277,11 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   if (int8) {
     prof.peak_gflops = int8_matmul_gops(2048, 10);
     prof.peak_what = "int8 2048x2048 quantized::linear";
+  } else if (!train && info.cfg.precision == runtime::Precision::kBf16) {
+    prof.peak_gflops = peak_gflops(torch::kBFloat16);
+    prof.peak_what = "bf16 2048x2048 torch::mm";
   } else {
-    prof.peak_gflops = peak_fp32_gflops();
+    prof.peak_gflops = peak_gflops(torch::kFloat);
     prof.peak_what = "fp32 2048x2048 torch::mm";
   }
   if (train) {
@@ -289,8 +298,8 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   runtime::prepare_for_inference(model, info.cfg);
   c10::InferenceMode inference;
   const auto x = runtime::prepare_input(input, info.cfg);
-  if (int8)
-    int8_layers(model, x, p.warmup, p.iters, prof);
+  if (model->engine())
+    engine_layers(model, x, p.warmup, p.iters, int8, prof);
   else
     infer_layers(model, x, p.warmup, p.iters, prof);
   return prof;

@@ -1,5 +1,7 @@
 #include "app/runtime/compute.h"
 
+#include "model/fused.h"
+
 #include <spdlog/spdlog.h>
 
 #include <stdexcept>
@@ -78,6 +80,8 @@ std::string ComputeConfig::describe() const {
   std::string s = precision_name(precision);
   if (precision == Precision::kInt8) {
     s += " (" + Int8AlexNet::engine() + ", " + (int8_activation_max() == 255 ? "8" : "7") + "-bit activations)";
+  } else if (fused) {
+    s += " weights, fused oneDNN operators";
   } else if (precision != Precision::kFp32) {
     s += low_precision_weights ? " weights" : " autocast";
   }
@@ -95,6 +99,7 @@ ComputeConfig inference_config(const torch::Device& device, Precision precision,
   // Measured on CPU (BENCHMARKS.md): bf16 weights beat autocast, which recasts
   // the 61M fp32 weights on every pass. The logits come back in that dtype.
   cfg.low_precision_weights = precision != Precision::kFp32 && precision != Precision::kInt8;
+  cfg.fused = device.is_cpu() && precision == Precision::kBf16 && FusedAlexNet::available();
   return cfg;
 }
 
@@ -111,19 +116,27 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
     model->to(torch::kCPU);
     model->set_inference_plan(nullptr);
     try {
-      model->set_int8(std::make_shared<Int8AlexNet>(model, *cfg.int8_scales, int8_activation_max()));
+      model->set_engine(std::make_shared<Int8AlexNet>(model, *cfg.int8_scales, int8_activation_max()));
     } catch (const std::invalid_argument& e) {
       TORCH_CHECK(false, "--precision int8: ", e.what());
     }
     return;
   }
-  model->set_int8(nullptr);
+  model->set_engine(nullptr);
   if (cfg.low_precision_weights) {
     model->to(cfg.device, precision_dtype(cfg.precision));
   } else {
     model->to(cfg.device);
   }
   if (cfg.channels_last) to_channels_last(*model);
+  if (cfg.fused) {
+    try {
+      model->set_engine(std::make_shared<FusedAlexNet>(model));
+    } catch (const std::invalid_argument& e) {
+      spdlog::warn("{}: layer by layer instead", e.what());
+      cfg.fused = false;
+    }
+  }
   attach_inference_plan(model, cfg);
 }
 

@@ -47,6 +47,9 @@ struct ComputeConfig {
   std::optional<ConvAlgorithm> plan;
   /// Whether the plan was asked for explicitly (then failing to build it is an error).
   bool plan_required = false;
+  /// Inference only: bf16 on the CPU runs through FusedAlexNet (model/fused.h), where
+  /// this LibTorch has its operators (2.x), instead of layer by layer.
+  bool fused = false;
   /// int8 only: the calibrated activation ranges (app/cli.h's setup_int8 fills them).
   std::shared_ptr<const Int8Scales> int8_scales;
 
@@ -72,7 +75,8 @@ void choose_plan(ComputeConfig& cfg, PlanChoice requested);
 /// Moves a model to cfg.device, converts its weights (dtype, conv layout),
 /// puts it in eval mode (dropout is then the identity; gradients are not
 /// needed) and attaches the oneDNN plan cfg asks for (attach_inference_plan),
-/// or for int8 the quantized network built from cfg.int8_scales (required).
+/// or the inference engine: for int8 the quantized network built from
+/// cfg.int8_scales (required), for bf16 FusedAlexNet where cfg.fused.
 void prepare_for_inference(AlexNet& model, ComputeConfig& cfg);
 /// Builds and attaches cfg.plan to a model whose weights are final. A network
 /// the plan cannot run (the 2012 architecture's LocalResponseNorm) leaves the

@@ -1,0 +1,50 @@
+// AlexNet's bf16 inference on the CPU as a fixed chain of LibTorch's fused oneDNN
+// operators, the ones torch.compile's CPU backend emits for frozen models:
+//   convolution + bias + ReLU in one operator (mkldnn::_convolution_pointwise), its
+//     weights reordered once into the blocked layout oneDNN picks for each input
+//     shape (packs cached per (batch, height, width); a convolution given weights
+//     packed for another shape reorders them on every call, 10-70x slower);
+//   max-pooling on the channels-last activations the convolutions produce;
+//   the three Linear layers (mkldnn::_linear_pointwise, ReLU fused) on weights
+//     packed once; classifier.1's columns permuted once to read the channels-last
+//     features without a transpose (and summed over the 36 bins where the last
+//     feature map is 1x1, as the int8 engine does).
+// Computed as LibTorch's own bf16 layers compute (bf16 products, fp32 sums, bf16
+// activations); the fused ReLU acts before the rounding to bf16, which gives the
+// same value. These operators exist from LibTorch 2.0: Debian's 1.13 lacks them,
+// and there bf16 runs layer by layer (available() is false).
+#pragma once
+
+#include "model/alexnet.h"
+#include "model/inference_engine.h"
+
+#include <memory>
+
+namespace alexnet {
+
+/// Max-pooling (no padding) of a channels-last bf16 ReLU output, whose values are
+/// all >= 0 or -0: what the engine runs between its convolutions (exposed for tests).
+torch::Tensor max_pool_relu_bf16(const torch::Tensor& x, int64_t kernel, int64_t stride);
+
+class FusedAlexNet final : public InferenceEngine {
+ public:
+  /// Whether this LibTorch has the fused operators and oneDNN runs bf16 on this CPU.
+  static bool available();
+
+  /// Converts the weights to bf16 and packs the classifier's. Throws
+  /// std::invalid_argument for a network it cannot run (the 2012 architecture's
+  /// LocalResponseNorm and grouped convolutions).
+  explicit FusedAlexNet(AlexNet& model);
+  ~FusedAlexNet() override;
+
+  /// x: (N, C, H, W) float32 or bf16 on the CPU, any layout -> logits (N, classes) bf16.
+  torch::Tensor forward(const torch::Tensor& x) override;
+  void set_profile(std::vector<std::pair<std::string, double>>* sink) override;
+  std::string describe() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace alexnet
