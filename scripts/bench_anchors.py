@@ -4,17 +4,21 @@
 
 prints one JSON object on its last stdout line (exit status 0), or {"error": "..."} with exit
 status 3 when the anchor cannot run here (a torch.compile without a C++ compiler, an ONNX
-Runtime that is not installed, ...). The driver runs this file with each anchor's own
-interpreter: Debian's /usr/bin/python3 (PyTorch 1.13) for the `torch113` anchor, the PyPI
-virtual environment (PyTorch 2.x, ONNX Runtime) for the others, so this file imports nothing
-beyond the standard library at the top and keeps to what PyTorch 1.13 has outside the
+Runtime or OpenVINO that is not installed, ...). The driver runs this file with each anchor's
+own interpreter: Debian's /usr/bin/python3 (PyTorch 1.13) for the `torch113` anchor, the PyPI
+virtual environment (PyTorch 2.x, ONNX Runtime, OpenVINO) for the others, so this file imports
+nothing beyond the standard library at the top and keeps to what PyTorch 1.13 has outside the
 anchors that need 2.x.
 
-SPEC_JSON fields: anchor (eager, eager-cl, compile, ort, ort-int8; torch113 is eager under
-another interpreter), kind (matmul, infer, train, e2e-infer, e2e-train; versions, jpegs and
-prepare-onnx for the driver's set-up), batch, size, classes, precision (fp32, bf16, fp16),
-threads, device, warmup, iters, recipe (training), folder and workers (end to end), cache (a
-folder for the exported ONNX models), calibration_images (ort-int8).
+SPEC_JSON fields: anchor (eager, eager-cl, compile, ort, ort-int8, ov-f32, ov-default, ov-int8;
+torch113 is eager under another interpreter), kind (matmul, infer, train, e2e-infer, e2e-train;
+versions, jpegs and prepare-onnx for the driver's set-up), batch, size, classes, precision
+(fp32, bf16, fp16, int8: the row's), threads, device, warmup, iters, recipe (training), folder
+and workers (end to end), cache (a folder for the exported ONNX models), int8 (prepare-onnx:
+also make the int8 QDQ model), calibration_images (its calibration).
+
+Every measurement's JSON says the precision it actually ran ("precision"), so that the driver
+compares each row within one precision: OpenVINO's default, for one, is its own choice.
 """
 import contextlib
 import json
@@ -239,9 +243,11 @@ def onnx_paths(spec):
 
 
 def prepare_onnx(spec, out):
-    """Exports (and, for ort-int8, quantises) the model once per driver run, in a process of its
-    own: the measured ONNX Runtime processes then import neither torch nor the exporter, so their
-    time and memory are ONNX Runtime's. Files are written under a temporary name, then renamed."""
+    """Exports (and, with spec's int8, quantises) the model once per driver run, in a process of
+    its own: the measured ONNX Runtime and OpenVINO processes then import neither torch nor the
+    exporter, so their time and memory are their runtime's. The int8 QDQ model, made with ONNX
+    Runtime's quantisation tools, serves ort-int8 and ov-int8 alike. Files are written under a
+    temporary name, then renamed."""
     import warnings
     import numpy as np
     import torch
@@ -258,7 +264,7 @@ def prepare_onnx(spec, out):
         torch.onnx.export(model, (x,), tmp, dynamo=False, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         os.replace(tmp, fp32)
-    if spec["anchor"] == "ort-int8" and not os.path.exists(int8):
+    if spec.get("int8") and not os.path.exists(int8):
         from onnxruntime import quantization as q
 
         class Calibration(q.CalibrationDataReader):
@@ -285,35 +291,121 @@ def prepare_onnx(spec, out):
     out["prepare_s"] = time.perf_counter() - start
 
 
+def onnx_model(spec, runtime):
+    """The exported model file the anchor runs: the int8 QDQ one for the *-int8 anchors."""
+    int8_anchor = spec["anchor"].endswith("-int8")
+    if spec["kind"] != "infer" or spec["device"] != "cpu":
+        raise Unavailable(f"{runtime} anchors measure CPU model-only inference only")
+    if int8_anchor != (spec["precision"] == "int8"):
+        raise Unavailable(f"{spec['anchor']} runs in {'int8' if int8_anchor else 'float'} rows only")
+    fp32, int8 = onnx_paths(spec)
+    path = int8 if int8_anchor else fp32
+    if not os.path.exists(path):
+        raise Unavailable(f"{path} missing: the driver makes it first (kind prepare-onnx)")
+    return path
+
+
+def benchmark_input(spec):
+    """The random-normal batch (seed 1) both ONNX runtimes time: (B, 3, S, S) float32."""
+    import numpy as np
+    return np.random.default_rng(1).standard_normal((spec["batch"], 3, spec["size"], spec["size"]),
+                                                    dtype=np.float32)
+
+
 def onnx_runtime(spec, out):
-    if spec["kind"] != "infer" or spec["precision"] != "fp32" or spec["device"] != "cpu":
-        raise Unavailable("ONNX Runtime anchors measure CPU fp32/int8 model-only inference only")
+    if spec["precision"] not in ("fp32", "int8"):
+        raise Unavailable(f"ONNX Runtime anchors run fp32 (ort) and int8 (ort-int8), not {spec['precision']}")
     try:
-        import numpy as np
         import onnxruntime as ort
     except ImportError as e:
         raise Unavailable(f"no ONNX Runtime for {sys.executable}: {e}")
-    fp32, int8 = onnx_paths(spec)
-    path = int8 if spec["anchor"] == "ort-int8" else fp32
-    if not os.path.exists(path):
-        raise Unavailable(f"{path} missing: the driver makes it first (kind prepare-onnx)")
+    path = onnx_model(spec, "ONNX Runtime")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = spec["threads"]
     so.inter_op_num_threads = 1
     session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).standard_normal((spec["batch"], 3, spec["size"], spec["size"]),
-                                                 dtype=np.float32)  # (B, 3, S, S)
+    x = benchmark_input(spec)  # (B, 3, S, S)
     seconds = timed("cpu", spec, lambda: session.run(None, {"input": x}))
     out["img_per_s"] = spec["batch"] / seconds
     out["ms_per_batch"] = 1000 * seconds
     out["ort"] = ort.__version__
+    out["precision"] = "int8" if spec["anchor"] == "ort-int8" else "fp32"
+
+
+# ----------------------------------------------------------------- OpenVINO anchors
+
+# OpenVINO's element type names -> the driver's precision names.
+OV_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
+
+
+def layer_precisions(compiled_model):
+    """{layer type: sorted runtime precisions} of the compiled model's compute layers, as the
+    CPU plugin reports them (its runtime model's rt_info): what actually ran in each."""
+    seen = {}
+    for op in compiled_model.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info or "runtimePrecision" not in info:
+            continue
+        kind = info["layerType"].astype(str)
+        if kind in ("Convolution", "FullyConnected", "MatMul", "Pooling"):
+            seen.setdefault(kind, set()).add(info["runtimePrecision"].astype(str))
+    return {kind: sorted(p) for kind, p in seen.items()}
+
+
+def openvino(spec, out):
+    """The ONNX model the ort anchors run (the QDQ one for ov-int8), read by OpenVINO, given a
+    static batch (as torch.compile's static shapes) and compiled for its CPU plugin with one
+    stream, spec's threads and the latency hint at batch 1, the throughput hint above. ov-f32
+    asks for f32; ov-default leaves the precision to OpenVINO (bf16 on CPUs with AMX or
+    AVX512-BF16) and reports what it chose; ov-int8 asks for f32 where the QDQ model leaves a
+    layer unquantised, as ONNX Runtime and alexnet's int8 keep fp32 there."""
+    if spec["anchor"] == "ov-f32" and spec["precision"] != "fp32":
+        raise Unavailable(f"ov-f32 runs fp32, not {spec['precision']}")
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise Unavailable(f"no OpenVINO for {sys.executable}: {e}")
+    path = onnx_model(spec, "OpenVINO")
+    core = ov.Core()
+    model = core.read_model(path)
+    model.reshape([spec["batch"], 3, spec["size"], spec["size"]])
+    config = {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": spec["threads"],
+              "PERFORMANCE_HINT": "LATENCY" if spec["batch"] == 1 else "THROUGHPUT"}
+    if spec["anchor"] != "ov-default":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    try:
+        compiled_model = core.compile_model(model, "CPU", config)
+    except RuntimeError as e:
+        # OpenVINO's message opens with the call stack's files; its last line says what failed.
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise RuntimeError(f"OpenVINO could not compile the model: {lines[-1] if lines else e}") from e
+    request = compiled_model.create_infer_request()
+    x = benchmark_input(spec)  # (B, 3, S, S)
+    seconds = timed("cpu", spec, lambda: request.infer({0: x}))
+    out["img_per_s"] = spec["batch"] / seconds
+    out["ms_per_batch"] = 1000 * seconds
+    out["openvino"] = ov.__version__.split("-")[0]
+    chosen = compiled_model.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
+    layers = layer_precisions(compiled_model)
+    out["ov_inference_precision"] = chosen
+    out["ov_performance_hint"] = str(compiled_model.get_property("PERFORMANCE_HINT"))
+    out["ov_num_streams"] = int(compiled_model.get_property("NUM_STREAMS"))
+    out["ov_threads"] = int(compiled_model.get_property("INFERENCE_NUM_THREADS"))
+    out["ov_layers"] = layers
+    if spec["anchor"] == "ov-int8":
+        # int8 when its convolutions ran on 8-bit integers; else what they ran instead.
+        conv = layers.get("Convolution", ["?"])
+        out["precision"] = "int8" if all(p in ("u8", "i8") for p in conv) else OV_PRECISION.get(
+            conv[0], conv[0])
+    else:
+        out["precision"] = OV_PRECISION.get(chosen, chosen)
 
 
 # ----------------------------------------------------------------- driver helpers
 
 def versions(spec, out):
-    """What this interpreter brings: torch, torchvision, ONNX Runtime, the GPU."""
+    """What this interpreter brings: torch, torchvision, ONNX Runtime, OpenVINO, the GPU."""
     import torch
     import torchvision
     out.update(torch=torch.__version__, torchvision=torchvision.__version__,
@@ -324,6 +416,11 @@ def versions(spec, out):
     try:
         import onnxruntime
         out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        import openvino
+        out["openvino"] = openvino.__version__.split("-")[0]
     except ImportError:
         pass
     if spec["device"].startswith("cuda") and torch.cuda.is_available():
@@ -348,8 +445,8 @@ def main():
             jpegs(spec, out)
         elif spec["kind"] == "prepare-onnx":
             prepare_onnx(spec, out)
-        elif spec["anchor"] in ("ort", "ort-int8"):
-            onnx_runtime(spec, out)
+        elif spec["anchor"] in ("ort", "ort-int8", "ov-f32", "ov-default", "ov-int8"):
+            (onnx_runtime if spec["anchor"].startswith("ort") else openvino)(spec, out)
             out["threads"] = spec["threads"]
             out["peak_rss_mb"] = peak_rss_mb()
         else:
@@ -368,6 +465,7 @@ def main():
                 end_to_end(spec, out)
             out["threads"] = torch.get_num_threads()
             out["peak_rss_mb"] = peak_rss_mb()
+            out.setdefault("precision", spec.get("precision", "fp32"))
             if spec["device"].startswith("cuda"):
                 free, total = torch.cuda.mem_get_info()
                 out["cuda_used_mb"] = (total - free) / 2 ** 20

@@ -1,12 +1,22 @@
 #!/usr/bin/env python3
 """Model speed against what a user would pick today: every workload is measured for several
-anchors (PyTorch 2.x eager, channels-last and torch.compile, ONNX Runtime fp32 and int8, and
-Debian's PyTorch 1.13 as history) and for our `alexnet bench --json` binaries, alternating,
-several repetitions, on the same machine with the same thread count and batch size. Prints
-the machine, the versions, a markdown table of medians with, for each of our binaries, its
-ratio against the row's best anchor and the issue's target, then notes.
+anchors (PyTorch 2.x eager, channels-last and torch.compile, ONNX Runtime fp32 and int8,
+OpenVINO fp32, bf16 and int8, and Debian's PyTorch 1.13 as history) and for our
+`alexnet bench --json` binaries, alternating, several repetitions, on the same machine with
+the same thread count and batch size. Prints the machine and its CPU class, the versions, a
+markdown table of medians with, for each of our binaries, its ratio against the best anchor
+in the row's precision and the issue's target, then notes.
 
     ~/.cache/alexnet/venv-pypi/bin/python scripts/bench_vs_pytorch.py [--quick | --full]
+
+The anchors' runtimes are not the project's dependencies: install them into the PyPI virtual
+environment with
+
+    ~/.cache/alexnet/venv-pypi/bin/pip install -r scripts/requirements-bench.txt
+
+(onnx, onnxruntime and openvino, at the versions last measured with; `pip install onnx
+onnxruntime openvino` takes today's). scripts/test.sh does not install them. An anchor whose
+package is missing is reported unavailable and the run goes on without it.
 
 Every measurement runs in a fresh process on every side (each anchor runs
 scripts/bench_anchors.py under its own interpreter), so start-up costs and memory are
@@ -14,6 +24,12 @@ comparable. Within a repetition every side runs once, back to back, in an order 
 every other repetition. The best anchor of a row is the one with the best median; a ratio is
 the median of the per-repetition ratios ours / best anchor (a noisy shared machine hits both
 sides of a pair alike), > 1 meaning ours is faster (for latency: best ms / ours ms).
+
+Every row compares one precision (its "precision" column): ours runs `alexnet bench --precision
+P` and every anchor of the row computes in P (fp32 rows: PyTorch fp32, ort, ov-f32; bf16 rows:
+PyTorch with bf16 weights, ov-default; int8 rows: ort-int8, ov-int8). Each side's JSON says
+what it ran; one that ran another precision (OpenVINO's default on a CPU without bf16, ours'
+bf16 where it falls back to fp32) shows "ran fp32" in its cell and is left out of the ratios.
 
 Anchors (--anchors, comma separated, restricts them):
   torch113  Debian's PyTorch 1.13 eager, NCHW fp32 (interpreter /usr/bin/python3, --python-113):
@@ -33,9 +49,24 @@ Anchors (--anchors, comma separated, restricts them):
   ort-int8  ONNX Runtime static int8: quant_pre_process, then quantize_static (QDQ, per channel,
             QUInt8 activations, QInt8 weights), calibrated on 32 random-normal images (seed 0,
             the benchmark input's kind: the model-only rows have no real images). int8 rows only.
+  ov-f32    OpenVINO (package openvino) on the ONNX model ort runs, read with the row's static
+            batch and compiled for "CPU" with NUM_STREAMS 1, INFERENCE_NUM_THREADS = --threads,
+            PERFORMANCE_HINT LATENCY at batch 1 and THROUGHPUT above, INFERENCE_PRECISION_HINT
+            f32. fp32 model-only inference rows.
+  ov-default  the same without a precision hint: OpenVINO's own choice, bf16 on CPUs with AMX
+            or AVX512-BF16. The notes say what it chose and what each kind of layer ran; it
+            takes part in bf16 rows (infer-bf16-bf16) when it chose bf16. It chooses from the
+            CPU's flags even under --python-env ONEDNN_MAX_CPU_ISA=..., a cap its kernels obey:
+            capped at AVX-512, bf16 then runs emulated (tens of times slower), at AVX2 the
+            model does not compile.
+  ov-int8   the same on ort-int8's QDQ model, INFERENCE_PRECISION_HINT f32 for whatever the
+            model leaves unquantised (as ONNX Runtime and ours keep fp32). int8 rows only.
 Ours: --binary PATH, repeatable (default: build-pypi/app/alexnet and build/app/alexnet, those
 that exist), each a column labelled by the LibTorch version its --version reports, run as
-`alexnet bench --json --precision fp32 --channels-last=auto ...` (the row's precision).
+`alexnet bench --json --mode infer|train --precision fp32|bf16|int8 --channels-last=auto ...`
+(the row's mode and precision; channels-last on in bf16; int8 without weights calibrates on
+its own random batch). The CPU class printed (AVX2, AVX-512, AVX-512 VNNI, AMX) is the one the first binary's
+--version names.
 
 Workloads (--workloads, comma separated), img/s unless stated. Training rows run alexnet's
 `main` recipe on every side (RECIPE below: SGD lr 0.06, momentum 0.9, Nesterov, weight decay
@@ -51,8 +82,9 @@ explicit flags so that a change of its defaults cannot desynchronise the sides.
               DataLoader feeding torch113, eager and compile                   >= 2x
   e2e-train   a JPEG folder (--train-images) -> RandomResizedCrop 224 + flip -> training steps,
               batch 64, 2 workers, the same anchors                            >= 1.5x
-  int8-b64    inference, batch 64, 224x224: ours --precision int8 against ort-int8 (>= 1.2x)
-              and against ours in fp32 (>= 2x); a binary without int8 shows "n/a"
+  int8-b64    inference, batch 64, 224x224: ours --precision int8 against the best of ort-int8
+              and ov-int8 (>= 1.2x), and against ours in fp32 (>= 2x); a binary without int8
+              shows "n/a"
   main-job    ours only, opt-in (--main-job; about 10 minutes a binary): `alexnet train` with
               its defaults (Fashion-MNIST), the wall time until the test top-1 first reaches
               90% (<= 8 minutes); --main-job-args adds flags (a short check: '--epochs 1
@@ -62,23 +94,26 @@ explicit flags so that a change of its defaults cannot desynchronise the sides.
               (--agreement-images), weights from a short `alexnet train` (or --weights)
   infer-bf16-bf16, infer-fp16, train-bf16-amp, train-fp16   like for like in low precision:
               the PyTorch 2.x anchors with bf16/fp16 weights (autocast for training, loss
-              scaling in fp16), ours the same; fp16 on CUDA only
+              scaling in fp16), ours the same; fp16 on CUDA only. On the CPU infer-bf16-bf16
+              also has ov-default (when OpenVINO chose bf16)
 Earlier names still work: infer-fp32 and infer-fp32-cl (infer-b64), infer-batch1 (infer-b1),
 train-fp32 (train-main), train224-fp32 (train224), e2e-train-fp32 (e2e-train).
 
-Sets: by default matmul to int8-b64 above. --quick: matmul, infer-b64, infer-b1, train-main
-and int8-b64 with --iters 3 --repeat 2: 56 fresh processes, about 9 minutes on a 2-core
-machine where importing PyPI's torch alone takes 6 s a process. --full: the default rows plus
-scaling and agreement (main-job only with --main-job). --device cuda: matmul, infer-b64,
-infer-bf16-bf16, infer-fp16, infer-b1, train224, train-bf16-amp, train-fp16 and e2e-eval,
-without the torch113 and ONNX Runtime anchors; every side runs fp32 without TF32 there
-(alexnet's fp32 is strict fp32).
+Sets: by default matmul to int8-b64 above, and infer-bf16-bf16. --quick: matmul, infer-b64,
+infer-b1, train-main, int8-b64 and infer-bf16-bf16 with --iters 3 --repeat 2: 69 fresh processes
+with one binary of ours (15 more for each further one), about 7 minutes on a 2-core machine where
+importing PyPI's torch alone takes 6 s a process. --full: the default rows plus scaling and
+agreement (main-job only with --main-job). On a CPU without bf16 instructions the sets leave
+infer-bf16-bf16 out (PyTorch would emulate bf16, ours would run fp32). --device cuda: matmul,
+infer-b64, infer-bf16-bf16, infer-fp16, infer-b1, train224, train-bf16-amp, train-fp16 and
+e2e-eval, without the torch113, ONNX Runtime and OpenVINO anchors; every side runs fp32
+without TF32 there (alexnet's fp32 is strict fp32).
 
 Exit status 1 when a run of ours failed (a missing int8 is "n/a", not a failure); an anchor
 that cannot run here and a missed target are findings, reported, with exit status 0.
 
 Usage: PYTHON scripts/bench_vs_pytorch.py [--binary PATH]... [--quick | --full] [--main-job]
-       [--workloads infer-b64,train-main] [--anchors eager,compile,ort] [--repeat 3]
+       [--workloads infer-b64,train-main] [--anchors eager,ort,ov-f32] [--repeat 3]
        [--iters N] [--threads N] [--device cpu|cuda] [--images N] [--train-images N]
        [--python PY] [--python-113 PY] [--python-env OPENBLAS_CORETYPE=CooperLake]
 The script itself needs only Python's standard library; --python-env sets variables for the
@@ -103,8 +138,9 @@ ANCHOR_WORKER = os.path.join(HERE, "bench_anchors.py")
 # ours gets them as explicit flags, so a change of our defaults cannot desynchronise the sides.
 RECIPE = dict(lr=0.06, momentum=0.9, nesterov=True, wd=5e-4, label_smoothing=0.1,
               clip_grad_norm=2.0, dropout=0.1)
-# ort-int8's calibration set: random-normal images (seed 0), the benchmark input's kind, since the
-# model-only rows have no real images; ours calibrates on its own random benchmark batch.
+# The QDQ model's calibration set (ort-int8, ov-int8): random-normal images (seed 0), the benchmark
+# input's kind, since the model-only rows have no real images; ours calibrates on its own random
+# benchmark batch.
 CALIBRATION_IMAGES = 32
 
 # Anchor: (interpreter, what it is). "113" runs under --python-113, "2" under --python.
@@ -115,15 +151,21 @@ ANCHORS = {
     "compile": ("2", "torch.compile(model), default mode (inductor)"),
     "ort": ("2", "torch.onnx.export -> ONNX Runtime fp32, ORT_ENABLE_ALL"),
     "ort-int8": ("2", "ONNX Runtime static int8 (quantize_static QDQ, per channel)"),
+    "ov-f32": ("2", "the ONNX model -> OpenVINO CPU, INFERENCE_PRECISION_HINT f32"),
+    "ov-default": ("2", "the ONNX model -> OpenVINO CPU, its default precision"),
+    "ov-int8": ("2", "ort-int8's QDQ model -> OpenVINO CPU (int8)"),
 }
-INFER = ("torch113", "eager", "eager-cl", "compile", "ort")
+ONNX = ("ort", "ort-int8", "ov-f32", "ov-default", "ov-int8")  # run the exported ONNX models
+OPENVINO = ("ov-f32", "ov-default", "ov-int8")
+INFER = ("torch113", "eager", "eager-cl", "compile", "ort", "ov-f32")
 TRAIN = ("torch113", "eager", "eager-cl", "compile")
 E2E = ("torch113", "eager", "compile")  # each fed by torchvision's ImageFolder + DataLoader
-LOW = ("eager", "eager-cl", "compile")  # low precision: PyTorch 2.x only
-CPU_ONLY = ("torch113", "ort", "ort-int8")  # skipped on CUDA
+LOW = ("eager", "eager-cl", "compile")  # low precision: PyTorch 2.x
+CPU_ONLY = ("torch113",) + ONNX  # skipped on CUDA
 IMAGENET = dict(size=224, classes=1000)
 
-# kind, batch, shape; anchors; precision (every side; int8: ours only, anchors in fp32);
+# kind, batch, shape; anchors; precision (every side's, fp32 unless given: each anchor listed
+# computes in it);
 # ours_cl (ours' --channels-last); iters (a row's own default); target: the issue's minimum
 # ratio ours / best anchor; latency: also a latency row with that target; fp32_target: int8
 # against our own fp32.
@@ -136,10 +178,10 @@ WORKLOADS = {
     "train-main": dict(kind="train", batch=128, size=64, classes=10, anchors=TRAIN, target=1.10),
     "e2e-eval": dict(kind="e2e-infer", batch=64, workers=2, anchors=E2E, target=2.0),
     "e2e-train": dict(kind="e2e-train", batch=64, workers=2, anchors=E2E, target=1.5),
-    "int8-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=("ort-int8",), precision="int8",
-                     target=1.2, fp32_target=2.0),
-    "infer-bf16-bf16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW, precision="bf16",
-                            ours_cl="on"),
+    "int8-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=("ort-int8", "ov-int8"),
+                     precision="int8", target=1.2, fp32_target=2.0),
+    "infer-bf16-bf16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW + ("ov-default",),
+                            precision="bf16", ours_cl="on"),
     "infer-fp16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW, precision="fp16", ours_cl="on"),
     "train-bf16-amp": dict(kind="train", batch=128, **IMAGENET, anchors=LOW, precision="bf16",
                            ours_cl="on"),
@@ -153,8 +195,8 @@ WORKLOADS = {
 ALIASES = {"infer-fp32": "infer-b64", "infer-fp32-cl": "infer-b64", "infer-batch1": "infer-b1",
            "train-fp32": "train-main", "train224-fp32": "train224", "e2e-train-fp32": "e2e-train"}
 DEFAULT = ["matmul", "infer-b64", "infer-b1", "train224", "train-main", "e2e-eval", "e2e-train",
-           "int8-b64"]
-QUICK = ["matmul", "infer-b64", "infer-b1", "train-main", "int8-b64"]
+           "int8-b64", "infer-bf16-bf16"]
+QUICK = ["matmul", "infer-b64", "infer-b1", "train-main", "int8-b64", "infer-bf16-bf16"]
 FULL = DEFAULT + ["scaling", "agreement"]
 GPU = ["matmul", "infer-b64", "infer-bf16-bf16", "infer-fp16", "infer-b1", "train224",
        "train-bf16-amp", "train-fp16", "e2e-eval"]
@@ -231,7 +273,7 @@ def run_cpp(binary, spec, precision):
 
 # ----------------------------------------------------------------- the machine and the sides
 
-def machine_description():
+def cpu_model_and_flags():
     model, flags = "?", set()
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -240,6 +282,17 @@ def machine_description():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
+    return model, flags
+
+
+def cpu_has_bf16():
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16)."""
+    flags = cpu_model_and_flags()[1]
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def machine_description():
+    model, flags = cpu_model_and_flags()
     wanted = list(CPU_FLAGS) + sorted(f for f in flags if f.startswith("amx"))
     have = [f for f in wanted if f in flags]
     missing = [f for f in wanted if f not in flags] + ([] if any(f.startswith("amx") for f in flags)
@@ -273,17 +326,20 @@ def probe_interpreters(args, chosen, env):
 
 
 def label_binaries(paths):
-    """[(label, path, version line)]: labels from the LibTorch version `--version` reports."""
+    """[(label, path, version line, CPU class)]: labels from the LibTorch version `--version`
+    reports, the class from its "cpu: MODEL: class AMX (...)" line (None if it has none)."""
     out, seen = [], set()
     for path in paths:
         r = subprocess.run([path, "--version"], capture_output=True, text=True)
-        line = (r.stdout.strip() or r.stderr.strip() or "?").splitlines()[0]
+        text = r.stdout.strip() or r.stderr.strip() or "?"
+        line = text.splitlines()[0]
+        cpu = re.search(r"^cpu: .*?: class (.+?) \(", text, re.MULTILINE)
         m = re.search(r"LibTorch (\d+)\.(\d+)", line)
         label = f"ours[{m.group(1)}.{m.group(2)}]" if m else f"ours[{os.path.basename(path)}]"
         while label in seen:  # two builds of one LibTorch: tell them apart by their folder
             label = f"{label[:-1]}@{os.path.basename(os.path.dirname(os.path.dirname(path)))}]"
         seen.add(label)
-        out.append((label, path, line))
+        out.append((label, path, line, cpu.group(1) if cpu else None))
     return out
 
 
@@ -306,8 +362,9 @@ def short(label):
 class Row:
     """One line of the table: medians per side, the best anchor, ratios per binary."""
 
-    def __init__(self, name, shape, unit, higher_is_better=True):
+    def __init__(self, name, shape, unit, higher_is_better=True, precision="fp32"):
         self.name, self.shape, self.unit, self.higher = name, shape, unit, higher_is_better
+        self.precision = precision  # every side's: the ratios compare within it
         self.anchor_cells = {}  # anchor -> median or a string ("failed", "-")
         self.best = None        # anchor name
         self.ours_cells = {}    # label -> median or string
@@ -348,27 +405,39 @@ def measure(args, name, w, sides, env, rows, notes, state):
     runs = [(a, "anchor") for a in anchors] + [(label, precision) for label in ours]
     if precision == "int8":
         runs += [(label + " fp32", "fp32") for label in ours]
-    dead = prepare_ort(name, w, anchors, sides, env, notes)
+    dead = prepare_onnx(name, w, anchors, sides, env, notes)
     key, unit = ("gflops", "GFLOP/s") if kind == "matmul" else ("img_per_s", "img/s")
     results = repetitions(args, name, w, runs, sides, env, dead, key, unit)
-    values = {side: [x[key] if x else None for x in xs] for side, xs in results.items()}
+    # A side that ran another precision than it was to (OpenVINO's own choice, ours' bf16
+    # falling back to fp32) is left out of the ratios: each compares one precision.
+    want = {side: ("fp32" if how == "fp32" else precision) for side, how in runs}
+    other = {}
+    for side, xs in results.items():
+        ran = {x["precision"] for x in xs if x and "precision" in x} - {want[side]}
+        if ran:
+            other[side] = "/".join(sorted(ran))
+    values = {side: [x[key] if x and side not in other else None for x in xs] for side, xs in results.items()}
 
-    row = Row(name, shape_of(w), unit)
+    row = Row(name, shape_of(w), unit, precision=precision)
     summarise(row, values, anchors, ours, w.get("target"))
-    mark_failures(row, dead, anchors, ours)
+    mark_failures(row, dead, other, anchors, ours)
     rows.append(row)
     for side, why in dead.items():
         if not why.startswith("n/a"):
-            notes.append(f"{name}: {'anchor ' if side in anchors else ''}{side} failed ({why})")
+            notes.append(f"{name}: {'anchor ' if side in anchors else ''}{side} "
+                         + (f"unavailable ({why.split('Unavailable: ', 1)[1]})" if unavailable(why)
+                            else f"failed ({why})"))
             if side not in anchors:
                 state.setdefault("ours_failed", []).append(f"{name} {side}")
+    for side, ran in other.items():
+        notes.append(f"{name}: {side} ran {ran}, not {want[side]}: left out of the comparison")
     if w.get("latency"):
         # Per-image latency: the median step time at batch 1 (lower is better).
-        lat = {side: [x["ms_per_batch"] / w["batch"] if x else None for x in xs]
+        lat = {side: [x["ms_per_batch"] / w["batch"] if x and side not in other else None for x in xs]
                for side, xs in results.items()}
-        lat_row = Row(f"{name} latency", shape_of(w), "ms", higher_is_better=False)
+        lat_row = Row(f"{name} latency", shape_of(w), "ms", higher_is_better=False, precision=precision)
         summarise(lat_row, lat, anchors, ours, w["latency"])
-        mark_failures(lat_row, dead, anchors, ours)
+        mark_failures(lat_row, dead, other, anchors, ours)
         rows.append(lat_row)
 
     # What each binary actually ran (its bench --json "compute": precision, layout, plan).
@@ -379,6 +448,7 @@ def measure(args, name, w, sides, env, rows, notes, state):
     if precision == "int8":
         int8_notes(name, w, values, ours, row, notes)
     compile_notes(name, results, notes)
+    openvino_notes(name, results, notes)
     if kind == "matmul":
         state["matmul"] = {side: m for side in values if (m := median_or_none(values[side])) is not None}
         state["blas"] = {label: next((x.get("blas") for x in results[label] if x), "") for label in ours}
@@ -389,20 +459,32 @@ def measure(args, name, w, sides, env, rows, notes, state):
         memory_note(args, results, anchors, ours, notes)
 
 
-def prepare_ort(name, w, anchors, sides, env, notes):
-    """Exports (and quantises) the model for the row's ONNX Runtime anchors once, untimed, in a
-    process of its own. Returns {anchor: why} for the anchors that cannot run."""
-    ort = [a for a in anchors if a.startswith("ort")]
-    if not ort:
-        return {}
+def prepare_onnx(name, w, anchors, sides, env, notes):
+    """Exports (and, in an int8 row, quantises) the model for the row's ONNX Runtime and
+    OpenVINO anchors once, untimed, in a process of its own. Returns {anchor: why} for the
+    anchors that cannot run."""
+    int8 = w.get("precision") == "int8"
+    # Each runtime as the interpreter's versions probe found it; the int8 QDQ model is made with
+    # ONNX Runtime's quantisation tools, whichever runtime then runs it.
+    have = sides["found"].get("2") or {}
+    dead = {}
+    for a in [a for a in anchors if a in ONNX]:
+        needs = ((["onnxruntime"] if a.startswith("ort") or int8 else [])
+                 + (["openvino"] if a in OPENVINO else []))
+        missing = [package for package in needs if package not in have]
+        if missing:
+            dead[a] = f"Unavailable: no {' or '.join(missing)} for {sides['python']['2']}"
+    onnx = [a for a in anchors if a in ONNX and a not in dead]
+    if not onnx:
+        return dead
     try:
-        prep = run_anchor(sides["python"]["2"], dict(w, kind="prepare-onnx", anchor=ort[-1]), env)
+        prep = run_anchor(sides["python"]["2"], dict(w, kind="prepare-onnx", int8=int8), env)
     except (RunFailed, OSError) as e:
-        return {a: str(e).splitlines()[0] for a in ort}
+        return dict(dead, **{a: str(e).splitlines()[0] for a in onnx})
     if prep["prepare_s"] > 0.5:  # else an earlier row's files were reused
-        notes.append(f"{name}: ONNX export{' and int8 quantisation' if 'ort-int8' in ort else ''} "
+        notes.append(f"{name}: ONNX export{' and int8 quantisation' if int8 else ''} "
                      f"(untimed, once per command): {prep['prepare_s']:.1f} s")
-    return {}
+    return dead
 
 
 def repetitions(args, name, w, runs, sides, env, dead, key, unit):
@@ -418,7 +500,7 @@ def repetitions(args, name, w, runs, sides, env, dead, key, unit):
             if side not in dead:
                 try:
                     if how == "anchor":
-                        spec = dict(w, anchor=side, precision="fp32" if precision == "int8" else precision)
+                        spec = dict(w, anchor=side, precision=precision)
                         result = run_anchor(sides["python"][ANCHORS[side][0]], spec, env)
                     else:
                         result = run_cpp(binary_of[side.split(" ")[0]], w, how)
@@ -432,13 +514,25 @@ def repetitions(args, name, w, runs, sides, env, dead, key, unit):
     return results
 
 
-def mark_failures(row, dead, anchors, ours):
-    """A side that never ran shows why in its cell rather than a bare "-"."""
+def unavailable(why):
+    """Whether a side's failure is the anchor's absence here (a package, a compiler), said by the
+    driver (a package the versions probe did not find) or by the worker's Unavailable."""
+    return "Unavailable: " in why
+
+
+def mark_failures(row, dead, other, anchors, ours):
+    """A side that never ran, or ran another precision (other: {side: precision}), shows why in
+    its cell rather than a bare "-"."""
     for side, why in dead.items():
         if side in anchors and row.anchor_cells.get(side) is None:
-            row.anchor_cells[side] = "failed"
+            row.anchor_cells[side] = "unavailable" if unavailable(why) else "failed"
         elif side in ours and row.ours_cells.get(side) is None:
             row.ours_cells[side] = why if why.startswith("n/a") else "failed"
+    for side, ran in other.items():
+        if side in anchors:
+            row.anchor_cells[side] = f"ran {ran}"
+        elif side in ours:
+            row.ours_cells[side] = f"ran {ran}"
 
 
 def shape_of(w):
@@ -448,8 +542,7 @@ def shape_of(w):
     if kind.startswith("e2e"):
         what = ("Resize 256 + CenterCrop 224" if kind == "e2e-infer" else "RandomResizedCrop 224 + flip")
         return f"JPEGs, {what}, batch {w['batch']}, {w['workers']} workers"
-    return (f"batch {w['batch']}, {w['size']}x{w['size']}, {w['classes']} classes"
-            f"{'' if w.get('precision', 'fp32') == 'fp32' else ', ' + w['precision']}")
+    return f"batch {w['batch']}, {w['size']}x{w['size']}, {w['classes']} classes"
 
 
 def int8_notes(name, w, values, ours, row, notes):
@@ -468,10 +561,11 @@ def int8_notes(name, w, values, ours, row, notes):
         ok = ratio >= w["fp32_target"]
         parts.append(f"{short(label)} {ratio:.2f}x {'met' if ok else '**missed**'}")
         notes.append(f"{name}: {label} int8 / fp32 {ratio:.2f}x (fp32 {fmt_rate(fp32)} img/s)")
-    row.target = (f"vs ort-int8 {row.target}; >= {w['fp32_target']}x our fp32: {', '.join(parts)}")
-    notes.append(f"{name}: ort-int8 is calibrated on {CALIBRATION_IMAGES} random-normal images (seed 0, "
-                 f"as the benchmark input; the model-only rows have no real images); ours calibrates "
-                 f"on its own random benchmark batch")
+    row.target = f"vs the best int8 anchor {row.target}; >= {w['fp32_target']}x our fp32: {', '.join(parts)}"
+    notes.append(f"{name}: ort-int8 and ov-int8 run one QDQ model, calibrated on {CALIBRATION_IMAGES} "
+                 f"random-normal images (seed 0, as the benchmark input; the model-only rows have no real "
+                 f"images), every Conv and Gemm quantised; ours calibrates on its own random benchmark "
+                 f"batch and keeps the last Linear layer in fp32")
 
 
 def compile_notes(name, results, notes):
@@ -479,6 +573,20 @@ def compile_notes(name, results, notes):
     if warm:
         notes.append(f"{name}: torch.compile's first call(s), not timed: {warm[0]:.1f} s in the first "
                      f"run, median {statistics.median(warm):.1f} s (later runs reuse inductor's cache)")
+
+
+def openvino_notes(name, results, notes):
+    """What each OpenVINO anchor compiled to: the precision it ran (ov-default's is OpenVINO's
+    choice), its hints as the compiled model reports them, and each kind of layer's precision."""
+    for a in OPENVINO:
+        x = next((x for x in results.get(a, []) if x), None)
+        if x is None:
+            continue
+        how = "its own choice, no hint given" if a == "ov-default" else "INFERENCE_PRECISION_HINT f32"
+        layers = ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(x["ov_layers"].items()))
+        notes.append(f"{name}: {a} (OpenVINO {x['openvino']}): inference precision "
+                     f"{x['ov_inference_precision']} ({how}), PERFORMANCE_HINT {x['ov_performance_hint']}, "
+                     f"NUM_STREAMS {x['ov_num_streams']}, {x['ov_threads']} threads; layers ran {layers}")
 
 
 def memory_note(args, results, anchors, ours, notes):
@@ -508,7 +616,7 @@ def main_job(args, sides, tmp, rows, notes, state):
     """`alexnet train` with its defaults: wall time until the per-epoch test top-1 first reaches
     MAIN_JOB_TOP1, from its "epoch N done: ... top1 X% ..." lines (app/engine/trainer_epoch.cpp)."""
     row = Row("main-job", "alexnet train defaults (Fashion-MNIST), wall time to 90% top-1", "min",
-              higher_is_better=False)
+              higher_is_better=False, precision="auto")
     verdicts = []
     epoch_done = re.compile(r"epoch (\d+) done: .*\btop1 ([0-9.]+)%")
     for i, (label, binary) in enumerate(sides["ours"]):
@@ -620,14 +728,14 @@ def print_table(rows, anchors, ours):
             return x
         return f"{x:.2f}" if unit in ("ms", "min") else fmt_rate(x)
 
-    head = ["workload", "shape", "unit"] + anchors + ["best anchor"]
+    head = ["workload", "shape", "precision", "unit"] + anchors + ["best anchor"]
     for label in ours:
-        head += [label, f"{label} / best"]
+        head += [label, f"{label} / best anchor in this precision"]
     head.append("target (ours / best)")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
-        line = [row.name, row.shape, row.unit + ("" if row.higher else ", lower is better")]
+        line = [row.name, row.shape, row.precision, row.unit + ("" if row.higher else ", lower is better")]
         line += [cell(row.anchor_cells.get(a), row.unit) for a in anchors]
         line.append(row.best or "-")
         for label in ours:
@@ -644,10 +752,11 @@ def versions_lines(found, args, ours):
         v = found.get(key)
         if v:
             ort = f", onnxruntime {v['onnxruntime']}" if "onnxruntime" in v else ""
+            ov = f", openvino {v['openvino']}" if "openvino" in v else ""
             cap = f", CPU capability {v['cpu_capability']}" if "cpu_capability" in v else ""
-            lines.append(f"anchors {'torch113' if key == '113' else 'eager/eager-cl/compile/ort'}: "
-                         f"torch {v['torch']}, torchvision {v['torchvision']}{ort}{cap} ({python})")
-    for label, path, line in ours:
+            lines.append(f"anchors {'torch113' if key == '113' else 'eager/eager-cl/compile/ort/ov'}: "
+                         f"torch {v['torch']}, torchvision {v['torchvision']}{ort}{ov}{cap} ({python})")
+    for label, path, line, _ in ours:
         lines.append(f"{label}: {path}: {line}")
     return lines
 
@@ -705,6 +814,9 @@ def selection(args):
     for n in names:
         if n not in WORKLOADS:
             sys.exit(f"unknown workload {n!r}; known: {', '.join(WORKLOADS)} (and {', '.join(ALIASES)})")
+    if not args.workloads and not cuda and not cpu_has_bf16():
+        # PyTorch's bf16 on such a CPU is emulated and ours runs fp32: nothing to compare.
+        names = [n for n in names if n != "infer-bf16-bf16"]
     chosen = list(ANCHORS) if not args.anchors else args.anchors.split(",")
     for a in chosen:
         if a not in ANCHORS:
@@ -731,18 +843,23 @@ def make_folders(args, names, found, tmp, env, notes):
     return folders
 
 
-def print_report(rows, notes, state, found, sides):
+def print_report(args, rows, notes, state, found, sides):
     labels = [label for label, _ in sides["ours"]]
     shown = [a for a in ANCHORS if any(a in row.anchor_cells for row in rows)]
     print()
     if rows:
+        print()
+        print(f"CPU class {sides['cpu_class']}, {args.threads} threads on every side; each ratio: ours / the "
+              f"best anchor in the row's precision (> 1: ours faster)")
         print()
         print_table(rows, shown, labels)
         print()
     for a in shown:
         v = found[ANCHORS[a][0]]
         what = (f"onnxruntime {v.get('onnxruntime', '?')}, model exported by PyTorch {v['torch']}"
-                if a.startswith("ort") else f"PyTorch {v['torch']}")
+                if a.startswith("ort") else
+                f"openvino {v.get('openvino', '?')}, model exported by PyTorch {v['torch']}"
+                if a in OPENVINO else f"PyTorch {v['torch']}")
         print(f"{a}: {what}: {ANCHORS[a][1]}")
     matmul = state.get("matmul")
     if matmul:
@@ -776,6 +893,8 @@ def main():
     print(f"machine: {machine_description()}")
     found = probe_interpreters(args, chosen, env)
     ours = label_binaries(binaries)
+    cpu_class = next((c for _, _, _, c in ours if c), "unknown (the binary's --version does not say)")
+    print(f"CPU class: {cpu_class} (alexnet --version)")
     for line in versions_lines(found, args, ours):
         print(line)
     if args.device.startswith("cuda") and found.get("2") and found["2"].get("gpu"):
@@ -788,8 +907,8 @@ def main():
     print(f"training recipe (every side): {', '.join(f'{k} {v}' for k, v in RECIPE.items())}")
     print(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at start")
 
-    sides = dict(anchors=chosen, ours=[(label, path) for label, path, _ in ours],
-                 python={"2": args.python, "113": args.python_113})
+    sides = dict(anchors=chosen, ours=[(label, path) for label, path, _, _ in ours],
+                 python={"2": args.python, "113": args.python_113}, cpu_class=cpu_class, found=found)
     rows, notes, state = [], [], {}
     with tempfile.TemporaryDirectory(prefix="bench_vs_pytorch.") as tmp:
         folders = make_folders(args, names, found, tmp, env, notes)
@@ -818,7 +937,7 @@ def main():
                 measure(args, name, w, sides, env, rows, notes, state)
             print(f"  {name}: {time.time() - began:.0f} s", flush=True)
 
-    print_report(rows, notes, state, found, sides)
+    print_report(args, rows, notes, state, found, sides)
     print(f"\nload average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
           f"{time.time() - started:.0f} s in all")
     # A run of ours that failed is a bug to look at; an anchor that cannot run here, or a
