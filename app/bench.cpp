@@ -239,7 +239,9 @@ int run_bench(int argc, const char* const* argv) {
     };
     // The engine loads the weights; their digest is taken here, from a mapping of its own.
     const std::string sha256 =
-        o.weights.empty() || cfg.precision != runtime::Precision::kInt8 ? "" : WeightsFile(o.weights).sha256();
+        o.weights.empty() || (cfg.precision != runtime::Precision::kInt8 && !cfg.precision_auto)
+            ? ""
+            : WeightsFile(o.weights).sha256();
     setup_int8(result, options, cfg, model, o.weights, sha256,
                transform ? *transform : data::TransformOptions().image_size(info.image_size),
                o.weights.empty() ? std::function<Int8Scales()>(fallback) : nullptr);

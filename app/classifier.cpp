@@ -50,7 +50,8 @@ Classifier load_classifier(const cxxopts::ParseResult& result, const cxxopts::Op
     const WeightsFile file(weights, WeightsFile::HubCheck::kWhileLoading);
     c.model = file.load();
     // Free when the name promised one (load() hashed it); int8's scales are tied to it.
-    if (with_sha256 || hub_hash_prefix(weights) || c.compute.precision == runtime::Precision::kInt8)
+    if (with_sha256 || hub_hash_prefix(weights) || c.compute.precision == runtime::Precision::kInt8 ||
+        c.compute.precision_auto)
       c.sha256 = file.sha256();
     c.labels = file.class_names();
     file_transform = file.input_transform();

@@ -2,6 +2,7 @@
 
 #include "app/engine/calibrate.h"
 #include "app/engine/progress.h"
+#include "app/runtime/errors.h"
 #include "app/runtime/machine.h"
 #include "data/file.h"
 #include "data/image_header.h"
@@ -166,12 +167,63 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+std::string percent(double fraction) { return fmt::format("{:.2f}%", 100 * fraction); }
+
+// --precision auto on the CPU: int8 where the weights have calibrated scales whose measured
+// top-1 agreement with fp32 is at least kAutoInt8Agreement, else what resolve_precision chose
+// (bf16 on AMX, fp32 elsewhere). The log names the choice and the agreement measured.
+constexpr double kAutoInt8Agreement = 0.99;
+
+void resolve_auto_int8(runtime::ComputeConfig& cfg, const std::string& path, const std::string& weights_sha256) {
+  const std::string kept = std::string("auto keeps ") + runtime::precision_name(cfg.precision);
+  if (path.empty() || !file_exists(path)) {
+    spdlog::info("{}: no int8 scales at {} (calibrate once with --precision int8 --calibrate DATA; auto then "
+                 "weighs int8 by its measured agreement)", kept, path.empty() ? "(no weights file)" : path);
+    return;
+  }
+  Int8Scales scales;
+  try {
+    const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
+    scales = parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}: {}", kept, runtime::error_message(e));
+    return;
+  }
+  const auto& a = scales.agreement;
+  std::string why;
+  if (!scales.weights_sha256.empty() && scales.weights_sha256 != weights_sha256)
+    why = path + " was calibrated for other weights";
+  else if (!Int8AlexNet::available())
+    why = "this LibTorch has no quantized CPU kernels";
+  else if (a.images == 0)
+    why = path + " holds no measured agreement (calibrate again with --calibrate DATA to measure it)";
+  else if (a.int8 < kAutoInt8Agreement)
+    why = "int8's top-1 agreement with fp32 is " + percent(a.int8) + " on " + std::to_string(a.images) +
+          " images, under " + percent(kAutoInt8Agreement);
+  if (!why.empty()) {
+    spdlog::info("{}{}: not int8: {}", kept,
+                 a.images > 0 && a.bf16 >= 0 && cfg.precision == runtime::Precision::kBf16
+                     ? " (top-1 agreement with fp32 " + percent(a.bf16) + ")"
+                     : std::string(),
+                 why);
+    return;
+  }
+  cfg = runtime::inference_config(cfg.device, runtime::Precision::kInt8, cfg.channels_last);
+  cfg.precision_auto = true;
+  spdlog::info("precision int8 (auto: calibrated scales {}; top-1 agreement with fp32 {} on {} images of {} it "
+               "was not calibrated on)", path, percent(a.int8), a.images, scales.data);
+}
+
 }  // namespace
 
 void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& options, runtime::ComputeConfig& cfg,
                 AlexNet model, const std::string& weights, const std::string& weights_sha256,
                 const data::TransformOptions& transform, const std::function<Int8Scales()>& fallback) {
   const bool calibrate = result.count("calibrate") > 0;
+  const std::string scales_path = result.count("int8-scales") ? result["int8-scales"].as<std::string>()
+                                  : weights.empty()            ? std::string()
+                                                               : weights + ".int8.json";
+  if (cfg.precision_auto && cfg.device.is_cpu() && !calibrate) resolve_auto_int8(cfg, scales_path, weights_sha256);
   if (cfg.precision != runtime::Precision::kInt8) {
     if (calibrate || result.count("int8-scales"))
       throw UsageError(std::string(calibrate ? "--calibrate" : "--int8-scales") + " needs --precision int8",
@@ -179,9 +231,7 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
     return;
   }
   const int64_t images = positive_flag(result, "calibrate-images", options);
-  const std::string path = result.count("int8-scales") ? result["int8-scales"].as<std::string>()
-                           : weights.empty()            ? std::string()
-                                                        : weights + ".int8.json";
+  const std::string& path = scales_path;
   // The scales belong to one set of weights: the SHA-256 of the bytes loaded ties them.
   Int8Scales scales;
   if (calibrate) {

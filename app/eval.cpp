@@ -120,7 +120,7 @@ int run_eval(int argc, const char* const* argv) {
   {
     const WeightsFile file(weights, WeightsFile::HubCheck::kWhileLoading);
     model = file.load();
-    if (compute.precision == runtime::Precision::kInt8) sha256 = file.sha256();
+    if (compute.precision == runtime::Precision::kInt8 || compute.precision_auto) sha256 = file.sha256();
     file_names = file.class_names();
   }
   check_finite_weights(result, *model, weights);

@@ -51,6 +51,13 @@ struct Int8Scales {
   std::string data;            // the calibration data spec
   int64_t images = 0;          // calibration images
   std::string weights_sha256;  // of the weights file calibrated (empty: not from a file)
+  /// Top-1 agreement with float32 that calibration measured on images it did not
+  /// calibrate on (engine::calibrate_int8), which --precision auto reads.
+  struct Agreement {
+    int64_t images = 0;   // 0: not measured
+    double int8 = 0.0;    // fraction of the images whose int8 top-1 class is fp32's
+    double bf16 = -1.0;   // the same for bf16 (< 0: not measured: no bf16 engine here)
+  } agreement;
 };
 
 /// Runs the float32 model layer by layer on calibration batches and records every

@@ -19,6 +19,10 @@ std::string int8_scales_json(const Int8Scales& s) {
   auto layers = nlohmann::ordered_json::array();
   for (const auto& [name, r] : s.layers) layers.push_back({{"name", name}, {"min", r.min}, {"max", r.max}});
   j["layers"] = layers;
+  if (s.agreement.images > 0) {
+    j["agreement"] = {{"images", s.agreement.images}, {"int8_top1", s.agreement.int8}};
+    if (s.agreement.bf16 >= 0) j["agreement"]["bf16_top1"] = s.agreement.bf16;
+  }
   return j.dump(2) + "\n";
 }
 
@@ -45,6 +49,20 @@ Int8Scales parse_int8_scales(const std::string& text, const std::string& path) {
     const auto& c = j["calibration"];
     if (c.contains("data") && c["data"].is_string()) s.data = c["data"];
     if (c.contains("images") && c["images"].is_number_integer()) s.images = c["images"];
+  }
+  if (j.contains("agreement")) {  // optional: files calibrated before it was measured lack it
+    const auto& a = j["agreement"];
+    const auto fraction = [&](const char* key) {
+      if (!a[key].is_number() || !(a[key].get<double>() >= 0 && a[key].get<double>() <= 1))
+        fail(std::string("agreement: ") + key + " is not a fraction");
+      return a[key].get<double>();
+    };
+    if (!a.is_object() || !a.contains("images") || !a["images"].is_number_integer() ||
+        a["images"].get<int64_t>() < 1 || !a.contains("int8_top1"))
+      fail("agreement needs a positive images count and int8_top1");
+    s.agreement.images = a["images"].get<int64_t>();
+    s.agreement.int8 = fraction("int8_top1");
+    if (a.contains("bf16_top1")) s.agreement.bf16 = fraction("bf16_top1");
   }
   if (!j.contains("input")) fail("no input range");
   s.input = range(j["input"], "input");

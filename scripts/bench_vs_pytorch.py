@@ -83,8 +83,9 @@ explicit flags so that a change of its defaults cannot desynchronise the sides.
   e2e-train   a JPEG folder (--train-images) -> RandomResizedCrop 224 + flip -> training steps,
               batch 64, 2 workers, the same anchors                            >= 1.5x
   int8-b64    inference, batch 64, 224x224: ours --precision int8 against the best of ort-int8
-              and ov-int8 (>= 1.2x), and against ours in fp32 (>= 2x); a binary without int8
+              and ov-int8 (>= 1.15x), and against ours in fp32 (>= 2x); a binary without int8
               shows "n/a"
+  int8-b1     the same at batch 1, against ort-int8 and ov-int8                 >= 1.15x
   main-job    ours only, opt-in (--main-job; about 10 minutes a binary): `alexnet train` with
               its defaults (Fashion-MNIST), the wall time until the test top-1 first reaches
               90% (<= 8 minutes); --main-job-args adds flags (a short check: '--epochs 1
@@ -95,7 +96,8 @@ explicit flags so that a change of its defaults cannot desynchronise the sides.
   infer-bf16-bf16, infer-fp16, train-bf16-amp, train-fp16   like for like in low precision:
               the PyTorch 2.x anchors with bf16/fp16 weights (autocast for training, loss
               scaling in fp16), ours the same; fp16 on CUDA only. On the CPU infer-bf16-bf16
-              also has ov-default (when OpenVINO chose bf16)
+              also has ov-default (when OpenVINO chose bf16), target >= 1.15x
+  infer-bf16-b1   infer-bf16-bf16 at batch 1                                    >= 1.15x
 Earlier names still work: infer-fp32 and infer-fp32-cl (infer-b64), infer-batch1 (infer-b1),
 train-fp32 (train-main), train224-fp32 (train224), e2e-train-fp32 (e2e-train).
 
@@ -179,9 +181,13 @@ WORKLOADS = {
     "e2e-eval": dict(kind="e2e-infer", batch=64, workers=2, anchors=E2E, target=2.0),
     "e2e-train": dict(kind="e2e-train", batch=64, workers=2, anchors=E2E, target=1.5),
     "int8-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=("ort-int8", "ov-int8"),
-                     precision="int8", target=1.2, fp32_target=2.0),
+                     precision="int8", target=1.15, fp32_target=2.0),
+    "int8-b1": dict(kind="infer", batch=1, **IMAGENET, anchors=("ort-int8", "ov-int8"),
+                    precision="int8", target=1.15, iters=20),
     "infer-bf16-bf16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW + ("ov-default",),
-                            precision="bf16", ours_cl="on"),
+                            precision="bf16", ours_cl="on", target=1.15),
+    "infer-bf16-b1": dict(kind="infer", batch=1, **IMAGENET, anchors=LOW + ("ov-default",),
+                          precision="bf16", ours_cl="on", target=1.15, iters=20),
     "infer-fp16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW, precision="fp16", ours_cl="on"),
     "train-bf16-amp": dict(kind="train", batch=128, **IMAGENET, anchors=LOW, precision="bf16",
                            ours_cl="on"),
@@ -195,7 +201,7 @@ WORKLOADS = {
 ALIASES = {"infer-fp32": "infer-b64", "infer-fp32-cl": "infer-b64", "infer-batch1": "infer-b1",
            "train-fp32": "train-main", "train224-fp32": "train224", "e2e-train-fp32": "e2e-train"}
 DEFAULT = ["matmul", "infer-b64", "infer-b1", "train224", "train-main", "e2e-eval", "e2e-train",
-           "int8-b64", "infer-bf16-bf16"]
+           "int8-b64", "int8-b1", "infer-bf16-bf16", "infer-bf16-b1"]
 QUICK = ["matmul", "infer-b64", "infer-b1", "train-main", "int8-b64", "infer-bf16-bf16"]
 FULL = DEFAULT + ["scaling", "agreement"]
 GPU = ["matmul", "infer-b64", "infer-bf16-bf16", "infer-fp16", "infer-b1", "train224",
@@ -816,7 +822,7 @@ def selection(args):
             sys.exit(f"unknown workload {n!r}; known: {', '.join(WORKLOADS)} (and {', '.join(ALIASES)})")
     if not args.workloads and not cuda and not cpu_has_bf16():
         # PyTorch's bf16 on such a CPU is emulated and ours runs fp32: nothing to compare.
-        names = [n for n in names if n != "infer-bf16-bf16"]
+        names = [n for n in names if n not in ("infer-bf16-bf16", "infer-bf16-b1")]
     chosen = list(ANCHORS) if not args.anchors else args.anchors.split(",")
     for a in chosen:
         if a not in ANCHORS:

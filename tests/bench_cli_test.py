@@ -15,6 +15,7 @@ Run by ctest; needs ALEXNET_BINARY (default build/app/alexnet).
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import tempfile
@@ -314,6 +315,51 @@ class BenchRuns(BenchJson, unittest.TestCase):
         out, _ = self.bench_json("--mode", "matmul", "--matrix-size", "64", "--iters", "2", "--threads", "1")
         self.assertEqual(out["mode"], "matmul")
         self.assertGreater(out["gflops"], 0)
+
+
+class Layers(unittest.TestCase):
+    """bench --layers: one row per layer or engine stage, with its time, rate and memory traffic,
+    the pass's total, the peak of the precision and the machine's cache and DRAM read bandwidth."""
+
+    def table(self, *flags):
+        r = run("bench", "--device", "cpu", "--mode", "infer", "--layers", *TINY, *flags)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| ")]
+        self.assertEqual([c.strip() for c in rows[0]],
+                         ["layer", "what", "ms", "rate (% of peak)", "memory traffic (% of DRAM read)",
+                          "share of the pass"])
+        return {c[0].strip(): [x.strip() for x in c[1:]] for c in rows[1:]}, r.stdout, r.stderr
+
+    def check(self, rows, out, peak):
+        for name in ("features.0", "features.3", "features.6", "features.8", "features.10", "classifier.1",
+                     "classifier.4", "classifier.6"):
+            self.assertIn(name, rows, out)
+            what, ms, rate, memory, _ = rows[name]
+            self.assertRegex(rate, r"^\d+ GFLOP/s \(\d+%\)$", name)
+            self.assertRegex(memory, r"^\d+\.\d GB/s \(\d+%\)$", name)
+            self.assertGreater(float(ms), 0, name)
+        self.assertIn(f"peak: {peak}", out)
+        m = re.search(r"memory read: ([\d.]+) GB/s from cache \(a (\d+) MiB buffer\), ([\d.]+) GB/s from DRAM "
+                      r"\((\d+) MiB\)", out)
+        self.assertIsNotNone(m, out)
+        self.assertGreater(float(m.group(1)), 0)
+        self.assertGreater(float(m.group(3)), 0)
+        self.assertGreaterEqual(int(m.group(4)), 512)
+
+    def test_fp32(self):
+        rows, out, _ = self.table("--precision", "fp32", "--onednn-plan", "off")
+        self.check(rows, out, "fp32 2048x2048 torch::mm")
+        self.assertIn("features.1", rows)  # ReLU timed on its own, layer by layer
+
+    @unittest.skipUnless(cpu_has_bf16(), NO_BF16)
+    def test_bf16(self):
+        rows, out, log = self.table("--precision", "bf16")
+        self.check(rows, out, "bf16 2048x2048 torch::mm")
+        if "fused oneDNN operators" in log:
+            # The engine's stages: ReLU inside each convolution, a conversion first.
+            self.assertNotIn("features.1", rows)
+            self.assertIn("convert", rows)
+            self.assertIn("+ ReLU, bf16", rows["features.0"][0])
 
 
 class OnednnPlan(BenchJson, unittest.TestCase):

@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -58,6 +60,27 @@ double peak_gflops(torch::ScalarType dtype) {
   return 2.0 * n * n * n / best / 1e9;
 }
 
+// Bytes of a conv or Linear layer's parameters at `element` bytes each (0 for other layers).
+double weight_bytes(const LayerSpec& s, double element) {
+  if (s.kind == Kind::kConv) return element * (s.out * (s.in / s.groups) * s.kernel * s.kernel + s.out);
+  if (s.kind == Kind::kLinear) return element * (s.out * s.in + s.out);
+  return 0.0;
+}
+
+// Read bandwidth over a buffer of `bytes`, in GB/s: the fastest of several parallel sums
+// after one that brings it into the cache (or as far as it fits).
+double read_gbps(int64_t bytes) {
+  const auto buffer = torch::ones({bytes / 4}, torch::kFloat);
+  double best = 1e30;
+  for (int i = 0; i < 8; ++i) {
+    const auto start = Clock::now();
+    const auto sum = buffer.sum();
+    if (i > 0) best = std::min(best, since(start));
+    (void)sum;
+  }
+  return static_cast<double>(bytes) / best / 1e9;
+}
+
 // The model-only setup of bench_model: seed 0, the model, then the random batch.
 AlexNet make_model(const BenchOptions& p, BenchSetup& info) {
   torch::manual_seed(0);
@@ -98,6 +121,7 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
     t.forward_s = median(s);
     t.flop = spec ? layer_flop(*spec, x, out) : 0.0;
     t.bytes = bytes_of(x) + bytes_of(out);
+    t.weight_bytes = spec ? weight_bytes(*spec, static_cast<double>(x.element_size())) : 0.0;
     prof.layers.push_back(t);
     x = out;
   };
@@ -190,6 +214,8 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
     }
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
     if (bytes.count(name)) t.bytes = bytes[name];
+    if (it != flop.end())  // int8 weights are bytes, but classifier.6 runs in fp32
+      t.weight_bytes = weight_bytes(*it->second.first, !int8 ? 2.0 : name == "classifier.6" ? 4.0 : 1.0);
     prof.layers.push_back(t);
   }
 }
@@ -293,6 +319,13 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
     train_layers(model, x, y, p.recipe.label_smoothing, p.warmup, p.iters, prof);
     return prof;
   }
+  // A quarter of the last-level cache (at most 16 MiB: a virtual machine may report its host's),
+  // and 512 MiB or twice the cache.
+  const long cache = sysconf(_SC_LEVEL3_CACHE_SIZE) > 0 ? sysconf(_SC_LEVEL3_CACHE_SIZE) : (32L << 20);
+  prof.cache_buffer = std::min<int64_t>(cache / 4, int64_t{16} << 20);
+  prof.dram_buffer = std::min<int64_t>(std::max<int64_t>(2 * int64_t{cache}, int64_t{512} << 20), int64_t{2} << 30);
+  prof.cache_gbps = read_gbps(prof.cache_buffer);
+  prof.dram_gbps = read_gbps(prof.dram_buffer);
   if (p.before_inference) p.before_inference(model, info.cfg, input, nullptr);
   info.cfg.plan.reset();  // one layer at a time: the plan runs the features as one pipeline
   runtime::prepare_for_inference(model, info.cfg);
@@ -319,9 +352,19 @@ std::string layer_table(const LayerProfile& prof, bool train, int64_t batch_size
     }
     return std::string(buf);
   };
+  // Inference: the bytes each layer moves (activations in and out, parameters) per second,
+  // against the DRAM read bandwidth measured in the same run.
+  const auto memory = [&](const LayerTime& t) {
+    char buf[64];
+    if (t.forward_s <= 0 || prof.dram_gbps <= 0) return std::string("");
+    const double g = (t.bytes + t.weight_bytes) / t.forward_s / 1e9;
+    std::snprintf(buf, sizeof buf, "%.1f GB/s (%.0f%%)", g, 100 * g / prof.dram_gbps);
+    return std::string(buf);
+  };
   out += train ? "| layer | what | forward ms | forward rate (% of peak) | backward ms | backward rate (% of peak) |\n"
                  "|---|---|---|---|---|---|\n"
-               : "| layer | what | ms | rate (% of peak) | share of the pass |\n|---|---|---|---|---|\n";
+               : "| layer | what | ms | rate (% of peak) | memory traffic (% of DRAM read) | share of the pass |\n"
+                 "|---|---|---|---|---|---|\n";
   double sum = 0, flop = 0;
   for (const auto& t : prof.layers) {
     sum += t.forward_s + t.backward_s;
@@ -334,8 +377,8 @@ std::string layer_table(const LayerProfile& prof, bool train, int64_t batch_size
       out += line;
     } else {
       const std::string r = rate(t, t.forward_s, 1);
-      std::snprintf(line, sizeof line, "| %s | %s | %.2f | %s | %.1f%% |\n", t.name.c_str(), t.what.c_str(),
-                    1000 * t.forward_s, r.c_str(), 100 * t.forward_s / prof.step_s);
+      std::snprintf(line, sizeof line, "| %s | %s | %.2f | %s | %s | %.1f%% |\n", t.name.c_str(), t.what.c_str(),
+                    1000 * t.forward_s, r.c_str(), memory(t).c_str(), 100 * t.forward_s / prof.step_s);
       out += line;
     }
   }
@@ -346,6 +389,12 @@ std::string layer_table(const LayerProfile& prof, bool train, int64_t batch_size
                 1000 * (train ? sum : prof.step_s), static_cast<long long>(batch_size),
                 batch_size / (train ? sum : prof.step_s), prof.peak_what.c_str(), prof.peak_gflops);
   out += line;
+  if (!train && prof.dram_gbps > 0) {
+    std::snprintf(line, sizeof line, "memory read: %.1f GB/s from cache (a %lld MiB buffer), %.1f GB/s from DRAM "
+                  "(%lld MiB)\n", prof.cache_gbps, static_cast<long long>(prof.cache_buffer >> 20), prof.dram_gbps,
+                  static_cast<long long>(prof.dram_buffer >> 20));
+    out += line;
+  }
   return out;
 }
 

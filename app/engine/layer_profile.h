@@ -19,6 +19,7 @@ struct LayerTime {
   double backward_s = 0;   // training only
   double flop = 0;         // per batch, forward (backward counts twice this)
   double bytes = 0;        // memory a memory-bound layer reads and writes, per batch
+  double weight_bytes = 0; // inference: the parameters a conv or Linear layer reads, per batch
 };
 
 struct LayerProfile {
@@ -26,6 +27,10 @@ struct LayerProfile {
   double step_s = 0;       // the whole forward pass (inference) or TrainStep, median per batch
   double peak_gflops = 0;  // a 2048x2048 product in the profile's precision (int8: quantized linear)
   std::string peak_what;
+  // Inference: the machine's read bandwidth from a buffer that fits the last-level cache and
+  // from one that does not (DRAM), measured in the same run: batch 1's limit.
+  double cache_gbps = 0, dram_gbps = 0;
+  int64_t cache_buffer = 0, dram_buffer = 0;  // bytes
 };
 
 /// Times the layers of inference (cfg as resolved; the oneDNN plan is left out, since it

@@ -169,6 +169,7 @@ ComputeConfig resolve_compute(const ComputeRequest& request, const torch::Device
   configure_cuda_math(device, precision);
   ComputeConfig cfg =
       inference_config(device, precision, resolve_channels_last(request.channels_last, device, precision));
+  cfg.precision_auto = request.precision == Precision::kAuto;
   if (workload == Workload::kTraining) {
     cfg.low_precision_weights = false;  // fp32 master weights, autocast
   } else {

@@ -39,6 +39,9 @@ struct ComputeRequest {
 struct ComputeConfig {
   torch::Device device = torch::kCPU;
   Precision precision = Precision::kFp32;  // never kAuto
+  /// Whether the precision came from --precision auto: inference on the CPU then
+  /// takes int8 where calibrated scales with a measured agreement exist (setup_int8).
+  bool precision_auto = false;
   bool channels_last = false;
   /// Inference only: the weights themselves are converted to the low precision
   /// (faster than autocast, which converts them again on every forward pass).
