@@ -91,7 +91,7 @@ explicit flags so that a change of its defaults cannot desynchronise the sides.
               90% (<= 8 minutes); --main-job-args adds flags (a short check: '--epochs 1
               --max-steps 20')
   scaling     ours only: end-to-end evaluation of 1,000 and 10,000 JPEGs (--scaling-counts)
-  agreement   ours only: top-1 agreement of bf16 with fp32 on the Fashion-MNIST test images
+  agreement   ours only: top-1 agreement of bf16 and int8 with fp32 on the Fashion-MNIST test images
               (--agreement-images), weights from a short `alexnet train` (or --weights)
   infer-bf16-bf16, infer-fp16, train-bf16-amp, train-fp16   like for like in low precision:
               the PyTorch 2.x anchors with bf16/fp16 weights (autocast for training, loss
@@ -689,7 +689,7 @@ def scaling(args, w, sides, folder, tmp, notes, state):
 
 
 def agreement(args, sides, tmp, notes, state):
-    """Ours only: top-1 agreement of bf16 with fp32 on the Fashion-MNIST test set."""
+    """Ours only: top-1 agreement of bf16 and int8 with fp32 on the Fashion-MNIST test set."""
     for i, (label, binary) in enumerate(sides["ours"]):
         try:
             agreement_of(args, label, binary, os.path.join(tmp, f"agreement{i}"), notes)
@@ -708,20 +708,33 @@ def agreement_of(args, label, binary, tmp, notes):
                        check=True, capture_output=True, text=True)
         weights = os.path.join(out, "model.pth")
     preds, top1 = {}, {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "int8"):
         path = os.path.join(tmp, f"pred_{precision}.txt")
-        r = run_json([binary, "bench", "--json", "--mode", "infer", "--data", "fashion-mnist",
-                      "--split", "val", "--weights", weights, "--precision", precision,
-                      "--repeat", "1", "--batch-size", "256", "--predictions", path,
-                      "--limit", str(args.agreement_images), "--threads", str(args.threads)])
+        # int8 calibrates once on 512 training images (its scales go to a copy's side file).
+        extra = ["--calibrate", "fashion-mnist", "--int8-scales", os.path.join(tmp, "scales.json")] \
+            if precision == "int8" else []
+        try:
+            r = run_json([binary, "bench", "--json", "--mode", "infer", "--data", "fashion-mnist",
+                          "--split", "val", "--weights", weights, "--precision", precision,
+                          "--repeat", "1", "--batch-size", "256", "--predictions", path,
+                          "--limit", str(args.agreement_images), "--threads", str(args.threads), *extra])
+        except RunFailed as e:
+            notes.append(f"{label} {precision}: failed ({e})")
+            continue
+        if r.get("precision") != precision:
+            notes.append(f"{label} {precision}: ran {r.get('precision')} (no such kernels here)")
+            continue
         with open(path) as f:
             preds[precision] = [int(line) for line in f]
         top1[precision] = r["top1"]
-    same = sum(a == b for a, b in zip(preds["fp32"], preds["bf16"]))
-    share = same / len(preds["fp32"])
-    notes.append(f"{label} bf16 vs fp32 top-1 agreement on {len(preds['fp32'])} Fashion-MNIST test "
-                 f"images: {100 * share:.2f}% (target >= 99%: {'met' if share >= 0.99 else 'missed'}); "
-                 f"top-1 fp32 {100 * top1['fp32']:.2f}%, bf16 {100 * top1['bf16']:.2f}%")
+    for precision in ("bf16", "int8"):
+        if precision not in preds:
+            continue
+        same = sum(a == b for a, b in zip(preds["fp32"], preds[precision]))
+        share = same / len(preds["fp32"])
+        notes.append(f"{label} {precision} vs fp32 top-1 agreement on {len(preds['fp32'])} Fashion-MNIST test "
+                     f"images: {100 * share:.2f}% (target >= 99%: {'met' if share >= 0.99 else 'missed'}); "
+                     f"top-1 fp32 {100 * top1['fp32']:.2f}%, {precision} {100 * top1[precision]:.2f}%")
 
 
 # ----------------------------------------------------------------- output

@@ -13,6 +13,7 @@ Run by ctest; needs ALEXNET_BINARY (default build/app/alexnet).
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -174,6 +175,54 @@ class Int8Test(unittest.TestCase):
         worst = ((got - ref).abs() / span).max().item()
         self.assertLessEqual(worst, 0.10, f"int8 ({int8_path()}): largest logit error {worst:.3f} of the "
                                           "logit range (bound 0.10)")
+
+    def test_calibration_measures_agreement_on_images_it_did_not_calibrate_on(self):
+        with open(self.scales) as f:
+            a = json.load(f)["agreement"]
+        # 256 further training images (of 5120), through fp32, int8 and (with the bf16 engine) bf16.
+        self.assertEqual(a["images"], 256)
+        self.assertGreaterEqual(a["int8_top1"], 0.9)
+        self.assertLessEqual(a["int8_top1"], 1.0)
+        engine = "bf16" in self.calibrate_log.split("top-1 agreement with fp32", 1)[-1].splitlines()[0]
+        self.assertEqual("bf16_top1" in a, engine)
+        self.assertRegex(self.calibrate_log,
+                         r"top-1 agreement with fp32 on 256 images not calibrated on: int8 \d+\.\d\d%")
+
+    def test_auto_takes_int8_only_by_a_measured_agreement(self):
+        with open(self.scales) as f:
+            scales = json.load(f)
+        folder = tempfile.mkdtemp(dir=self.tmp.name)
+        weights = os.path.join(folder, "model.pth")
+        shutil.copy(self.weights, weights)
+
+        def auto_eval(agreement):
+            if agreement == "no file":
+                if os.path.exists(weights + ".int8.json"):
+                    os.remove(weights + ".int8.json")
+            else:
+                s = dict(scales)
+                s.pop("agreement")
+                if agreement is not None:
+                    s["agreement"] = {"images": 300, "int8_top1": agreement}
+                with open(weights + ".int8.json", "w") as f:
+                    json.dump(s, f)
+            r = check(run("eval", "--weights", weights, "--data", self.spec, "--precision", "auto",
+                          "--threads", "2", "--json"))
+            # eval's log line "eval W on D (N images), COMPUTE": what ran.
+            return re.search(r"images\), (.*)", r.stderr).group(1), r.stderr
+
+        compute, log = auto_eval(0.995)
+        self.assertIn(f"precision int8 (auto: calibrated scales {weights}.int8.json; top-1 agreement with fp32 "
+                      "99.50% on 300 images", log)
+        self.assertTrue(compute.startswith("int8 ("), compute)
+        for agreement, why in ((0.9, "not int8: int8's top-1 agreement with fp32 is 90.00% on 300 images, under "
+                                     "99.00%"),
+                               (None, "holds no measured agreement"),
+                               ("no file", "no int8 scales at")):
+            compute, log = auto_eval(agreement)
+            self.assertIn("auto keeps ", log, agreement)
+            self.assertIn(why, log, agreement)
+            self.assertFalse(compute.startswith("int8"), f"{agreement}: {compute}")
 
     def test_bench_calibrates_on_its_own_batch_without_weights(self):
         r = check(run("bench", "--mode", "infer", "--precision", "int8", "--image-size", "64", "--batch-size",
