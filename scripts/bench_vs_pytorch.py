@@ -183,7 +183,7 @@ WORKLOADS = {
     "int8-b64": dict(kind="infer", batch=64, **IMAGENET, anchors=("ort-int8", "ov-int8"),
                      precision="int8", target=1.15, fp32_target=2.0),
     "int8-b1": dict(kind="infer", batch=1, **IMAGENET, anchors=("ort-int8", "ov-int8"),
-                    precision="int8", target=1.15, iters=20),
+                    precision="int8", target=1.15, fp32_target=2.0, iters=20),
     "infer-bf16-bf16": dict(kind="infer", batch=64, **IMAGENET, anchors=LOW + ("ov-default",),
                             precision="bf16", ours_cl="on", target=1.15),
     "infer-bf16-b1": dict(kind="infer", batch=1, **IMAGENET, anchors=LOW + ("ov-default",),
