@@ -297,6 +297,10 @@ torch::Tensor AlexNetImpl::pool(torch::Tensor x) {
   return torch::flatten(x, 1);  // (N, 9216)
 }
 
+std::string layer_name(const char* container, size_t index) {
+  return std::string(container) + "." + std::to_string(index);
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(
     const AlexNetOptions& options) {
   const AlexNetLayers layers = alexnet_layers(options);
@@ -304,7 +308,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(
   for (const auto& [container, specs] :
        {std::pair{"features", &layers.features}, std::pair{"classifier", &layers.classifier}}) {
     for (size_t i = 0; i < specs->size(); ++i) {
-      const std::string name = std::string(container) + "." + std::to_string(i);
+      const std::string name = layer_name(container, i);
       for (const auto& [key, shape] : spec_shapes((*specs)[i])) shapes.push_back({name + "." + key, shape});
     }
   }

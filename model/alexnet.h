@@ -65,6 +65,9 @@ struct LayerSpec {
 /// Side of the average-pooled feature map the classifier reads (256 x 6 x 6 inputs).
 constexpr int64_t kPooledSize = 6;
 
+/// A layer's name as its parameters carry it: ("features", 3) -> "features.3".
+std::string layer_name(const char* container, size_t index);
+
 /// AlexNet's layers in Sequential order (a layer's index is its position, as in
 /// torchvision's parameter names features.3.weight ...). Between the two:
 /// adaptive average pooling to kPooledSize x kPooledSize and flatten.

@@ -33,10 +33,6 @@ c10::IValue call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) 
   return std::move(stack.front());
 }
 
-std::string layer_name(const char* container, size_t index) {
-  return std::string(container) + "." + std::to_string(index);
-}
-
 }  // namespace
 
 // For a ReLU output's values the bits, read as int16, order as the numbers do (-0 reads

@@ -45,10 +45,6 @@ QuantParams params_for(const ActivationRange& r, int64_t qmax) {
   return p;
 }
 
-std::string layer_name(const char* container, size_t index) {
-  return std::string(container) + "." + std::to_string(index);
-}
-
 // The layers torchvision's AlexNet is made of, checked against what int8 can run.
 void check_runnable(const AlexNetLayers& layers) {
   for (size_t i = 0; i < layers.features.size(); ++i) {

@@ -354,7 +354,7 @@ class Layers(unittest.TestCase):
     @unittest.skipUnless(cpu_has_bf16(), NO_BF16)
     def test_bf16(self):
         rows, out, log = self.table("--precision", "bf16")
-        self.check(rows, out, "bf16 2048x2048 torch::mm")
+        self.check(rows, out, "bf16 4096x4096 torch::mm")
         if "fused oneDNN operators" in log:
             # The engine's stages: ReLU inside each convolution, a conversion first.
             self.assertNotIn("features.1", rows)
