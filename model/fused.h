@@ -2,8 +2,9 @@
 // operators, the ones torch.compile's CPU backend emits for frozen models:
 //   convolution + bias + ReLU in one operator (mkldnn::_convolution_pointwise), its
 //     weights reordered once into the blocked layout oneDNN picks for each input
-//     shape (packs cached per (batch, height, width); a convolution given weights
-//     packed for another shape reorders them on every call, 10-70x slower);
+//     shape (cached per (batch, height, width), shapes of one layout sharing a pack;
+//     a convolution given weights packed for another layout reorders them on every
+//     call, 10-70x slower);
 //   max-pooling on the channels-last activations the convolutions produce;
 //   the three Linear layers (mkldnn::_linear_pointwise, ReLU fused) on weights
 //     packed once; classifier.1's columns permuted once to read the channels-last
