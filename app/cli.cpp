@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -174,20 +175,26 @@ std::string percent(double fraction) { return fmt::format("{:.2f}%", 100 * fract
 // (bf16 on AMX, fp32 elsewhere). The log names the choice and the agreement measured.
 constexpr double kAutoInt8Agreement = 0.99;
 
-void resolve_auto_int8(runtime::ComputeConfig& cfg, const std::string& path, const std::string& weights_sha256) {
+Int8Scales read_int8_scales(const std::string& path) {
+  const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
+  return parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
+}
+
+// Returns the scales it read when it chose int8 (setup_int8 then uses them as read).
+std::optional<Int8Scales> resolve_auto_int8(runtime::ComputeConfig& cfg, const std::string& path,
+                                            const std::string& weights_sha256) {
   const std::string kept = std::string("auto keeps ") + runtime::precision_name(cfg.precision);
   if (path.empty() || !file_exists(path)) {
     spdlog::info("{}: no int8 scales at {} (calibrate once with --precision int8 --calibrate DATA; auto then "
                  "weighs int8 by its measured agreement)", kept, path.empty() ? "(no weights file)" : path);
-    return;
+    return std::nullopt;
   }
   Int8Scales scales;
   try {
-    const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
-    scales = parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
+    scales = read_int8_scales(path);
   } catch (const std::exception& e) {
     spdlog::warn("{}: {}", kept, runtime::error_message(e));
-    return;
+    return std::nullopt;
   }
   const auto& a = scales.agreement;
   std::string why;
@@ -206,12 +213,13 @@ void resolve_auto_int8(runtime::ComputeConfig& cfg, const std::string& path, con
                      ? " (top-1 agreement with fp32 " + percent(a.bf16) + ")"
                      : std::string(),
                  why);
-    return;
+    return std::nullopt;
   }
   cfg = runtime::inference_config(cfg.device, runtime::Precision::kInt8, cfg.channels_last);
   cfg.precision_auto = true;
   spdlog::info("precision int8 (auto: calibrated scales {}; top-1 agreement with fp32 {} on {} images of {} it "
                "was not calibrated on)", path, percent(a.int8), a.images, scales.data);
+  return scales;
 }
 
 }  // namespace
@@ -223,7 +231,9 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
   const std::string scales_path = result.count("int8-scales") ? result["int8-scales"].as<std::string>()
                                   : weights.empty()            ? std::string()
                                                                : weights + ".int8.json";
-  if (cfg.precision_auto && cfg.device.is_cpu() && !calibrate) resolve_auto_int8(cfg, scales_path, weights_sha256);
+  std::optional<Int8Scales> auto_scales;
+  if (cfg.precision_auto && cfg.device.is_cpu() && !calibrate)
+    auto_scales = resolve_auto_int8(cfg, scales_path, weights_sha256);
   if (cfg.precision != runtime::Precision::kInt8) {
     if (calibrate || result.count("int8-scales"))
       throw UsageError(std::string(calibrate ? "--calibrate" : "--int8-scales") + " needs --precision int8",
@@ -246,9 +256,8 @@ void setup_int8(const cxxopts::ParseResult& result, const cxxopts::Options& opti
       pth::write_atomically(path, [&](int fd) { pth::write_all(fd, text.data(), text.size(), path); });
       spdlog::info("int8: scales written to {} (later runs read them)", path);
     }
-  } else if (!path.empty() && (file_exists(path) || result.count("int8-scales"))) {
-    const auto bytes = data::read_regular_file(path, data::kMaxTextFileBytes, "int8 scales file");
-    scales = parse_int8_scales(std::string(bytes.begin(), bytes.end()), path);
+  } else if (!path.empty() && (auto_scales || file_exists(path) || result.count("int8-scales"))) {
+    scales = auto_scales ? std::move(*auto_scales) : read_int8_scales(path);
     TORCH_CHECK(weights_sha256.empty() || scales.weights_sha256.empty() || scales.weights_sha256 == weights_sha256,
                 path, ": calibrated for other weights (SHA-256 ", scales.weights_sha256, "), not ", weights, " (",
                 weights_sha256, "); calibrate again with --calibrate DATA");

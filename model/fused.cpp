@@ -218,8 +218,6 @@ FusedAlexNet::~FusedAlexNet() = default;
 
 void FusedAlexNet::set_profile(std::vector<std::pair<std::string, double>>* sink) { impl_->profile = sink; }
 
-std::string FusedAlexNet::describe() const { return "bf16, fused oneDNN operators (packed weights)"; }
-
 torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
   auto& m = *impl_;
   TORCH_CHECK(input.device().is_cpu(), "bf16 engine: expected a CPU input, got ", input.device());

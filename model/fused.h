@@ -41,7 +41,6 @@ class FusedAlexNet final : public InferenceEngine {
   /// x: (N, C, H, W) float32 or bf16 on the CPU, any layout -> logits (N, classes) bf16.
   torch::Tensor forward(const torch::Tensor& x) override;
   void set_profile(std::vector<std::pair<std::string, double>>* sink) override;
-  std::string describe() const override;
 
  private:
   struct Impl;

@@ -21,8 +21,6 @@ class InferenceEngine {
   /// named as the module's layers ("features.0", ..., "classifier.6") plus the
   /// engine's own steps ("quantize", "avgpool"); nullptr: off (bench --layers).
   virtual void set_profile(std::vector<std::pair<std::string, double>>* sink) = 0;
-  /// One line for the log: "int8 (x86 (fbgemm))", "bf16, fused oneDNN operators".
-  virtual std::string describe() const = 0;
 };
 
 }  // namespace alexnet

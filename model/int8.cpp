@@ -300,10 +300,6 @@ int64_t Int8AlexNet::activation_max() const { return impl_->qmax; }
 
 void Int8AlexNet::set_profile(std::vector<std::pair<std::string, double>>* sink) { impl_->profile = sink; }
 
-std::string Int8AlexNet::describe() const {
-  return "int8, " + engine() + ", " + (impl_->qmax == 255 ? "8" : "7") + "-bit activations";
-}
-
 double int8_matmul_gops(int64_t n, int64_t iters) {
   TORCH_CHECK(!Int8AlexNet::engine().empty(), "int8: this LibTorch has no quantized CPU kernels");
   torch::NoGradGuard no_grad;

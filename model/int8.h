@@ -98,7 +98,6 @@ class Int8AlexNet final : public InferenceEngine {
   int64_t activation_max() const;
   /// Stages: "quantize", "features.0", ..., "avgpool", "classifier.6".
   void set_profile(std::vector<std::pair<std::string, double>>* sink) override;
-  std::string describe() const override;
 
  private:
   struct Impl;
