@@ -1,5 +1,8 @@
 #include "model/fused.h"
 
+#include "model/onednn_linear.h"
+#include "model/onednn_plan.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -26,13 +29,25 @@ constexpr size_t kMaxShapes = 64;
 // packed for 1 they run 1.6x slower at 64): one pack serves every batch.
 constexpr int64_t kLinearPackBatch = 64;
 
+c10::IValue call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
+  op.callBoxed(&stack);
+  return std::move(stack.front());
+}
+
 c10::optional<c10::OperatorHandle> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchema({name, ""});
 }
 
-c10::IValue call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
-  op.callBoxed(&stack);
-  return std::move(stack.front());
+// Whether this LibTorch (2.x) has the fused operators and oneDNN runs bf16 here.
+bool libtorch_has_fused_ops() {
+  static const bool ok = [] {
+    for (const char* name : {"mkldnn::_convolution_pointwise", "mkldnn::_linear_pointwise",
+                             "mkldnn::_reorder_convolution_weight", "mkldnn::_reorder_linear_weight"})
+      if (!find_op(name)) return false;
+    const auto bf16 = find_op("mkldnn::_is_mkldnn_bf16_supported");
+    return bf16 && at::globalContext().userEnabledMkldnn() && call(*bf16, {}).toBool();
+  }();
+  return ok;
 }
 
 }  // namespace
@@ -76,10 +91,14 @@ struct FusedAlexNet::Impl {
   };
   struct Linear {
     std::string name;
-    torch::Tensor weight, bias, packed;
+    torch::Tensor weight, bias, packed;  // packed: LibTorch's operators
     bool relu = false;
+    std::shared_ptr<OneDnnLinear> onednn;  // the plan's back-end
   };
-  c10::OperatorHandle conv_op, linear_op, reorder_conv_op;
+  // The back-end: LibTorch's fused operators, or (LibTorch 1.x) the project's oneDNN plan
+  // for the features and its inner products (OneDnnLinear) for the classifier.
+  std::unique_ptr<OneDnnFeatures> plan;
+  c10::optional<c10::OperatorHandle> conv_op, linear_op, reorder_conv_op;  // unset with the plan
   std::vector<Stage> features;
   std::vector<Linear> classifier;  // classifier.1's weight in (h, w, c) column order
   Linear fc6_1x1;  // classifier.1 summed over the 36 bins, for a 1x1 feature map: packed on first use
@@ -91,15 +110,21 @@ struct FusedAlexNet::Impl {
   std::vector<std::vector<std::pair<torch::Tensor, torch::Tensor>>> layouts;
   std::vector<std::pair<std::string, double>>* profile = nullptr;
 
-  Impl()
-      : conv_op(*find_op("mkldnn::_convolution_pointwise")),
-        linear_op(*find_op("mkldnn::_linear_pointwise")),
-        reorder_conv_op(*find_op("mkldnn::_reorder_convolution_weight")) {}
-
-  torch::Tensor pack_linear(const torch::Tensor& w) const {
-    static const auto reorder = *find_op("mkldnn::_reorder_linear_weight");
-    return call(reorder, {w, kLinearPackBatch}).toTensor();
+  explicit Impl(AlexNet& model) {
+    if (libtorch_has_fused_ops()) {
+      conv_op = find_op("mkldnn::_convolution_pointwise");
+      linear_op = find_op("mkldnn::_linear_pointwise");
+      reorder_conv_op = find_op("mkldnn::_reorder_convolution_weight");
+    } else {
+      // The plan on a bf16 copy of the features (4.7 MB), as the operators' packs are copies.
+      torch::nn::Sequential features(
+          std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone(torch::kCPU)));
+      features->to(torch::kBFloat16);
+      plan = std::make_unique<OneDnnFeatures>(features, ConvAlgorithm::kDirect, torch::kBFloat16,
+                                              /*channels_last_output=*/true);
+    }
   }
+
 
   // The convolutions' weights packed for an input of this shape (made once per shape).
   std::vector<torch::Tensor> conv_packs(const torch::Tensor& x) {
@@ -112,7 +137,7 @@ struct FusedAlexNet::Impl {
     std::vector<int64_t> shape{x.size(0), x.size(1), x.size(2), x.size(3)};
     for (const auto& s : features) {
       if (s.kind == Kind::kConv) {
-        auto pack = call(reorder_conv_op, {s.weight, std::vector<int64_t>{s.padding, s.padding},
+        auto pack = call(*reorder_conv_op, {s.weight, std::vector<int64_t>{s.padding, s.padding},
                                            std::vector<int64_t>{s.stride, s.stride}, std::vector<int64_t>{1, 1},
                                            int64_t{1}, shape})
                         .toTensor();
@@ -139,28 +164,46 @@ struct FusedAlexNet::Impl {
     return packs.emplace(key, std::move(made)).first->second;
   }
 
+  // Packs l's weights for the back-end (its weight is then no longer needed).
+  void pack(Linear& l) const {
+    if (plan) {
+      l.onednn = std::make_shared<OneDnnLinear>(l.weight, l.bias, l.relu);
+    } else {
+      static const auto reorder = *find_op("mkldnn::_reorder_linear_weight");
+      l.packed = call(reorder, {l.weight, kLinearPackBatch}).toTensor();
+    }
+    l.weight = torch::Tensor();
+  }
+
   torch::Tensor linear(const Linear& l, const torch::Tensor& x) const {
-    return call(linear_op, {x, l.packed, l.bias, std::string(l.relu ? "relu" : "none"),
+    if (l.onednn) return l.onednn->forward(x);
+    return call(*linear_op, {x, l.packed, l.bias, std::string(l.relu ? "relu" : "none"),
                             c10::List<c10::optional<c10::Scalar>>(), std::string()})
         .toTensor();
   }
 };
 
 bool FusedAlexNet::available() {
-  static const bool ok = [] {
-    for (const char* name : {"mkldnn::_convolution_pointwise", "mkldnn::_linear_pointwise",
-                             "mkldnn::_reorder_convolution_weight", "mkldnn::_reorder_linear_weight"})
-      if (!find_op(name)) return false;
-    const auto bf16 = find_op("mkldnn::_is_mkldnn_bf16_supported");
-    return bf16 && at::globalContext().userEnabledMkldnn() && call(*bf16, {}).toBool();
-  }();
-  return ok;
+  return libtorch_has_fused_ops() || (OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available());
+}
+
+std::string FusedAlexNet::backend() {
+  return libtorch_has_fused_ops()                                          ? "LibTorch's fused oneDNN operators"
+         : OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available() ? "the oneDNN plan"
+                                                                          : "none";
 }
 
 FusedAlexNet::FusedAlexNet(AlexNet& model) {
   if (!available())
-    throw std::invalid_argument("bf16: this LibTorch has no fused oneDNN operators, or oneDNN no bf16 here");
-  impl_ = std::make_unique<Impl>();
+    throw std::invalid_argument("bf16: this LibTorch has no fused oneDNN operators nor this build the oneDNN "
+                                "plan, or oneDNN has no bf16 kernels for this CPU");
+  // The 2012 architecture, refused before either back-end reads the layers.
+  const AlexNetLayers checked = alexnet_layers(model->options());
+  for (size_t i = 0; i < checked.features.size(); ++i)
+    if (checked.features[i].kind == Kind::kLrn || checked.features[i].groups != 1)
+      throw std::invalid_argument("bf16 engine: " + layer_name("features", i) +
+                                  " is LocalResponseNorm or grouped (the 2012 architecture)");
+  impl_ = std::make_unique<Impl>(model);
   auto& m = *impl_;
   const AlexNetLayers layers = alexnet_layers(model->options());
   torch::NoGradGuard no_grad;
@@ -207,8 +250,7 @@ FusedAlexNet::FusedAlexNet(AlexNet& model) {
       m.fc6_1x1.weight = chw.to(torch::kFloat).sum(2).to(torch::kBFloat16).contiguous();  // (out, channels)
       l.weight = chw.permute({0, 2, 1}).reshape({out, -1}).contiguous();
     }
-    l.packed = m.pack_linear(l.weight);
-    l.weight = torch::Tensor();  // the pack is all the operator reads
+    m.pack(l);
     m.classifier.push_back(std::move(l));
   }
   TORCH_CHECK(m.classifier.size() == 3, "bf16 engine: expected 3 Linear layers, found ", m.classifier.size());
@@ -229,13 +271,21 @@ torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
     mark_time = now;
   };
   auto x = input.to(torch::kBFloat16, false, false, torch::MemoryFormat::ChannelsLast);
+  if (m.plan) {
+    mark("convert");
+    m.plan->set_profile(m.profile);
+    x = m.plan->forward(x);  // channels-last
+    m.plan->set_profile(nullptr);
+    mark_time = std::chrono::steady_clock::now();
+    return classify(x, mark);
+  }
   const auto packs = m.conv_packs(x);
   mark("convert");
   size_t conv = 0;
   const c10::List<c10::optional<c10::Scalar>> none;
   for (const auto& s : m.features) {
     if (s.kind == Kind::kConv) {
-      x = call(m.conv_op, {x, packs[conv++], s.bias, std::vector<int64_t>{s.padding, s.padding},
+      x = call(*m.conv_op, {x, packs[conv++], s.bias, std::vector<int64_t>{s.padding, s.padding},
                            std::vector<int64_t>{s.stride, s.stride}, std::vector<int64_t>{1, 1}, int64_t{1},
                            std::string("relu"), none, std::string()})
               .toTensor();
@@ -244,12 +294,17 @@ torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
     }
     mark(s.name);
   }
+  return classify(x, mark);
+}
+
+torch::Tensor FusedAlexNet::classify(torch::Tensor x, const std::function<void(const std::string&)>& mark) {
+  auto& m = *impl_;
   const int64_t n = x.size(0);
   const Impl::Linear* fc6 = &m.classifier[0];
   if (x.size(2) == 1 && x.size(3) == 1) {
     // One value per channel copied into all 36 bins: classifier.1's weights summed over them.
     std::lock_guard<std::mutex> lock(m.mutex);
-    if (!m.fc6_1x1.packed.defined()) m.fc6_1x1.packed = m.pack_linear(m.fc6_1x1.weight);
+    if (m.fc6_1x1.weight.defined()) m.pack(m.fc6_1x1);
     fc6 = &m.fc6_1x1;
     x = x.reshape({n, m.channels});
   } else {

@@ -12,14 +12,18 @@
 //     feature map is 1x1, as the int8 engine does).
 // Computed as LibTorch's own bf16 layers compute (bf16 products, fp32 sums, bf16
 // activations); the fused ReLU acts before the rounding to bf16, which gives the
-// same value. These operators exist from LibTorch 2.0: Debian's 1.13 lacks them,
-// and there bf16 runs layer by layer (available() is false).
+// same value. These operators exist from LibTorch 2.0. Debian's 1.13 lacks them:
+// there the features run as the project's oneDNN plan in bf16 (model/onednn_plan.h,
+// on the oneDNN 1.13 links) and the classifier as oneDNN inner products on weights
+// packed once (model/onednn_linear.h).
 #pragma once
 
 #include "model/alexnet.h"
 #include "model/inference_engine.h"
 
+#include <functional>
 #include <memory>
+#include <string>
 
 namespace alexnet {
 
@@ -29,8 +33,11 @@ torch::Tensor max_pool_relu_bf16(const torch::Tensor& x, int64_t kernel, int64_t
 
 class FusedAlexNet final : public InferenceEngine {
  public:
-  /// Whether this LibTorch has the fused operators and oneDNN runs bf16 on this CPU.
+  /// Whether this LibTorch has the fused operators, or this build the oneDNN plan,
+  /// and oneDNN runs bf16 on this CPU.
   static bool available();
+  /// What runs the engine: "LibTorch's fused oneDNN operators", "the oneDNN plan" or "none".
+  static std::string backend();
 
   /// Converts the weights to bf16 and packs the classifier's. Throws
   /// std::invalid_argument for a network it cannot run (the 2012 architecture's
@@ -43,6 +50,9 @@ class FusedAlexNet final : public InferenceEngine {
   void set_profile(std::vector<std::pair<std::string, double>>* sink) override;
 
  private:
+  // avgpool and the classifier, on the features (N, 256, h, w) channels-last.
+  torch::Tensor classify(torch::Tensor x, const std::function<void(const std::string&)>& mark);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,8 +1,10 @@
+// The oneDNN plan (model/onednn_plan.h): its primitives built per input shape, run in turn.
 #include "model/onednn_plan.h"
 
 #include "model/onednn_layers.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #ifdef ALEXNET_HAVE_DNNL
@@ -63,11 +65,18 @@ struct Flow {
   Slot slot;
 };
 
+// oneDNN's type for a parameter/activation dtype the plan runs.
+Dt dnnl_type(torch::ScalarType dtype) { return dtype == torch::kBFloat16 ? Dt::bf16 : Dt::f32; }
+
 }  // namespace
 
 struct OneDnnFeatures::Impl {
   std::vector<Layer> layers;
   ConvAlgorithm algorithm;
+  torch::ScalarType dtype = torch::kFloat;
+  Dt dt = Dt::f32;
+  bool channels_last_output = false;
+  std::vector<std::pair<std::string, double>>* profile = nullptr;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   mutable std::mutex mutex;
@@ -82,9 +91,9 @@ struct OneDnnFeatures::Impl {
     for (const Layer& l : layers) {
       if (l.kind != Layer::kConv) continue;
       for (const torch::Tensor* t : {&l.weight, &l.bias}) {
-        TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat, "oneDNN plan: ",
-                    l.name, " now holds ", t->scalar_type(), " on ", t->device(),
-                    "; the plan runs float32 on the CPU (build a new one, or none)");
+        TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == dtype, "oneDNN plan: ", l.name, " now holds ",
+                    t->scalar_type(), " on ", t->device(), "; the plan runs ", dtype,
+                    " on the CPU (build a new one, or none)");
         sig.emplace_back(t->data_ptr(), static_cast<int64_t>(t->_version()));
       }
     }
@@ -108,6 +117,7 @@ struct OneDnnFeatures::Impl {
     dnnl::primitive primitive;
     std::unordered_map<int, memory> args;
     std::string what;
+    std::string layer;  // the profile's stage: the layer this step is or feeds
   };
   // Activations alternate between two buffers (each layer reads one and writes
   // the other) and every primitive shares one scratchpad: the plan's memory is
@@ -147,7 +157,7 @@ struct OneDnnFeatures::Impl {
       dims = {l.groups, w.size(0) / l.groups, w.size(1), w.size(2), w.size(3)};
       tag = Tag::goihw;
     }
-    memory user({dims, Dt::f32, tag}, engine, w.data_ptr<float>());
+    memory user({dims, dt, tag}, engine, w.data_ptr());
     memory packed(want, engine);
     dnnl::reorder(user, packed).execute(stream, user, packed);
     stream.wait();
@@ -205,10 +215,10 @@ struct OneDnnFeatures::Impl {
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
     // The first layer reads the caller's layout as is (3 channels: a blocked
     // copy would be mostly padding); later ones let oneDNN choose.
-    const memory::desc src_md = i == 0 ? s.input.get_desc() : memory::desc(in, Dt::f32, Tag::any);
-    const memory::desc w_md(wdims, Dt::f32, Tag::any);
-    const memory::desc b_md({oc}, Dt::f32, Tag::x);
-    const memory::desc dst_md({n, oc, win.oh, win.ow}, Dt::f32, Tag::any);
+    const memory::desc src_md = i == 0 ? s.input.get_desc() : memory::desc(in, dt, Tag::any);
+    const memory::desc w_md(wdims, dt, Tag::any);
+    const memory::desc b_md({oc}, dt, Tag::x);
+    const memory::desc dst_md({n, oc, win.oh, win.ow}, dt, Tag::any);
     bool wino = false;
     const auto pd = conv_primitive(l, src_md, w_md, b_md, dst_md, win, &wino);
     s.winograd += wino;
@@ -216,13 +226,13 @@ struct OneDnnFeatures::Impl {
       memory converted = next_activation(s, pd.src_desc(), flow);
       s.steps.push_back({dnnl::reorder(flow.mem, converted),
                          {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
-                         l.name + ": reorder"});
+                         l.name + ": reorder", l.name});
       flow.mem = converted;
     }
     memory dst = next_activation(s, pd.dst_desc(), flow);
     if (!bias_tensors[i].defined()) {
       bias_tensors[i] = l.bias.detach().clone();  // the plan's own: packed like the weights
-      biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr<float>());
+      biases[i] = memory(b_md, engine, bias_tensors[i].data_ptr());
     }
     s.steps.push_back({dnnl::convolution_forward(pd),
                        {{DNNL_ARG_SRC, flow.mem},
@@ -230,14 +240,14 @@ struct OneDnnFeatures::Impl {
                         {DNNL_ARG_BIAS, biases[i]},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                       l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : "")});
+                       l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : ""), l.name});
     flow.mem = dst;
     return oc;
   }
 
   // Appends layer l's max-pooling on an `in` (N, C, H, W) input.
   void add_pool(Shape& s, const Layer& l, Flow& flow, const memory::dims& in, const Window& win) {
-    const memory::desc dst_md({in[0], in[1], win.oh, win.ow}, Dt::f32, Tag::any);
+    const memory::desc dst_md({in[0], in[1], win.oh, win.ow}, dt, Tag::any);
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
                                   flow.mem.get_desc(), dst_md, win.strides,
                                   {l.kernel[0], l.kernel[1]}, win.pad_l, win.pad_r);
@@ -249,13 +259,13 @@ struct OneDnnFeatures::Impl {
                        {{DNNL_ARG_SRC, flow.mem},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                       l.name + ": " + pd.impl_info_str()});
+                       l.name + ": " + pd.impl_info_str(), l.name});
     flow.mem = dst;
   }
 
   Shape build(int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last) {
     Shape s;
-    s.input = memory({{n, c, h, w}, Dt::f32, channels_last ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
+    s.input = memory({{n, c, h, w}, dt, channels_last ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
     // The input is the caller's; pretend it sits in kPong so the first layer writes kPing.
     Flow flow{s.input, kPong};
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -269,28 +279,37 @@ struct OneDnnFeatures::Impl {
       w = win.ow;
     }
     s.out_dims = {n, c, h, w};
-    s.output = memory({{n, c, h, w}, Dt::f32, Tag::nchw}, engine, DNNL_MEMORY_NONE);
+    s.output = memory({{n, c, h, w}, dt, channels_last_output ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
     s.steps.push_back({dnnl::reorder(flow.mem, s.output),
                        {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, s.output}},
-                       "output: reorder to NCHW"});
+                       channels_last_output ? "output: reorder to NHWC" : "output: reorder to NCHW",
+                       layers.back().name});
     return s;
   }
 };
 
 bool OneDnnFeatures::compiled() { return true; }
 
-OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm)
+OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype,
+                               bool channels_last_output)
     : impl_(std::make_unique<Impl>()) {
+  if (dtype != torch::kFloat && dtype != torch::kBFloat16)
+    throw std::invalid_argument(std::string("the oneDNN plan runs float32 or bf16, not ") + c10::toString(dtype));
   impl_->layers = onednn::describe_layers(features);
-  impl_->algorithm = algorithm;
+  // oneDNN's Winograd is float32 only: a bf16 plan gets direct kernels.
+  impl_->algorithm = dtype == torch::kFloat ? algorithm : ConvAlgorithm::kDirect;
+  impl_->dtype = dtype;
+  impl_->dt = dnnl_type(dtype);
+  impl_->channels_last_output = channels_last_output;
   impl_->weights.resize(impl_->layers.size());
   impl_->biases.resize(impl_->layers.size());
   impl_->bias_tensors.resize(impl_->layers.size());
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
     if (l.kind != Layer::kConv) continue;
-    if (!l.weight.device().is_cpu() || l.weight.scalar_type() != torch::kFloat)
-      throw std::invalid_argument(l.name + ": the oneDNN plan needs float32 weights on the CPU");
+    if (!l.weight.device().is_cpu() || l.weight.scalar_type() != dtype)
+      throw std::invalid_argument(l.name + ": the oneDNN plan needs " + c10::toString(dtype) +
+                                  " weights on the CPU, not " + c10::toString(l.weight.scalar_type()));
     if (!l.bias.defined()) throw std::invalid_argument(l.name + ": a convolution without bias");
   }
 }
@@ -298,8 +317,8 @@ OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm alg
 OneDnnFeatures::~OneDnnFeatures() = default;
 
 torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
-  TORCH_CHECK(input.dim() == 4 && input.device().is_cpu() && input.scalar_type() == torch::kFloat,
-              "oneDNN plan: expected a float32 CPU tensor (N, C, H, W), got ", input.sizes(), " ",
+  TORCH_CHECK(input.dim() == 4 && input.device().is_cpu() && input.scalar_type() == impl_->dtype,
+              "oneDNN plan: expected a ", impl_->dtype, " CPU tensor (N, C, H, W), got ", input.sizes(), " ",
               input.scalar_type(), " on ", input.device());
   const bool channels_last =
       !input.is_contiguous() && input.is_contiguous(torch::MemoryFormat::ChannelsLast);
@@ -326,16 +345,34 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
     }
   }
   Impl::Shape& s = it->second;
-  torch::Tensor out = torch::empty(s.out_dims, x.options().memory_format(torch::MemoryFormat::Contiguous));
+  torch::Tensor out = torch::empty(s.out_dims, x.options().memory_format(impl_->channels_last_output
+                                                                             ? torch::MemoryFormat::ChannelsLast
+                                                                             : torch::MemoryFormat::Contiguous));
   for (int slot = 0; slot < kSlots; ++slot) {
     auto& buffer = impl_->buffers[slot];
     if (!buffer.defined() || static_cast<size_t>(buffer.numel()) < s.need[slot])
       buffer = torch::empty({static_cast<int64_t>(std::max<size_t>(s.need[slot], 1))}, torch::kUInt8);
   }
   for (auto& [mem, slot] : s.bound) mem.set_data_handle(impl_->buffers[slot].data_ptr());
-  s.input.set_data_handle(x.data_ptr<float>());
-  s.output.set_data_handle(out.data_ptr<float>());
-  for (auto& step : s.steps) step.primitive.execute(impl_->stream, step.args);
+  s.input.set_data_handle(x.data_ptr());
+  s.output.set_data_handle(out.data_ptr());
+  if (impl_->profile) {
+    // Each step waited for and timed; consecutive steps of one layer summed.
+    using Clock = std::chrono::steady_clock;
+    for (auto& step : s.steps) {
+      const auto start = Clock::now();
+      step.primitive.execute(impl_->stream, step.args);
+      impl_->stream.wait();
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      auto& sink = *impl_->profile;
+      if (!sink.empty() && sink.back().first == step.layer)
+        sink.back().second += seconds;
+      else
+        sink.emplace_back(step.layer, seconds);
+    }
+  } else {
+    for (auto& step : s.steps) step.primitive.execute(impl_->stream, step.args);
+  }
   impl_->stream.wait();
   impl_->last = &s;
   return out;
@@ -349,52 +386,15 @@ std::vector<std::string> OneDnnFeatures::describe() const {
   return lines;
 }
 
+void OneDnnFeatures::set_profile(std::vector<std::pair<std::string, double>>* sink) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->profile = sink;
+}
+
 int OneDnnFeatures::winograd_layers() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->last ? impl_->last->winograd : 0;
 }
-
-bool OneDnnFeatures::winograd_available() {
-  static const bool available = [] {
-    try {
-      const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-      const memory::desc src({1, 64, 13, 13}, Dt::f32, Tag::any);
-      const memory::desc dst({1, 64, 13, 13}, Dt::f32, Tag::any);
-      dnnl::convolution_forward::desc d(
-          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd, src,
-          memory::desc({64, 64, 3, 3}, Dt::f32, Tag::any), memory::desc({64}, Dt::f32, Tag::x), dst,
-          {1, 1}, {1, 1}, {1, 1});
-      dnnl::convolution_forward::primitive_desc pd(d, engine);
-      return true;
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return available;
-}
-
-#else  // !ALEXNET_HAVE_DNNL
-
-struct OneDnnFeatures::Impl {};
-
-bool OneDnnFeatures::compiled() { return false; }
-
-OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm) {
-  onednn::describe_layers(features);
-  throw std::invalid_argument("this build has no oneDNN plan (oneDNN's headers were not found)");
-}
-
-OneDnnFeatures::~OneDnnFeatures() = default;
-
-torch::Tensor OneDnnFeatures::forward(const torch::Tensor&) {
-  throw std::logic_error("this build has no oneDNN plan");
-}
-
-std::vector<std::string> OneDnnFeatures::describe() const { return {}; }
-
-int OneDnnFeatures::winograd_layers() const { return 0; }
-
-bool OneDnnFeatures::winograd_available() { return false; }
 
 #endif
 

@@ -1,5 +1,6 @@
-// AlexNet's convolutional features as one oneDNN pipeline, for fp32 inference
-// on the CPU.
+// AlexNet's convolutional features as one oneDNN pipeline, for fp32 or bf16
+// inference on the CPU (bf16: the bf16 engine's back-end where LibTorch lacks
+// fused operators, model/fused.h).
 //
 // PyTorch 1.13 runs each layer on its own: every convolution takes and returns a
 // plain (NCHW or NHWC) tensor, ReLU is a separate pass over memory, and 3x3
@@ -19,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace alexnet {
@@ -33,6 +35,9 @@ class OneDnnFeatures {
   /// Whether oneDNN has a Winograd convolution for this CPU (AVX-512); without
   /// one, ConvAlgorithm::kWinograd runs every layer with direct kernels.
   static bool winograd_available();
+  /// Whether oneDNN runs bf16 convolutions on this CPU with its own kernels (not
+  /// the reference ones), honouring ONEDNN_MAX_CPU_ISA.
+  static bool bf16_available();
 
   /// The plan for `features` (a Sequential of Conv2d, ReLU and MaxPool2d, as in
   /// torchvision's AlexNet) or throws std::invalid_argument naming the layer it
@@ -40,12 +45,20 @@ class OneDnnFeatures {
   /// Keeps references to the layers' parameters and packs them when it first
   /// sees an input shape; a parameter changed since (in place or replaced) is
   /// noticed at the next forward(), which packs the new values.
-  OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm);
+  /// dtype: the parameters' and activations' type, float32 or bf16 (direct
+  /// kernels only). channels_last_output: forward() returns channels-last.
+  OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype = torch::kFloat,
+                 bool channels_last_output = false);
   ~OneDnnFeatures();
 
-  /// x: (N, C, H, W) float32 on the CPU, NCHW or channels-last -> the features
-  /// (N, 256, h, w), contiguous NCHW. Same shapes as features->forward(x).
+  /// x: (N, C, H, W) of the plan's dtype on the CPU, NCHW or channels-last -> the
+  /// features (N, 256, h, w), contiguous NCHW (or channels-last, as constructed).
+  /// Same shapes as features->forward(x).
   torch::Tensor forward(const torch::Tensor& x);
+
+  /// While set, each forward() waits for every step and appends (layer, seconds)
+  /// per layer, a reorder counted with the layer it feeds; nullptr: off.
+  void set_profile(std::vector<std::pair<std::string, double>>* sink);
 
   /// One line per layer of the last shape run: the kernel oneDNN chose.
   std::vector<std::string> describe() const;

@@ -4,6 +4,7 @@
 // oneDNN has no Winograd kernel); when the model uses it and when it must not.
 // (tests/model_reference_test.cpp compares the plan's logits with torchvision's.)
 #include "model/alexnet.h"
+#include "model/onednn_linear.h"
 #include "model/onednn_plan.h"
 #include "app/engine/sgd.h"
 #include "tests/fixture.h"
@@ -243,6 +244,68 @@ TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
   const auto again = plan.forward(small);
   EXPECT_TRUE(torch::equal(first, again));  // the same kernels on the same input: bit for bit
   EXPECT_LE(relative_error(plan.forward(large), want_large), tolerance(algorithm));
+}
+
+// bf16: the bf16 engine's back-end on LibTorch 1.x (model/fused.h). Against LibTorch's own bf16
+// layers on the same bf16 weights: both round each layer's output to bf16 but sum in other
+// orders, so the bound is bf16's (2e-2 of the activations' scale). Measured 0 with Debian's 1.13: its
+// bf16 convolutions are the same oneDNN kernels.
+TEST(OneDnnPlan, Bf16FeaturesMatchLibTorchBf16LayersChannelsLastOut) {
+  SKIP_WITHOUT_PLAN();
+  if (!OneDnnFeatures::bf16_available())
+    GTEST_SKIP() << "oneDNN has no bf16 kernels of its own on this CPU, " << cpu_description();
+  torch::manual_seed(0);
+  AlexNet model;
+  init_vgg_style(*model);
+  model->eval();
+  model->to(torch::kBFloat16);
+  torch::NoGradGuard no_grad;
+  OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd, torch::kBFloat16, /*channels_last_output=*/true);
+  for (const int64_t side : {64, 100, 224}) {
+    for (const int64_t batch : {1, 5}) {
+      const auto x = torch::randn({batch, 3, side, side}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto want = model->features->forward(x).to(torch::kFloat);
+      const auto got = plan.forward(x);
+      const std::string where = std::to_string(side) + " px batch " + std::to_string(batch);
+      ASSERT_EQ(got.scalar_type(), torch::kBFloat16) << where;
+      ASSERT_EQ(got.sizes(), want.sizes()) << where;
+      EXPECT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast)) << where;
+      EXPECT_EQ(plan.winograd_layers(), 0) << where << ": oneDNN's Winograd is float32 only";
+      const float error = relative_error(got.to(torch::kFloat), want);
+      std::printf("  bf16 %-16s relative error %.2g\n", where.c_str(), error);
+      EXPECT_LE(error, 2e-2f) << where;
+    }
+  }
+  EXPECT_THROW(plan.forward(torch::randn({1, 3, 224, 224})), c10::Error);  // float32 into a bf16 plan
+  AlexNet fp32;
+  EXPECT_THROW(OneDnnFeatures(fp32->features, ConvAlgorithm::kDirect, torch::kBFloat16), std::invalid_argument);
+  EXPECT_THROW(OneDnnFeatures(fp32->features, ConvAlgorithm::kDirect, torch::kHalf), std::invalid_argument);
+}
+
+// The bf16 engine's classifier on LibTorch 1.x: a Linear (+ ReLU) against LibTorch's, at batch
+// sizes whose primitives want different weight layouts (one pack made from another).
+TEST(OneDnnLinear, MatchesLibTorchLinearAtEveryBatchSize) {
+  SKIP_WITHOUT_PLAN();
+  torch::manual_seed(0);
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    if (dtype == torch::kBFloat16 && !OneDnnFeatures::bf16_available()) continue;
+    const auto weight = (torch::randn({300, 512}) / 20).to(dtype), bias = torch::randn({300}).to(dtype);
+    for (const bool relu : {false, true}) {
+      OneDnnLinear linear(weight, bias, relu);
+      for (const int64_t batch : {1, 64, 2, 17, 1}) {
+        const auto x = torch::randn({batch, 512}).to(dtype);
+        auto want = torch::linear(x.to(torch::kFloat), weight.to(torch::kFloat), bias.to(torch::kFloat));
+        if (relu) want = want.relu();
+        const auto got = linear.forward(x);
+        ASSERT_EQ(got.scalar_type(), dtype);
+        const float error = relative_error(got.to(torch::kFloat), want);
+        // float32: other summation orders (1e-5); bf16: the output's rounding (2^-8) and the products' sums.
+        EXPECT_LE(error, dtype == torch::kFloat ? 1e-5f : 1e-2f) << c10::toString(dtype) << " batch " << batch;
+        if (relu) EXPECT_GE(got.min().item<float>(), 0.0f);
+      }
+      EXPECT_THROW(linear.forward(torch::randn({2, 511}).to(dtype)), c10::Error);
+    }
+  }
 }
 
 TEST(OneDnnPlan, RefusesWhatItCannotRun) {

@@ -1,5 +1,7 @@
 #include "app/engine/layer_profile.h"
 
+#include "app/engine/machine_peaks.h"
+
 #include "app/runtime/precision.h"
 #include "model/int8.h"
 #include "model/weights.h"
@@ -46,39 +48,11 @@ double layer_flop(const LayerSpec& s, const torch::Tensor& in, const torch::Tens
 
 double bytes_of(const torch::Tensor& t) { return static_cast<double>(t.numel()) * t.element_size(); }
 
-// The best of 10 n x n products after 2 warm-ups: a peak, so the fastest run (a shared machine
-// only ever slows a run down). bf16 runs on AMX where the CPU has it, and needs the larger
-// product to approach its peak (2048: about half of 4096's rate on the AMX machine).
-double peak_gflops(torch::ScalarType dtype, int64_t n) {
-  const auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  double best = 1e30;
-  for (int i = 0; i < 12; ++i) {
-    const auto start = Clock::now();
-    torch::mm(a, b);
-    if (i >= 2) best = std::min(best, since(start));
-  }
-  return 2.0 * n * n * n / best / 1e9;
-}
-
 // Bytes of a conv or Linear layer's parameters at `element` bytes each (0 for other layers).
 double weight_bytes(const LayerSpec& s, double element) {
   if (s.kind == Kind::kConv) return element * (s.out * (s.in / s.groups) * s.kernel * s.kernel + s.out);
   if (s.kind == Kind::kLinear) return element * (s.out * s.in + s.out);
   return 0.0;
-}
-
-// Read bandwidth over a buffer of `bytes`, in GB/s: the fastest of several parallel sums
-// after one that brings it into the cache (or as far as it fits).
-double read_gbps(int64_t bytes) {
-  const auto buffer = torch::ones({bytes / 4}, torch::kFloat);
-  double best = 1e30;
-  for (int i = 0; i < 8; ++i) {
-    const auto start = Clock::now();
-    const auto sum = buffer.sum();
-    if (i > 0) best = std::min(best, since(start));
-    (void)sum;
-  }
-  return static_cast<double>(bytes) / best / 1e9;
 }
 
 // The model-only setup of bench_model: seed 0, the model, then the random batch.
@@ -300,16 +274,9 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   const auto input = torch::randn({info.batch_size, 3, info.image_size, info.image_size});  // (B, 3, S, S)
   LayerProfile prof;
   const bool int8 = info.cfg.precision == runtime::Precision::kInt8;
-  if (int8) {
-    prof.peak_gflops = int8_matmul_gops(2048, 10);
-    prof.peak_what = "int8 2048x2048 quantized::linear";
-  } else if (!train && info.cfg.precision == runtime::Precision::kBf16) {
-    prof.peak_gflops = peak_gflops(torch::kBFloat16, 4096);
-    prof.peak_what = "bf16 4096x4096 torch::mm";
-  } else {
-    prof.peak_gflops = peak_gflops(torch::kFloat, 2048);
-    prof.peak_what = "fp32 2048x2048 torch::mm";
-  }
+  const Peak peak = measure_peak(info.cfg.precision, train);
+  prof.peak_gflops = peak.gflops;
+  prof.peak_what = peak.what;
   if (train) {
     torch::manual_seed(1);
     const auto y = torch::randint(info.num_classes, {info.batch_size}, torch::kInt64);  // (B,)
@@ -389,6 +356,17 @@ std::string layer_table(const LayerProfile& prof, bool train, int64_t batch_size
                 1000 * (train ? sum : prof.step_s), static_cast<long long>(batch_size),
                 batch_size / (train ? sum : prof.step_s), prof.peak_what.c_str(), prof.peak_gflops);
   out += line;
+  double conv_s = 0, conv_flop = 0;  // the convolutions together: what the peak target speaks of
+  for (const auto& t : prof.layers)
+    if (t.what.rfind("conv", 0) == 0) {
+      conv_s += t.forward_s;
+      conv_flop += t.flop;
+    }
+  if (!train && conv_s > 0 && prof.peak_gflops > 0) {
+    std::snprintf(line, sizeof line, "convolutions: %.1f ms, %.0f GFLOP/s in all (%.0f%% of the peak)\n",
+                  1000 * conv_s, conv_flop / conv_s / 1e9, 100 * conv_flop / conv_s / 1e9 / prof.peak_gflops);
+    out += line;
+  }
   if (!train && prof.dram_gbps > 0) {
     std::snprintf(line, sizeof line, "memory read: %.1f GB/s from cache (a %lld MiB buffer), %.1f GB/s from DRAM "
                   "(%lld MiB)\n", prof.cache_gbps, static_cast<long long>(prof.cache_buffer >> 20), prof.dram_gbps,

@@ -1,8 +1,8 @@
 // Where a forward pass or a training step spends its time, layer by layer
 // (`alexnet bench --layers`): each layer of the model-only batch timed on its own,
 // with the work it does (GFLOP/s for convolutions and Linear layers, GB/s for the
-// memory-bound ones) against the machine's measured peak (a large matrix product in
-// the same precision, fp32 or int8).
+// memory-bound ones) against the machine's measured peak in the same precision
+// (app/engine/machine_peaks.h).
 #pragma once
 
 #include "app/engine/benchmark.h"
@@ -25,7 +25,7 @@ struct LayerTime {
 struct LayerProfile {
   std::vector<LayerTime> layers;
   double step_s = 0;       // the whole forward pass (inference) or TrainStep, median per batch
-  double peak_gflops = 0;  // a 2048x2048 product in the profile's precision (int8: quantized linear)
+  double peak_gflops = 0;  // a product in the profile's precision (int8: quantized linear; bf16: or a convolution)
   std::string peak_what;
   // Inference: the machine's read bandwidth from a buffer that fits the last-level cache and
   // from one that does not (DRAM), measured in the same run: batch 1's limit.
