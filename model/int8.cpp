@@ -315,6 +315,25 @@ double int8_matmul_gops(int64_t n, int64_t iters) {
   return 2.0 * n * n * n / *std::min_element(seconds.begin(), seconds.end()) / 1e9;
 }
 
+double int8_conv_gops(int64_t iters) {
+  TORCH_CHECK(!Int8AlexNet::engine().empty(), "int8: this LibTorch has no quantized CPU kernels");
+  torch::NoGradGuard no_grad;
+  const int64_t n = 32, c = 256, side = 28;
+  const auto x = at::quantize_per_tensor(torch::rand({n, c, side, side}).contiguous(torch::MemoryFormat::ChannelsLast),
+                                         1.0 / 255, 0, torch::kQUInt8);
+  const std::vector<int64_t> one{1, 1};
+  const auto packed = call_op("quantized::conv2d_prepack", "",
+                              {quantize_weight(torch::randn({c, c, 3, 3}) / 50), torch::zeros({c}), one, one, one,
+                               int64_t{1}});
+  std::vector<double> seconds;
+  for (int64_t i = 0; i < iters + 2; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    call_op("quantized::conv2d_relu", "new", {x, packed, 1.0, int64_t{0}});
+    if (i > 1) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return 2.0 * n * c * side * side * c * 9 / *std::min_element(seconds.begin(), seconds.end()) / 1e9;
+}
+
 torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   auto& m = *impl_;
   TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat,

@@ -107,6 +107,10 @@ class Int8AlexNet final : public InferenceEngine {
 /// The rate of LibTorch's int8 matrix product (quantized::linear, n x n by n x n, the
 /// kernels Int8AlexNet runs), in GOP/s (two per multiply-add): the int8 peak of this machine.
 double int8_matmul_gops(int64_t n, int64_t iters);
+/// The rate of LibTorch's int8 3x3 convolution + ReLU (quantized::conv2d_relu, 256 -> 256
+/// channels at 28x28, batch 32: the kernels of Int8AlexNet's convolutions, AMX where
+/// LibTorch's oneDNN takes it, else VNNI), in GOP/s.
+double int8_conv_gops(int64_t iters);
 
 /// The scales as a JSON document (format "alexnet-int8-scales", version 1).
 std::string int8_scales_json(const Int8Scales& scales);

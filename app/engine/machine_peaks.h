@@ -17,7 +17,9 @@ struct Peak {
 
 /// The peak of `precision`'s kernels (training: fp32's): fp32, an FMA matrix product;
 /// bf16, the better of a matrix product and a 3x3 convolution (AMX where the CPU has
-/// it); int8, fbgemm's quantized linear (VNNI where the CPU has it, never AMX).
+/// it); int8, the better of LibTorch's quantized linear and 3x3 convolution (VNNI,
+/// or AMX where LibTorch's oneDNN runs the convolution with it). ONEDNN_MAX_CPU_ISA
+/// at AVX512_CORE_VNNI gives a VNNI peak on an AMX machine.
 Peak measure_peak(runtime::Precision precision, bool train);
 
 /// Read bandwidth over a buffer of `bytes`, in GB/s.
