@@ -86,7 +86,7 @@ struct FusedAlexNet::Impl {
   struct Stage {
     std::string name;
     Kind kind = Kind::kConv;
-    torch::Tensor weight, bias;  // conv: bf16 (out, in, k, k) and (out,)
+    torch::Tensor weight, bias;  // conv: bf16 (out, in, k, k) and (out,); unset with the plan back-end
     int64_t kernel = 0, stride = 1, padding = 0;
   };
   struct Linear {
@@ -110,21 +110,21 @@ struct FusedAlexNet::Impl {
   std::vector<std::vector<std::pair<torch::Tensor, torch::Tensor>>> layouts;
   std::vector<std::pair<std::string, double>>* profile = nullptr;
 
-  explicit Impl(AlexNet& model) {
+  // Chooses the back-end, once the layers are known to be runnable.
+  void start_backend(AlexNet& model) {
     if (libtorch_has_fused_ops()) {
       conv_op = find_op("mkldnn::_convolution_pointwise");
       linear_op = find_op("mkldnn::_linear_pointwise");
       reorder_conv_op = find_op("mkldnn::_reorder_convolution_weight");
     } else {
       // The plan on a bf16 copy of the features (4.7 MB), as the operators' packs are copies.
-      torch::nn::Sequential features(
+      torch::nn::Sequential copy(
           std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone(torch::kCPU)));
-      features->to(torch::kBFloat16);
-      plan = std::make_unique<OneDnnFeatures>(features, ConvAlgorithm::kDirect, torch::kBFloat16,
+      copy->to(torch::kBFloat16);
+      plan = std::make_unique<OneDnnFeatures>(copy, ConvAlgorithm::kDirect, torch::kBFloat16,
                                               /*channels_last_output=*/true);
     }
   }
-
 
   // The convolutions' weights packed for an input of this shape (made once per shape).
   std::vector<torch::Tensor> conv_packs(const torch::Tensor& x) {
@@ -187,24 +187,14 @@ bool FusedAlexNet::available() {
   return libtorch_has_fused_ops() || (OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available());
 }
 
-std::string FusedAlexNet::backend() {
-  return libtorch_has_fused_ops()                                          ? "LibTorch's fused oneDNN operators"
-         : OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available() ? "the oneDNN plan"
-                                                                          : "none";
-}
-
 FusedAlexNet::FusedAlexNet(AlexNet& model) {
   if (!available())
     throw std::invalid_argument("bf16: this LibTorch has no fused oneDNN operators nor this build the oneDNN "
                                 "plan, or oneDNN has no bf16 kernels for this CPU");
-  // The 2012 architecture, refused before either back-end reads the layers.
-  const AlexNetLayers checked = alexnet_layers(model->options());
-  for (size_t i = 0; i < checked.features.size(); ++i)
-    if (checked.features[i].kind == Kind::kLrn || checked.features[i].groups != 1)
-      throw std::invalid_argument("bf16 engine: " + layer_name("features", i) +
-                                  " is LocalResponseNorm or grouped (the 2012 architecture)");
-  impl_ = std::make_unique<Impl>(model);
+  impl_ = std::make_unique<Impl>();
   auto& m = *impl_;
+  // The plan back-end reads the convolutions' weights from its own copy of the features.
+  const bool copy_convolutions = libtorch_has_fused_ops();
   const AlexNetLayers layers = alexnet_layers(model->options());
   torch::NoGradGuard no_grad;
   const auto params = model->named_parameters();
@@ -219,8 +209,10 @@ FusedAlexNet::FusedAlexNet(AlexNet& model) {
     if (spec.kind == Kind::kConv) {
       if (spec.groups != 1 || i + 1 >= layers.features.size() || layers.features[i + 1].kind != Kind::kReLU)
         throw std::invalid_argument("bf16 engine: " + stage.name + " is grouped or not followed by a ReLU");
-      stage.weight = param(stage.name + ".weight");
-      stage.bias = param(stage.name + ".bias");
+      if (copy_convolutions) {
+        stage.weight = param(stage.name + ".weight");
+        stage.bias = param(stage.name + ".bias");
+      }
       stage.kernel = spec.kernel;
       stage.stride = spec.stride;
       stage.padding = spec.padding;
@@ -235,6 +227,7 @@ FusedAlexNet::FusedAlexNet(AlexNet& model) {
     }
     m.features.push_back(std::move(stage));
   }
+  m.start_backend(model);  // the 2012 architecture refused above, before either back-end reads it
   for (size_t i = 0; i < layers.classifier.size(); ++i) {
     if (layers.classifier[i].kind != Kind::kLinear) continue;
     Impl::Linear l;
@@ -273,10 +266,12 @@ torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
   auto x = input.to(torch::kBFloat16, false, false, torch::MemoryFormat::ChannelsLast);
   if (m.plan) {
     mark("convert");
-    m.plan->set_profile(m.profile);
-    x = m.plan->forward(x);  // channels-last
-    m.plan->set_profile(nullptr);
-    mark_time = std::chrono::steady_clock::now();
+    if (m.profile) m.plan->set_profile(m.profile);  // the plan's own stages, one per layer
+    x = m.plan->forward(x);                         // channels-last
+    if (m.profile) {
+      m.plan->set_profile(nullptr);
+      mark_time = std::chrono::steady_clock::now();
+    }
     return classify(x, mark);
   }
   const auto packs = m.conv_packs(x);

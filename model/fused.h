@@ -36,8 +36,6 @@ class FusedAlexNet final : public InferenceEngine {
   /// Whether this LibTorch has the fused operators, or this build the oneDNN plan,
   /// and oneDNN runs bf16 on this CPU.
   static bool available();
-  /// What runs the engine: "LibTorch's fused oneDNN operators", "the oneDNN plan" or "none".
-  static std::string backend();
 
   /// Converts the weights to bf16 and packs the classifier's. Throws
   /// std::invalid_argument for a network it cannot run (the 2012 architecture's

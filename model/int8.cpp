@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -300,19 +301,30 @@ int64_t Int8AlexNet::activation_max() const { return impl_->qmax; }
 
 void Int8AlexNet::set_profile(std::vector<std::pair<std::string, double>>* sink) { impl_->profile = sink; }
 
+namespace {
+
+// The fastest of `runs` calls after `warmups` untimed ones, in seconds: a peak's time (a shared
+// machine only ever slows a run down).
+double fastest_seconds(int64_t warmups, int64_t runs, const std::function<void()>& run) {
+  double best = 1e30;
+  for (int64_t i = 0; i < warmups + runs; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i >= warmups) best = std::min(best, seconds);
+  }
+  return best;
+}
+
+}  // namespace
+
 double int8_matmul_gops(int64_t n, int64_t iters) {
   TORCH_CHECK(!Int8AlexNet::engine().empty(), "int8: this LibTorch has no quantized CPU kernels");
   torch::NoGradGuard no_grad;
   const auto x = at::quantize_per_tensor(torch::rand({n, n}), 1.0 / 127, 0, torch::kQUInt8);
   const auto packed = call_op("quantized::linear_prepack", "", {quantize_weight(torch::randn({n, n})), torch::zeros({n})});
-  std::vector<double> seconds;
-  for (int64_t i = 0; i < iters + 1; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    call_op("quantized::linear", "", {x, packed, 1.0, int64_t{0}});
-    if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  // The fastest: a peak (a shared machine only ever slows a run down).
-  return 2.0 * n * n * n / *std::min_element(seconds.begin(), seconds.end()) / 1e9;
+  const auto run = [&] { call_op("quantized::linear", "", {x, packed, 1.0, int64_t{0}}); };
+  return 2.0 * n * n * n / fastest_seconds(1, iters, run) / 1e9;
 }
 
 double int8_conv_gops(int64_t iters) {
@@ -325,13 +337,8 @@ double int8_conv_gops(int64_t iters) {
   const auto packed = call_op("quantized::conv2d_prepack", "",
                               {quantize_weight(torch::randn({c, c, 3, 3}) / 50), torch::zeros({c}), one, one, one,
                                int64_t{1}});
-  std::vector<double> seconds;
-  for (int64_t i = 0; i < iters + 2; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    call_op("quantized::conv2d_relu", "new", {x, packed, 1.0, int64_t{0}});
-    if (i > 1) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return 2.0 * n * c * side * side * c * 9 / *std::min_element(seconds.begin(), seconds.end()) / 1e9;
+  const auto run = [&] { call_op("quantized::conv2d_relu", "new", {x, packed, 1.0, int64_t{0}}); };
+  return 2.0 * n * c * side * side * c * 9 / fastest_seconds(2, iters, run) / 1e9;
 }
 
 torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 
 namespace alexnet::engine {
 
@@ -17,18 +18,23 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// The fastest of `runs` calls after `warmups` untimed ones, in seconds.
+double fastest(int warmups, int runs, const std::function<void()>& run) {
+  double best = 1e30;
+  for (int i = 0; i < warmups + runs; ++i) {
+    const auto start = Clock::now();
+    run();
+    if (i >= warmups) best = std::min(best, since(start));
+  }
+  return best;
+}
+
 // The best of 10 n x n products after 2 warm-ups: a peak, so the fastest run (a shared machine
 // only ever slows a run down). bf16 runs on AMX where the CPU has it, and needs the larger
 // product to approach its peak (2048: about half of 4096's rate on the AMX machine).
 double product_gflops(torch::ScalarType dtype, int64_t n) {
   const auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  double best = 1e30;
-  for (int i = 0; i < 12; ++i) {
-    const auto start = Clock::now();
-    torch::mm(a, b);
-    if (i >= 2) best = std::min(best, since(start));
-  }
-  return 2.0 * n * n * n / best / 1e9;
+  return 2.0 * n * n * n / fastest(2, 10, [&] { torch::mm(a, b); }) / 1e9;
 }
 
 // The best of 10 3x3 convolutions, 256 -> 256 channels on a channels-last 32x256x28x28 input
@@ -39,13 +45,7 @@ double conv_peak_gflops(torch::ScalarType dtype) {
   const auto format = torch::MemoryFormat::ChannelsLast;
   const auto x = torch::randn({32, 256, 28, 28}).to(dtype).contiguous(format);
   const auto w = torch::randn({256, 256, 3, 3}).to(dtype).contiguous(format);
-  double best = 1e30;
-  for (int i = 0; i < 12; ++i) {
-    const auto start = Clock::now();
-    torch::conv2d(x, w, {}, 1, 1);
-    if (i >= 2) best = std::min(best, since(start));
-  }
-  return 2.0 * 32 * 256 * 28 * 28 * 256 * 9 / best / 1e9;
+  return 2.0 * 32 * 256 * 28 * 28 * 256 * 9 / fastest(2, 10, [&] { torch::conv2d(x, w, {}, 1, 1); }) / 1e9;
 }
 
 }  // namespace
@@ -70,14 +70,7 @@ Peak measure_peak(runtime::Precision precision, bool train) {
 // after one that brings it into the cache (or as far as it fits).
 double read_gbps(int64_t bytes) {
   const auto buffer = torch::ones({bytes / 4}, torch::kFloat);
-  double best = 1e30;
-  for (int i = 0; i < 8; ++i) {
-    const auto start = Clock::now();
-    const auto sum = buffer.sum();
-    if (i > 0) best = std::min(best, since(start));
-    (void)sum;
-  }
-  return static_cast<double>(bytes) / best / 1e9;
+  return static_cast<double>(bytes) / fastest(1, 7, [&] { (void)buffer.sum(); }) / 1e9;
 }
 
 }  // namespace alexnet::engine
