@@ -2,6 +2,7 @@
 #include "model/dropout.h"
 #include "model/int8.h"
 #include "model/inference_engine.h"
+#include "model/onednn_linear.h"
 #include "model/onednn_plan.h"
 
 #include <algorithm>
@@ -276,6 +277,10 @@ torch::Tensor AlexNetImpl::forward(torch::Tensor x) {
     x = features->forward(x);  // (N, 256, h, w)
   }
   x = pool(x);                 // (N, 9216)
+  if (classifier_plan_ && cpu_inference) {
+    auto logits = classifier_plan_->forward(x);  // undefined where it does not take x
+    if (logits.defined()) return logits;
+  }
   return classifier->forward(x);  // (N, num_classes)
 }
 

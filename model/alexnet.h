@@ -19,6 +19,7 @@
 
 namespace alexnet {
 
+class OneDnnClassifier;
 class OneDnnFeatures;
 class InferenceEngine;
 
@@ -102,6 +103,10 @@ class AlexNetImpl : public torch::nn::Module {
   /// CPU (the plan was built from this module's weights; nullptr: never).
   void set_inference_plan(std::shared_ptr<OneDnnFeatures> plan) { plan_ = std::move(plan); }
   const std::shared_ptr<OneDnnFeatures>& inference_plan() const { return plan_; }
+  /// Runs `classifier` through this one under the same conditions, at the batch
+  /// sizes it takes (model/onednn_linear.h; nullptr: never).
+  void set_inference_classifier(std::shared_ptr<OneDnnClassifier> plan) { classifier_plan_ = std::move(plan); }
+  const std::shared_ptr<OneDnnClassifier>& inference_classifier() const { return classifier_plan_; }
   /// Hands the whole forward pass to this engine (int8: model/int8.h, bf16:
   /// model/fused.h) whenever the module is in eval mode, gradients are off and the
   /// input is on the CPU (the engine was built from this module's weights; nullptr: never).
@@ -119,6 +124,7 @@ class AlexNetImpl : public torch::nn::Module {
 
   AlexNetOptions options_;
   std::shared_ptr<OneDnnFeatures> plan_;
+  std::shared_ptr<OneDnnClassifier> classifier_plan_;
   std::shared_ptr<InferenceEngine> engine_;
 };
 TORCH_MODULE(AlexNet);

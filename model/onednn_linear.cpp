@@ -1,10 +1,14 @@
 // OneDnnLinear (model/onednn_linear.h): a oneDNN inner product per batch size,
-// sharing the packed weights among batch sizes whose primitives want one layout.
+// sharing the packed weights among batch sizes whose primitives want one layout
+// (or, in place, on the caller's plain weights); OneDnnClassifier: a chain of them.
 #include "model/onednn_linear.h"
+
+#include "model/dropout.h"
 
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -34,6 +38,7 @@ struct OneDnnLinear::Impl {
   torch::ScalarType dtype = torch::kFloat;
   Dt dt = Dt::f32;
   bool relu = false;
+  bool in_place = false;  // the weights come with each call, plain (out, in)
   memory bias_mem;
   std::vector<std::pair<memory::desc, memory>> packs;  // (layout, weights in it)
   struct Batch {
@@ -59,14 +64,35 @@ struct OneDnnLinear::Impl {
     if (it != batches.end()) return it->second;
     if (batches.size() >= kMaxBatches) batches.erase(batches.begin());
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, memory::desc({n, in}, dt, Tag::nc),
-                                        memory::desc({out, in}, dt, Tag::any), memory::desc({out}, dt, Tag::x),
+                                        memory::desc({out, in}, dt, in_place ? Tag::oi : Tag::any),
+                                        memory::desc({out}, dt, Tag::x),
                                         memory::desc({n, out}, dt, Tag::nc));
     dnnl::post_ops ops;
     if (relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     dnnl::inner_product_forward::primitive_desc pd(d, attr, engine);
-    return batches.emplace(n, Batch{dnnl::inner_product_forward(pd), packed(pd.weights_desc())}).first->second;
+    return batches.emplace(n, Batch{dnnl::inner_product_forward(pd), in_place ? memory() : packed(pd.weights_desc())})
+        .first->second;
+  }
+
+  // Runs the primitive for x's batch size on these weights and bias (nullptr: the packs).
+  torch::Tensor run(const torch::Tensor& input, void* weights, void* bias) {
+    TORCH_CHECK(input.dim() == 2 && input.size(1) == in && input.scalar_type() == dtype && input.device().is_cpu(),
+                "OneDnnLinear: expected a CPU ", dtype, " input (N, ", in, "), got ", input.sizes(), " ",
+                input.scalar_type(), " on ", input.device());
+    const auto x = input.contiguous();
+    const int64_t n = x.size(0);
+    auto y = torch::empty({n, out}, x.options());
+    std::lock_guard<std::mutex> lock(mutex);
+    Batch& b = batch(n);
+    memory src({{n, in}, dt, Tag::nc}, engine, x.data_ptr());
+    memory dst({{n, out}, dt, Tag::nc}, engine, y.data_ptr());
+    memory w = weights ? memory({{out, in}, dt, Tag::oi}, engine, weights) : b.weights;
+    memory bm = bias ? memory({{out}, dt, Tag::x}, engine, bias) : bias_mem;
+    b.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dst}});
+    stream.wait();
+    return y;
   }
 };
 
@@ -89,21 +115,72 @@ OneDnnLinear::OneDnnLinear(const torch::Tensor& weight, const torch::Tensor& bia
 
 OneDnnLinear::~OneDnnLinear() = default;
 
-torch::Tensor OneDnnLinear::forward(const torch::Tensor& input) {
-  auto& m = *impl_;
-  TORCH_CHECK(input.dim() == 2 && input.size(1) == m.in && input.scalar_type() == m.dtype && input.device().is_cpu(),
-              "OneDnnLinear: expected a CPU ", m.dtype, " input (N, ", m.in, "), got ", input.sizes(), " ",
-              input.scalar_type(), " on ", input.device());
-  const auto x = input.contiguous();
-  const int64_t n = x.size(0);
-  auto y = torch::empty({n, m.out}, x.options());
-  std::lock_guard<std::mutex> lock(m.mutex);
-  Impl::Batch& b = m.batch(n);
-  memory src({{n, m.in}, m.dt, Tag::nc}, m.engine, x.data_ptr());
-  memory dst({{n, m.out}, m.dt, Tag::nc}, m.engine, y.data_ptr());
-  b.primitive.execute(m.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_BIAS, m.bias_mem},
-                                 {DNNL_ARG_DST, dst}});
-  m.stream.wait();
+OneDnnLinear::OneDnnLinear(int64_t out, int64_t in, bool relu) : impl_(std::make_unique<Impl>()) {
+  TORCH_CHECK(out > 0 && in > 0, "OneDnnLinear: expected a positive shape, got (", out, ", ", in, ")");
+  impl_->out = out;
+  impl_->in = in;
+  impl_->relu = relu;
+  impl_->in_place = true;
+}
+
+torch::Tensor OneDnnLinear::forward(const torch::Tensor& x) {
+  TORCH_CHECK(!impl_->in_place, "OneDnnLinear: in place, the weights come with each call");
+  return impl_->run(x, nullptr, nullptr);
+}
+
+torch::Tensor OneDnnLinear::forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const auto& m = *impl_;
+  const auto usable = [&](const torch::Tensor& t, std::vector<int64_t> shape) {
+    return t.sizes() == c10::IntArrayRef(shape) && t.scalar_type() == torch::kFloat && t.device().is_cpu() &&
+           t.is_contiguous();
+  };
+  TORCH_CHECK(m.in_place && usable(weight, {m.out, m.in}) && usable(bias, {m.out}),
+              "OneDnnLinear: expected contiguous float32 CPU weights (", m.out, ", ", m.in, ") and bias, got ",
+              weight.sizes(), " ", weight.scalar_type(), " and ", bias.sizes(), " ", bias.scalar_type());
+  return impl_->run(x, weight.data_ptr(), bias.data_ptr());
+}
+
+struct OneDnnClassifier::Layer {
+  torch::nn::Linear linear{nullptr};
+  std::shared_ptr<OneDnnLinear> onednn;
+  bool relu = false;
+};
+
+OneDnnClassifier::OneDnnClassifier(torch::nn::Sequential classifier) {
+  size_t index = 0;
+  for (const auto& module : classifier->children()) {
+    const std::string where = "classifier." + std::to_string(index++);
+    if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(module)) {
+      if (!linear->options.bias())
+        throw std::invalid_argument("oneDNN classifier: " + where + " is a Linear without bias");
+      layers_.push_back({torch::nn::Linear(linear), nullptr, false});
+    } else if (std::dynamic_pointer_cast<torch::nn::ReLUImpl>(module) && !layers_.empty() && !layers_.back().relu) {
+      layers_.back().relu = true;
+    } else if (!std::dynamic_pointer_cast<DropoutImpl>(module) &&
+               !std::dynamic_pointer_cast<torch::nn::DropoutImpl>(module)) {
+      throw std::invalid_argument("oneDNN classifier: " + where + " is a " + module->name() +
+                                  ", which it cannot run");
+    }
+  }
+  if (layers_.empty()) throw std::invalid_argument("oneDNN classifier: no Linear layer");
+  for (auto& l : layers_)
+    l.onednn = std::make_shared<OneDnnLinear>(l.linear->options.out_features(), l.linear->options.in_features(),
+                                              l.relu);
+}
+
+OneDnnClassifier::~OneDnnClassifier() = default;
+
+torch::Tensor OneDnnClassifier::forward(const torch::Tensor& x) {
+  if (x.dim() != 2 || x.size(0) > kMaxBatch || x.scalar_type() != torch::kFloat || !x.device().is_cpu()) return {};
+  for (const auto& l : layers_) {
+    const auto& w = l.linear->weight;
+    const auto& b = l.linear->bias;
+    if (w.scalar_type() != torch::kFloat || !w.is_contiguous() || !w.device().is_cpu() ||
+        b.scalar_type() != torch::kFloat || !b.is_contiguous() || !b.device().is_cpu())
+      return {};
+  }
+  torch::Tensor y = x;
+  for (const auto& l : layers_) y = l.onednn->forward(y, l.linear->weight, l.linear->bias);
   return y;
 }
 
@@ -117,7 +194,25 @@ OneDnnLinear::OneDnnLinear(const torch::Tensor&, const torch::Tensor&, bool) {
 
 OneDnnLinear::~OneDnnLinear() = default;
 
+OneDnnLinear::OneDnnLinear(int64_t, int64_t, bool) {
+  throw std::invalid_argument("this build has no oneDNN (its headers were not found)");
+}
+
 torch::Tensor OneDnnLinear::forward(const torch::Tensor&) { throw std::logic_error("this build has no oneDNN"); }
+
+torch::Tensor OneDnnLinear::forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+  throw std::logic_error("this build has no oneDNN");
+}
+
+struct OneDnnClassifier::Layer {};
+
+OneDnnClassifier::OneDnnClassifier(torch::nn::Sequential) {
+  throw std::invalid_argument("this build has no oneDNN (its headers were not found)");
+}
+
+OneDnnClassifier::~OneDnnClassifier() = default;
+
+torch::Tensor OneDnnClassifier::forward(const torch::Tensor&) { return {}; }
 
 #endif
 

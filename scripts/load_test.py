@@ -5,7 +5,8 @@ over time and draining on SIGTERM. Standard library only; traffic goes to 127.0.
 only, and every run is capped in requests and in seconds.
 
 Targets: --alexnet BINARY starts `BINARY serve --weights W --host 127.0.0.1 --port <free>`,
---fastapi starts the baseline with the same weights, --port P uses a server already
+--fastapi starts the baseline with the same weights (--fastapi-arg=--runtime=openvino: on
+OpenVINO), --port P uses a server already
 running (it cannot be sampled or stopped). Started servers are ready when GET /ping
 answers 200; at the end they get SIGTERM and must exit 0.
 
@@ -49,7 +50,7 @@ Usage: /usr/bin/python3 scripts/load_test.py [--alexnet BINARY | --port P] [--fa
          [--weights W] --images DIR_OR_FILE... [--clients 1,8,64] [--seconds 20]
          [--max-requests 20000] [--repeats 1] [--threads N] [--topk K] [--expect FILE.jsonl]
          [--bad-mix] [--max-body-mb 20] [--soak SECONDS] [--sigterm-under-load]
-         [--alexnet-arg=--max-batch=32 ...] [--json OUT]
+         [--alexnet-arg=--max-batch=32 ...] [--fastapi-arg=--runtime=openvino ...] [--json OUT]
 """
 import argparse
 import collections
@@ -1093,6 +1094,8 @@ def parse_args(argv):
     p.add_argument("--fastapi-python", default=FASTAPI_PYTHON, help=f"Python for the baseline ({FASTAPI_PYTHON})")
     p.add_argument("--alexnet-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for alexnet serve, repeatable: --alexnet-arg=--max-batch=32")
+    p.add_argument("--fastapi-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the baseline, repeatable: --fastapi-arg=--runtime=openvino")
     p.add_argument("--json", metavar="OUT", help="write every number (latencies included) here")
     a = p.parse_args(argv)
 
@@ -1163,7 +1166,8 @@ def make_targets(cfg, log_dir):
         targets.append(Target(f"port-{cfg.port}", cfg.port))
     if cfg.fastapi:
         port = free_port()
-        targets.append(Target("fastapi", port, [cfg.fastapi_python, FASTAPI_SCRIPT, *common, "--port", str(port)],
+        targets.append(Target("fastapi", port, [cfg.fastapi_python, FASTAPI_SCRIPT, *common, "--port", str(port),
+                                                 *cfg.fastapi_arg],
                               log_dir))
     return targets
 

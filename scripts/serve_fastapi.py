@@ -7,6 +7,13 @@ torch.inference_mode(), in a plain `def` endpoint (FastAPI's threadpool). No dyn
 batching and no tuning on purpose: scripts/load_test.py compares `alexnet serve`
 against this.
 
+--runtime openvino serves the same model through OpenVINO instead, the runtime people
+deploy on Intel CPUs: openvino.convert_model on the torchvision module (input fixed at
+1x3xCROPxCROP), compiled for the CPU with OpenVINO's defaults, which choose the
+precision (bf16 on a CPU with AMX or AVX512-BF16, else f32), and PERFORMANCE_HINT
+THROUGHPUT (streams for concurrent requests); the threadpool's requests share
+OpenVINO's optimal number of infer requests. Decoding and transforms are as above.
+
 It speaks the same API as `alexnet serve`:
   POST /predictions/alexnet[?topk=K]  raw image body -> {"image": "body", "top": [...]};
                                       multipart/form-data -> one such object per file part
@@ -17,11 +24,12 @@ larger than --max-body-mb). SIGTERM finishes in-flight requests (uvicorn's grace
 shutdown) and exits 0.
 
 Usage: ~/.cache/alexnet/venv-pypi/bin/python scripts/serve_fastapi.py --weights W
-       [--host 127.0.0.1] [--port 8080] [--threads N] [--max-body-mb 20]
+       [--host 127.0.0.1] [--port 8080] [--threads N] [--max-body-mb 20] [--runtime torch|openvino]
 """
 import argparse
 import io
 import json
+import queue
 import signal
 import sys
 
@@ -60,6 +68,34 @@ def load_model(path):
     return model, list(classes), spec
 
 
+class OpenVinoModel:
+    """`model` converted and compiled by OpenVINO: (1, 3, crop, crop) -> (1, num_classes) logits."""
+
+    def __init__(self, model, crop, threads):
+        import openvino  # only this runtime needs it (scripts/requirements-bench.txt)
+        converted = openvino.convert_model(model, example_input=torch.zeros(1, 3, crop, crop),
+                                           input=[(1, 3, crop, crop)])
+        config = {"PERFORMANCE_HINT": "THROUGHPUT"}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = openvino.Core().compile_model(converted, "CPU", config)
+        self.requests = queue.Queue()
+        for _ in range(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")):
+            self.requests.put(self.compiled.create_infer_request())
+
+    def describe(self):
+        c = self.compiled
+        return (f"OpenVINO {c.get_property('INFERENCE_PRECISION_HINT').to_string()}, {c.get_property('NUM_STREAMS')} "
+                f"stream(s), {self.requests.qsize()} infer request(s)")
+
+    def __call__(self, x):
+        request = self.requests.get()  # waits while every request is in use
+        try:
+            return torch.from_numpy(request.infer([x.numpy()])[0].copy())
+        finally:
+            self.requests.put(request)
+
+
 def parse_args():
     p = argparse.ArgumentParser(description="FastAPI baseline for alexnet serve")
     p.add_argument("--weights", required=True, help="torch.save state_dict of torchvision AlexNet")
@@ -67,6 +103,8 @@ def parse_args():
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     p.add_argument("--max-body-mb", type=float, default=20, help="413 for larger bodies (default 20)")
+    p.add_argument("--runtime", choices=("torch", "openvino"), default="torch",
+                   help="torch: torchvision's module in eager mode (default); openvino: compiled by OpenVINO")
     return p.parse_args()
 
 
@@ -74,6 +112,10 @@ args = parse_args()
 if args.threads > 0:
     torch.set_num_threads(args.threads)
 model, classes, spec = load_model(args.weights)
+runtime = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+if args.runtime == "openvino":
+    model = OpenVinoModel(model, spec["crop_size"], args.threads)
+    runtime = model.describe()
 preprocess = transforms.Compose([
     transforms.Resize(spec["resize_size"]),
     transforms.CenterCrop(spec["crop_size"]),
@@ -145,7 +187,7 @@ def ping():
 @app.get("/models")
 def models():
     return {"name": "alexnet", "weights": args.weights, "num_classes": len(classes),
-            "classes": classes, "transform": spec, "server": "fastapi baseline"}
+            "classes": classes, "transform": spec, "server": "fastapi baseline", "runtime": runtime}
 
 
 if __name__ == "__main__":
@@ -153,7 +195,7 @@ if __name__ == "__main__":
     # exit 0, as `alexnet serve` exits, so the load test checks both the same way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"serve_fastapi: {args.weights}: {len(classes)} classes, input {spec['resize_size']}/"
-          f"{spec['crop_size']}, {torch.get_num_threads()} torch threads, http://{args.host}:{args.port}",
+          f"{spec['crop_size']}, {runtime}, http://{args.host}:{args.port}",
           file=sys.stderr)
     # No access log: `alexnet serve` writes no line per request either.
     uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=False)

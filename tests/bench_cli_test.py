@@ -365,8 +365,9 @@ class Layers(unittest.TestCase):
 
 
 class OnednnPlan(BenchJson, unittest.TestCase):
-    """fp32 inference as one oneDNN pipeline (--onednn-plan): chosen as the CPU says, logged,
-    refused where it cannot run, and PyTorch's logits to 1e-4 of the largest."""
+    """fp32 inference as one oneDNN pipeline (--onednn-plan), with its classifier at small batch
+    sizes: chosen as the CPU says, logged, refused where it cannot run, and PyTorch's logits to
+    1e-4 of the largest (TINY's batch of 2 runs the plan's classifier)."""
 
     @classmethod
     def setUpClass(cls):
@@ -380,16 +381,19 @@ class OnednnPlan(BenchJson, unittest.TestCase):
         cls.tmp.cleanup()
 
     def test_auto_resolves_as_the_cpu_says(self):
-        # auto: Winograd for CPU fp32 inference where oneDNN has a Winograd kernel (AVX-512),
-        # else off (the plan's direct kernels are slower than LibTorch's); off: LibTorch's layers.
+        # auto: for CPU fp32 inference, the classifier's inner products, and the features with
+        # Winograd where oneDNN has a Winograd kernel (AVX-512; its direct kernels are slower
+        # than LibTorch's); off: LibTorch's layers.
         out, log = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
                                    "--onednn-plan", "auto", *TINY)
         if cpu_has("avx512f"):
-            self.assertIn("oneDNN plan (Winograd)", out["compute"])
-            self.assertIn("oneDNN plan: Winograd (auto: fp32 inference on the CPU)", log)
+            self.assertIn("oneDNN plan (Winograd) with its classifier", out["compute"])
+            self.assertIn("oneDNN plan: Winograd, and the classifier at batch sizes up to 4 "
+                          "(auto: fp32 inference on the CPU)", log)
         else:
-            self.assertNotIn("oneDNN plan", out["compute"])
-            self.assertIn("oneDNN plan: off (auto: oneDNN has no Winograd convolution", log)
+            self.assertIn("oneDNN plan (the classifier)", out["compute"])
+            self.assertIn("oneDNN plan: the classifier only, at batch sizes up to 4 (auto: oneDNN has no "
+                          "Winograd convolution", log)
 
     def test_off_direct_and_training(self):
         out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
@@ -397,7 +401,7 @@ class OnednnPlan(BenchJson, unittest.TestCase):
         self.assertNotIn("oneDNN plan", out["compute"])
         out, _ = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
                                  "--onednn-plan", "direct", *TINY)
-        self.assertIn("oneDNN plan (direct)", out["compute"])
+        self.assertIn("oneDNN plan (direct) with its classifier", out["compute"])
         # Training never uses it (the plan has no backward pass).
         out, _ = self.bench_json("--mode", "train", "--precision", "fp32", "--channels-last=on",
                                  "--onednn-plan", "auto", *TINY)
@@ -436,7 +440,8 @@ class OnednnPlan(BenchJson, unittest.TestCase):
         self.assertNotIn("oneDNN plan", log)
         assert_loss_spread(self, a)
         c, log = eval_json(self, *base, "--onednn-plan", "auto")
-        self.assertIn("oneDNN plan (Winograd)" if cpu_has("avx512f") else "oneDNN plan: off (auto", log)
+        self.assertIn("oneDNN plan (Winograd) with its classifier" if cpu_has("avx512f")
+                      else "oneDNN plan: the classifier only", log)
         self.assertEqual(a["images"], c["images"])
         # Within 1e-5 of the loss (eval prints 6 significant digits; measured equal).
         self.assertAlmostEqual(a["loss"], c["loss"], delta=1e-5 * a["loss"])

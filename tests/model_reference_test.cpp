@@ -2,6 +2,7 @@
 // at test time (ctest runs it first as the `reference` fixture).
 #include "data/image.h"
 #include "model/alexnet.h"
+#include "model/onednn_linear.h"
 #include "model/onednn_plan.h"
 #include "model/weights.h"
 #include "tests/fixture.h"
@@ -82,7 +83,8 @@ void expect_logits_match(AlexNet& model) {
   }
 }
 
-// The oneDNN plan (model/onednn_plan.h) in place of the features Sequential,
+// The oneDNN plan (model/onednn_plan.h) in place of the features Sequential, and
+// its classifier (model/onednn_linear.h) in place of the classifier's at batch 1,
 // against torchvision's logits for the same weights and inputs. Direct kernels
 // differ from PyTorch's layer-by-layer calls only in summation order, Winograd's
 // transforms also round differently; both bounds are relative to the logits' scale.
@@ -92,6 +94,8 @@ void expect_plan_gives_torchvision_logits(ConvAlgorithm algorithm) {
   model->eval();
   torch::NoGradGuard no_grad;
   model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, algorithm));
+  // With its classifier, which takes the batches of 1 (OneDnnClassifier::kMaxBatch) and leaves those of 8.
+  model->set_inference_classifier(std::make_shared<OneDnnClassifier>(model->classifier));
   for (const char* key : {"224_b1", "224_b8", "63_b1", "63_b8", "nonsquare_b1", "nonsquare_b8"}) {
     const auto& x = model_fixture().at(std::string("input/") + key);
     const auto& want = model_fixture().at(std::string("logits/") + key);
@@ -115,6 +119,7 @@ void expect_plan_gives_torchvision_logits(ConvAlgorithm algorithm) {
     }
   }
   model->set_inference_plan(nullptr);
+  model->set_inference_classifier(nullptr);
 }
 
 TEST(AlexNetReference, OneDnnPlanDirectGivesTorchvisionLogits) {

@@ -308,6 +308,55 @@ TEST(OneDnnLinear, MatchesLibTorchLinearAtEveryBatchSize) {
   }
 }
 
+TEST(OneDnnClassifier, MatchesTheClassifierAtSmallBatchesAndFollowsItsWeights) {
+  SKIP_WITHOUT_PLAN();
+  torch::manual_seed(0);
+  AlexNet model(AlexNetOptions().num_classes(10));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto& fc6 = *model->classifier[1]->as<torch::nn::Linear>();
+  OneDnnClassifier classifier(model->classifier);
+  const auto check = [&](const std::string& where) {
+    for (int64_t batch = 1; batch <= OneDnnClassifier::kMaxBatch; ++batch) {
+      const auto x = torch::randn({batch, 9216}).relu();
+      const auto got = classifier.forward(x);
+      ASSERT_TRUE(got.defined()) << where << ": batch " << batch << " was left to LibTorch";
+      // Another summation order than LibTorch's Linear (1e-5 of the logits' scale).
+      EXPECT_LE(relative_error(got, model->classifier->forward(x)), 1e-5f) << where << ", batch " << batch;
+    }
+  };
+  check("as built");
+  // The same weights through the model, with the plan's classifier attached.
+  model->set_inference_classifier(std::make_shared<OneDnnClassifier>(model->classifier));
+  const auto image = torch::randn({2, 3, 100, 100});
+  auto want = model->classifier->forward(model->pool(model->features->forward(image)));
+  EXPECT_LE(relative_error(model->forward(image), want), 1e-5f);
+  // Weights changed in place and replaced are read at the next call: nothing was copied.
+  fc6.weight.mul_(-2);
+  check("fc6 changed in place");
+  fc6.weight.set_data(torch::randn_like(fc6.weight) / 100);
+  model->classifier[6]->as<torch::nn::Linear>()->bias.set_data(torch::randn({10}));
+  check("fc6's weight and fc8's bias replaced");
+  EXPECT_THROW(classifier.forward(torch::randn({1, 9215})), c10::Error);
+  // Larger batches, other dtypes and weights it cannot read in place are left to LibTorch.
+  EXPECT_FALSE(classifier.forward(torch::randn({OneDnnClassifier::kMaxBatch + 1, 9216})).defined());
+  EXPECT_FALSE(classifier.forward(torch::randn({1, 9216}, torch::kDouble)).defined());
+  fc6.weight.set_data(fc6.weight.data().t().contiguous().t());
+  EXPECT_FALSE(classifier.forward(torch::randn({1, 9216})).defined());
+  want = model->classifier->forward(model->pool(model->features->forward(image)));
+  EXPECT_LE(relative_error(model->forward(image), want), 1e-5f) << "falls back with transposed weights";
+  // Layers it cannot run are refused by name.
+  torch::nn::Sequential other(torch::nn::Linear(8, 4), torch::nn::BatchNorm1d(4));
+  try {
+    OneDnnClassifier refused(other);
+    FAIL() << "BatchNorm1d was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("classifier.1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(OneDnnClassifier(torch::nn::Sequential(torch::nn::Linear(torch::nn::LinearOptions(8, 4).bias(false)))),
+               std::invalid_argument);
+}
+
 TEST(OneDnnPlan, RefusesWhatItCannotRun) {
   SKIP_WITHOUT_PLAN();
   // The layers are checked before any kernel is chosen: refused with either algorithm, on any CPU.

@@ -295,6 +295,7 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   prof.dram_gbps = read_gbps(prof.dram_buffer);
   if (p.before_inference) p.before_inference(model, info.cfg, input, nullptr);
   info.cfg.plan.reset();  // one layer at a time: the plan runs the features as one pipeline
+  info.cfg.plan_classifier = false;
   runtime::prepare_for_inference(model, info.cfg);
   c10::InferenceMode inference;
   const auto x = runtime::prepare_input(input, info.cfg);

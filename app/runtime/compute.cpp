@@ -1,6 +1,7 @@
 #include "app/runtime/compute.h"
 
 #include "model/fused.h"
+#include "model/onednn_linear.h"
 
 #include <spdlog/spdlog.h>
 
@@ -32,18 +33,23 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
   const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
   if (requested == PlanChoice::kAuto) {
     if (possible && OneDnnFeatures::winograd_available()) {
-      spdlog::info("oneDNN plan: Winograd (auto: fp32 inference on the CPU)");
+      spdlog::info("oneDNN plan: Winograd, and the classifier at batch sizes up to {} (auto: fp32 inference "
+                   "on the CPU)",
+                   OneDnnClassifier::kMaxBatch);
       return ConvAlgorithm::kWinograd;
     }
     // Without Winograd the plan's direct kernels lose to LibTorch's: 3.5 against 86 img/s at
-    // batch 64 on an AVX2 EPYC (BENCHMARKS.md, "Two LibTorch flavours").
-    spdlog::info("oneDNN plan: off (auto: {})",
-                 !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
-                 : !device.is_cpu()          ? "the plan runs on the CPU only"
-                 : precision != Precision::kFp32
-                     ? "the plan runs fp32 only"
-                     : "oneDNN has no Winograd convolution for this CPU" + capped_note() +
-                           ", and without it the plan is slower than LibTorch's layers");
+    // batch 64 on an AVX2 EPYC (BENCHMARKS.md, "Two LibTorch flavours"). The classifier's
+    // inner products need no Winograd.
+    if (possible)
+      spdlog::info("oneDNN plan: the classifier only, at batch sizes up to {} (auto: oneDNN has no Winograd "
+                   "convolution for this CPU{}, and without it the features' plan is slower than LibTorch's "
+                   "layers)",
+                   OneDnnClassifier::kMaxBatch, capped_note());
+    else
+      spdlog::info("oneDNN plan: off (auto: {})", !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
+                                                  : !device.is_cpu()          ? "the plan runs on the CPU only"
+                                                                              : "the plan runs fp32 only");
     return std::nullopt;
   }
   const std::string flag =
@@ -64,6 +70,9 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
 void choose_plan(ComputeConfig& cfg, PlanChoice requested) {
   cfg.plan = resolve_plan(requested, cfg.device, cfg.precision);
   cfg.plan_required = requested != PlanChoice::kAuto;
+  // resolve_plan has thrown for an explicit plan that cannot run.
+  cfg.plan_classifier = requested != PlanChoice::kOff && OneDnnFeatures::compiled() && cfg.device.is_cpu() &&
+                        cfg.precision == Precision::kFp32;
 }
 
 void log_inference_plan(const AlexNet& model) {
@@ -87,6 +96,7 @@ std::string ComputeConfig::describe() const {
   }
   s += channels_last ? ", channels-last" : ", NCHW";
   if (plan) s += *plan == ConvAlgorithm::kWinograd ? ", oneDNN plan (Winograd)" : ", oneDNN plan (direct)";
+  if (plan_classifier) s += plan ? " with its classifier" : ", oneDNN plan (the classifier)";
   return s;
 }
 
@@ -115,6 +125,7 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
     TORCH_CHECK(cfg.int8_scales, "--precision int8: no calibration scales (internal: setup_int8 not called)");
     model->to(torch::kCPU);
     model->set_inference_plan(nullptr);
+    model->set_inference_classifier(nullptr);
     try {
       model->set_engine(std::make_shared<Int8AlexNet>(model, *cfg.int8_scales, int8_activation_max()));
     } catch (const std::invalid_argument& e) {
@@ -142,13 +153,16 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
 
 void attach_inference_plan(AlexNet& model, ComputeConfig& cfg) {
   model->set_inference_plan(nullptr);
-  if (!cfg.plan) return;
+  model->set_inference_classifier(nullptr);
   try {
-    model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, *cfg.plan));
+    if (cfg.plan) model->set_inference_plan(std::make_shared<OneDnnFeatures>(model->features, *cfg.plan));
+    if (cfg.plan_classifier) model->set_inference_classifier(std::make_shared<OneDnnClassifier>(model->classifier));
   } catch (const std::invalid_argument& e) {
     if (cfg.plan_required) throw;
     spdlog::warn("oneDNN plan: off ({})", e.what());
+    model->set_inference_plan(nullptr);
     cfg.plan.reset();
+    cfg.plan_classifier = false;
   }
 }
 

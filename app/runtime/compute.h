@@ -16,11 +16,13 @@
 namespace alexnet::runtime {
 
 /// --onednn-plan: whether CPU fp32 inference runs AlexNet's features as one
-/// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions.
-///   auto (bench's default): the plan with Winograd on the CPU in fp32 where this
-///     build has the plan and oneDNN has a Winograd kernel (AVX-512); off elsewhere
-///     (without Winograd the plan measured 25x slower than LibTorch's layers);
-///   winograd, direct: the plan with those kernels (an error where it cannot run);
+/// oneDNN pipeline (model/onednn_plan.h), and with which 3x3 convolutions, and its
+/// classifier at small batch sizes as oneDNN inner products (model/onednn_linear.h).
+///   auto (bench's default): on the CPU in fp32 where this build has the plan, the
+///     classifier, and the features with Winograd where oneDNN has a Winograd kernel
+///     (AVX-512; without it the features' plan measured 25x slower than LibTorch's layers);
+///   winograd, direct: features and classifier, with those kernels (an error where
+///     they cannot run);
 ///   off (predict's and eval's default): LibTorch's layers one by one, as PyTorch
 ///     runs them, for results equal to PyTorch's bit for bit.
 enum class PlanChoice { kAuto, kWinograd, kDirect, kOff };
@@ -48,6 +50,8 @@ struct ComputeConfig {
   bool low_precision_weights = false;
   /// Inference only: the oneDNN plan's algorithm, or nullopt (LibTorch's layers).
   std::optional<ConvAlgorithm> plan;
+  /// Inference only: the plan's classifier (OneDnnClassifier) at small batch sizes.
+  bool plan_classifier = false;
   /// Whether the plan was asked for explicitly (then failing to build it is an error).
   bool plan_required = false;
   /// Inference only: bf16 on the CPU runs through FusedAlexNet (model/fused.h), where
