@@ -171,7 +171,9 @@ OneDnnClassifier::OneDnnClassifier(torch::nn::Sequential classifier) {
 OneDnnClassifier::~OneDnnClassifier() = default;
 
 torch::Tensor OneDnnClassifier::forward(const torch::Tensor& x) {
-  if (x.dim() != 2 || x.size(0) > kMaxBatch || x.scalar_type() != torch::kFloat || !x.device().is_cpu()) return {};
+  if (x.dim() != 2 || x.size(0) < 1 || x.size(0) > kMaxBatch || x.scalar_type() != torch::kFloat ||
+      !x.device().is_cpu())
+    return {};
   for (const auto& l : layers_) {
     const auto& w = l.linear->weight;
     const auto& b = l.linear->bias;

@@ -54,7 +54,7 @@ class OneDnnClassifier {
   ~OneDnnClassifier();
 
   /// x: (N, in) float32 on the CPU -> the logits, or an undefined tensor where
-  /// LibTorch's layers should run instead: N over kMaxBatch, or parameters that
+  /// LibTorch's layers should run instead: N = 0 or over kMaxBatch, or parameters that
   /// are not contiguous float32 on the CPU any more.
   torch::Tensor forward(const torch::Tensor& x);
 

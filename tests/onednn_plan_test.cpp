@@ -338,8 +338,9 @@ TEST(OneDnnClassifier, MatchesTheClassifierAtSmallBatchesAndFollowsItsWeights) {
   model->classifier[6]->as<torch::nn::Linear>()->bias.set_data(torch::randn({10}));
   check("fc6's weight and fc8's bias replaced");
   EXPECT_THROW(classifier.forward(torch::randn({1, 9215})), c10::Error);
-  // Larger batches, other dtypes and weights it cannot read in place are left to LibTorch.
+  // Empty and larger batches, other dtypes and weights it cannot read in place are left to LibTorch.
   EXPECT_FALSE(classifier.forward(torch::randn({OneDnnClassifier::kMaxBatch + 1, 9216})).defined());
+  EXPECT_FALSE(classifier.forward(torch::randn({0, 9216})).defined());
   EXPECT_FALSE(classifier.forward(torch::randn({1, 9216}, torch::kDouble)).defined());
   fc6.weight.set_data(fc6.weight.data().t().contiguous().t());
   EXPECT_FALSE(classifier.forward(torch::randn({1, 9216})).defined());
