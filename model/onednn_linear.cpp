@@ -103,7 +103,8 @@ OneDnnLinear::OneDnnLinear(const torch::Tensor& weight, const torch::Tensor& bia
                   bias.scalar_type() == weight.scalar_type(),
               "OneDnnLinear: expected float32 or bf16 weight (out, in) and bias (out), got ", weight.sizes(), " ",
               weight.scalar_type(), " and ", bias.sizes(), " ", bias.scalar_type());
-  impl_->weight = weight.detach().to(torch::kCPU).contiguous().clone();
+  // Referenced, not copied, until the first pack: a module's own weights cost nothing extra.
+  impl_->weight = weight.detach().to(torch::kCPU).contiguous();
   impl_->bias = bias.detach().to(torch::kCPU).contiguous().clone();
   impl_->out = weight.size(0);
   impl_->in = weight.size(1);

@@ -174,6 +174,24 @@ TEST(Inference, ConvertsWeightsAndInput) {
   EXPECT_EQ(model->forward(x).sizes(), (std::vector<int64_t>{2, 10}));
 }
 
+TEST(Inference, SmallestFirstConversionEqualsModuleTo) {
+  torch::manual_seed(0);
+  AlexNet a(AlexNetOptions().num_classes(10));
+  AlexNet b(AlexNetOptions().num_classes(10));
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < a->parameters().size(); ++i) b->parameters()[i].copy_(a->parameters()[i]);
+  }
+  a->to(torch::kBFloat16);
+  convert_smallest_first(*b, torch::kBFloat16);
+  const auto want = a->named_parameters(), got = b->named_parameters();
+  ASSERT_EQ(want.size(), got.size());
+  for (const auto& p : want) {
+    ASSERT_EQ(got[p.key()].scalar_type(), torch::kBFloat16) << p.key();
+    EXPECT_TRUE(torch::equal(got[p.key()], p.value())) << p.key() << ": not the same rounding";  // exact
+  }
+}
+
 TEST(LossScaler, SkipsOverflowsBacksOffAndGrows) {
   auto w = torch::ones({3}, torch::requires_grad());
   const std::vector<torch::Tensor> params = {w};

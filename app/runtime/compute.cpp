@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -113,6 +114,15 @@ ComputeConfig inference_config(const torch::Device& device, Precision precision,
   return cfg;
 }
 
+void convert_smallest_first(torch::nn::Module& model, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  auto params = model.parameters();
+  std::stable_sort(params.begin(), params.end(),
+                   [](const torch::Tensor& a, const torch::Tensor& b) { return a.numel() < b.numel(); });
+  for (auto& t : params) t.set_data(t.to(dtype));
+  model.to(dtype);  // the buffers, if any (the parameters are converted already)
+}
+
 void to_channels_last(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   for (auto& t : model.parameters())
@@ -134,7 +144,9 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
     return;
   }
   model->set_engine(nullptr);
-  if (cfg.low_precision_weights) {
+  if (cfg.low_precision_weights && cfg.device.is_cpu()) {
+    convert_smallest_first(*model, precision_dtype(cfg.precision));
+  } else if (cfg.low_precision_weights) {
     model->to(cfg.device, precision_dtype(cfg.precision));
   } else {
     model->to(cfg.device);

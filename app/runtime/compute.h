@@ -96,6 +96,11 @@ void log_inference_plan(const AlexNet& model);
 /// Moves a batch (N, C, H, W) to cfg.device, in the model's input dtype and layout.
 torch::Tensor prepare_input(const torch::Tensor& images, const ComputeConfig& cfg,
                             bool non_blocking = false);
+/// Converts a CPU model's parameters to dtype one at a time, smallest first: each
+/// one's old storage is freed once its copy exists, so the largest (classifier.1:
+/// 144 MiB in float32) is converted last, after the others have shrunk. Lowers the
+/// peak memory of loading fp32 weights for bf16 inference (BENCHMARKS.md).
+void convert_smallest_first(torch::nn::Module& model, torch::ScalarType dtype);
 /// Converts a model's conv weights to channels-last in place (training or inference).
 void to_channels_last(torch::nn::Module& model);
 
