@@ -129,15 +129,19 @@ torch::Tensor OneDnnLinear::forward(const torch::Tensor& x) {
   return impl_->run(x, nullptr, nullptr);
 }
 
-torch::Tensor OneDnnLinear::forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+bool OneDnnLinear::accepts(const torch::Tensor& weight, const torch::Tensor& bias) const {
   const auto& m = *impl_;
-  const auto usable = [&](const torch::Tensor& t, std::vector<int64_t> shape) {
+  const auto usable = [](const torch::Tensor& t, std::vector<int64_t> shape) {
     return t.sizes() == c10::IntArrayRef(shape) && t.scalar_type() == torch::kFloat && t.device().is_cpu() &&
            t.is_contiguous();
   };
-  TORCH_CHECK(m.in_place && usable(weight, {m.out, m.in}) && usable(bias, {m.out}),
-              "OneDnnLinear: expected contiguous float32 CPU weights (", m.out, ", ", m.in, ") and bias, got ",
-              weight.sizes(), " ", weight.scalar_type(), " and ", bias.sizes(), " ", bias.scalar_type());
+  return m.in_place && usable(weight, {m.out, m.in}) && usable(bias, {m.out});
+}
+
+torch::Tensor OneDnnLinear::forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  TORCH_CHECK(accepts(weight, bias), "OneDnnLinear: expected contiguous float32 CPU weights (", impl_->out, ", ",
+              impl_->in, ") and bias, got ", weight.sizes(), " ", weight.scalar_type(), " and ", bias.sizes(), " ",
+              bias.scalar_type());
   return impl_->run(x, weight.data_ptr(), bias.data_ptr());
 }
 
@@ -175,13 +179,8 @@ torch::Tensor OneDnnClassifier::forward(const torch::Tensor& x) {
   if (x.dim() != 2 || x.size(0) < 1 || x.size(0) > kMaxBatch || x.scalar_type() != torch::kFloat ||
       !x.device().is_cpu())
     return {};
-  for (const auto& l : layers_) {
-    const auto& w = l.linear->weight;
-    const auto& b = l.linear->bias;
-    if (w.scalar_type() != torch::kFloat || !w.is_contiguous() || !w.device().is_cpu() ||
-        b.scalar_type() != torch::kFloat || !b.is_contiguous() || !b.device().is_cpu())
-      return {};
-  }
+  for (const auto& l : layers_)
+    if (!l.onednn->accepts(l.linear->weight, l.linear->bias)) return {};
   torch::Tensor y = x;
   for (const auto& l : layers_) y = l.onednn->forward(y, l.linear->weight, l.linear->bias);
   return y;
@@ -206,6 +205,8 @@ torch::Tensor OneDnnLinear::forward(const torch::Tensor&) { throw std::logic_err
 torch::Tensor OneDnnLinear::forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
   throw std::logic_error("this build has no oneDNN");
 }
+
+bool OneDnnLinear::accepts(const torch::Tensor&, const torch::Tensor&) const { return false; }
 
 struct OneDnnClassifier::Layer {};
 

@@ -34,8 +34,11 @@ class OneDnnLinear {
 
   /// x: (N, in) of the weights' dtype -> (N, out), the same dtype.
   torch::Tensor forward(const torch::Tensor& x);
-  /// In place: the same with these weights (out, in) and bias (out,).
+  /// In place: the same with these weights (out, in) and bias (out,), which accepts() must take.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+  /// In place: whether forward() can read these weights as they are (contiguous
+  /// float32 on the CPU, of this layer's shape).
+  bool accepts(const torch::Tensor& weight, const torch::Tensor& bias) const;
 
  private:
   struct Impl;

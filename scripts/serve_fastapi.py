@@ -72,7 +72,11 @@ class OpenVinoModel:
     """`model` converted and compiled by OpenVINO: (1, 3, crop, crop) -> (1, num_classes) logits."""
 
     def __init__(self, model, crop, threads):
-        import openvino  # only this runtime needs it (scripts/requirements-bench.txt)
+        try:
+            import openvino  # only this runtime needs it
+        except ImportError as e:
+            raise SystemExit(f"error: --runtime openvino: cannot import openvino ({e}); install "
+                             "scripts/requirements-bench.txt into this Python's environment")
         converted = openvino.convert_model(model, example_input=torch.zeros(1, 3, crop, crop),
                                            input=[(1, 3, crop, crop)])
         config = {"PERFORMANCE_HINT": "THROUGHPUT"}

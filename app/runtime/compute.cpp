@@ -28,10 +28,15 @@ const char* plan_choice_name(PlanChoice value) {
 
 namespace {
 
+// Whether this build can run the plan (features or classifier) for this device and precision.
+bool plan_possible(const torch::Device& device, Precision precision) {
+  return OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
+}
+
 std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Device& device,
                                           Precision precision) {
   if (requested == PlanChoice::kOff) return std::nullopt;
-  const bool possible = OneDnnFeatures::compiled() && device.is_cpu() && precision == Precision::kFp32;
+  const bool possible = plan_possible(device, precision);
   if (requested == PlanChoice::kAuto) {
     if (possible && OneDnnFeatures::winograd_available()) {
       spdlog::info("oneDNN plan: Winograd, and the classifier at batch sizes up to {} (auto: fp32 inference "
@@ -72,8 +77,7 @@ void choose_plan(ComputeConfig& cfg, PlanChoice requested) {
   cfg.plan = resolve_plan(requested, cfg.device, cfg.precision);
   cfg.plan_required = requested != PlanChoice::kAuto;
   // resolve_plan has thrown for an explicit plan that cannot run.
-  cfg.plan_classifier = requested != PlanChoice::kOff && OneDnnFeatures::compiled() && cfg.device.is_cpu() &&
-                        cfg.precision == Precision::kFp32;
+  cfg.plan_classifier = requested != PlanChoice::kOff && plan_possible(cfg.device, cfg.precision);
 }
 
 void log_inference_plan(const AlexNet& model) {
