@@ -1,5 +1,9 @@
 #include "model/int8.h"
 
+#include "model/int8_linear.h"
+#include "model/onednn_linear.h"
+#include "model/quantize.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/version.h>
 
@@ -45,6 +49,30 @@ QuantParams params_for(const ActivationRange& r, int64_t qmax) {
   p.zero_point = std::clamp<int64_t>(std::llround(-lo / p.scale), 0, qmax);
   return p;
 }
+
+// A quantized Linear layer and its ReLU: oneDNN's inner product where the build has it
+// (the same bytes, up to 5x faster: model/int8_linear.h), else LibTorch's kernel.
+struct QuantizedLinear {
+  c10::IValue packed;  // LibTorch's LinearPackedParamsBase
+  std::shared_ptr<OneDnnInt8Linear> onednn;
+  QuantParams out;
+
+  QuantizedLinear() = default;
+  // w: (out, in) float32; in: the input's quantization; out: the ReLU output's.
+  QuantizedLinear(const torch::Tensor& w, const torch::Tensor& bias, QuantParams in, QuantParams out) : out(out) {
+    const auto q = quantize_weight(w);
+    if (OneDnnInt8Linear::available())
+      onednn = std::make_shared<OneDnnInt8Linear>(q, bias, in.scale, in.zero_point, out.scale, out.zero_point,
+                                                  /*relu=*/true);
+    else
+      packed = call_op("quantized::linear_prepack", "", {q, bias});
+  }
+
+  torch::Tensor operator()(const torch::Tensor& x) const {  // (N, in) quint8 -> (N, out) quint8
+    if (onednn) return onednn->forward(x);
+    return call_op("quantized::linear_relu", "", {x, packed, out.scale, out.zero_point}).toTensor();
+  }
+};
 
 // The layers torchvision's AlexNet is made of, checked against what int8 can run.
 void check_runnable(const AlexNetLayers& layers) {
@@ -183,11 +211,11 @@ struct Int8AlexNet::Impl {
   };
   std::vector<Stage> features;
   // classifier.1 and .4 (quantized, with ReLU), classifier.6 in float32.
-  torch::Tensor fc6_weight;  // (4096, 9216) float32, inputs in NHWC order (h, w, c)
-  torch::Tensor fc6_bias;
-  c10::IValue fc6_packed, fc6_packed_1x1, fc7_packed;
-  QuantParams fc6_out, fc7_out;
+  QuantizedLinear fc6;      // inputs in NHWC order (h, w, c): 36 * 256
+  QuantizedLinear fc6_1x1;  // the same with its weights summed over the 36 bins: 256 inputs
+  QuantizedLinear fc7;
   torch::Tensor fc8_weight, fc8_bias;
+  std::shared_ptr<OneDnnLinear> fc8_onednn;  // at batch sizes up to OneDnnClassifier::kMaxBatch, in place
   int64_t channels = 256;
 };
 
@@ -280,19 +308,26 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   // The int8 features come out channels-last, so classifier.1 reads them in (h, w, c)
   // order: its columns are permuted once here instead of the activations every pass.
   const int64_t hidden = layers.classifier[linear[0]].out;
-  m.fc6_weight = param(fc6 + ".weight")
-                     .reshape({hidden, m.channels, kPooledSize, kPooledSize})
-                     .permute({0, 2, 3, 1})
-                     .reshape({hidden, -1})
-                     .contiguous();  // (4096, 36 * 256)
-  m.fc6_bias = param(fc6 + ".bias");
-  m.fc6_packed = call_op("quantized::linear_prepack", "", {quantize_weight(m.fc6_weight), m.fc6_bias});
-  m.fc6_out = range_of(fc6);
-  m.fc7_packed = call_op("quantized::linear_prepack", "",
-                         {quantize_weight(param(fc7 + ".weight")), param(fc7 + ".bias")});
-  m.fc7_out = range_of(fc7);
+  const auto fc6_weight = param(fc6 + ".weight")
+                              .reshape({hidden, m.channels, kPooledSize, kPooledSize})
+                              .permute({0, 2, 3, 1})
+                              .reshape({hidden, -1})
+                              .contiguous();  // (4096, 36 * 256)
+  const auto fc6_bias = param(fc6 + ".bias");
+  // classifier.1 reads the last convolution's output, through max- and average pooling,
+  // which keep its quantization.
+  QuantParams features_out;
+  for (const auto& stage : m.features)
+    if (stage.kind == Kind::kConv) features_out = stage.out;
+  const QuantParams fc6_out = range_of(fc6), fc7_out = range_of(fc7);
+  m.fc6 = QuantizedLinear(fc6_weight, fc6_bias, features_out, fc6_out);
+  const auto summed = fc6_weight.reshape({hidden, kPooledSize * kPooledSize, m.channels}).sum(1);  // (4096, 256)
+  m.fc6_1x1 = QuantizedLinear(summed, fc6_bias, features_out, fc6_out);
+  m.fc7 = QuantizedLinear(param(fc7 + ".weight"), param(fc7 + ".bias"), fc6_out, fc7_out);
   m.fc8_weight = param(fc8 + ".weight");
   m.fc8_bias = param(fc8 + ".bias");
+  if (OneDnnInt8Linear::available())
+    m.fc8_onednn = std::make_shared<OneDnnLinear>(m.fc8_weight.size(0), m.fc8_weight.size(1), /*relu=*/false);
 }
 
 Int8AlexNet::~Int8AlexNet() = default;
@@ -353,8 +388,7 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
     m.profile->emplace_back(stage, std::chrono::duration<double>(now - mark_time).count());
     mark_time = now;
   };
-  auto q = at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), m.input.scale,
-                                   m.input.zero_point, torch::kQUInt8);
+  auto q = quantize_channels_last(input, m.input.scale, m.input.zero_point);  // (N, C, H, W) quint8
   mark("quantize");
   for (const auto& stage : m.features) {
     if (stage.kind == Kind::kConv) {
@@ -368,15 +402,10 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   }
   const int64_t n = q.size(0);
   at::Tensor flat;  // (N, 36 * 256) or (N, 256), in (h, w, c) order
-  c10::IValue* fc6 = &m.fc6_packed;
+  const QuantizedLinear* fc6 = &m.fc6;
   if (q.size(2) == 1 && q.size(3) == 1) {
     // One value per channel copied into all 36 bins: classifier.1's weights summed over them.
-    if (m.fc6_packed_1x1.isNone()) {
-      const auto summed = m.fc6_weight.reshape({m.fc6_weight.size(0), kPooledSize * kPooledSize, m.channels})
-                              .sum(1);  // (4096, 256)
-      m.fc6_packed_1x1 = call_op("quantized::linear_prepack", "", {quantize_weight(summed), m.fc6_bias});
-    }
-    fc6 = &m.fc6_packed_1x1;
+    fc6 = &m.fc6_1x1;
     flat = q.reshape({n, m.channels});
   } else {
     if (q.size(2) != kPooledSize || q.size(3) != kPooledSize)
@@ -384,11 +413,16 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
     flat = q.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
   }
   mark("avgpool");
-  auto h = call_op("quantized::linear_relu", "", {flat, *fc6, m.fc6_out.scale, m.fc6_out.zero_point}).toTensor();
+  auto h = (*fc6)(flat);  // (N, 4096)
   mark("classifier.1");
-  h = call_op("quantized::linear_relu", "", {h, m.fc7_packed, m.fc7_out.scale, m.fc7_out.zero_point}).toTensor();
+  h = m.fc7(h);
   mark("classifier.4");
-  auto logits = torch::linear(h.dequantize(), m.fc8_weight, m.fc8_bias);  // (N, classes)
+  // At small batch sizes classifier.6 streams its 16 MB of weights once per image, which
+  // oneDNN reads 3x faster than LibTorch 1.13's Linear on OpenBLAS (bench --layers).
+  const auto features = h.dequantize();  // (N, 4096) float32
+  auto logits = m.fc8_onednn && n >= 1 && n <= OneDnnClassifier::kMaxBatch
+                    ? m.fc8_onednn->forward(features, m.fc8_weight, m.fc8_bias)
+                    : torch::linear(features, m.fc8_weight, m.fc8_bias);  // (N, classes)
   mark("classifier.6");
   return logits;
 }

@@ -1,0 +1,144 @@
+// The int8 engine's oneDNN Linear layers against LibTorch's quantized kernels, which
+// the engine ran before and runs in builds without oneDNN.
+#include "model/int8.h"
+#include "model/int8_linear.h"
+#include "model/quantize.h"
+#include "app/runtime/precision.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace {
+
+using alexnet::OneDnnInt8Linear;
+
+c10::IValue call_op(const char* name, std::vector<c10::IValue> stack) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  op.callBoxed(&stack);
+  return std::move(stack.front());
+}
+
+// A weight quantized as the engine does: per output channel, symmetric, zero points 0.
+torch::Tensor quantized_weight(int64_t out, int64_t in) {
+  const auto w = torch::randn({out, in}) * 0.02;  // (out, in)
+  const auto scales = (w.abs().amax(1).to(torch::kDouble) / 127.0).clamp_min(1e-12);
+  return at::quantize_per_channel(w, scales, torch::zeros({out}, torch::kLong), 0, torch::kQInt8);
+}
+
+struct Case {
+  int64_t out, in;
+  double in_scale;
+  int64_t in_zero_point;
+  double out_scale;
+  int64_t out_zero_point;
+  bool relu;
+};
+
+// (N, in) quint8 activations spread over the range the engine gives them on this CPU: 8 bits
+// with VNNI, 7 without (whose u8 x s8 instructions add pairs into 16 bits, in oneDNN as in fbgemm).
+torch::Tensor activations(int64_t n, const Case& c) {
+  const int64_t qmax = alexnet::runtime::int8_activation_max();
+  const auto values = torch::randint(0, qmax + 1, {n, c.in}, torch::kLong).to(torch::kFloat);
+  return at::quantize_per_tensor((values - c.in_zero_point) * c.in_scale, c.in_scale, c.in_zero_point,
+                                 torch::kQUInt8);
+}
+
+TEST(OneDnnInt8Linear, GivesLibTorchsBytesAfterAReluAtEveryBatchSize) {
+  if (!OneDnnInt8Linear::available()) GTEST_SKIP() << "built without oneDNN's headers";
+  if (alexnet::Int8AlexNet::engine().empty()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";
+  torch::manual_seed(0);
+  // classifier.1's shape, then classifier.4's; zero points as calibration gives them (0 after a
+  // ReLU), and one output zero point other than 0 without a ReLU.
+  for (const Case c : {Case{4096, 9216, 0.05, 0, 0.08, 0, true}, Case{1000, 4096, 0.03, 0, 0.1, 0, true},
+                       Case{512, 1024, 0.03, 0, 0.1, 37, false}}) {
+    const auto weight = quantized_weight(c.out, c.in);
+    const auto bias = torch::randn({c.out}) * 0.1;
+    const auto packed = call_op("quantized::linear_prepack", {weight, bias});
+    OneDnnInt8Linear layer(weight, bias, c.in_scale, c.in_zero_point, c.out_scale, c.out_zero_point, c.relu);
+    for (const int64_t n : {1, 2, 4, 16, 64}) {
+      const auto x = activations(n, c);
+      const auto want = call_op(c.relu ? "quantized::linear_relu" : "quantized::linear",
+                                {x, packed, c.out_scale, c.out_zero_point})
+                            .toTensor();
+      const auto got = layer.forward(x);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_EQ(got.q_scale(), want.q_scale());
+      EXPECT_EQ(got.q_zero_point(), want.q_zero_point());
+      // Tolerance: none. The same integer sums and the same float requantization, so the same bytes.
+      const auto differ = got.int_repr().ne(want.int_repr()).sum().item<int64_t>();
+      EXPECT_EQ(differ, 0) << "batch " << n << ", " << c.out << "x" << c.in << ": " << differ << " of "
+                           << got.numel() << " outputs differ";
+    }
+  }
+}
+
+TEST(OneDnnInt8Linear, FoldsAnInputZeroPointIntoTheBias) {
+  if (!OneDnnInt8Linear::available()) GTEST_SKIP() << "built without oneDNN's headers";
+  if (alexnet::Int8AlexNet::engine().empty()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";
+  torch::manual_seed(1);
+  const Case c{256, 2304, 0.04, 100, 0.05, 0, true};
+  const auto weight = quantized_weight(c.out, c.in);
+  const auto bias = torch::randn({c.out}) * 0.1;
+  const auto packed = call_op("quantized::linear_prepack", {weight, bias});
+  OneDnnInt8Linear layer(weight, bias, c.in_scale, c.in_zero_point, c.out_scale, c.out_zero_point, c.relu);
+  const auto x = activations(8, c);
+  const auto want = call_op("quantized::linear_relu", {x, packed, c.out_scale, c.out_zero_point}).toTensor();
+  const auto got = layer.forward(x);
+  // Tolerance: one quantization step (the folded bias is rounded to float once more).
+  const auto diff = (got.int_repr().to(torch::kInt) - want.int_repr().to(torch::kInt)).abs();
+  EXPECT_LE(diff.max().item<int>(), 1);
+  EXPECT_GT(want.int_repr().to(torch::kInt).sum().item<int64_t>(), 0) << "the ReLU left nothing to compare";
+}
+
+TEST(OneDnnInt8Linear, RefusesWhatItCannotRun) {
+  if (!OneDnnInt8Linear::available()) {
+    EXPECT_THROW(OneDnnInt8Linear(quantized_weight(4, 8), torch::zeros({4}), 0.1, 0, 0.1, 0, true),
+                 std::invalid_argument);
+    return;
+  }
+  const auto weight = quantized_weight(4, 8);
+  EXPECT_THROW(OneDnnInt8Linear(weight.dequantize(), torch::zeros({4}), 0.1, 0, 0.1, 0, true), c10::Error);
+  EXPECT_THROW(OneDnnInt8Linear(weight, torch::zeros({5}), 0.1, 0, 0.1, 0, true), c10::Error);
+  OneDnnInt8Linear layer(weight, torch::zeros({4}), 0.1, 0, 0.1, 0, true);
+  const Case c{4, 8, 0.1, 0, 0.1, 0, true};
+  EXPECT_EQ(layer.forward(activations(0, c)).size(0), 0);
+  EXPECT_EQ(layer.forward(activations(3, c)).sizes(), (std::vector<int64_t>{3, 4}));
+  // Another input scale: the bias and output scales were made for this one.
+  EXPECT_THROW(layer.forward(at::quantize_per_tensor(torch::rand({2, 8}), 0.2, 0, torch::kQUInt8)), c10::Error);
+  EXPECT_THROW(layer.forward(torch::rand({2, 8})), c10::Error);
+  EXPECT_THROW(layer.forward(activations(2, Case{4, 9, 0.1, 0, 0.1, 0, true})), c10::Error);
+}
+
+TEST(QuantizeChannelsLast, GivesAtenQuantizePerTensorsBytes) {
+  torch::manual_seed(2);
+  // 3 channels (the images: plane by plane), 20 (the flat path), channels-last input; sizes
+  // that leave a partial block; a power-of-two scale so that half steps are exact ties.
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 3, 224, 224}, {5, 3, 33, 47}, {2, 20, 9, 9}}) {
+    for (const bool channels_last : {false, true}) {
+      for (const auto& [scale, zero_point] : std::vector<std::pair<double, int64_t>>{{0.02, 117}, {0.25, 0}, {0.03, 255}}) {
+        auto x = torch::randn(shape) * 2;  // (N, C, H, W)
+        x.view({-1}).slice(0, 0, 64).copy_(torch::arange(-32, 32).to(torch::kFloat) * (scale / 2));  // ties
+        x.view({-1})[64] = 1e9;
+        x.view({-1})[65] = -1e9;
+        if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+        const auto want = at::quantize_per_tensor(x.contiguous(torch::MemoryFormat::ChannelsLast), scale, zero_point,
+                                                  torch::kQUInt8);
+        const auto got = alexnet::quantize_channels_last(x, scale, zero_point);
+        ASSERT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+        EXPECT_EQ(got.q_scale(), scale);
+        EXPECT_EQ(got.q_zero_point(), zero_point);
+        // Tolerance: none (the same formula in the same float arithmetic).
+        EXPECT_TRUE(torch::equal(got.int_repr(), want.int_repr()))
+            << x.sizes() << (channels_last ? " channels-last" : "") << " scale " << scale << ": "
+            << got.int_repr().ne(want.int_repr()).sum().item<int64_t>() << " values differ";
+      }
+    }
+  }
+  EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({3, 4}), 0.1, 0), c10::Error);
+  EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({1, 3, 4, 4}), 0.1, 256), c10::Error);
+}
+
+}  // namespace
