@@ -1,6 +1,6 @@
 #include "model/int8.h"
 
-#include "model/int8_linear.h"
+#include "model/int8_onednn.h"
 #include "model/onednn_linear.h"
 #include "model/quantize.h"
 
@@ -51,7 +51,7 @@ QuantParams params_for(const ActivationRange& r, int64_t qmax) {
 }
 
 // A quantized Linear layer and its ReLU: oneDNN's inner product where the build has it
-// (the same bytes, up to 5x faster: model/int8_linear.h), else LibTorch's kernel.
+// (the same bytes, up to 5x faster: model/int8_onednn.h), else LibTorch's kernel.
 struct QuantizedLinear {
   c10::IValue packed;  // LibTorch's LinearPackedParamsBase
   std::shared_ptr<OneDnnInt8Linear> onednn;
@@ -62,8 +62,8 @@ struct QuantizedLinear {
   QuantizedLinear(const torch::Tensor& w, const torch::Tensor& bias, QuantParams in, QuantParams out) : out(out) {
     const auto q = quantize_weight(w);
     if (OneDnnInt8Linear::available())
-      onednn = std::make_shared<OneDnnInt8Linear>(q, bias, in.scale, in.zero_point, out.scale, out.zero_point,
-                                                  /*relu=*/true);
+      onednn = std::make_shared<OneDnnInt8Linear>(q, bias, Int8Requantization{in.scale, in.zero_point, out.scale,
+                                                                              out.zero_point, /*relu=*/true});
     else
       packed = call_op("quantized::linear_prepack", "", {q, bias});
   }
@@ -205,8 +205,9 @@ struct Int8AlexNet::Impl {
   struct Stage {
     std::string name;  // "features.0"
     Kind kind = Kind::kConv;
-    c10::IValue packed;  // conv: Conv2dPackedParamsBase
-    QuantParams out;     // conv: its ReLU output
+    c10::IValue packed;                      // conv: Conv2dPackedParamsBase, where oneDNN does not run it
+    std::shared_ptr<OneDnnInt8Conv> onednn;  // conv: model/int8_onednn.h
+    QuantParams out;                         // conv: its ReLU output
     int64_t kernel = 0, stride = 1;  // max-pool
   };
   std::vector<Stage> features;
@@ -215,7 +216,8 @@ struct Int8AlexNet::Impl {
   QuantizedLinear fc6_1x1;  // the same with its weights summed over the 36 bins: 256 inputs
   QuantizedLinear fc7;
   torch::Tensor fc8_weight, fc8_bias;
-  std::shared_ptr<OneDnnLinear> fc8_onednn;  // at batch sizes up to OneDnnClassifier::kMaxBatch, in place
+  std::shared_ptr<OneDnnLinear> fc8_in_place;  // batch sizes up to OneDnnClassifier::kMaxBatch
+  std::shared_ptr<OneDnnLinear> fc8_packed;    // larger ones
   int64_t channels = 256;
 };
 
@@ -276,6 +278,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   const auto params = model->named_parameters();
   const auto param = [&](const std::string& name) { return params[name].detach().to(torch::kCPU, torch::kFloat); };
 
+  QuantParams in = m.input;  // the quantization of the next convolution's input
   for (size_t i = 0; i < layers.features.size(); ++i) {
     const auto& spec = layers.features[i];
     Impl::Stage stage;
@@ -285,10 +288,16 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
       const std::string name = layer_name("features", i);
       const std::vector<int64_t> stride{spec.stride, spec.stride}, padding{spec.padding, spec.padding},
           dilation{1, 1};
-      stage.packed = call_op("quantized::conv2d_prepack", "",
-                             {quantize_weight(param(name + ".weight")), param(name + ".bias"),
-                              stride, padding, dilation, spec.groups});
+      const auto weight = quantize_weight(param(name + ".weight"));
       stage.out = range_of(name);
+      if (OneDnnInt8Linear::available() && spec.groups == 1)
+        stage.onednn = std::make_shared<OneDnnInt8Conv>(
+            weight, param(name + ".bias"), stride, padding,
+            Int8Requantization{in.scale, in.zero_point, stage.out.scale, stage.out.zero_point, /*relu=*/true});
+      else
+        stage.packed = call_op("quantized::conv2d_prepack", "",
+                               {weight, param(name + ".bias"), stride, padding, dilation, spec.groups});
+      in = stage.out;  // the next convolution's input, through max-pooling
       m.channels = spec.out;
     } else if (spec.kind == Kind::kMaxPool) {
       stage.kernel = spec.kernel;
@@ -316,9 +325,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   const auto fc6_bias = param(fc6 + ".bias");
   // classifier.1 reads the last convolution's output, through max- and average pooling,
   // which keep its quantization.
-  QuantParams features_out;
-  for (const auto& stage : m.features)
-    if (stage.kind == Kind::kConv) features_out = stage.out;
+  const QuantParams features_out = in;
   const QuantParams fc6_out = range_of(fc6), fc7_out = range_of(fc7);
   m.fc6 = QuantizedLinear(fc6_weight, fc6_bias, features_out, fc6_out);
   const auto summed = fc6_weight.reshape({hidden, kPooledSize * kPooledSize, m.channels}).sum(1);  // (4096, 256)
@@ -326,8 +333,10 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   m.fc7 = QuantizedLinear(param(fc7 + ".weight"), param(fc7 + ".bias"), fc6_out, fc7_out);
   m.fc8_weight = param(fc8 + ".weight");
   m.fc8_bias = param(fc8 + ".bias");
-  if (OneDnnInt8Linear::available())
-    m.fc8_onednn = std::make_shared<OneDnnLinear>(m.fc8_weight.size(0), m.fc8_weight.size(1), /*relu=*/false);
+  if (OneDnnInt8Linear::available()) {
+    m.fc8_in_place = std::make_shared<OneDnnLinear>(m.fc8_weight.size(0), m.fc8_weight.size(1), /*relu=*/false);
+    m.fc8_packed = std::make_shared<OneDnnLinear>(m.fc8_weight, m.fc8_bias, /*relu=*/false);
+  }
 }
 
 Int8AlexNet::~Int8AlexNet() = default;
@@ -353,13 +362,14 @@ double fastest_seconds(int64_t warmups, int64_t runs, const std::function<void()
 
 }  // namespace
 
+// The kernels Int8AlexNet runs: oneDNN's (model/int8_onednn.h) where the build has them,
+// else LibTorch's quantized operators.
 double int8_matmul_gops(int64_t n, int64_t iters) {
   TORCH_CHECK(!Int8AlexNet::engine().empty(), "int8: this LibTorch has no quantized CPU kernels");
   torch::NoGradGuard no_grad;
-  const auto x = at::quantize_per_tensor(torch::rand({n, n}), 1.0 / 127, 0, torch::kQUInt8);
-  const auto packed = call_op("quantized::linear_prepack", "", {quantize_weight(torch::randn({n, n})), torch::zeros({n})});
-  const auto run = [&] { call_op("quantized::linear", "", {x, packed, 1.0, int64_t{0}}); };
-  return 2.0 * n * n * n / fastest_seconds(1, iters, run) / 1e9;
+  const auto x = at::quantize_per_tensor(torch::rand({n, n}), 1.0 / 127, 0, torch::kQUInt8);  // (n, n)
+  const QuantizedLinear product(torch::randn({n, n}), torch::zeros({n}), {1.0 / 127, 0}, {1.0, 0});
+  return 2.0 * n * n * n / fastest_seconds(1, iters, [&] { product(x); }) / 1e9;
 }
 
 double int8_conv_gops(int64_t iters) {
@@ -367,12 +377,18 @@ double int8_conv_gops(int64_t iters) {
   torch::NoGradGuard no_grad;
   const int64_t n = 32, c = 256, side = 28;
   const auto x = at::quantize_per_tensor(torch::rand({n, c, side, side}).contiguous(torch::MemoryFormat::ChannelsLast),
-                                         1.0 / 255, 0, torch::kQUInt8);
+                                         1.0 / 255, 0, torch::kQUInt8);  // (32, 256, 28, 28)
   const std::vector<int64_t> one{1, 1};
-  const auto packed = call_op("quantized::conv2d_prepack", "",
-                              {quantize_weight(torch::randn({c, c, 3, 3}) / 50), torch::zeros({c}), one, one, one,
-                               int64_t{1}});
-  const auto run = [&] { call_op("quantized::conv2d_relu", "new", {x, packed, 1.0, int64_t{0}}); };
+  const auto weight = quantize_weight(torch::randn({c, c, 3, 3}) / 50);
+  std::function<void()> run;
+  if (OneDnnInt8Linear::available()) {
+    auto conv = std::make_shared<OneDnnInt8Conv>(weight, torch::zeros({c}), one, one,
+                                                 Int8Requantization{1.0 / 255, 0, 1.0, 0, /*relu=*/true});
+    run = [conv, &x] { conv->forward(x); };
+  } else {
+    const auto packed = call_op("quantized::conv2d_prepack", "", {weight, torch::zeros({c}), one, one, one, int64_t{1}});
+    run = [packed, &x] { call_op("quantized::conv2d_relu", "new", {x, packed, 1.0, int64_t{0}}); };
+  }
   return 2.0 * n * c * side * side * c * 9 / fastest_seconds(2, iters, run) / 1e9;
 }
 
@@ -392,8 +408,9 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   mark("quantize");
   for (const auto& stage : m.features) {
     if (stage.kind == Kind::kConv) {
-      q = call_op("quantized::conv2d_relu", "new", {q, stage.packed, stage.out.scale, stage.out.zero_point})
-              .toTensor();
+      q = stage.onednn ? stage.onednn->forward(q)
+                       : call_op("quantized::conv2d_relu", "new", {q, stage.packed, stage.out.scale, stage.out.zero_point})
+                             .toTensor();
     } else {
       // Every size given for both sides: the quantized kernel reads two of each.
       q = at::max_pool2d(q, {stage.kernel, stage.kernel}, {stage.stride, stage.stride}, {0, 0}, {1, 1});
@@ -417,12 +434,17 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   mark("classifier.1");
   h = m.fc7(h);
   mark("classifier.4");
-  // At small batch sizes classifier.6 streams its 16 MB of weights once per image, which
-  // oneDNN reads 3x faster than LibTorch 1.13's Linear on OpenBLAS (bench --layers).
+  // oneDNN where the build has it: at small batch sizes on the weights in place (streamed
+  // once per image, which LibTorch 1.13's Linear on OpenBLAS reads at a third of the rate),
+  // at larger ones on weights packed once.
   const auto features = h.dequantize();  // (N, 4096) float32
-  auto logits = m.fc8_onednn && n >= 1 && n <= OneDnnClassifier::kMaxBatch
-                    ? m.fc8_onednn->forward(features, m.fc8_weight, m.fc8_bias)
-                    : torch::linear(features, m.fc8_weight, m.fc8_bias);  // (N, classes)
+  torch::Tensor logits;                  // (N, classes)
+  if (m.fc8_in_place && n >= 1 && n <= OneDnnClassifier::kMaxBatch)
+    logits = m.fc8_in_place->forward(features, m.fc8_weight, m.fc8_bias);
+  else if (m.fc8_packed && n >= 1)
+    logits = m.fc8_packed->forward(features);
+  else
+    logits = torch::linear(features, m.fc8_weight, m.fc8_bias);
   mark("classifier.6");
   return logits;
 }

@@ -1,8 +1,9 @@
 // int8 inference on the CPU: post-training static quantization of AlexNet.
 //
-// Each convolution and the first two Linear layers run on 8-bit integers through
-// LibTorch's quantized kernels (fbgemm, "x86", where the build has it; oneDNN's
-// otherwise), the same kernels PyTorch's own int8 models run:
+// Each convolution and the first two Linear layers run on 8-bit integers: through
+// oneDNN's primitives called directly where the build has oneDNN's headers (Debian's
+// LibTorch 1.13; model/int8_onednn.h, the same bytes as LibTorch's kernels), else through
+// LibTorch's quantized kernels (fbgemm, "x86"), the ones PyTorch's own int8 models run:
 //   weights     per output channel, symmetric: w_q = round(w / s_c), s_c = max|w_c| / 127;
 //   activations per tensor, affine: a_q = clamp(round(a / s) + z, 0, qmax), with s and z
 //               from calibration (Int8Calibrator): the input by its observed range, every
@@ -104,12 +105,13 @@ class Int8AlexNet final : public InferenceEngine {
   std::unique_ptr<Impl> impl_;
 };
 
-/// The rate of LibTorch's int8 matrix product (quantized::linear, n x n by n x n, the
-/// kernels Int8AlexNet runs), in GOP/s (two per multiply-add): the int8 peak of this machine.
+/// The rate of the int8 matrix product Int8AlexNet's Linear layers run (oneDNN's where the
+/// build has it, else LibTorch's quantized::linear; n x n by n x n), in GOP/s (two per
+/// multiply-add): the int8 peak of this machine.
 double int8_matmul_gops(int64_t n, int64_t iters);
-/// The rate of LibTorch's int8 3x3 convolution + ReLU (quantized::conv2d_relu, 256 -> 256
-/// channels at 28x28, batch 32: the kernels of Int8AlexNet's convolutions, AMX where
-/// LibTorch's oneDNN takes it, else VNNI), in GOP/s.
+/// The rate of Int8AlexNet's int8 3x3 convolution + ReLU (256 -> 256 channels at 28x28, batch
+/// 32; oneDNN's or LibTorch's quantized::conv2d_relu as above: AMX where oneDNN takes it,
+/// else VNNI), in GOP/s.
 double int8_conv_gops(int64_t iters);
 
 /// The scales as a JSON document (format "alexnet-int8-scales", version 1).
