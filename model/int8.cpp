@@ -209,6 +209,18 @@ struct Int8AlexNet::Impl {
     std::shared_ptr<OneDnnInt8Conv> onednn;  // conv: model/int8_onednn.h
     QuantParams out;                         // conv: its ReLU output
     int64_t kernel = 0, stride = 1;  // max-pool
+
+    // A convolution + ReLU reading `in` and writing `out`: oneDNN's where the build has it.
+    void pack_conv(const LayerSpec& spec, const torch::Tensor& weight, const torch::Tensor& bias, QuantParams in) {
+      const std::vector<int64_t> strides{spec.stride, spec.stride}, padding{spec.padding, spec.padding};
+      const auto q = quantize_weight(weight);  // (out, in, k, k) qint8
+      if (OneDnnInt8Linear::available() && spec.groups == 1)
+        onednn = std::make_shared<OneDnnInt8Conv>(
+            q, bias, strides, padding, Int8Requantization{in.scale, in.zero_point, out.scale, out.zero_point, true});
+      else
+        packed = call_op("quantized::conv2d_prepack", "",
+                         {q, bias, strides, padding, std::vector<int64_t>{1, 1}, spec.groups});
+    }
   };
   std::vector<Stage> features;
   // classifier.1 and .4 (quantized, with ReLU), classifier.6 in float32.
@@ -285,18 +297,8 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
     stage.name = layer_name("features", i);
     stage.kind = spec.kind;
     if (spec.kind == Kind::kConv) {
-      const std::string name = layer_name("features", i);
-      const std::vector<int64_t> stride{spec.stride, spec.stride}, padding{spec.padding, spec.padding},
-          dilation{1, 1};
-      const auto weight = quantize_weight(param(name + ".weight"));
-      stage.out = range_of(name);
-      if (OneDnnInt8Linear::available() && spec.groups == 1)
-        stage.onednn = std::make_shared<OneDnnInt8Conv>(
-            weight, param(name + ".bias"), stride, padding,
-            Int8Requantization{in.scale, in.zero_point, stage.out.scale, stage.out.zero_point, /*relu=*/true});
-      else
-        stage.packed = call_op("quantized::conv2d_prepack", "",
-                               {weight, param(name + ".bias"), stride, padding, dilation, spec.groups});
+      stage.out = range_of(stage.name);
+      stage.pack_conv(spec, param(stage.name + ".weight"), param(stage.name + ".bias"), in);
       in = stage.out;  // the next convolution's input, through max-pooling
       m.channels = spec.out;
     } else if (spec.kind == Kind::kMaxPool) {
