@@ -32,7 +32,9 @@ c10::IValue call_op(const char* name, const char* overload, std::vector<c10::IVa
 // Per output channel, symmetric, to [-127, 127] (zero point 0, as the kernels require).
 torch::Tensor quantize_weight(const torch::Tensor& w) {
   const auto flat = w.detach().to(torch::kFloat).reshape({w.size(0), -1});
-  const auto scales = (flat.abs().amax(1).to(torch::kDouble) / 127.0).clamp_min(1e-12);  // (out,)
+  // max |w| per row, without an |w| copy of the weights (151 MB for classifier.1).
+  const auto largest = torch::maximum(flat.amax(1), flat.amin(1).neg());
+  const auto scales = (largest.to(torch::kDouble) / 127.0).clamp_min(1e-12);  // (out,)
   const auto zeros = torch::zeros({w.size(0)}, torch::kLong);
   return at::quantize_per_channel(w.detach().to(torch::kFloat).contiguous(), scales, zeros, 0, torch::kQInt8);
 }
@@ -58,9 +60,10 @@ struct QuantizedLinear {
   QuantParams out;
 
   QuantizedLinear() = default;
-  // w: (out, in) float32; in: the input's quantization; out: the ReLU output's.
+  // w: (out, in) float32, or qint8 as quantize_weight gives it; in: the input's
+  // quantization; out: the ReLU output's.
   QuantizedLinear(const torch::Tensor& w, const torch::Tensor& bias, QuantParams in, QuantParams out) : out(out) {
-    const auto q = quantize_weight(w);
+    const auto q = w.is_quantized() ? w : quantize_weight(w);
     if (OneDnnInt8Linear::available())
       onednn = std::make_shared<OneDnnInt8Linear>(q, bias, Int8Requantization{in.scale, in.zero_point, out.scale,
                                                                               out.zero_point, /*relu=*/true});
@@ -318,23 +321,30 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
                     fc8 = layer_name("classifier", linear[2]);
   // The int8 features come out channels-last, so classifier.1 reads them in (h, w, c)
   // order: its columns are permuted once here instead of the activations every pass.
+  // Quantizing a row does not depend on the order of its columns, so the int8 values are
+  // permuted, not a float32 copy (151 MB of peak memory at load).
   const int64_t hidden = layers.classifier[linear[0]].out;
-  const auto fc6_weight = param(fc6 + ".weight")
-                              .reshape({hidden, m.channels, kPooledSize, kPooledSize})
-                              .permute({0, 2, 3, 1})
-                              .reshape({hidden, -1})
-                              .contiguous();  // (4096, 36 * 256)
+  const auto fc6_weight = param(fc6 + ".weight");  // (4096, 256 * 36), (c, h, w) order
+  const auto fc6_quantized = quantize_weight(fc6_weight);
+  const auto fc6_permuted = at::_make_per_channel_quantized_tensor(
+      fc6_quantized.int_repr()
+          .reshape({hidden, m.channels, kPooledSize, kPooledSize})
+          .permute({0, 2, 3, 1})
+          .reshape({hidden, -1})
+          .contiguous(),
+      fc6_quantized.q_per_channel_scales(), fc6_quantized.q_per_channel_zero_points(), 0);  // (4096, 36 * 256)
   const auto fc6_bias = param(fc6 + ".bias");
   // classifier.1 reads the last convolution's output, through max- and average pooling,
   // which keep its quantization.
   const QuantParams features_out = in;
   const QuantParams fc6_out = range_of(fc6), fc7_out = range_of(fc7);
-  m.fc6 = QuantizedLinear(fc6_weight, fc6_bias, features_out, fc6_out);
-  const auto summed = fc6_weight.reshape({hidden, kPooledSize * kPooledSize, m.channels}).sum(1);  // (4096, 256)
+  m.fc6 = QuantizedLinear(fc6_permuted, fc6_bias, features_out, fc6_out);
+  const auto summed = fc6_weight.reshape({hidden, m.channels, kPooledSize * kPooledSize}).sum(2);  // (4096, 256)
   m.fc6_1x1 = QuantizedLinear(summed, fc6_bias, features_out, fc6_out);
   m.fc7 = QuantizedLinear(param(fc7 + ".weight"), param(fc7 + ".bias"), fc6_out, fc7_out);
-  m.fc8_weight = param(fc8 + ".weight");
-  m.fc8_bias = param(fc8 + ".bias");
+  // A copy, as every other layer's weights here: the engine runs the weights it was built from.
+  m.fc8_weight = param(fc8 + ".weight").clone();  // (classes, 4096)
+  m.fc8_bias = param(fc8 + ".bias").clone();
   if (OneDnnInt8Linear::available()) {
     m.fc8_in_place = std::make_shared<OneDnnLinear>(m.fc8_weight.size(0), m.fc8_weight.size(1), /*relu=*/false);
     m.fc8_packed = std::make_shared<OneDnnLinear>(m.fc8_weight, m.fc8_bias, /*relu=*/false);
@@ -398,6 +408,8 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   auto& m = *impl_;
   TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat,
               "int8: expected a float32 CPU input, got ", input.scalar_type(), " on ", input.device());
+  TORCH_CHECK(input.dim() == 4, "int8: expected an input (N, C, H, W), got ", input.sizes());
+  if (input.size(0) == 0) return torch::empty({0, m.fc8_weight.size(0)});  // (0, classes)
   // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
   auto mark_time = std::chrono::steady_clock::now();
   const auto mark = [&](const std::string& stage) {

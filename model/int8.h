@@ -2,8 +2,9 @@
 //
 // Each convolution and the first two Linear layers run on 8-bit integers: through
 // oneDNN's primitives called directly where the build has oneDNN's headers (Debian's
-// LibTorch 1.13; model/int8_onednn.h, the same bytes as LibTorch's kernels), else through
-// LibTorch's quantized kernels (fbgemm, "x86"), the ones PyTorch's own int8 models run:
+// LibTorch 1.13; model/int8_onednn.h, LibTorch's kernels' bytes up to a rare step), else
+// through LibTorch's quantized kernels (fbgemm, "x86", in a pip LibTorch), the ones
+// PyTorch's own int8 models run:
 //   weights     per output channel, symmetric: w_q = round(w / s_c), s_c = max|w_c| / 127;
 //   activations per tensor, affine: a_q = clamp(round(a / s) + z, 0, qmax), with s and z
 //               from calibration (Int8Calibrator): the input by its observed range, every

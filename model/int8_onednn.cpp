@@ -191,8 +191,9 @@ struct OneDnnInt8Conv::Impl : Int8Core {
 
 OneDnnInt8Conv::OneDnnInt8Conv(const torch::Tensor& weight, const torch::Tensor& bias, std::vector<int64_t> stride,
                                std::vector<int64_t> padding, const Int8Requantization& requantization) {
-  TORCH_CHECK(weight.dim() == 4 && stride.size() == 2 && padding.size() == 2,
-              "OneDnnInt8Conv: expected a weight (out, in, kh, kw) and two strides and paddings, got ",
+  TORCH_CHECK(weight.dim() == 4 && stride.size() == 2 && padding.size() == 2 && stride[0] > 0 && stride[1] > 0 &&
+                  padding[0] >= 0 && padding[1] >= 0,
+              "OneDnnInt8Conv: expected a weight (out, in, kh, kw), two positive strides and two paddings, got ",
               weight.sizes());
   impl_ = std::make_unique<Impl>(weight, bias, requantization, "OneDnnInt8Conv", /*fold_zero_point=*/false);
   impl_->stride = memory::dims(stride.begin(), stride.end());

@@ -1,5 +1,6 @@
-// The int8 engine's oneDNN Linear layers against LibTorch's quantized kernels, which
-// the engine ran before and runs in builds without oneDNN.
+// The int8 engine's oneDNN layers (model/int8_onednn.h) against LibTorch's quantized
+// kernels, which it runs in builds without oneDNN; its input quantization against
+// at::quantize_per_tensor; the whole engine at an empty batch.
 #include "model/int8.h"
 #include "model/int8_onednn.h"
 #include "model/quantize.h"
@@ -9,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -71,10 +73,14 @@ TEST(OneDnnInt8Linear, GivesLibTorchsBytesAfterAReluAtEveryBatchSize) {
       ASSERT_EQ(got.sizes(), want.sizes());
       EXPECT_EQ(got.q_scale(), want.q_scale());
       EXPECT_EQ(got.q_zero_point(), want.q_zero_point());
-      // Tolerance: none. The same integer sums and the same float requantization, so the same bytes.
-      const auto differ = got.int_repr().ne(want.int_repr()).sum().item<int64_t>();
-      EXPECT_EQ(differ, 0) << "batch " << n << ", " << c.out << "x" << c.in << ": " << differ << " of "
-                           << got.numel() << " outputs differ";
+      // Tolerance: one quantization step on at most 1 output in 10,000, as for the convolutions
+      // below (the same integer sums and float requantization: 0 differed on AMX, under the
+      // AVX-512 and the AVX2 caps; another CPU's kernels may round a near-tie apart).
+      const auto diff = (got.int_repr().to(torch::kInt) - want.int_repr().to(torch::kInt)).abs();
+      const auto differ = diff.ne(0).sum().item<int64_t>();
+      EXPECT_LE(diff.max().item<int>(), 1);
+      EXPECT_LE(differ * 10000, got.numel()) << "batch " << n << ", " << c.out << "x" << c.in << ": " << differ
+                                             << " of " << got.numel() << " outputs differ";
     }
   }
 }
@@ -178,6 +184,9 @@ TEST(OneDnnInt8Conv, GivesLibTorchsBytesForAlexNetsConvolutions) {
 }
 
 TEST(QuantizeChannelsLast, GivesAtenQuantizePerTensorsBytes) {
+  const auto& engines = at::globalContext().supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::FBGEMM) != engines.end())
+    GTEST_SKIP() << "this LibTorch has fbgemm, whose quantize_per_tensor quantize_channels_last calls";
   torch::manual_seed(2);
   // 3 channels (the images: plane by plane), 20 (the flat path), channels-last input; sizes
   // that leave a partial block; a power-of-two scale so that half steps are exact ties.
@@ -204,6 +213,20 @@ TEST(QuantizeChannelsLast, GivesAtenQuantizePerTensorsBytes) {
   }
   EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({3, 4}), 0.1, 0), c10::Error);
   EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({1, 3, 4, 4}), 0.1, 256), c10::Error);
+}
+
+TEST(Int8AlexNet, AnEmptyBatchGivesNoLogits) {
+  if (!alexnet::Int8AlexNet::available()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";
+  torch::manual_seed(4);
+  alexnet::AlexNet model(alexnet::AlexNetOptions().num_classes(10));
+  model->eval();
+  alexnet::Int8Calibrator calibrator(model);
+  calibrator.observe(torch::randn({2, 3, 224, 224}));
+  alexnet::Int8AlexNet engine(model, calibrator.finish(alexnet::runtime::int8_activation_max()),
+                              alexnet::runtime::int8_activation_max());
+  EXPECT_EQ(engine.forward(torch::randn({0, 3, 224, 224})).sizes(), (std::vector<int64_t>{0, 10}));
+  EXPECT_EQ(engine.forward(torch::randn({1, 3, 224, 224})).sizes(), (std::vector<int64_t>{1, 10}));
+  EXPECT_THROW(engine.forward(torch::randn({3, 224, 224})), c10::Error);
 }
 
 }  // namespace

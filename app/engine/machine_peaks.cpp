@@ -52,7 +52,7 @@ double conv_peak_gflops(torch::ScalarType dtype) {
 
 Peak measure_peak(runtime::Precision precision, bool train) {
   if (precision == runtime::Precision::kInt8) {
-    // The convolutions' int8 kernels can be AMX's where the product's are VNNI's: the better of the two.
+    // A convolution's int8 kernel and a product's can differ (AMX, VNNI): the better of the two.
     Peak peak{int8_matmul_gops(2048, 10), "int8 2048x2048 matrix product"};
     const double conv = int8_conv_gops(10);
     if (conv > peak.gflops) peak = {conv, "int8 3x3 convolution 256->256 at 28x28"};
