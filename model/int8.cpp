@@ -453,9 +453,9 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   // at larger ones on weights packed once.
   const auto features = h.dequantize();  // (N, 4096) float32
   torch::Tensor logits;                  // (N, classes)
-  if (m.fc8_in_place && n >= 1 && n <= OneDnnClassifier::kMaxBatch)
+  if (m.fc8_in_place && n <= OneDnnClassifier::kMaxBatch)
     logits = m.fc8_in_place->forward(features, m.fc8_weight, m.fc8_bias);
-  else if (m.fc8_packed && n >= 1)
+  else if (m.fc8_packed)
     logits = m.fc8_packed->forward(features);
   else
     logits = torch::linear(features, m.fc8_weight, m.fc8_bias);
