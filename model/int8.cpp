@@ -211,12 +211,26 @@ struct Int8AlexNet::Impl {
     c10::IValue packed;                      // conv: Conv2dPackedParamsBase, where oneDNN does not run it
     std::shared_ptr<OneDnnInt8Conv> onednn;  // conv: model/int8_onednn.h
     QuantParams out;                         // conv: its ReLU output
-    int64_t kernel = 0, stride = 1;  // max-pool
+    int64_t kernel = 0, stride = 1, padding = 0;  // max-pool; conv read in tiles (space_to_depth)
+    bool space_to_depth = false;  // conv: reads quantize_space_to_depth's tiles (model/quantize.h)
 
     // A convolution + ReLU reading `in` and writing `out`: oneDNN's where the build has it.
-    void pack_conv(const LayerSpec& spec, const torch::Tensor& weight, const torch::Tensor& bias, QuantParams in) {
-      const std::vector<int64_t> strides{spec.stride, spec.stride}, padding{spec.padding, spec.padding};
-      const auto q = quantize_weight(weight);  // (out, in, k, k) qint8
+    // The one reading the image, where its stride is more than 1 and its few channels make at
+    // most 64 per tile, reads the image in tiles of stride x stride pixels: features.0's
+    // 3 channels, 11x11, stride 4 become 48 channels, 3x3, stride 1, the same int32 sums.
+    void pack_conv(const LayerSpec& spec, const torch::Tensor& weight, const torch::Tensor& bias, QuantParams in,
+                   bool reads_image) {
+      std::vector<int64_t> strides{spec.stride, spec.stride}, padding{spec.padding, spec.padding};
+      auto q = quantize_weight(weight);  // (out, in, k, k) qint8
+      if (reads_image && spec.groups == 1 && spec.stride > 1 && spec.in * spec.stride * spec.stride <= 64) {
+        space_to_depth = true;
+        kernel = spec.kernel;
+        stride = spec.stride;
+        this->padding = spec.padding;
+        q = space_to_depth_weight(q, SpaceToDepth::of(kernel, kernel, kernel, stride, 0));  // (out, in * s^2, k', k')
+        strides = {1, 1};
+        padding = {0, 0};
+      }
       if (OneDnnInt8Linear::available() && spec.groups == 1)
         onednn = std::make_shared<OneDnnInt8Conv>(
             q, bias, strides, padding, Int8Requantization{in.scale, in.zero_point, out.scale, out.zero_point, true});
@@ -233,7 +247,8 @@ struct Int8AlexNet::Impl {
   torch::Tensor fc8_weight, fc8_bias;
   std::shared_ptr<OneDnnLinear> fc8_in_place;  // batch sizes up to OneDnnClassifier::kMaxBatch
   std::shared_ptr<OneDnnLinear> fc8_packed;    // larger ones
-  int64_t channels = 256;
+  int64_t channels = 256;     // the last convolution's outputs
+  int64_t in_channels = 3;    // the image's
 };
 
 bool Int8AlexNet::available() {
@@ -294,6 +309,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   const auto param = [&](const std::string& name) { return params[name].detach().to(torch::kCPU, torch::kFloat); };
 
   QuantParams in = m.input;  // the quantization of the next convolution's input
+  m.in_channels = layers.features.front().in;
   for (size_t i = 0; i < layers.features.size(); ++i) {
     const auto& spec = layers.features[i];
     Impl::Stage stage;
@@ -301,7 +317,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
     stage.kind = spec.kind;
     if (spec.kind == Kind::kConv) {
       stage.out = range_of(stage.name);
-      stage.pack_conv(spec, param(stage.name + ".weight"), param(stage.name + ".bias"), in);
+      stage.pack_conv(spec, param(stage.name + ".weight"), param(stage.name + ".bias"), in, m.features.empty());
       in = stage.out;  // the next convolution's input, through max-pooling
       m.channels = spec.out;
     } else if (spec.kind == Kind::kMaxPool) {
@@ -409,6 +425,8 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat,
               "int8: expected a float32 CPU input, got ", input.scalar_type(), " on ", input.device());
   TORCH_CHECK(input.dim() == 4, "int8: expected an input (N, C, H, W), got ", input.sizes());
+  TORCH_CHECK(input.size(1) == m.in_channels, "int8: expected an input with ", m.in_channels, " channels, got ",
+              input.sizes());
   if (input.size(0) == 0) return torch::empty({0, m.fc8_weight.size(0)});  // (0, classes)
   // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
   auto mark_time = std::chrono::steady_clock::now();
@@ -418,7 +436,12 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
     m.profile->emplace_back(stage, std::chrono::duration<double>(now - mark_time).count());
     mark_time = now;
   };
-  auto q = quantize_channels_last(input, m.input.scale, m.input.zero_point);  // (N, C, H, W) quint8
+  const auto& first = m.features.front();
+  auto q = first.space_to_depth  // (N, C * s^2, H', W') or (N, C, H, W) quint8
+               ? quantize_space_to_depth(
+                     input, m.input.scale, m.input.zero_point,
+                     SpaceToDepth::of(input.size(2), input.size(3), first.kernel, first.stride, first.padding))
+               : quantize_channels_last(input, m.input.scale, m.input.zero_point);
   mark("quantize");
   for (const auto& stage : m.features) {
     if (stage.kind == Kind::kConv) {

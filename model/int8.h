@@ -15,6 +15,10 @@
 //               can overflow (PyTorch's reduce_range);
 //   the last Linear layer runs in float32 on the dequantized 4096 features (0.6% of the
 //   multiply-adds at 224 px), so the logits keep float32's resolution.
+// features.0 (3 channels, 11x11, stride 4) reads the image in 4x4 tiles, as 48 channels with a
+// 3x3 kernel at stride 1 (model/quantize.h, SpaceToDepth): the same int32 sums, which the
+// kernels reduce over 48 channels instead of 3 (1.2x faster for that layer at batch 64 on
+// AVX-512 VNNI, BENCHMARKS.md).
 // Max-pooling runs on the quantized values (it commutes with a monotone quantization).
 // Where the last feature map is 1x1 (inputs under 95 px, such as the main job's 64 px),
 // the average pooling copies each value into all 36 bins, so classifier.1 runs on the

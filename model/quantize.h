@@ -17,4 +17,32 @@ namespace alexnet {
 /// this scale and zero point, channels-last.
 torch::Tensor quantize_channels_last(const torch::Tensor& x, double scale, int64_t zero_point);
 
+/// A strided convolution over few channels (features.0: 3 channels, 11x11, stride 4) rewritten
+/// as a stride-1 convolution over many: the padded input is cut into block x block tiles
+/// (block = the stride), each tile's pixels becoming channels, and the kernel likewise. The
+/// int32 sums are the same products added in another order, so the bytes are the same,
+/// while the kernel's reduction reads 48 channels instead of 3 (AMX's tiles and VNNI's
+/// groups of 4 are then filled).
+struct SpaceToDepth {
+  int64_t block = 1;    // the convolution's stride
+  int64_t padding = 0;  // the convolution's padding, filled with the zero point
+  int64_t kernel = 0;   // the rewritten kernel's side: ceil(kernel / block)
+  int64_t tiles_h = 0, tiles_w = 0;  // the rewritten input's size: output size + kernel - 1
+
+  /// The geometry for a kernel x kernel convolution with this stride and padding over an
+  /// h x w input; throws c10::Error where the input is smaller than the kernel.
+  static SpaceToDepth of(int64_t h, int64_t w, int64_t kernel, int64_t stride, int64_t padding);
+};
+
+/// x: (N, C, H, W) float32 -> (N, C * block^2, tiles_h, tiles_w) quint8, channels-last,
+/// channel (dy * block + dx) * C + c of tile (ty, tx) holding x[c][ty * block + dy - padding]
+/// [tx * block + dx - padding] quantized as quantize_channels_last does, or the zero point
+/// outside the image.
+torch::Tensor quantize_space_to_depth(const torch::Tensor& x, double scale, int64_t zero_point,
+                                      const SpaceToDepth& geometry);
+
+/// A convolution's weight (out, C, k, k), qint8 per output channel, rewritten for that
+/// input: (out, C * block^2, kernel, kernel), the positions past k holding 0.
+torch::Tensor space_to_depth_weight(const torch::Tensor& weight, const SpaceToDepth& geometry);
+
 }  // namespace alexnet

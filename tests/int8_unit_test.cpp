@@ -1,6 +1,7 @@
 // The int8 engine's oneDNN layers (model/int8_onednn.h) against LibTorch's quantized
 // kernels, which it runs in builds without oneDNN; its input quantization against
-// at::quantize_per_tensor; the whole engine at an empty batch.
+// at::quantize_per_tensor; features.0 read in tiles (model/quantize.h); the whole engine at an
+// empty batch and on input it cannot read.
 #include "model/int8.h"
 #include "model/int8_onednn.h"
 #include "model/quantize.h"
@@ -11,6 +12,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace {
@@ -215,6 +218,106 @@ TEST(QuantizeChannelsLast, GivesAtenQuantizePerTensorsBytes) {
   EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({1, 3, 4, 4}), 0.1, 256), c10::Error);
 }
 
+// What quantize_space_to_depth's tiles must hold, from quantize_channels_last's bytes: the
+// image padded with the zero point (or cut) to tiles_h x tiles_w tiles, each tile's pixels in
+// (dy, dx, c) order.
+torch::Tensor tiles_of(const torch::Tensor& x, double scale, int64_t zero_point, const alexnet::SpaceToDepth& g) {
+  const auto q = alexnet::quantize_channels_last(x, scale, zero_point).int_repr().permute({0, 2, 3, 1});  // (N, H, W, C)
+  const int64_t n = x.size(0), c = x.size(1), b = g.block;
+  auto padded = torch::full({n, g.tiles_h * b, g.tiles_w * b, c}, zero_point, torch::kUInt8);
+  const int64_t rows = std::min(x.size(2), g.tiles_h * b - g.padding), cols = std::min(x.size(3), g.tiles_w * b - g.padding);
+  padded.slice(1, g.padding, g.padding + rows).slice(2, g.padding, g.padding + cols)
+      .copy_(q.slice(1, 0, rows).slice(2, 0, cols));
+  return padded.reshape({n, g.tiles_h, b, g.tiles_w, b, c}).permute({0, 1, 3, 2, 4, 5}).reshape({n, g.tiles_h, g.tiles_w, -1});
+}
+
+TEST(SpaceToDepth, QuantizesTheImageIntoTilesOfItsPaddedPixels) {
+  torch::manual_seed(5);
+  struct Geometry {
+    std::vector<int64_t> shape;
+    int64_t kernel, stride, padding;
+  };
+  // features.0 at 224 px and at sizes whose last tiles run past the padded image or stop
+  // short of it; another block and channel count.
+  for (const auto& v : {Geometry{{1, 3, 224, 224}, 11, 4, 2}, Geometry{{2, 3, 63, 50}, 11, 4, 2},
+                        Geometry{{1, 3, 11, 14}, 11, 4, 0}, Geometry{{3, 2, 17, 16}, 5, 3, 1}}) {
+    const auto g = alexnet::SpaceToDepth::of(v.shape[2], v.shape[3], v.kernel, v.stride, v.padding);
+    EXPECT_EQ(g.tiles_h - g.kernel + 1, (v.shape[2] + 2 * v.padding - v.kernel) / v.stride + 1);  // the output's rows
+    for (const int64_t zero_point : {int64_t{0}, int64_t{113}}) {
+      auto x = torch::randn(v.shape) * 2;  // (N, C, H, W)
+      if (zero_point == 0) x = x.contiguous(torch::MemoryFormat::ChannelsLast);  // read row by row
+      const auto got = alexnet::quantize_space_to_depth(x, 0.02, zero_point, g);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{v.shape[0], v.shape[1] * v.stride * v.stride, g.tiles_h, g.tiles_w}));
+      ASSERT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      EXPECT_EQ(got.q_zero_point(), zero_point);
+      // Tolerance: none (the same bytes moved).
+      EXPECT_TRUE(torch::equal(got.int_repr().permute({0, 2, 3, 1}), tiles_of(x, 0.02, zero_point, g)))
+          << x.sizes() << (zero_point == 0 ? " channels-last" : "") << ", kernel " << v.kernel << ", stride "
+          << v.stride << ", zero point " << zero_point;
+    }
+  }
+  EXPECT_THROW(alexnet::SpaceToDepth::of(4, 4, 11, 4, 2), c10::Error);  // smaller than the kernel
+  EXPECT_THROW(alexnet::SpaceToDepth::of(20, 20, 11, 0, 2), c10::Error);
+}
+
+// features.0 on the image, and on its tiles with the rewritten weight: the same int32 sums, so
+// the same bytes, through LibTorch's quantized kernels and through oneDNN's where the build has it.
+TEST(SpaceToDepth, GivesTheStridedConvolutionsBytes) {
+  if (alexnet::Int8AlexNet::engine().empty()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";
+  torch::manual_seed(6);
+  const auto w = torch::randn({64, 3, 11, 11}) * 0.02;  // (out, in, k, k)
+  const auto scales = (w.reshape({64, -1}).abs().amax(1).to(torch::kDouble) / 127.0).clamp_min(1e-12);
+  const auto weight = at::quantize_per_channel(w, scales, torch::zeros({64}, torch::kLong), 0, torch::kQInt8);
+  const auto bias = torch::randn({64}) * 0.1;
+  const auto rewritten = alexnet::space_to_depth_weight(weight, alexnet::SpaceToDepth::of(11, 11, 11, 4, 0));
+  ASSERT_EQ(rewritten.sizes(), (std::vector<int64_t>{64, 48, 3, 3}));
+  const auto prepack = [](const torch::Tensor& q, const torch::Tensor& b, int64_t stride, int64_t padding) {
+    const std::vector<int64_t> s{stride, stride}, p{padding, padding}, one{1, 1};
+    return call_op("quantized::conv2d_prepack", {q, b, s, p, one, int64_t{1}});
+  };
+  const auto strided = prepack(weight, bias, 4, 2), tiled = prepack(rewritten, bias, 1, 0);
+  const double in_scale = 0.04, out_scale = 0.06;
+  const int64_t qmax = alexnet::runtime::int8_activation_max(), zero_point = qmax / 2;
+  std::unique_ptr<alexnet::OneDnnInt8Conv> onednn_strided, onednn_tiled;
+  if (OneDnnInt8Linear::available()) {
+    const alexnet::Int8Requantization rq{in_scale, zero_point, out_scale, 0, true};
+    onednn_strided = std::make_unique<alexnet::OneDnnInt8Conv>(weight, bias, std::vector<int64_t>{4, 4},
+                                                               std::vector<int64_t>{2, 2}, rq);
+    onednn_tiled = std::make_unique<alexnet::OneDnnInt8Conv>(rewritten, bias, std::vector<int64_t>{1, 1},
+                                                             std::vector<int64_t>{0, 0}, rq);
+  }
+  const auto run = [&](const c10::IValue& params, const torch::Tensor& x) {
+    const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::conv2d_relu", "new");
+    std::vector<c10::IValue> args{x, params, out_scale, int64_t{0}};
+    op.callBoxed(&args);
+    return args.front().toTensor();
+  };
+  // Tolerance: one quantization step on at most 1 output in 10,000, as for the convolutions
+  // above (LibTorch may pick different kernels for the two shapes; each rounds its float
+  // requantization itself).
+  const auto expect_close = [](const torch::Tensor& got, const torch::Tensor& want, const std::string& what) {
+    ASSERT_EQ(got.sizes(), want.sizes()) << what;
+    const auto diff = (got.int_repr().to(torch::kInt) - want.int_repr().to(torch::kInt)).abs();
+    const auto differ = diff.ne(0).sum().item<int64_t>();
+    EXPECT_LE(diff.max().item<int>(), 1) << what;
+    EXPECT_LE(differ * 10000, got.numel()) << what << ": " << differ << " of " << got.numel() << " outputs differ";
+  };
+  for (const int64_t side : {224, 63, 11}) {
+    for (const int64_t n : {1, 2}) {
+      // Values spread over [0, qmax] around the zero point, as the engine's images are.
+      const auto x = (torch::rand({n, 3, side, side}) * qmax - zero_point) * in_scale;  // (N, 3, side, side)
+      const auto g = alexnet::SpaceToDepth::of(side, side, 11, 4, 2);
+      const auto image = alexnet::quantize_channels_last(x, in_scale, zero_point);
+      const auto tiles = alexnet::quantize_space_to_depth(x, in_scale, zero_point, g);
+      const std::string what = "batch " + std::to_string(n) + " at " + std::to_string(side) + " px";
+      expect_close(run(tiled, tiles), run(strided, image), what + ", LibTorch");
+      if (onednn_tiled) expect_close(onednn_tiled->forward(tiles), onednn_strided->forward(image), what + ", oneDNN");
+    }
+  }
+  EXPECT_THROW(alexnet::space_to_depth_weight(weight, alexnet::SpaceToDepth::of(8, 8, 8, 4, 0)), c10::Error);
+  EXPECT_THROW(alexnet::space_to_depth_weight(w, alexnet::SpaceToDepth::of(11, 11, 11, 4, 0)), c10::Error);
+}
+
 TEST(Int8AlexNet, AnEmptyBatchGivesNoLogits) {
   if (!alexnet::Int8AlexNet::available()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";
   torch::manual_seed(4);
@@ -227,6 +330,8 @@ TEST(Int8AlexNet, AnEmptyBatchGivesNoLogits) {
   EXPECT_EQ(engine.forward(torch::randn({0, 3, 224, 224})).sizes(), (std::vector<int64_t>{0, 10}));
   EXPECT_EQ(engine.forward(torch::randn({1, 3, 224, 224})).sizes(), (std::vector<int64_t>{1, 10}));
   EXPECT_THROW(engine.forward(torch::randn({3, 224, 224})), c10::Error);
+  EXPECT_THROW(engine.forward(torch::randn({1, 1, 224, 224})), c10::Error);  // a grey image
+  EXPECT_THROW(engine.forward(torch::randn({1, 3, 8, 8})), c10::Error);      // smaller than features.0
 }
 
 }  // namespace
