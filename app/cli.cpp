@@ -126,7 +126,7 @@ void set_max_pixels(const cxxopts::ParseResult& result, const cxxopts::Options& 
 void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan) {
   options.add_options("compute")
       ("precision", "fp32, bf16, fp16 (CUDA), int8 (CPU inference, calibrated: --calibrate) or auto (bf16 "
-       "on AMX CPUs and Ampere GPUs, fp16 on older GPUs, else fp32). Inference in fp32 gives PyTorch's "
+       "on AMX CPUs, AMD's with AVX512-BF16 and Ampere GPUs, fp16 on older GPUs, else fp32). Inference in fp32 gives PyTorch's "
        "results bit for bit; training keeps fp32 weights and autocasts (fp16 with loss scaling)",
        cxxopts::value<std::string>()->default_value(runtime::precision_name(defaults.precision)))
       ("channels-last", "Channels-last memory format: on, off, or auto (the device's faster layout)",
@@ -172,7 +172,7 @@ std::string percent(double fraction) { return fmt::format("{:.2f}%", 100 * fract
 
 // --precision auto on the CPU: int8 where the weights have calibrated scales whose measured
 // top-1 agreement with fp32 is at least kAutoInt8Agreement, else what resolve_precision chose
-// (bf16 on AMX, fp32 elsewhere). The log names the choice and the agreement measured.
+// (bf16 on AMX and on AMD's AVX512-BF16, fp32 elsewhere). The log names the choice and the agreement measured.
 constexpr double kAutoInt8Agreement = 0.99;
 
 Int8Scales read_int8_scales(const std::string& path) {

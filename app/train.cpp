@@ -84,7 +84,8 @@ cxxopts::Options train_options(const TrainConfig& defaults) {
       ("model", "As --arch (alexnet)", cxxopts::value<std::string>())
       ("opt", "Optimiser: sgd (the only one; its flags: --lr, --momentum, --weight-decay, --nesterov)",
        cxxopts::value<std::string>())
-      ("amp", "Mixed precision: as --precision auto, the default (bf16 on AMX CPUs and Ampere GPUs, "
+      ("amp", "Mixed precision: as --precision auto, the default (bf16 on AMX CPUs, AMD's with AVX512-BF16 "
+       "and Ampere GPUs, "
        "fp16 on older GPUs, else fp32; the choice is logged)");
   add_recipe_options(options, "auto");
   options.add_options()

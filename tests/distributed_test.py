@@ -71,7 +71,7 @@ class Runs(RemovesWhatEachTestWrote):
         cls.spec = "fashion-mnist:" + d
         # Dropout off: the comparison needs the same function on both sides (dropout
         # masks are per rank). Augmentation is per sample, so it matches. fp32: the
-        # comparisons are for exactness (auto is bf16 on AMX CPUs).
+        # comparisons are for exactness (auto is bf16 on AMX CPUs and on AMD's AVX512-BF16).
         cls.common = ["--data", cls.spec, "--dropout", "0", "--lr", "0.02", "--seed", "5",
                       "--workers", "1", "--threads", "1", "--print-freq", "1", "--deterministic",
                       "--precision", cls.precision]

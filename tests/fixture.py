@@ -134,9 +134,20 @@ def cpu_has_bf16():
     return cpu_has("avx512_bf16") or cpu_has("amx_bf16")
 
 
+def cpu_vendor():
+    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD"), or ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
 def auto_precision():
-    """What --precision auto resolves to on the CPU: bf16 with AMX-BF16, else fp32."""
-    return "bf16" if cpu_has("amx_bf16") else "fp32"
+    """What --precision auto resolves to on the CPU: bf16 with AMX-BF16, or with AVX512-BF16 on an
+    AMD CPU (Zen 4), else fp32."""
+    fast_bf16 = cpu_has("amx_bf16") or (cpu_has("avx512_bf16") and cpu_vendor() == "AuthenticAMD")
+    return "bf16" if fast_bf16 else "fp32"
 
 
 def cpu_description():

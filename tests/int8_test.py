@@ -81,7 +81,7 @@ class Int8Test(unittest.TestCase):
         cls.data = write_fashion_mnist_subset(os.path.join(cls.tmp.name, "fm"), TRAIN_IMAGES, TEST_IMAGES)
         cls.spec = "fashion-mnist:" + cls.data
         out = os.path.join(cls.tmp.name, "run")
-        # fp32: no test here depends on the precision auto would choose (bf16 on AMX), and fp32
+        # fp32: no test here depends on the precision auto would choose (bf16 on AMX and on AMD's AVX512-BF16), and fp32
         # gives the same kind of model on every CPU.
         check(run("train", "--data", cls.spec, "--epochs", "1", "--output", out, "--threads", "2",
                   "--precision", "fp32", "--print-freq", "0", timeout=900))

@@ -80,7 +80,7 @@ class MultiHost(RemovesWhatEachTestWrote, unittest.TestCase):
         # Dropout off: masks are drawn per rank, so only without it is the function
         # the same on both sides. --threads 1: the ranks share this machine's 2 cores.
         # --precision fp32: the comparisons are within TOL of fp32 rounding; train's default,
-        # auto, is bf16 on AMX CPUs, whose rounding is a thousand times coarser.
+        # auto, is bf16 on AMX CPUs (and AMD's with AVX512-BF16), whose rounding is a thousand times coarser.
         cls.common = ["--data", "fashion-mnist:" + d, "--dropout", "0", "--lr", "0.02", "--seed", "5",
                       "--workers", "1", "--threads", "1", "--print-freq", "1", "--deterministic",
                       "--precision", "fp32", "--epochs", "1", "--max-steps", str(STEPS)]

@@ -64,14 +64,34 @@ bool cap_allows_amx() {
   return kBelowAmx.count(cap_in_force()) == 0;
 }
 
+// oneDNN's names that remove AVX512-BF16.
+bool cap_allows_avx512_bf16() {
+  static const std::set<std::string> kBelowBf16 = {"SSE41",      "AVX",        "AVX2",           "AVX2_VNNI",
+                                                   "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
+                                                   "AVX512_CORE_VNNI"};
+  return kBelowBf16.count(cap_in_force()) == 0;
+}
+
+bool amd_cpu() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("vendor_id", 0) == 0) return line.find("AuthenticAMD") != std::string::npos;
+  return false;
+}
+
 TEST(Precision, ResolvesOnTheCpu) {
   const torch::Device cpu(torch::kCPU);
   EXPECT_EQ(resolve_precision(Precision::kFp32, cpu, Workload::kInference), Precision::kFp32);
-  // auto: bf16 only where AMX makes it faster, and only where the cap leaves AMX in.
+  // auto: bf16 only where AMX, or AMD's AVX512-BF16, makes it faster, and only where the cap
+  // leaves them in.
   const bool amx = cpuinfo_lists("amx_bf16") && cap_allows_amx();
+  const bool amd_bf16 = amd_cpu() && cpuinfo_lists("avx512_bf16") && cap_allows_avx512_bf16();
   const Precision automatic = resolve_precision(Precision::kAuto, cpu, Workload::kTraining);
-  EXPECT_EQ(automatic, amx ? Precision::kBf16 : Precision::kFp32)
-      << "amx_bf16 in /proc/cpuinfo: " << cpuinfo_lists("amx_bf16") << ", cap allows AMX: " << cap_allows_amx();
+  EXPECT_EQ(automatic, amx || amd_bf16 ? Precision::kBf16 : Precision::kFp32)
+      << "amx_bf16 in /proc/cpuinfo: " << cpuinfo_lists("amx_bf16") << ", cap allows AMX: " << cap_allows_amx()
+      << ", AMD with avx512_bf16: " << (amd_cpu() && cpuinfo_lists("avx512_bf16"))
+      << ", cap allows it: " << cap_allows_avx512_bf16();
   EXPECT_EQ(resolve_precision(Precision::kAuto, cpu, Workload::kInference), automatic);
   // bf16 asked for, uncapped: kept with bf16 instructions, fp32 (with a warning) without.
   if (cap_in_force().empty())
@@ -123,6 +143,21 @@ TEST(CpuIsa, CapLowersTheClassAsOneDnnDoes) {
     EXPECT_EQ(capped.vnni(), c.vnni) << c.cap;
     EXPECT_EQ(capped.any_bf16(), c.any_bf16) << c.cap;
     EXPECT_EQ(auto_cpu_precision(capped), c.automatic) << c.cap;
+  }
+  // AMD's Zen 4 (AVX512-BF16, no AMX): auto is bf16 until a cap removes AVX512-BF16; the same
+  // flags on an Intel CPU keep fp32.
+  const std::set<std::string> zen4 = {"fma",         "avx2",        "avx512f", "avx512bw", "avx512vl",
+                                      "avx512dq",    "avx512_vnni", "avx512_bf16", "sse4_2"};
+  for (const auto& [cap, automatic] : std::vector<std::pair<const char*, Precision>>{
+           {"", Precision::kBf16},
+           {"AVX512_CORE_BF16", Precision::kBf16},
+           {"AVX512_CORE_VNNI", Precision::kFp32},
+           {"AVX2", Precision::kFp32}}) {
+    const CpuIsa amd = capped_isa(isa_from_flags(zen4, "AuthenticAMD"), cap);
+    EXPECT_EQ(amd.class_name(), std::string(cap) == "AVX2" ? "AVX2" : "AVX-512 VNNI") << cap;
+    EXPECT_EQ(auto_cpu_precision(amd), automatic) << "AMD, cap " << cap;
+    EXPECT_EQ(auto_cpu_precision(capped_isa(isa_from_flags(zen4, "GenuineIntel"), cap)), Precision::kFp32)
+        << "Intel, cap " << cap;
   }
   // AVX512_CORE_VNNI keeps AVX512-VNNI but not AVX-VNNI (not below it in oneDNN's order).
   EXPECT_FALSE(capped_isa(spr, "AVX512_CORE_VNNI").avx_vnni);

@@ -30,8 +30,8 @@ BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 SOURCE = os.environ.get("ALEXNET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_N, VAL_N = 1024, 256
 # For every run whose numbers are compared (with another run, a resumed one, eval, torch, or a
-# learning threshold): train's default, auto, is bf16 on AMX CPUs and fp32 elsewhere, and the
-# bounds here are fp32's.
+# learning threshold): train's default, auto, is bf16 on AMX CPUs and AMD's with AVX512-BF16,
+# fp32 elsewhere, and the bounds here are fp32's.
 FP32 = ("--precision", "fp32")
 
 

@@ -19,7 +19,8 @@ struct CapRow {
   CpuIsa allows;
 };
 
-// Fields: avx2, avx512, avx512_vnni, avx_vnni, avx512_bf16, amx_bf16, amx_int8.
+// Fields: avx2, avx512, avx512_vnni, avx_vnni, avx512_bf16, amx_bf16, amx_int8 (avx512_bf16_fast
+// follows avx512_bf16).
 constexpr CpuIsa kNone{};
 constexpr CpuIsa kAvx2{true, false, false, false, false, false, false};
 constexpr CpuIsa kAvx2Vnni{true, false, false, true, false, false, false};
@@ -73,19 +74,25 @@ const CapRow* find_cap(const std::string& value) {
 
 bool same(const CpuIsa& a, const CpuIsa& b) {
   return a.avx2 == b.avx2 && a.avx512 == b.avx512 && a.avx512_vnni == b.avx512_vnni && a.avx_vnni == b.avx_vnni &&
-         a.avx512_bf16 == b.avx512_bf16 && a.amx_bf16 == b.amx_bf16 && a.amx_int8 == b.amx_int8;
+         a.avx512_bf16 == b.avx512_bf16 && a.amx_bf16 == b.amx_bf16 && a.amx_int8 == b.amx_int8 &&
+         a.avx512_bf16_fast == b.avx512_bf16_fast;
 }
 
-std::string cpu_model_name() {
+// The value of /proc/cpuinfo's first `key : value` line ("" where absent).
+std::string cpuinfo_field(const std::string& key) {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) != 0) continue;
+    if (line.rfind(key, 0) != 0) continue;
     const auto colon = line.find(':');
-    return colon == std::string::npos ? "" : line.substr(line.find_first_not_of(' ', colon + 1));
+    if (colon == std::string::npos) return "";
+    const auto start = line.find_first_not_of(' ', colon + 1);
+    return start == std::string::npos ? "" : line.substr(start);
   }
   return "";
 }
+
+std::string cpu_model_name() { return cpuinfo_field("model name"); }
 
 }  // namespace
 
@@ -112,7 +119,12 @@ std::string CpuIsa::flag_names() const {
   return s.empty() ? "none of AVX2, AVX512F, VNNI, AVX512-BF16, AMX" : s;
 }
 
-CpuIsa isa_from_flags(const std::set<std::string>& f) {
+const std::string& cpu_vendor() {
+  static const std::string vendor = cpuinfo_field("vendor_id");
+  return vendor;
+}
+
+CpuIsa isa_from_flags(const std::set<std::string>& f, const std::string& vendor) {
   const auto has = [&](const char* name) { return f.count(name) > 0; };
   CpuIsa s;
   s.avx2 = has("avx2") && has("fma");
@@ -122,6 +134,7 @@ CpuIsa isa_from_flags(const std::set<std::string>& f) {
   s.avx512_bf16 = has("avx512_bf16");
   s.amx_bf16 = has("amx_bf16");
   s.amx_int8 = has("amx_int8");
+  s.avx512_bf16_fast = s.avx512_bf16 && vendor == "AuthenticAMD";
   return s;
 }
 
@@ -131,8 +144,14 @@ CpuIsa capped_isa(const CpuIsa& a, const std::string& cap) {
   const CapRow* row = find_cap(cap);
   if (row == nullptr) return a;
   const CpuIsa& b = row->allows;
-  return {a.avx2 && b.avx2, a.avx512 && b.avx512, a.avx512_vnni && b.avx512_vnni, a.avx_vnni && b.avx_vnni,
-          a.avx512_bf16 && b.avx512_bf16, a.amx_bf16 && b.amx_bf16, a.amx_int8 && b.amx_int8};
+  return {a.avx2 && b.avx2,
+          a.avx512 && b.avx512,
+          a.avx512_vnni && b.avx512_vnni,
+          a.avx_vnni && b.avx_vnni,
+          a.avx512_bf16 && b.avx512_bf16,
+          a.amx_bf16 && b.amx_bf16,
+          a.amx_int8 && b.amx_int8,
+          a.avx512_bf16_fast && b.avx512_bf16};
 }
 
 const std::set<std::string>& cpu_flags() {
@@ -153,7 +172,7 @@ const std::set<std::string>& cpu_flags() {
 }
 
 const CpuIsa& cpu_hardware_isa() {
-  static const CpuIsa isa = isa_from_flags(cpu_flags());
+  static const CpuIsa isa = isa_from_flags(cpu_flags(), cpu_vendor());
   return isa;
 }
 

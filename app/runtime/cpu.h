@@ -19,6 +19,10 @@ struct CpuIsa {
   bool avx512_bf16 = false;  // VDPBF16PS: bf16 dot products in AVX-512 registers
   bool amx_bf16 = false;     // AMX tiles: bf16 matrix products, several times fp32's rate
   bool amx_int8 = false;     // AMX tiles: int8 matrix products
+  /// AVX512-BF16 on an AMD CPU (Zen 4 and later), whose VDPBF16PS runs AlexNet's bf16
+  /// layers 1.5-2x faster than fp32's FMA; Intel's without AMX ran them at about 0.6x
+  /// (BENCHMARKS.md). Only with avx512_bf16 (a cap that removes it removes this).
+  bool avx512_bf16_fast = false;
 
   /// 8-bit activations without 16-bit overflow (model/int8.h): any of the three.
   bool vnni() const { return avx512_vnni || avx_vnni || amx_int8; }
@@ -32,8 +36,12 @@ struct CpuIsa {
 /// The flags /proc/cpuinfo lists for this CPU (empty where unreadable); read once.
 const std::set<std::string>& cpu_flags();
 
-/// The instruction sets named by /proc/cpuinfo flags ("avx2", "amx_bf16", ...).
-CpuIsa isa_from_flags(const std::set<std::string>& flags);
+/// The CPU's vendor as /proc/cpuinfo names it ("GenuineIntel", "AuthenticAMD"; "" where unreadable).
+const std::string& cpu_vendor();
+
+/// The instruction sets named by /proc/cpuinfo flags ("avx2", "amx_bf16", ...), of a CPU from
+/// this vendor.
+CpuIsa isa_from_flags(const std::set<std::string>& flags, const std::string& vendor = "");
 
 /// What oneDNN lets through of `isa` under a cap (one of its names, upper case: "AVX2",
 /// "AVX512_CORE_VNNI", ...); an empty or unknown cap removes nothing.

@@ -39,12 +39,15 @@ torch::ScalarType precision_dtype(Precision precision) {
   TORCH_CHECK(false, "precision 'auto' must be resolved before use");
 }
 
-Precision auto_cpu_precision(const CpuIsa& cpu) { return cpu.amx_bf16 ? Precision::kBf16 : Precision::kFp32; }
+Precision auto_cpu_precision(const CpuIsa& cpu) {
+  return cpu.amx_bf16 || cpu.avx512_bf16_fast ? Precision::kBf16 : Precision::kFp32;
+}
 
 const char* auto_cpu_reason(const CpuIsa& cpu) {
-  return cpu.amx_bf16      ? "CPU with AMX-BF16"
-         : cpu.avx512_bf16 ? "CPU with AVX512-BF16 but no AMX, where bf16 is not faster than fp32"
-                           : "CPU without bf16 instructions";
+  return cpu.amx_bf16           ? "CPU with AMX-BF16"
+         : cpu.avx512_bf16_fast ? "AMD CPU with AVX512-BF16, where bf16 runs 1.5-2x faster than fp32"
+         : cpu.avx512_bf16      ? "CPU with AVX512-BF16 but no AMX, where bf16 is not faster than fp32"
+                                : "CPU without bf16 instructions";
 }
 
 std::string auto_precision_summary() {
@@ -96,7 +99,7 @@ Precision resolve_precision(Precision requested, const torch::Device& device, Wo
                    "(bf16 would be emulated); using fp32", capped_note());
       chosen = Precision::kFp32;
       why = "bf16 unsupported by this CPU" + capped_note();
-    } else if (requested == Precision::kBf16 && !cpu.amx_bf16) {
+    } else if (requested == Precision::kBf16 && !cpu.amx_bf16 && !cpu.avx512_bf16_fast) {
       why += "; AVX512-BF16 without AMX: usually slower than fp32";
     }
   }

@@ -30,8 +30,9 @@ torch::ScalarType precision_dtype(Precision precision);
 enum class Workload { kInference, kTraining };
 
 /// What auto chooses on a CPU with these instruction sets, for training and inference alike: bf16
-/// with AMX-BF16, else fp32 (AVX512-BF16 alone runs AlexNet's convolutions slower than fp32 on
-/// the CPUs measured, see BENCHMARKS.md). auto_cpu_reason says why, for the log.
+/// with AMX-BF16 or AMD's AVX512-BF16 (Zen 4: 1.5-2x fp32's speed), else fp32 (Intel's
+/// AVX512-BF16 without AMX ran AlexNet's convolutions at 0.6x fp32's speed; BENCHMARKS.md).
+/// auto_cpu_reason says why, for the log.
 Precision auto_cpu_precision(const CpuIsa& cpu);
 const char* auto_cpu_reason(const CpuIsa& cpu);
 /// For --version and the logs, from cpu_isa(): "auto: training bf16, inference bf16 (CPU with
