@@ -26,7 +26,8 @@ using Kind = LayerSpec::Kind;
 // layouts, one for small batches and others for larger ones, so memory stays a few packs.
 constexpr size_t kMaxShapes = 64;
 // Linear weights packed for this batch run as fast at batch 1 as packed for 1 (measured;
-// packed for 1 they run 1.6x slower at 64): one pack serves every batch.
+// packed for 1 they run 1.6x slower at 64): one pack serves every batch above 1. Batch 1
+// reads the plain weights, 1.2x faster (BENCHMARKS.md, "bf16 on AMD's AVX512-BF16 (Zen 4)").
 constexpr int64_t kLinearPackBatch = 64;
 
 c10::IValue call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
@@ -91,8 +92,11 @@ struct FusedAlexNet::Impl {
   };
   struct Linear {
     std::string name;
-    torch::Tensor weight, bias, packed;  // packed: LibTorch's operators
+    // LibTorch's operators: the plain weight, kept while batch 1 reads it, and the packed one,
+    // made at the first batch above 1 (so one kind of batch holds one copy). The plan: neither.
+    torch::Tensor weight, bias, packed;
     bool relu = false;
+    bool plain_in_use = false;  // batch 1 has read `weight`
     std::shared_ptr<OneDnnLinear> onednn;  // the plan's back-end
   };
   // The back-end: LibTorch's fused operators, or (LibTorch 1.x) the project's oneDNN plan
@@ -164,20 +168,32 @@ struct FusedAlexNet::Impl {
     return packs.emplace(key, std::move(made)).first->second;
   }
 
-  // Packs l's weights for the back-end (its weight is then no longer needed).
+  // Hands l's weights to the plan's back-end (OneDnnLinear, which packs them as batches need);
+  // LibTorch's operators take them as linear() needs them.
   void pack(Linear& l) const {
-    if (plan) {
-      l.onednn = std::make_shared<OneDnnLinear>(l.weight, l.bias, l.relu);
-    } else {
-      static const auto reorder = *find_op("mkldnn::_reorder_linear_weight");
-      l.packed = call(reorder, {l.weight, kLinearPackBatch}).toTensor();
-    }
+    if (!plan) return;
+    l.onednn = std::make_shared<OneDnnLinear>(l.weight, l.bias, l.relu);
     l.weight = torch::Tensor();
   }
 
-  torch::Tensor linear(const Linear& l, const torch::Tensor& x) const {
+  // LibTorch's operators: the weights for a batch of n, the packed ones made on first need.
+  torch::Tensor weights_for(Linear& l, int64_t n) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (n == 1 && l.weight.defined()) {
+      l.plain_in_use = true;
+      return l.weight;
+    }
+    if (!l.packed.defined()) {
+      static const auto reorder = *find_op("mkldnn::_reorder_linear_weight");
+      l.packed = call(reorder, {l.weight, kLinearPackBatch}).toTensor();
+      if (!l.plain_in_use) l.weight = torch::Tensor();  // one copy of the weights
+    }
+    return l.packed;
+  }
+
+  torch::Tensor linear(Linear& l, const torch::Tensor& x) {
     if (l.onednn) return l.onednn->forward(x);
-    return call(*linear_op, {x, l.packed, l.bias, std::string(l.relu ? "relu" : "none"),
+    return call(*linear_op, {x, weights_for(l, x.size(0)), l.bias, std::string(l.relu ? "relu" : "none"),
                             c10::List<c10::optional<c10::Scalar>>(), std::string()})
         .toTensor();
   }
@@ -295,11 +311,11 @@ torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
 torch::Tensor FusedAlexNet::classify(torch::Tensor x, const std::function<void(const std::string&)>& mark) {
   auto& m = *impl_;
   const int64_t n = x.size(0);
-  const Impl::Linear* fc6 = &m.classifier[0];
+  Impl::Linear* fc6 = &m.classifier[0];
   if (x.size(2) == 1 && x.size(3) == 1) {
     // One value per channel copied into all 36 bins: classifier.1's weights summed over them.
     std::lock_guard<std::mutex> lock(m.mutex);
-    if (m.fc6_1x1.weight.defined()) m.pack(m.fc6_1x1);
+    if (m.plan && m.fc6_1x1.weight.defined()) m.pack(m.fc6_1x1);
     fc6 = &m.fc6_1x1;
     x = x.reshape({n, m.channels});
   } else {

@@ -32,7 +32,11 @@ struct OneDnnLinear::Impl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::mutex mutex;
-  torch::Tensor weight;  // the caller's values, plain, until the first pack (then packs.front() is the source)
+  // The values, plain (out, in): the caller's until the first pack, then kept only where batch 1
+  // reads them (packs.front() is the source otherwise).
+  torch::Tensor weight;
+  bool plain_in_use = false;  // a batch-1 primitive reads `weight`
+
   torch::Tensor bias;
   int64_t out = 0, in = 0;
   torch::ScalarType dtype = torch::kFloat;
@@ -55,16 +59,36 @@ struct OneDnnLinear::Impl {
     dnnl::reorder(from, mem).execute(stream, from, mem);
     stream.wait();
     packs.emplace_back(want, mem);
-    weight = torch::Tensor();  // one copy of the weights: the packs
+    if (!plain_in_use) weight = torch::Tensor();  // one copy of the weights: the packs
     return mem;
+  }
+
+  // The plain weights for batch 1, made again from a pack where they were dropped.
+  memory plain() {
+    if (!weight.defined()) {
+      weight = torch::empty({out, in}, torch::TensorOptions().dtype(dtype));
+      memory mem({{out, in}, dt, Tag::oi}, engine, weight.data_ptr());
+      dnnl::reorder(packs.front().second, mem).execute(stream, packs.front().second, mem);
+      stream.wait();
+    }
+    plain_in_use = true;
+    return memory({{out, in}, dt, Tag::oi}, engine, weight.data_ptr());
   }
 
   Batch& batch(int64_t n) {
     auto it = batches.find(n);
     if (it != batches.end()) return it->second;
-    if (batches.size() >= kMaxBatches) batches.erase(batches.begin());
+    if (batches.size() >= kMaxBatches) {  // the smallest batch size goes, batch 1 stays
+      auto victim = batches.begin();
+      if (victim->first == 1) ++victim;
+      batches.erase(victim);
+    }
+    // Batch 1 reads the plain weights: oneDNN's GEMV streams them at 1.2-1.9x the rate of its
+    // brgemm on the packed layout (bf16, AVX512-BF16), which is faster from batch 2 on
+    // (BENCHMARKS.md, "bf16 on AMD's AVX512-BF16 (Zen 4)").
+    const bool plain_weights = in_place || n == 1;
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, memory::desc({n, in}, dt, Tag::nc),
-                                        memory::desc({out, in}, dt, in_place ? Tag::oi : Tag::any),
+                                        memory::desc({out, in}, dt, plain_weights ? Tag::oi : Tag::any),
                                         memory::desc({out}, dt, Tag::x),
                                         memory::desc({n, out}, dt, Tag::nc));
     dnnl::post_ops ops;
@@ -72,8 +96,8 @@ struct OneDnnLinear::Impl {
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     dnnl::inner_product_forward::primitive_desc pd(d, attr, engine);
-    return batches.emplace(n, Batch{dnnl::inner_product_forward(pd), in_place ? memory() : packed(pd.weights_desc())})
-        .first->second;
+    memory weights = in_place ? memory() : n == 1 ? plain() : packed(pd.weights_desc());
+    return batches.emplace(n, Batch{dnnl::inner_product_forward(pd), weights}).first->second;
   }
 
   // Runs the primitive for x's batch size on these weights and bias (nullptr: the packs).

@@ -3,7 +3,9 @@
 // OneDnnLinear packs the weights once into the layout oneDNN picks: the bf16
 // engine's classifier where LibTorch has no fused Linear operator (Debian's 1.13,
 // model/fused.h). LibTorch 1.13's bf16 Linear hands oneDNN its plain weights on
-// every call.
+// every call. Batch 1 reads the weights plain (a GEMV, faster there than the packed
+// layout's kernels); each layout is made at the first batch that needs it, so a
+// caller of one kind of batch holds one copy of the weights.
 //
 // OneDnnClassifier runs the fp32 plan's classifier (app/runtime/compute.h) at small
 // batch sizes on the module's own weights, in place, with no copy. There the layers

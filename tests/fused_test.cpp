@@ -1,6 +1,6 @@
 // The bf16 inference engine (model/fused.h) against LibTorch's own bf16 layers on
 // the same weights and inputs: the input sizes whose last feature map is 6x6, 1x1
-// and neither, batch sizes past its cache of packs, one input channel (the main
+// and neither, batch sizes past its cache of packs, batch 1 on plain weights, one input channel (the main
 // job's shape); its max-pooling against at::max_pool2d; what it refuses. The
 // engine needs LibTorch 2.x's fused oneDNN operators and bf16 in oneDNN: the tests
 // skip, saying why, where they are missing (Debian's LibTorch 1.13).
@@ -92,6 +92,28 @@ TEST(FusedAlexNet, EveryBatchSizeGivesTheSameLogitsPastTheCacheOfPacks) {
   for (int64_t side = 63; side <= 128; ++side) engine.forward(torch::randn({1, 3, side, side}));
   // The same shape again gives the same bits.
   EXPECT_TRUE(torch::equal(engine.forward(x), whole));
+}
+
+// Batch 1 reads the Linear layers' plain weights, larger batches packed ones: a fresh engine
+// at batch 1, then 3, then 1 again (both kept), and one that packs first and makes the plain
+// weights again from the packs (the plan's back-end) or keeps reading the packed ones.
+TEST(FusedAlexNet, BatchOneReadsThePlainWeightsInEitherOrder) {
+  SKIP_WITHOUT_ENGINE();
+  AlexNet model = bf16_model(AlexNetOptions().num_classes(10));
+  torch::manual_seed(3);
+  const auto x = torch::randn({3, 3, 224, 224});
+  const auto one = x.narrow(0, 0, 1);
+  torch::NoGradGuard no_grad;
+  FusedAlexNet single_first(model);
+  const auto first = single_first.forward(one);
+  const auto [expected, got] = both(model, single_first, one);
+  EXPECT_LT(relative_error(got, expected), kTolerance);
+  const auto three = single_first.forward(x);
+  EXPECT_LT(relative_error(three, both(model, single_first, x).first), kTolerance);
+  EXPECT_TRUE(torch::equal(single_first.forward(one), first));  // the same kernel on the same weights
+  FusedAlexNet batch_first(model);
+  EXPECT_TRUE(torch::equal(batch_first.forward(x), three));
+  EXPECT_LT(relative_error(batch_first.forward(one), first), kTolerance);
 }
 
 TEST(FusedAlexNet, ModelHandsInferenceToTheEngineOnly) {
