@@ -24,9 +24,10 @@ namespace alexnet {
 class OneDnnLinear {
  public:
   /// weight (out, in) and bias (out,), float32 or bf16 on the CPU; relu: a ReLU
-  /// fused after. The bias is copied; the weight is kept by reference until the
-  /// first forward() packs it (so a module's own weights are not held twice), and
-  /// must not change before then. Throws std::invalid_argument in a build without oneDNN.
+  /// fused after. The bias is copied; the weight is kept by reference (so a module's
+  /// own weights are not held twice) while batch 1 reads it or until the first larger
+  /// batch packs it, and must not change after construction. Throws
+  /// std::invalid_argument in a build without oneDNN.
   OneDnnLinear(const torch::Tensor& weight, const torch::Tensor& bias, bool relu);
 
   /// In place: float32 weights of this shape, handed to each forward() as they are
