@@ -220,23 +220,24 @@ struct Int8AlexNet::Impl {
     // 3 channels, 11x11, stride 4 become 48 channels, 3x3, stride 1, the same int32 sums.
     void pack_conv(const LayerSpec& spec, const torch::Tensor& weight, const torch::Tensor& bias, QuantParams in,
                    bool reads_image) {
-      std::vector<int64_t> strides{spec.stride, spec.stride}, padding{spec.padding, spec.padding};
+      std::vector<int64_t> conv_stride{spec.stride, spec.stride}, conv_padding{spec.padding, spec.padding};
       auto q = quantize_weight(weight);  // (out, in, k, k) qint8
       if (reads_image && spec.groups == 1 && spec.stride > 1 && spec.in * spec.stride * spec.stride <= 64) {
         space_to_depth = true;
         kernel = spec.kernel;
         stride = spec.stride;
-        this->padding = spec.padding;
+        padding = spec.padding;
         q = space_to_depth_weight(q, SpaceToDepth::of(kernel, kernel, kernel, stride, 0));  // (out, in * s^2, k', k')
-        strides = {1, 1};
-        padding = {0, 0};
+        conv_stride = {1, 1};
+        conv_padding = {0, 0};
       }
       if (OneDnnInt8Linear::available() && spec.groups == 1)
         onednn = std::make_shared<OneDnnInt8Conv>(
-            q, bias, strides, padding, Int8Requantization{in.scale, in.zero_point, out.scale, out.zero_point, true});
+            q, bias, conv_stride, conv_padding,
+            Int8Requantization{in.scale, in.zero_point, out.scale, out.zero_point, true});
       else
         packed = call_op("quantized::conv2d_prepack", "",
-                         {q, bias, strides, padding, std::vector<int64_t>{1, 1}, spec.groups});
+                         {q, bias, conv_stride, conv_padding, std::vector<int64_t>{1, 1}, spec.groups});
     }
   };
   std::vector<Stage> features;

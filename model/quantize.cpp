@@ -136,7 +136,7 @@ torch::Tensor quantize_space_to_depth(const torch::Tensor& input, double scale, 
   // The image's bytes: ATen's where fbgemm quantizes (channels-last), else the formula here on
   // each row: in one go for a channels-last image, channel by channel for an NCHW one.
   const bool aten = aten_is_fbgemm();
-  const bool planar = !aten && !(input.is_contiguous(torch::MemoryFormat::ChannelsLast) && !input.is_contiguous());
+  const bool planar = !aten && !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
   const auto x = aten ? at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), scale,
                                                 zero_point, torch::kQUInt8)
                       : input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);

@@ -240,7 +240,8 @@ TEST(SpaceToDepth, QuantizesTheImageIntoTilesOfItsPaddedPixels) {
   // features.0 at 224 px and at sizes whose last tiles run past the padded image or stop
   // short of it; another block and channel count.
   for (const auto& v : {Geometry{{1, 3, 224, 224}, 11, 4, 2}, Geometry{{2, 3, 63, 50}, 11, 4, 2},
-                        Geometry{{1, 3, 11, 14}, 11, 4, 0}, Geometry{{3, 2, 17, 16}, 5, 3, 1}}) {
+                        Geometry{{1, 3, 11, 14}, 11, 4, 0}, Geometry{{3, 2, 17, 16}, 5, 3, 1},
+                        Geometry{{2, 1, 64, 64}, 11, 4, 2}}) {  // the main job's grey 64 px images
     const auto g = alexnet::SpaceToDepth::of(v.shape[2], v.shape[3], v.kernel, v.stride, v.padding);
     EXPECT_EQ(g.tiles_h - g.kernel + 1, (v.shape[2] + 2 * v.padding - v.kernel) / v.stride + 1);  // the output's rows
     for (const int64_t zero_point : {int64_t{0}, int64_t{113}}) {
