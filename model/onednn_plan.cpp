@@ -290,6 +290,11 @@ struct OneDnnFeatures::Impl {
 
 bool OneDnnFeatures::compiled() { return true; }
 
+std::string OneDnnFeatures::library_version() {
+  const dnnl_version_t* v = dnnl_version();  // the library loaded, not the headers compiled with
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
 OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype,
                                bool channels_last_output)
     : impl_(std::make_unique<Impl>()) {

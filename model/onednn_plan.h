@@ -32,6 +32,9 @@ class OneDnnFeatures {
  public:
   /// Whether this build has the plan (oneDNN headers found at build time).
   static bool compiled();
+  /// The version of the oneDNN library the plan calls ("2.6.3"), or "" without the plan. A
+  /// LibTorch with its own oneDNN inside (a pip PyTorch's) runs another version beside it.
+  static std::string library_version();
   /// Whether oneDNN has a Winograd convolution for this CPU (AVX-512); without
   /// one, ConvAlgorithm::kWinograd runs every layer with direct kernels.
   static bool winograd_available();

@@ -64,6 +64,8 @@ struct OneDnnFeatures::Impl {};
 
 bool OneDnnFeatures::compiled() { return false; }
 
+std::string OneDnnFeatures::library_version() { return ""; }
+
 OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm, torch::ScalarType, bool) {
   onednn::describe_layers(features);
   throw std::invalid_argument("this build has no oneDNN plan (oneDNN's headers were not found)");

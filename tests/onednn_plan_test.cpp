@@ -12,6 +12,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
+#include <regex>
+#include <set>
 #include <string>
 
 namespace alexnet {
@@ -356,6 +359,34 @@ TEST(OneDnnClassifier, MatchesTheClassifierAtSmallBatchesAndFollowsItsWeights) {
   }
   EXPECT_THROW(OneDnnClassifier(torch::nn::Sequential(torch::nn::Linear(torch::nn::LinearOptions(8, 4).bias(false)))),
                std::invalid_argument);
+}
+
+// The OpenMP runtimes this process has mapped: libgomp.so.1, libgomp-<hash>.so.1, libiomp5.so, ...
+std::set<std::string> openmp_runtimes_mapped() {
+  std::set<std::string> found;
+  std::ifstream maps("/proc/self/maps");
+  const std::regex runtime(R"(/lib(g|i|)omp[^/]*\.so[^/]*$)");
+  for (std::string line; std::getline(maps, line);) {
+    const auto path = line.find('/');
+    if (path != std::string::npos && std::regex_search(line, runtime)) found.insert(line.substr(path));
+  }
+  return found;
+}
+
+// A pip LibTorch carries its own oneDNN inside libtorch_cpu; the plan runs the system's beside
+// it (model/CMakeLists.txt). Both must run on one OpenMP runtime, else each starts its own team
+// of threads and the two compete for the cores.
+TEST(OneDnnPlan, SharesLibTorchsOpenMpRuntime) {
+  SKIP_WITHOUT_PLAN();
+  AlexNet model;
+  model->eval();
+  torch::NoGradGuard no_grad;
+  OneDnnFeatures plan(model->features, available_algorithm());
+  plan.forward(torch::randn({2, 3, 64, 64}));
+  torch::matmul(torch::randn({256, 256}), torch::randn({256, 256}));  // LibTorch's own threads
+  const auto runtimes = openmp_runtimes_mapped();
+  for (const auto& path : runtimes) std::printf("  OpenMP runtime mapped: %s\n", path.c_str());
+  EXPECT_LE(runtimes.size(), 1u) << "the plan's oneDNN and LibTorch run on different OpenMP runtimes";
 }
 
 TEST(OneDnnPlan, RefusesWhatItCannotRun) {

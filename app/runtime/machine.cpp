@@ -74,8 +74,10 @@ std::string build_info() {
   s += cuda.empty() ? " (CPU only" : " (CUDA " + cuda + (cudnn.empty() ? "" : ", cuDNN " + cudnn);
   if (!dnnl.empty()) s += ", oneDNN " + dnnl;
   s += at::hasMKL() ? ", MKL" : dlsym(RTLD_DEFAULT, "openblas_get_corename") ? ", OpenBLAS" : "";
-  s += OneDnnFeatures::compiled() ? "); --onednn-plan available" : "); --onednn-plan not built";
-  return s;
+  if (!OneDnnFeatures::compiled()) return s + "); --onednn-plan not built";
+  // A LibTorch with its oneDNN inside (PyPI's) runs the plan on a second one, the system's.
+  const std::string plan = OneDnnFeatures::library_version();
+  return s + "); --onednn-plan available" + (plan == dnnl ? "" : " (on oneDNN " + plan + ")");
 }
 
 int cuda_compute_capability(const torch::Device& device) {
