@@ -1,7 +1,6 @@
 #include "model/int8.h"
 
 #include "model/int8_onednn.h"
-#include "model/onednn_linear.h"
 #include "model/quantize.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -241,13 +240,15 @@ struct Int8AlexNet::Impl {
     }
   };
   std::vector<Stage> features;
-  // classifier.1 and .4 (quantized, with ReLU), classifier.6 in float32.
+  // classifier.1 and .4 (quantized, with ReLU); classifier.6 below.
   QuantizedLinear fc6;      // inputs in NHWC order (h, w, c): 36 * 256
   QuantizedLinear fc6_1x1;  // the same with its weights summed over the 36 bins: 256 inputs
   QuantizedLinear fc7;
-  torch::Tensor fc8_weight, fc8_bias;
-  std::shared_ptr<OneDnnLinear> fc8_in_place;  // batch sizes up to OneDnnClassifier::kMaxBatch
-  std::shared_ptr<OneDnnLinear> fc8_packed;    // larger ones
+  // classifier.6: int8 weights, float32 logits (oneDNN), or the same weights dequantized
+  // (LibTorch's float32 Linear) in a build without oneDNN.
+  torch::Tensor fc8_weight, fc8_bias;  // (classes, 4096) qint8, (classes,) float32
+  std::shared_ptr<OneDnnInt8Linear> fc8_onednn;
+  torch::Tensor fc8_dequantized;  // (classes, 4096) float32, without oneDNN
   int64_t channels = 256;     // the last convolution's outputs
   int64_t in_channels = 3;    // the image's
 };
@@ -359,13 +360,16 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   const auto summed = fc6_weight.reshape({hidden, m.channels, kPooledSize * kPooledSize}).sum(2);  // (4096, 256)
   m.fc6_1x1 = QuantizedLinear(summed, fc6_bias, features_out, fc6_out);
   m.fc7 = QuantizedLinear(param(fc7 + ".weight"), param(fc7 + ".bias"), fc6_out, fc7_out);
-  // A copy, as every other layer's weights here: the engine runs the weights it was built from.
-  m.fc8_weight = param(fc8 + ".weight").clone();  // (classes, 4096)
+  // Weights per output channel as the other layers'; the input is classifier.4's ReLU output,
+  // already quantized; the logits come out in float32, unquantized.
+  m.fc8_weight = quantize_weight(param(fc8 + ".weight"));  // (classes, 4096)
   m.fc8_bias = param(fc8 + ".bias").clone();
-  if (OneDnnInt8Linear::available()) {
-    m.fc8_in_place = std::make_shared<OneDnnLinear>(m.fc8_weight.size(0), m.fc8_weight.size(1), /*relu=*/false);
-    m.fc8_packed = std::make_shared<OneDnnLinear>(m.fc8_weight, m.fc8_bias, /*relu=*/false);
-  }
+  if (OneDnnInt8Linear::available())
+    m.fc8_onednn = std::make_shared<OneDnnInt8Linear>(
+        m.fc8_weight, m.fc8_bias,
+        Int8Requantization{fc7_out.scale, fc7_out.zero_point, 1.0, 0, /*relu=*/false, /*float_output=*/true});
+  else
+    m.fc8_dequantized = m.fc8_weight.dequantize();
 }
 
 Int8AlexNet::~Int8AlexNet() = default;
@@ -428,7 +432,7 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() == 4, "int8: expected an input (N, C, H, W), got ", input.sizes());
   TORCH_CHECK(input.size(1) == m.in_channels, "int8: expected an input with ", m.in_channels, " channels, got ",
               input.sizes());
-  if (input.size(0) == 0) return torch::empty({0, m.fc8_weight.size(0)});  // (0, classes)
+  if (input.size(0) == 0) return torch::empty({0, m.fc8_bias.size(0)});  // (0, classes)
   // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
   auto mark_time = std::chrono::steady_clock::now();
   const auto mark = [&](const std::string& stage) {
@@ -472,17 +476,8 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   mark("classifier.1");
   h = m.fc7(h);
   mark("classifier.4");
-  // oneDNN where the build has it: at small batch sizes on the weights in place (streamed
-  // once per image, which LibTorch 1.13's Linear on OpenBLAS reads at a third of the rate),
-  // at larger ones on weights packed once.
-  const auto features = h.dequantize();  // (N, 4096) float32
-  torch::Tensor logits;                  // (N, classes)
-  if (m.fc8_in_place && n <= OneDnnClassifier::kMaxBatch)
-    logits = m.fc8_in_place->forward(features, m.fc8_weight, m.fc8_bias);
-  else if (m.fc8_packed)
-    logits = m.fc8_packed->forward(features);
-  else
-    logits = torch::linear(features, m.fc8_weight, m.fc8_bias);
+  const auto logits = m.fc8_onednn ? m.fc8_onednn->forward(h)  // (N, classes) float32
+                                   : torch::linear(h.dequantize(), m.fc8_dequantized, m.fc8_bias);
   mark("classifier.6");
   return logits;
 }

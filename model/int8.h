@@ -2,8 +2,9 @@
 //
 // Each convolution and the first two Linear layers run on 8-bit integers: through
 // oneDNN's primitives called directly where the build has oneDNN's headers (Debian's
-// LibTorch 1.13; model/int8_onednn.h, LibTorch's kernels' bytes up to a rare step), else
-// through LibTorch's quantized kernels (fbgemm, "x86", in a pip LibTorch), the ones
+// LibTorch 1.13, or a pip LibTorch with the system's oneDNN 2.x beside it; model/int8_onednn.h,
+// LibTorch's kernels' bytes up to a rare step), else through LibTorch's quantized kernels
+// (fbgemm, "x86", in a pip LibTorch), the ones
 // PyTorch's own int8 models run:
 //   weights     per output channel, symmetric: w_q = round(w / s_c), s_c = max|w_c| / 127;
 //   activations per tensor, affine: a_q = clamp(round(a / s) + z, 0, qmax), with s and z
@@ -13,8 +14,10 @@
 //   qmax        255 on CPUs with VNNI; 127 without: their u8 x s8 instruction
 //               (VPMADDUBSW) adds pairs of products into 16 bits, which 8-bit activations
 //               can overflow (PyTorch's reduce_range);
-//   the last Linear layer runs in float32 on the dequantized 4096 features (0.6% of the
-//   multiply-adds at 224 px), so the logits keep float32's resolution.
+//   the last Linear layer has int8 weights too and reads classifier.4's quantized output,
+//   but its sums come out dequantized, s_x * s_w * acc + b, not quantized again, so the
+//   logits keep float32's resolution (its float32 weights made 15% of the int8 pass at
+//   batch 1: BENCHMARKS.md).
 // features.0 (3 channels, 11x11, stride 4) reads the image in 4x4 tiles, as 48 channels with a
 // 3x3 kernel at stride 1 (model/quantize.h, SpaceToDepth): the same int32 sums, which the
 // kernels reduce over 48 channels instead of 3 (1.2x faster for that layer at batch 64 on

@@ -50,6 +50,8 @@ struct Int8Core {
     TORCH_CHECK(r.in_scale > 0 && r.out_scale > 0 && r.in_zero_point >= 0 && r.in_zero_point <= 255 &&
                     r.out_zero_point >= 0 && r.out_zero_point <= 255,
                 who, ": expected positive scales and quint8 zero points");
+    TORCH_CHECK(!r.float_output || (r.out_scale == 1.0 && r.out_zero_point == 0), who,
+                ": a float32 output takes no output scale or zero point");
     weight = w.int_repr().contiguous();
     memory::dims dims(weight.sizes().begin(), weight.sizes().end());
     plain_desc = memory::desc(dims, Dt::s8, weight.dim() == 2 ? Tag::oi : Tag::oihw);
@@ -59,7 +61,7 @@ struct Int8Core {
     if (r.in_zero_point != 0 && fold_zero_point)
       folded -= static_cast<float>(r.in_zero_point) * weight.reshape({weight.size(0), -1}).to(torch::kFloat).sum(1);
     bias = folded.contiguous();
-    const auto scales = (acc_scale / static_cast<float>(r.out_scale)).contiguous();
+    const auto scales = (r.float_output ? acc_scale : acc_scale / static_cast<float>(r.out_scale)).contiguous();
     attr.set_output_scales(/*mask=*/1 << 1,
                            std::vector<float>(scales.data_ptr<float>(), scales.data_ptr<float>() + scales.numel()));
     dnnl::post_ops ops;
@@ -112,6 +114,8 @@ struct OneDnnInt8Linear::Impl : Int8Core {
   };
   std::map<int64_t, Batch> batches;
 
+  Dt dst_type() const { return rq.float_output ? Dt::f32 : Dt::u8; }
+
   // Batch 1 reads the plain layout (oneDNN's integer GEMM, faster there); larger ones the
   // layout oneDNN picks (AMX or VNNI tiles where the CPU has them), packed on first use.
   Batch& batch(int64_t n) {
@@ -121,7 +125,8 @@ struct OneDnnInt8Linear::Impl : Int8Core {
     const int64_t out = weight.size(0), in = weight.size(1);
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, memory::desc({n, in}, Dt::u8, Tag::nc),
                                         memory::desc({out, in}, Dt::s8, n == 1 ? Tag::oi : Tag::any),
-                                        memory::desc({out}, Dt::f32, Tag::x), memory::desc({n, out}, Dt::u8, Tag::nc));
+                                        memory::desc({out}, Dt::f32, Tag::x),
+                                        memory::desc({n, out}, dst_type(), Tag::nc));
     dnnl::inner_product_forward::primitive_desc pd(d, attr, engine);
     return batches.emplace(n, Batch{dnnl::inner_product_forward(pd), packed(pd.weights_desc())}).first->second;
   }
@@ -145,11 +150,12 @@ torch::Tensor OneDnnInt8Linear::forward(const torch::Tensor& input) {
               input.sizes());
   const auto x = input.contiguous();  // (N, in)
   const int64_t n = x.size(0);
-  auto y = at::_empty_affine_quantized({n, out}, x.options(), m.rq.out_scale, m.rq.out_zero_point);  // (N, out)
+  auto y = m.rq.float_output ? torch::empty({n, out})  // (N, out)
+                             : at::_empty_affine_quantized({n, out}, x.options(), m.rq.out_scale, m.rq.out_zero_point);
   if (n == 0) return y;  // oneDNN makes no primitive for N = 0
   std::lock_guard<std::mutex> lock(m.mutex);
   auto& b = m.batch(n);
-  m.run(b.primitive, b.weights, {{n, in}, Dt::u8, Tag::nc}, x, {{n, out}, Dt::u8, Tag::nc}, y);
+  m.run(b.primitive, b.weights, {{n, in}, Dt::u8, Tag::nc}, x, {{n, out}, m.dst_type(), Tag::nc}, y);
   return y;
 }
 
@@ -195,6 +201,7 @@ OneDnnInt8Conv::OneDnnInt8Conv(const torch::Tensor& weight, const torch::Tensor&
                   padding[0] >= 0 && padding[1] >= 0,
               "OneDnnInt8Conv: expected a weight (out, in, kh, kw), two positive strides and two paddings, got ",
               weight.sizes());
+  TORCH_CHECK(!requantization.float_output, "OneDnnInt8Conv: no float32 output (a Linear layer's only)");
   impl_ = std::make_unique<Impl>(weight, bias, requantization, "OneDnnInt8Conv", /*fold_zero_point=*/false);
   impl_->stride = memory::dims(stride.begin(), stride.end());
   impl_->padding = memory::dims(padding.begin(), padding.end());

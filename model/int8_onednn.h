@@ -35,6 +35,10 @@ struct Int8Requantization {
   double out_scale = 1.0;
   int64_t out_zero_point = 0;
   bool relu = true;  // a ReLU before the output is quantized
+  // The sums dequantized to float32, s_x * s_w[oc] * acc + b[oc], not quantized again
+  // (OneDnnInt8Linear only: the last layer, whose logits keep float32's resolution);
+  // out_scale and out_zero_point must then be 1 and 0.
+  bool float_output = false;
 };
 
 class OneDnnInt8Linear {
@@ -49,7 +53,7 @@ class OneDnnInt8Linear {
   ~OneDnnInt8Linear();
 
   /// x: (N, in) quint8 with the input's scale and zero point, rows contiguous ->
-  /// (N, out) quint8 with the output's.
+  /// (N, out) quint8 with the output's, or float32 with float_output.
   torch::Tensor forward(const torch::Tensor& x);
 
  private:

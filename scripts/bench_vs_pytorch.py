@@ -571,7 +571,7 @@ def int8_notes(name, w, values, ours, row, notes):
     notes.append(f"{name}: ort-int8 and ov-int8 run one QDQ model, calibrated on {CALIBRATION_IMAGES} "
                  f"random-normal images (seed 0, as the benchmark input; the model-only rows have no real "
                  f"images), every Conv and Gemm quantised; ours calibrates on its own random benchmark "
-                 f"batch and keeps the last Linear layer in fp32")
+                 f"batch and gives the last Linear layer's sums out in fp32, not requantized")
 
 
 def compile_notes(name, results, notes):

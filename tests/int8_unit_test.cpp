@@ -125,6 +125,35 @@ TEST(OneDnnInt8Linear, RefusesWhatItCannotRun) {
   EXPECT_THROW(layer.forward(activations(2, Case{4, 9, 0.1, 0, 0.1, 0, true})), c10::Error);
 }
 
+TEST(OneDnnInt8Linear, GivesTheDequantizedSumsForTheLastLayer) {
+  if (!OneDnnInt8Linear::available()) GTEST_SKIP() << "built without oneDNN's headers";
+  torch::manual_seed(2);
+  // classifier.6's shape: classifier.4's ReLU output in, float32 logits out.
+  const Case c{1000, 4096, 0.05, 0, 1.0, 0, false};
+  const auto weight = quantized_weight(c.out, c.in);
+  const auto bias = torch::randn({c.out});
+  OneDnnInt8Linear layer(weight, bias, {c.in_scale, 0, 1.0, 0, /*relu=*/false, /*float_output=*/true});
+  const auto w = weight.int_repr().to(torch::kDouble);  // (out, in)
+  const auto acc_scale = weight.q_per_channel_scales().to(torch::kDouble) * c.in_scale;  // (out,)
+  for (const int64_t n : {1, 2, 16, 64}) {
+    const auto x = activations(n, c);
+    // The exact sums in double, then s_x * s_w[oc] * acc + b[oc].
+    const auto want = torch::matmul(x.int_repr().to(torch::kDouble), w.t()) * acc_scale + bias.to(torch::kDouble);
+    const auto got = layer.forward(x);
+    ASSERT_EQ(got.scalar_type(), torch::kFloat);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    // Tolerance: 1e-5 of the logits' scale (float32 sums past 2^24 and the folded bias round).
+    const double error = ((got.to(torch::kDouble) - want).abs().max() / want.abs().max()).item<double>();
+    EXPECT_LE(error, 1e-5) << "batch " << n;
+  }
+  // The output is not quantized again, so it takes no scale of its own; a convolution has none.
+  EXPECT_THROW(OneDnnInt8Linear(weight, bias, {c.in_scale, 0, 0.5, 0, false, true}), c10::Error);
+  const auto conv_weight = at::quantize_per_channel(torch::randn({4, 3, 3, 3}), torch::full({4}, 0.01, torch::kDouble),
+                                                    torch::zeros({4}, torch::kLong), 0, torch::kQInt8);
+  EXPECT_THROW(alexnet::OneDnnInt8Conv(conv_weight, torch::zeros({4}), {1, 1}, {1, 1}, {0.1, 0, 1.0, 0, false, true}),
+               c10::Error);
+}
+
 TEST(OneDnnInt8Conv, GivesLibTorchsBytesForAlexNetsConvolutions) {
   if (!OneDnnInt8Linear::available()) GTEST_SKIP() << "built without oneDNN's headers";
   if (alexnet::Int8AlexNet::engine().empty()) GTEST_SKIP() << "this LibTorch has no quantized CPU kernels";

@@ -180,7 +180,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       const std::string fused = int8 ? " + ReLU, int8" : " + ReLU, bf16";
       if (it->second.first->kind == Kind::kConv) t.what += fused;
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
-      if (name == "classifier.6") t.what += int8 ? ", fp32 (dequantized input)" : ", bf16";
+      if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
     } else {
       t.what = name == "quantize" ? "fp32 -> uint8, channels-last"
                : name == "convert" ? "-> bf16, channels-last"
@@ -189,7 +189,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
     if (bytes.count(name)) t.bytes = bytes[name];
     if (it != flop.end())  // int8 weights are bytes, but classifier.6 runs in fp32
-      t.weight_bytes = weight_bytes(*it->second.first, !int8 ? 2.0 : name == "classifier.6" ? 4.0 : 1.0);
+      t.weight_bytes = weight_bytes(*it->second.first, int8 ? 1.0 : 2.0);
     prof.layers.push_back(t);
   }
 }
