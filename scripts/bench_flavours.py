@@ -9,7 +9,8 @@ hits both sides of a pair alike.
 Workloads:
   matmul        2048x2048 fp32 matrix product, GFLOP/s (the BLAS each LibTorch brings)
   infer         inference, batch 64, 224x224, 1000 classes, fp32, each build's default
-                (Debian's with the oneDNN plan where it runs, PyPI's with LibTorch's kernels)
+                (the oneDNN plan where it runs: Debian's always, PyPI's where it was built
+                with the system's oneDNN 2.x beside its own, docs/building.md)
   infer-layers  the same with --onednn-plan off: both LibTorches' own kernels
   infer-batch1  batch 1, 224x224: latency
   train-main    one training step of the main job: batch 128, 64x64, 10 classes, fp32
