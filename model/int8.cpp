@@ -76,6 +76,30 @@ struct QuantizedLinear {
   }
 };
 
+// The last Linear layer: int8 weights per output channel as the others', the previous layer's
+// quantized output in, its sums out dequantized in float32 (oneDNN), so the logits keep
+// float32's resolution; without oneDNN, LibTorch's float32 Linear on the same weights.
+struct DequantizingLinear {
+  torch::Tensor weight, bias;  // (out, in) qint8, (out,) float32
+  std::shared_ptr<OneDnnInt8Linear> onednn;
+  torch::Tensor dequantized;  // (out, in) float32, without oneDNN
+
+  DequantizingLinear() = default;
+  // A copy of w and b, as every other layer's: the engine runs the weights it was built from.
+  DequantizingLinear(const torch::Tensor& w, const torch::Tensor& b, QuantParams in)
+      : weight(quantize_weight(w)), bias(b.clone()) {
+    if (OneDnnInt8Linear::available())
+      onednn = std::make_shared<OneDnnInt8Linear>(
+          weight, bias, Int8Requantization{in.scale, in.zero_point, 1.0, 0, /*relu=*/false, /*float_output=*/true});
+    else
+      dequantized = weight.dequantize();
+  }
+
+  torch::Tensor operator()(const torch::Tensor& x) const {  // (N, in) quint8 -> (N, out) float32
+    return onednn ? onednn->forward(x) : torch::linear(x.dequantize(), dequantized, bias);
+  }
+};
+
 // The layers torchvision's AlexNet is made of, checked against what int8 can run.
 void check_runnable(const AlexNetLayers& layers) {
   for (size_t i = 0; i < layers.features.size(); ++i) {
@@ -244,11 +268,7 @@ struct Int8AlexNet::Impl {
   QuantizedLinear fc6;      // inputs in NHWC order (h, w, c): 36 * 256
   QuantizedLinear fc6_1x1;  // the same with its weights summed over the 36 bins: 256 inputs
   QuantizedLinear fc7;
-  // classifier.6: int8 weights, float32 logits (oneDNN), or the same weights dequantized
-  // (LibTorch's float32 Linear) in a build without oneDNN.
-  torch::Tensor fc8_weight, fc8_bias;  // (classes, 4096) qint8, (classes,) float32
-  std::shared_ptr<OneDnnInt8Linear> fc8_onednn;
-  torch::Tensor fc8_dequantized;  // (classes, 4096) float32, without oneDNN
+  DequantizingLinear fc8;  // classifier.6: (classes, 4096), float32 logits
   int64_t channels = 256;     // the last convolution's outputs
   int64_t in_channels = 3;    // the image's
 };
@@ -360,16 +380,7 @@ Int8AlexNet::Int8AlexNet(AlexNet& model, const Int8Scales& scales, int64_t activ
   const auto summed = fc6_weight.reshape({hidden, m.channels, kPooledSize * kPooledSize}).sum(2);  // (4096, 256)
   m.fc6_1x1 = QuantizedLinear(summed, fc6_bias, features_out, fc6_out);
   m.fc7 = QuantizedLinear(param(fc7 + ".weight"), param(fc7 + ".bias"), fc6_out, fc7_out);
-  // Weights per output channel as the other layers'; the input is classifier.4's ReLU output,
-  // already quantized; the logits come out in float32, unquantized.
-  m.fc8_weight = quantize_weight(param(fc8 + ".weight"));  // (classes, 4096)
-  m.fc8_bias = param(fc8 + ".bias").clone();
-  if (OneDnnInt8Linear::available())
-    m.fc8_onednn = std::make_shared<OneDnnInt8Linear>(
-        m.fc8_weight, m.fc8_bias,
-        Int8Requantization{fc7_out.scale, fc7_out.zero_point, 1.0, 0, /*relu=*/false, /*float_output=*/true});
-  else
-    m.fc8_dequantized = m.fc8_weight.dequantize();
+  m.fc8 = DequantizingLinear(param(fc8 + ".weight"), param(fc8 + ".bias"), fc7_out);
 }
 
 Int8AlexNet::~Int8AlexNet() = default;
@@ -432,7 +443,7 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() == 4, "int8: expected an input (N, C, H, W), got ", input.sizes());
   TORCH_CHECK(input.size(1) == m.in_channels, "int8: expected an input with ", m.in_channels, " channels, got ",
               input.sizes());
-  if (input.size(0) == 0) return torch::empty({0, m.fc8_bias.size(0)});  // (0, classes)
+  if (input.size(0) == 0) return torch::empty({0, m.fc8.bias.size(0)});  // (0, classes)
   // (N, C, H, W) quint8, channels-last: the layout the quantized kernels work in.
   auto mark_time = std::chrono::steady_clock::now();
   const auto mark = [&](const std::string& stage) {
@@ -476,8 +487,7 @@ torch::Tensor Int8AlexNet::forward(const torch::Tensor& input) {
   mark("classifier.1");
   h = m.fc7(h);
   mark("classifier.4");
-  const auto logits = m.fc8_onednn ? m.fc8_onednn->forward(h)  // (N, classes) float32
-                                   : torch::linear(h.dequantize(), m.fc8_dequantized, m.fc8_bias);
+  const auto logits = m.fc8(h);  // (N, classes) float32
   mark("classifier.6");
   return logits;
 }
