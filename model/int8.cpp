@@ -80,19 +80,19 @@ struct QuantizedLinear {
 // quantized output in, its sums out dequantized in float32 (oneDNN), so the logits keep
 // float32's resolution; without oneDNN, LibTorch's float32 Linear on the same weights.
 struct DequantizingLinear {
-  torch::Tensor weight, bias;  // (out, in) qint8, (out,) float32
-  std::shared_ptr<OneDnnInt8Linear> onednn;
+  torch::Tensor bias;  // (out,) float32
+  std::shared_ptr<OneDnnInt8Linear> onednn;  // holds the int8 weights
   torch::Tensor dequantized;  // (out, in) float32, without oneDNN
 
   DequantizingLinear() = default;
   // A copy of w and b, as every other layer's: the engine runs the weights it was built from.
-  DequantizingLinear(const torch::Tensor& w, const torch::Tensor& b, QuantParams in)
-      : weight(quantize_weight(w)), bias(b.clone()) {
+  DequantizingLinear(const torch::Tensor& w, const torch::Tensor& b, QuantParams in) : bias(b.clone()) {
+    const auto q = quantize_weight(w);  // (out, in) qint8
     if (OneDnnInt8Linear::available())
       onednn = std::make_shared<OneDnnInt8Linear>(
-          weight, bias, Int8Requantization{in.scale, in.zero_point, 1.0, 0, /*relu=*/false, /*float_output=*/true});
+          q, bias, Int8Requantization{in.scale, in.zero_point, 1.0, 0, /*relu=*/false, /*float_output=*/true});
     else
-      dequantized = weight.dequantize();
+      dequantized = q.dequantize();
   }
 
   torch::Tensor operator()(const torch::Tensor& x) const {  // (N, in) quint8 -> (N, out) float32

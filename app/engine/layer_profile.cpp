@@ -188,7 +188,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
     }
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
     if (bytes.count(name)) t.bytes = bytes[name];
-    if (it != flop.end())  // int8 weights are bytes, but classifier.6 runs in fp32
+    if (it != flop.end())  // int8 weights are bytes, bf16 ones two
       t.weight_bytes = weight_bytes(*it->second.first, int8 ? 1.0 : 2.0);
     prof.layers.push_back(t);
   }
