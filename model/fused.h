@@ -36,6 +36,11 @@ class FusedAlexNet final : public InferenceEngine {
   /// Whether this LibTorch has the fused operators, or this build the oneDNN plan,
   /// and oneDNN runs bf16 on this CPU.
   static bool available();
+  /// Whether the 3x3 stride-1 convolutions run as bf16 Winograd F(2x2, 3x3) on this CPU
+  /// (the plan's, model/winograd_bf16.h: AVX512-BF16 without AMX).
+  static bool winograd();
+  /// What computes the layers here, for logs: "fused oneDNN operators", "oneDNN plan, ...".
+  static std::string backend();
 
   /// Converts the weights to bf16 and packs the classifier's. Throws
   /// std::invalid_argument for a network it cannot run (the 2012 architecture's

@@ -2,9 +2,11 @@
 #include "model/onednn_plan.h"
 
 #include "model/onednn_layers.h"
+#include "model/winograd_bf16.h"
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <stdexcept>
 
 #ifdef ALEXNET_HAVE_DNNL
@@ -103,6 +105,7 @@ struct OneDnnFeatures::Impl {
     for (auto& w : weights) w.clear();
     for (auto& b : biases) b = memory();
     for (auto& t : bias_tensors) t = torch::Tensor();
+    for (auto& w : winograd_bf16) w.reset();
     shapes.clear();
     last = nullptr;
   }
@@ -112,10 +115,13 @@ struct OneDnnFeatures::Impl {
   std::vector<std::vector<std::pair<memory::desc, memory>>> weights;
   std::vector<torch::Tensor> bias_tensors;  // contiguous copies the memories below wrap
   std::vector<memory> biases;
+  // bf16 Winograd (model/winograd_bf16.h): each 3x3 layer's transformed weights, made on first use.
+  std::vector<std::shared_ptr<onednn::WinogradBf16>> winograd_bf16;
 
   struct Step {
     dnnl::primitive primitive;
     std::unordered_map<int, memory> args;
+    std::function<void()> run;  // set instead of the primitive: a step of the plan's own
     std::string what;
     std::string layer;  // the profile's stage: the layer this step is or feeds
   };
@@ -211,6 +217,10 @@ struct OneDnnFeatures::Impl {
     const int64_t oc = l.weight.size(0);
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
+    if (dt == Dt::bf16 && algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
+        onednn::WinogradBf16::supports(c, oc, l.kernel[0], l.kernel[1], l.stride[0], l.stride[1]) &&
+        l.padding[0] <= 2 && l.padding[1] <= 2)
+      return add_winograd_bf16(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
     // The first layer reads the caller's layout as is (3 channels: a blocked
@@ -226,7 +236,7 @@ struct OneDnnFeatures::Impl {
       memory converted = next_activation(s, pd.src_desc(), flow);
       s.steps.push_back({dnnl::reorder(flow.mem, converted),
                          {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
-                         l.name + ": reorder", l.name});
+                         {}, l.name + ": reorder", l.name});
       flow.mem = converted;
     }
     memory dst = next_activation(s, pd.dst_desc(), flow);
@@ -240,7 +250,40 @@ struct OneDnnFeatures::Impl {
                         {DNNL_ARG_BIAS, biases[i]},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                       {},
                        l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : ""), l.name});
+    flow.mem = dst;
+    return oc;
+  }
+
+  // Appends layer i's convolution as bf16 Winograd, on NHWC activations (reordered to
+  // them where the layer before left another layout); returns its output channels.
+  int64_t add_winograd_bf16(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
+    const Layer& l = layers[i];
+    const int64_t n = in[0], oc = l.weight.size(0);
+    const memory::desc nhwc(in, Dt::bf16, Tag::nhwc);
+    if (flow.mem.get_desc() != nhwc) {
+      memory converted = next_activation(s, nhwc, flow);
+      s.steps.push_back({dnnl::reorder(flow.mem, converted),
+                         {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
+                         {}, l.name + ": reorder", l.name});
+      flow.mem = converted;
+    }
+    if (!winograd_bf16[i])
+      winograd_bf16[i] = std::make_shared<onednn::WinogradBf16>(l.weight, l.bias, l.padding[0], l.padding[1],
+                                                                l.relu, engine);
+    const onednn::WinogradBf16::Call call = winograd_bf16[i]->prepare(n, in[2], in[3]);
+    const memory src = flow.mem;
+    const memory dst = next_activation(s, memory::desc({n, oc, win.oh, win.ow}, Dt::bf16, Tag::nhwc), flow);
+    const memory scratch = scratchpad(s, memory::desc({static_cast<int64_t>(call.scratch_bytes())}, Dt::u8, Tag::x));
+    Step step;
+    step.run = [this, call, src, dst, scratch] {
+      call.run(src.get_data_handle(), dst.get_data_handle(), scratch.get_data_handle(), stream);
+    };
+    step.what = l.name + ": winograd F(2x2,3x3) bf16, matmul " + call.kernel() + (l.relu ? " + relu" : "");
+    step.layer = l.name;
+    s.steps.push_back(std::move(step));
+    ++s.winograd;
     flow.mem = dst;
     return oc;
   }
@@ -259,6 +302,7 @@ struct OneDnnFeatures::Impl {
                        {{DNNL_ARG_SRC, flow.mem},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
+                       {},
                        l.name + ": " + pd.impl_info_str(), l.name});
     flow.mem = dst;
   }
@@ -282,6 +326,7 @@ struct OneDnnFeatures::Impl {
     s.output = memory({{n, c, h, w}, dt, channels_last_output ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
     s.steps.push_back({dnnl::reorder(flow.mem, s.output),
                        {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, s.output}},
+                       {},
                        channels_last_output ? "output: reorder to NHWC" : "output: reorder to NCHW",
                        layers.back().name});
     return s;
@@ -289,6 +334,8 @@ struct OneDnnFeatures::Impl {
 };
 
 bool OneDnnFeatures::compiled() { return true; }
+
+bool OneDnnFeatures::bf16_winograd_pays() { return bf16_available() && onednn::WinogradBf16::pays_on_this_cpu(); }
 
 std::string OneDnnFeatures::library_version() {
   const dnnl_version_t* v = dnnl_version();  // the library loaded, not the headers compiled with
@@ -301,14 +348,14 @@ OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm alg
   if (dtype != torch::kFloat && dtype != torch::kBFloat16)
     throw std::invalid_argument(std::string("the oneDNN plan runs float32 or bf16, not ") + c10::toString(dtype));
   impl_->layers = onednn::describe_layers(features);
-  // oneDNN's Winograd is float32 only: a bf16 plan gets direct kernels.
-  impl_->algorithm = dtype == torch::kFloat ? algorithm : ConvAlgorithm::kDirect;
+  impl_->algorithm = algorithm;
   impl_->dtype = dtype;
   impl_->dt = dnnl_type(dtype);
   impl_->channels_last_output = channels_last_output;
   impl_->weights.resize(impl_->layers.size());
   impl_->biases.resize(impl_->layers.size());
   impl_->bias_tensors.resize(impl_->layers.size());
+  impl_->winograd_bf16.resize(impl_->layers.size());
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
     if (l.kind != Layer::kConv) continue;
@@ -366,7 +413,10 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
     using Clock = std::chrono::steady_clock;
     for (auto& step : s.steps) {
       const auto start = Clock::now();
-      step.primitive.execute(impl_->stream, step.args);
+      if (step.run)
+        step.run();
+      else
+        step.primitive.execute(impl_->stream, step.args);
       impl_->stream.wait();
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       auto& sink = *impl_->profile;
@@ -376,7 +426,12 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
         sink.emplace_back(step.layer, seconds);
     }
   } else {
-    for (auto& step : s.steps) step.primitive.execute(impl_->stream, step.args);
+    for (auto& step : s.steps) {
+      if (step.run)
+        step.run();
+      else
+        step.primitive.execute(impl_->stream, step.args);
+    }
   }
   impl_->stream.wait();
   impl_->last = &s;

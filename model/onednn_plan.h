@@ -11,7 +11,8 @@
 // (AVX-512 CPUs), which needs 1.5x fewer cycles for those layers on this project's
 // machine. Winograd's transforms round differently from a direct convolution:
 // results agree with PyTorch's to about 1e-5 of the largest activation, not bit for
-// bit (tests/onednn_plan_test.cpp; BENCHMARKS.md).
+// bit (tests/onednn_plan_test.cpp; BENCHMARKS.md). In bf16, which oneDNN's Winograd does not
+// take, the plan runs those layers as its own Winograd F(2x2, 3x3) (model/winograd_bf16.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -41,6 +42,10 @@ class OneDnnFeatures {
   /// Whether oneDNN runs bf16 convolutions on this CPU with its own kernels (not
   /// the reference ones), honouring ONEDNN_MAX_CPU_ISA.
   static bool bf16_available();
+  /// Whether a bf16 plan asked for ConvAlgorithm::kWinograd runs the 3x3 layers as its
+  /// own bf16 Winograd (model/winograd_bf16.h) on this CPU: where oneDNN's bf16 kernels
+  /// are AVX512-BF16's (not AMX's), honouring ONEDNN_MAX_CPU_ISA.
+  static bool bf16_winograd_pays();
 
   /// The plan for `features` (a Sequential of Conv2d, ReLU and MaxPool2d, as in
   /// torchvision's AlexNet) or throws std::invalid_argument naming the layer it
@@ -48,8 +53,10 @@ class OneDnnFeatures {
   /// Keeps references to the layers' parameters and packs them when it first
   /// sees an input shape; a parameter changed since (in place or replaced) is
   /// noticed at the next forward(), which packs the new values.
-  /// dtype: the parameters' and activations' type, float32 or bf16 (direct
-  /// kernels only). channels_last_output: forward() returns channels-last.
+  /// dtype: the parameters' and activations' type, float32 or bf16 (where oneDNN has
+  /// no bf16 Winograd, kWinograd runs the 3x3 stride-1 layers whose channels are
+  /// multiples of 16 as the plan's own, model/winograd_bf16.h, on AVX-512 CPUs; others
+  /// direct). channels_last_output: forward() returns channels-last.
   OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype = torch::kFloat,
                  bool channels_last_output = false);
   ~OneDnnFeatures();

@@ -87,6 +87,8 @@ bool OneDnnFeatures::winograd_available() { return false; }
 
 bool OneDnnFeatures::bf16_available() { return false; }
 
+bool OneDnnFeatures::bf16_winograd_pays() { return false; }
+
 #endif
 
 }  // namespace alexnet

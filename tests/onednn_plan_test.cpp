@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -32,6 +33,21 @@ using testing::cpu_has_avx512_core;
   if (!OneDnnFeatures::winograd_available())                                                  \
   GTEST_SKIP() << "oneDNN has no Winograd convolution on this CPU, " << cpu_description() \
                << "; the direct tests cover the plan here"
+
+#define SKIP_WITHOUT_BF16_PLAN()            \
+  SKIP_WITHOUT_PLAN();                      \
+  if (!OneDnnFeatures::bf16_available())    \
+  GTEST_SKIP() << "oneDNN has no bf16 kernels of its own on this CPU, " << cpu_description()
+
+// A seeded model in bf16, initialised for activations of order 1 through all five layers.
+AlexNet bf16_model() {
+  torch::manual_seed(0);
+  AlexNet model;
+  init_vgg_style(*model);
+  model->eval();
+  model->to(torch::kBFloat16);
+  return model;
+}
 
 const char* algorithm_name(ConvAlgorithm algorithm) {
   return algorithm == ConvAlgorithm::kWinograd ? "winograd" : "direct";
@@ -254,16 +270,10 @@ TEST(OneDnnPlan, ShapesAreCachedAndBuffersShared) {
 // orders, so the bound is bf16's (2e-2 of the activations' scale). Measured 0 with Debian's 1.13: its
 // bf16 convolutions are the same oneDNN kernels.
 TEST(OneDnnPlan, Bf16FeaturesMatchLibTorchBf16LayersChannelsLastOut) {
-  SKIP_WITHOUT_PLAN();
-  if (!OneDnnFeatures::bf16_available())
-    GTEST_SKIP() << "oneDNN has no bf16 kernels of its own on this CPU, " << cpu_description();
-  torch::manual_seed(0);
-  AlexNet model;
-  init_vgg_style(*model);
-  model->eval();
-  model->to(torch::kBFloat16);
+  SKIP_WITHOUT_BF16_PLAN();
+  AlexNet model = bf16_model();
   torch::NoGradGuard no_grad;
-  OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd, torch::kBFloat16, /*channels_last_output=*/true);
+  OneDnnFeatures plan(model->features, ConvAlgorithm::kDirect, torch::kBFloat16, /*channels_last_output=*/true);
   for (const int64_t side : {64, 100, 224}) {
     for (const int64_t batch : {1, 5}) {
       const auto x = torch::randn({batch, 3, side, side}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
@@ -273,7 +283,7 @@ TEST(OneDnnPlan, Bf16FeaturesMatchLibTorchBf16LayersChannelsLastOut) {
       ASSERT_EQ(got.scalar_type(), torch::kBFloat16) << where;
       ASSERT_EQ(got.sizes(), want.sizes()) << where;
       EXPECT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast)) << where;
-      EXPECT_EQ(plan.winograd_layers(), 0) << where << ": oneDNN's Winograd is float32 only";
+      EXPECT_EQ(plan.winograd_layers(), 0) << where << ": asked for direct kernels";
       const float error = relative_error(got.to(torch::kFloat), want);
       std::printf("  bf16 %-16s relative error %.2g\n", where.c_str(), error);
       EXPECT_LE(error, 2e-2f) << where;
@@ -283,6 +293,72 @@ TEST(OneDnnPlan, Bf16FeaturesMatchLibTorchBf16LayersChannelsLastOut) {
   AlexNet fp32;
   EXPECT_THROW(OneDnnFeatures(fp32->features, ConvAlgorithm::kDirect, torch::kBFloat16), std::invalid_argument);
   EXPECT_THROW(OneDnnFeatures(fp32->features, ConvAlgorithm::kDirect, torch::kHalf), std::invalid_argument);
+}
+
+// bf16 Winograd F(2x2, 3x3) (model/winograd_bf16.h) on one 3x3 layer, against float32
+// arithmetic on the same bf16 inputs and weights: every padding it takes, maps of odd
+// and even sides (tiles cut at the edge), 1x1 outputs, batches that leave a short last
+// chunk. The direct bf16 kernel on the same layer rounds only its output (2^-9 of a
+// value); Winograd also rounds its transformed inputs and weights to bf16 (measured:
+// 1.5-3x the direct error). Bound: 1e-2 of the output's scale.
+TEST(OneDnnPlan, Bf16WinogradMatchesFloat32ArithmeticOnOneLayer) {
+  SKIP_WITHOUT_BF16_PLAN();
+  torch::manual_seed(0);
+  torch::NoGradGuard no_grad;
+  for (const int64_t pad : {0, 1, 2}) {
+    torch::nn::Sequential layer(torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 48, /*kernel_size=*/3).padding(pad)),
+                                torch::nn::ReLU());
+    layer->to(torch::kBFloat16);
+    OneDnnFeatures wino(layer, ConvAlgorithm::kWinograd, torch::kBFloat16, /*channels_last_output=*/true);
+    OneDnnFeatures direct(layer, ConvAlgorithm::kDirect, torch::kBFloat16, /*channels_last_output=*/true);
+    torch::nn::Sequential reference(std::dynamic_pointer_cast<torch::nn::SequentialImpl>(layer->clone()));
+    reference->to(torch::kFloat);  // the bf16 weights, exactly
+    const std::vector<std::array<int64_t, 3>> shapes = {{1, 13, 13}, {3, 14, 14}, {2, 7, 10}, {1, 3, 3}, {40, 13, 13}};
+    for (const auto& [batch, h, w] : shapes) {
+      if (h + 2 * pad < 3 || w + 2 * pad < 3) continue;
+      const auto x = torch::randn({batch, 32, h, w}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto want = reference->forward(x.to(torch::kFloat));  // (N, 48, h', w')
+      const auto got = wino.forward(x);
+      const auto base = direct.forward(x);
+      const std::string where = "pad " + std::to_string(pad) + " " + std::to_string(batch) + "x32x" +
+                                std::to_string(h) + "x" + std::to_string(w);
+      ASSERT_EQ(got.sizes(), want.sizes()) << where;
+      EXPECT_EQ(wino.winograd_layers(), 1) << where;
+      EXPECT_EQ(got.scalar_type(), torch::kBFloat16) << where;
+      EXPECT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast)) << where;
+      const float error = relative_error(got.to(torch::kFloat), want);
+      const float direct_error = relative_error(base.to(torch::kFloat), want);
+      std::printf("  %-22s Winograd relative error %.2g (direct bf16 %.2g)\n", where.c_str(), error, direct_error);
+      EXPECT_LE(error, 1e-2f) << where;
+      EXPECT_GE((got.to(torch::kFloat) >= 0).all().item<bool>(), true) << where << ": the ReLU";
+    }
+  }
+}
+
+// The bf16 features with Winograd conv3-5 against float32 arithmetic on the same bf16
+// weights and input, beside the direct bf16 plan: five layers of bf16 rounding, so
+// bf16's bound (2e-2 of the activations' scale); Winograd at most 3x the direct error
+// plus 2e-3 (measured below 2x).
+TEST(OneDnnPlan, Bf16WinogradFeaturesStayCloseToDirect) {
+  SKIP_WITHOUT_BF16_PLAN();
+  AlexNet model = bf16_model();
+  torch::NoGradGuard no_grad;
+  OneDnnFeatures wino(model->features, ConvAlgorithm::kWinograd, torch::kBFloat16, /*channels_last_output=*/true);
+  OneDnnFeatures direct(model->features, ConvAlgorithm::kDirect, torch::kBFloat16, /*channels_last_output=*/true);
+  torch::nn::Sequential reference(std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone()));
+  reference->to(torch::kFloat);  // the bf16 weights, exactly
+  for (const int64_t side : {64, 224}) {
+    const auto x = torch::randn({2, 3, side, side}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto want = reference->forward(x.to(torch::kFloat));
+    const auto got = wino.forward(x);
+    EXPECT_EQ(wino.winograd_layers(), 3) << side;  // features.6, .8, .10
+    const float error = relative_error(got.to(torch::kFloat), want);
+    const float direct_error = relative_error(direct.forward(x).to(torch::kFloat), want);
+    std::printf("  %ld px: Winograd relative error %.2g, direct bf16 %.2g\n", static_cast<long>(side), error,
+                direct_error);
+    EXPECT_LE(error, 2e-2f) << side;
+    EXPECT_LE(error, 3 * direct_error + 2e-3f) << side;
+  }
 }
 
 // The bf16 engine's classifier on LibTorch 1.x: a Linear (+ ReLU) against LibTorch's, at batch

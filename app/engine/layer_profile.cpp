@@ -3,6 +3,7 @@
 #include "app/engine/machine_peaks.h"
 
 #include "app/runtime/precision.h"
+#include "model/fused.h"
 #include "model/int8.h"
 #include "model/weights.h"
 
@@ -178,7 +179,12 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       t.what = describe(*it->second.first);
       t.flop = it->second.second;
       const std::string fused = int8 ? " + ReLU, int8" : " + ReLU, bf16";
-      if (it->second.first->kind == Kind::kConv) t.what += fused;
+      if (it->second.first->kind == Kind::kConv) {
+        t.what += fused;
+        // The rate column counts a direct convolution's multiply-adds (1.94x Winograd's at 13x13).
+        const LayerSpec& spec = *it->second.first;
+        if (!int8 && spec.kernel == 3 && spec.stride == 1 && FusedAlexNet::winograd()) t.what += ", Winograd";
+      }
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
       if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
     } else {

@@ -55,7 +55,9 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
     else
       spdlog::info("oneDNN plan: off (auto: {})", !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
                                                   : !device.is_cpu()          ? "the plan runs on the CPU only"
-                                                                              : "the plan runs fp32 only");
+                                                  : precision == Precision::kBf16
+                                                      ? "the plan of this flag runs fp32 only; bf16 runs the bf16 engine"
+                                                      : "the plan runs fp32 only");
     return std::nullopt;
   }
   const std::string flag =
@@ -95,7 +97,7 @@ std::string ComputeConfig::describe() const {
   if (precision == Precision::kInt8) {
     s += " (" + Int8AlexNet::engine() + ", " + (int8_activation_max() == 255 ? "8" : "7") + "-bit activations)";
   } else if (fused) {
-    s += " weights, fused oneDNN operators";
+    s += " weights, " + FusedAlexNet::backend();
   } else if (precision != Precision::kFp32) {
     s += low_precision_weights ? " weights" : " autocast";
   }
