@@ -17,8 +17,9 @@
 // Caveat: V and U are rounded to bf16 where a direct bf16 convolution multiplies d and g
 // exactly: on one layer 0.3-0.55% of the output's scale against the direct kernel's
 // 0.2-0.35% (tests/onednn_plan_test.cpp states the bounds). Larger tiles, F(3x3, 3x3) or
-// F(4x4, 3x3), would cut more multiply-adds but err 6-15x more in bf16. float32 never runs
-// this code (oneDNN's own Winograd does that).
+// F(4x4, 3x3), or F(2x2, 5x5) for conv2, would cut more multiply-adds but err 9-28x more than a
+// direct bf16 convolution, against F(2x2, 3x3)'s 1.7x (scripts/winograd_bf16_error.py).
+// float32 never runs this code (oneDNN's own Winograd does that).
 #pragma once
 
 #ifdef ALEXNET_HAVE_DNNL
