@@ -7,6 +7,7 @@
 #include "app/runtime/errors.h"
 #include "app/runtime/machine.h"
 #include "app/runtime/precision.h"
+#include "app/runtime/torch_warnings.h"
 
 #include <spdlog/spdlog.h>
 
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   auto logger = std::make_shared<spdlog::logger>("alexnet", alexnet::engine::stderr_sink_below_live_line());
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
+  alexnet::runtime::route_libtorch_warnings();
   // Before any ATen operation: ATen reads its CPU capability once.
   const std::string cap_warning = alexnet::runtime::apply_cpu_isa_cap();
   if (!cap_warning.empty()) spdlog::warn("{}", cap_warning);
