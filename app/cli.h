@@ -70,7 +70,8 @@ void set_max_pixels(const cxxopts::ParseResult& result, const cxxopts::Options& 
 inline constexpr const char* kPlanHelp =
     "CPU fp32 inference as one oneDNN pipeline: auto (the plan with Winograd where oneDNN has it, "
     "AVX-512; else off), winograd, direct, or off (LibTorch's layers one by one: PyTorch's "
-    "results bit for bit)";
+    "results bit for bit). bf16: whether conv3-5 run as bf16 Winograd: auto (on AVX512-BF16 "
+    "without AMX), winograd, or direct/off";
 
 /// Adds --precision and --channels-last with these defaults and, with_plan, --onednn-plan.
 void add_compute_options(cxxopts::Options& options, const runtime::ComputeRequest& defaults, bool with_plan);

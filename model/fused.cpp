@@ -114,27 +114,28 @@ struct FusedAlexNet::Impl {
   std::vector<std::vector<std::pair<torch::Tensor, torch::Tensor>>> layouts;
   std::vector<std::pair<std::string, double>>* profile = nullptr;
 
-  // The features run as the plan where it has bf16 Winograd for this CPU (1.94x fewer
-  // multiply-adds in conv3-5) or LibTorch lacks the fused operators; else as those operators.
-  static bool plan_features() {
+  // The features run as the plan with bf16 Winograd (1.94x fewer multiply-adds in conv3-5)
+  // where asked or where it pays, or as the plan where LibTorch lacks the fused operators;
+  // else as those operators.
+  static bool plan_features(std::optional<bool> winograd) {
     return OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available() &&
-           (OneDnnFeatures::bf16_winograd_pays() || !libtorch_has_fused_ops());
+           (FusedAlexNet::winograd(winograd) || !libtorch_has_fused_ops());
   }
 
   // Chooses the back-ends, once the layers are known to be runnable.
-  void start_backend(AlexNet& model) {
+  void start_backend(AlexNet& model, std::optional<bool> winograd) {
     if (libtorch_has_fused_ops()) {
       conv_op = find_op("mkldnn::_convolution_pointwise");
       linear_op = find_op("mkldnn::_linear_pointwise");
       reorder_conv_op = find_op("mkldnn::_reorder_convolution_weight");
     }
-    if (plan_features()) {
+    if (plan_features(winograd)) {
       // The plan on a bf16 copy of the features (4.7 MB), as the operators' packs are copies.
       torch::nn::Sequential copy(
           std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone(torch::kCPU)));
       copy->to(torch::kBFloat16);
       const ConvAlgorithm algorithm =
-          OneDnnFeatures::bf16_winograd_pays() ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
+          FusedAlexNet::winograd(winograd) ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
       plan = std::make_unique<OneDnnFeatures>(copy, algorithm, torch::kBFloat16, /*channels_last_output=*/true);
     }
   }
@@ -212,22 +213,29 @@ bool FusedAlexNet::available() {
   return libtorch_has_fused_ops() || (OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available());
 }
 
-bool FusedAlexNet::winograd() { return Impl::plan_features() && OneDnnFeatures::bf16_winograd_pays(); }
+bool FusedAlexNet::winograd_possible() { return OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available(); }
 
-std::string FusedAlexNet::backend() {
-  if (!Impl::plan_features()) return "fused oneDNN operators";
-  const std::string features = winograd() ? "oneDNN plan with conv3-5 as Winograd F(2x2,3x3)" : "oneDNN plan";
+bool FusedAlexNet::winograd(std::optional<bool> winograd) {
+  return winograd_possible() && (winograd ? *winograd : OneDnnFeatures::bf16_winograd_pays());
+}
+
+std::string FusedAlexNet::backend(std::optional<bool> winograd) {
+  if (!Impl::plan_features(winograd)) return "fused oneDNN operators";
+  const std::string features =
+      FusedAlexNet::winograd(winograd) ? "oneDNN plan with conv3-5 as Winograd F(2x2,3x3)" : "oneDNN plan";
   return features + (libtorch_has_fused_ops() ? ", fused oneDNN linear operators" : ", oneDNN inner products");
 }
 
-FusedAlexNet::FusedAlexNet(AlexNet& model) {
+FusedAlexNet::FusedAlexNet(AlexNet& model, std::optional<bool> winograd) {
   if (!available())
     throw std::invalid_argument("bf16: this LibTorch has no fused oneDNN operators nor this build the oneDNN "
                                 "plan, or oneDNN has no bf16 kernels for this CPU");
+  if (winograd.value_or(false) && !winograd_possible())
+    throw std::invalid_argument("bf16 Winograd: this build has no oneDNN plan, or oneDNN no bf16 kernels for this CPU");
   impl_ = std::make_unique<Impl>();
   auto& m = *impl_;
   // The plan back-end reads the convolutions' weights from its own copy of the features.
-  const bool copy_convolutions = !Impl::plan_features();
+  const bool copy_convolutions = !Impl::plan_features(winograd);
   const AlexNetLayers layers = alexnet_layers(model->options());
   torch::NoGradGuard no_grad;
   const auto params = model->named_parameters();
@@ -260,7 +268,7 @@ FusedAlexNet::FusedAlexNet(AlexNet& model) {
     }
     m.features.push_back(std::move(stage));
   }
-  m.start_backend(model);  // the 2012 architecture refused above, before either back-end reads it
+  m.start_backend(model, winograd);  // the 2012 architecture refused above, before either back-end reads it
   for (size_t i = 0; i < layers.classifier.size(); ++i) {
     if (layers.classifier[i].kind != Kind::kLinear) continue;
     Impl::Linear l;

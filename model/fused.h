@@ -23,6 +23,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace alexnet {
@@ -36,16 +37,22 @@ class FusedAlexNet final : public InferenceEngine {
   /// Whether this LibTorch has the fused operators, or this build the oneDNN plan,
   /// and oneDNN runs bf16 on this CPU.
   static bool available();
-  /// Whether the 3x3 stride-1 convolutions run as bf16 Winograd F(2x2, 3x3) on this CPU
-  /// (the plan's, model/winograd_bf16.h: AVX512-BF16 without AMX).
-  static bool winograd();
-  /// What computes the layers here, for logs: "fused oneDNN operators", "oneDNN plan, ...".
-  static std::string backend();
+  /// Whether bf16 Winograd F(2x2, 3x3) (the plan's, model/winograd_bf16.h) can run here:
+  /// the plan built, oneDNN's own bf16 kernels, AVX-512.
+  static bool winograd_possible();
+  /// Whether the 3x3 stride-1 convolutions run as bf16 Winograd for this request: `winograd`
+  /// as given, or unset: where it pays (OneDnnFeatures::bf16_winograd_pays(), AVX512-BF16
+  /// without AMX).
+  static bool winograd(std::optional<bool> winograd);
+  /// What computes the layers for this request, for logs: "fused oneDNN operators",
+  /// "oneDNN plan with conv3-5 as Winograd F(2x2,3x3), ...".
+  static std::string backend(std::optional<bool> winograd);
 
   /// Converts the weights to bf16 and packs the classifier's. Throws
   /// std::invalid_argument for a network it cannot run (the 2012 architecture's
-  /// LocalResponseNorm and grouped convolutions).
-  explicit FusedAlexNet(AlexNet& model);
+  /// LocalResponseNorm and grouped convolutions), or for winograd = true where
+  /// winograd_possible() is false. winograd: see winograd().
+  explicit FusedAlexNet(AlexNet& model, std::optional<bool> winograd = std::nullopt);
   ~FusedAlexNet() override;
 
   /// x: (N, C, H, W) float32 or bf16 on the CPU, any layout -> logits (N, classes) bf16.

@@ -90,8 +90,9 @@ ALEXNET_AVX512 void output_tile(const float* m, int64_t point_stride, int64_t ch
   for (int64_t c = 0; c < channels; c += kLanes) {
     Vec s[4][2];  // m A: columns combined
     for (int i = 0; i < 4; ++i) {
-      const Vec m0 = simd::load(m + (i * 4 + 0) * point_stride + c), m1 = simd::load(m + (i * 4 + 1) * point_stride + c);
-      const Vec m2 = simd::load(m + (i * 4 + 2) * point_stride + c), m3 = simd::load(m + (i * 4 + 3) * point_stride + c);
+      const float* row = m + i * 4 * point_stride + c;  // points (i, 0..3)
+      const Vec m0 = simd::load(row), m1 = simd::load(row + point_stride);
+      const Vec m2 = simd::load(row + 2 * point_stride), m3 = simd::load(row + 3 * point_stride);
       s[i][0] = simd::add(simd::add(m0, m1), m2);
       s[i][1] = simd::sub(simd::sub(m1, m2), m3);
     }
@@ -149,7 +150,6 @@ struct WinogradBf16::Call::Impl {
   dnnl::engine engine;
   // The matmul for a full chunk, and for the last, shorter one (if any).
   struct Product {
-    int64_t images = 0;
     dnnl::matmul primitive;
     memory weights;
     memory::desc src, dst, scratchpad;
@@ -196,8 +196,8 @@ struct WinogradBf16::Call::Impl {
 
 bool WinogradBf16::supports(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w,
                             int64_t stride_h, int64_t stride_w) {
-  return has_avx512() && kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && in_channels % kLanes == 0 &&
-         out_channels % kLanes == 0 && in_channels > 0 && out_channels > 0;
+  return has_avx512() && kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && in_channels > 0 &&
+         out_channels > 0 && in_channels % kLanes == 0 && out_channels % kLanes == 0;
 }
 
 bool WinogradBf16::pays_on_this_cpu() {
@@ -255,7 +255,6 @@ WinogradBf16::Call WinogradBf16::prepare(int64_t n, int64_t h, int64_t w) {
     if (images == 0) continue;
     const int64_t rows = images * c->tiles();
     Call::Impl::Product p;
-    p.images = images;
     // Tile-major (rows, 16, channels): each tile's 16 points side by side for the transforms.
     p.src = memory::desc({kPoints, rows, layer.ic}, Dt::bf16, Tag::bac);
     p.dst = memory::desc({kPoints, rows, layer.oc}, Dt::f32, Tag::bac);

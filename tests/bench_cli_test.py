@@ -449,18 +449,28 @@ class OnednnPlan(BenchJson, unittest.TestCase):
 
 @unittest.skipUnless(cpu_has_bf16(), NO_BF16)
 class OnednnPlanBf16(unittest.TestCase):
-    """The plan asked for where bf16 inference runs: an error naming the flag."""
+    """--onednn-plan where bf16 inference runs: whether the bf16 engine's conv3-5 run as its bf16
+    Winograd (model/winograd_bf16.h), as asked, and auto's choice logged with its reason."""
 
     @classmethod
     def setUpClass(cls):
         skip_without_onednn_plan()
 
-    def test_winograd_with_bf16_is_an_error(self):
+    def bench(self, plan):
         r = run("bench", "--device", "cpu", "--mode", "infer", "--precision", "bf16", "--channels-last=on",
-                "--onednn-plan", "winograd", *TINY)
-        self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("error: --onednn-plan winograd: the plan runs fp32 inference on the CPU",
-                      r.stderr.strip().splitlines()[-1])
+                "--onednn-plan", plan, *TINY, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout.strip().splitlines()[-1])["compute"], r.stderr
+
+    def test_the_flag_chooses_winograd_for_bf16(self):
+        for plan, winograd in (("winograd", True), ("direct", False), ("off", False)):
+            compute, log = self.bench(plan)
+            self.assertTrue(compute.startswith("bf16 weights, "), compute)
+            self.assertEqual("as Winograd F(2x2,3x3)" in compute, winograd, f"--onednn-plan {plan}: {compute}")
+        compute, log = self.bench("auto")
+        line = next((l for l in log.splitlines() if "bf16 engine: " in l), "")
+        self.assertRegex(line, r"bf16 engine: (conv3-5 as Winograd F\(2x2,3x3\)|direct convolutions) \(auto: ", log)
+        self.assertEqual("as Winograd" in compute, "as Winograd" in line, f"{compute} / {line}")
 
 
 class MnistAndWeights:

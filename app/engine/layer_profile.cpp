@@ -123,8 +123,9 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
 }
 
 // The stages an inference engine (int8, fused bf16) reports, timed within whole passes.
+// winograd: the bf16 engine runs its 3x3 convolutions as Winograd.
 void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, bool int8,
-                   LayerProfile& prof) {
+                   bool winograd, LayerProfile& prof) {
   const AlexNetLayers specs = alexnet_layers(model->options());
   std::vector<std::pair<std::string, double>> sink;
   std::vector<double> whole;
@@ -183,7 +184,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
         t.what += fused;
         // The rate column counts a direct convolution's multiply-adds (1.94x Winograd's at 13x13).
         const LayerSpec& spec = *it->second.first;
-        if (!int8 && spec.kernel == 3 && spec.stride == 1 && FusedAlexNet::winograd()) t.what += ", Winograd";
+        if (winograd && !int8 && spec.kernel == 3 && spec.stride == 1) t.what += ", Winograd";
       }
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
       if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
@@ -306,7 +307,7 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   c10::InferenceMode inference;
   const auto x = runtime::prepare_input(input, info.cfg);
   if (model->engine())
-    engine_layers(model, x, p.warmup, p.iters, int8, prof);
+    engine_layers(model, x, p.warmup, p.iters, int8, FusedAlexNet::winograd(info.cfg.bf16_winograd), prof);
   else
     infer_layers(model, x, p.warmup, p.iters, prof);
   return prof;

@@ -55,9 +55,7 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
     else
       spdlog::info("oneDNN plan: off (auto: {})", !OneDnnFeatures::compiled() ? "this build has no oneDNN plan"
                                                   : !device.is_cpu()          ? "the plan runs on the CPU only"
-                                                  : precision == Precision::kBf16
-                                                      ? "the plan of this flag runs fp32 only; bf16 runs the bf16 engine"
-                                                      : "the plan runs fp32 only");
+                                                                              : "the plan runs fp32 only");
     return std::nullopt;
   }
   const std::string flag =
@@ -75,7 +73,34 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
 
 }  // namespace
 
+// bf16 on the CPU through FusedAlexNet: the flag chooses whether its 3x3 convolutions run as the
+// plan's bf16 Winograd (model/winograd_bf16.h).
+std::optional<bool> resolve_bf16_winograd(PlanChoice requested) {
+  if (requested == PlanChoice::kAuto) {
+    const bool winograd = FusedAlexNet::winograd(std::nullopt);
+    spdlog::info("bf16 engine: {} (auto: {})", winograd ? "conv3-5 as Winograd F(2x2,3x3)" : "direct convolutions",
+                 winograd ? "oneDNN's bf16 kernels here are AVX512-BF16's"
+                 : FusedAlexNet::winograd_possible()
+                     ? "Winograd is measured to pay only where oneDNN's bf16 kernels are AVX512-BF16's, not AMX's; "
+                       "--onednn-plan winograd asks for it"
+                     : "no bf16 Winograd in this build or on this CPU");
+    return std::nullopt;
+  }
+  if (requested == PlanChoice::kWinograd && !FusedAlexNet::winograd_possible())
+    throw std::invalid_argument(
+        "--onednn-plan winograd: bf16 Winograd needs the oneDNN plan and oneDNN's own bf16 kernels on this CPU" +
+        capped_note());
+  return requested == PlanChoice::kWinograd;
+}
+
 void choose_plan(ComputeConfig& cfg, PlanChoice requested) {
+  if (cfg.fused) {
+    cfg.bf16_winograd = resolve_bf16_winograd(requested);
+    cfg.plan.reset();
+    cfg.plan_required = false;
+    cfg.plan_classifier = false;
+    return;
+  }
   cfg.plan = resolve_plan(requested, cfg.device, cfg.precision);
   cfg.plan_required = requested != PlanChoice::kAuto;
   // resolve_plan has thrown for an explicit plan that cannot run.
@@ -97,7 +122,7 @@ std::string ComputeConfig::describe() const {
   if (precision == Precision::kInt8) {
     s += " (" + Int8AlexNet::engine() + ", " + (int8_activation_max() == 255 ? "8" : "7") + "-bit activations)";
   } else if (fused) {
-    s += " weights, " + FusedAlexNet::backend();
+    s += " weights, " + FusedAlexNet::backend(bf16_winograd);
   } else if (precision != Precision::kFp32) {
     s += low_precision_weights ? " weights" : " autocast";
   }
@@ -160,7 +185,7 @@ void prepare_for_inference(AlexNet& model, ComputeConfig& cfg) {
   if (cfg.channels_last) to_channels_last(*model);
   if (cfg.fused) {
     try {
-      model->set_engine(std::make_shared<FusedAlexNet>(model));
+      model->set_engine(std::make_shared<FusedAlexNet>(model, cfg.bf16_winograd));
     } catch (const std::invalid_argument& e) {
       spdlog::warn("{}: layer by layer instead", e.what());
       cfg.fused = false;

@@ -57,6 +57,9 @@ struct ComputeConfig {
   /// Inference only: bf16 on the CPU runs through FusedAlexNet (model/fused.h), where
   /// this LibTorch has its operators (2.x), instead of layer by layer.
   bool fused = false;
+  /// bf16 through FusedAlexNet only: --onednn-plan's answer for its 3x3 convolutions,
+  /// Winograd (true) or not (false); unset: the engine's own choice (where it pays).
+  std::optional<bool> bf16_winograd;
   /// int8 only: the calibrated activation ranges (app/cli.h's setup_int8 fills them).
   std::shared_ptr<const Int8Scales> int8_scales;
 
