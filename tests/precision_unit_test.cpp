@@ -193,8 +193,16 @@ TEST(Inference, ConvertsWeightsAndInput) {
   EXPECT_TRUE(cfg.low_precision_weights);
   // Where LibTorch has the fused operators (2.x) bf16 inference runs through FusedAlexNet.
   EXPECT_EQ(cfg.fused, FusedAlexNet::available());
-  EXPECT_EQ(cfg.describe(), cfg.fused ? "bf16 weights, fused oneDNN operators, channels-last"
-                                      : "bf16 weights, channels-last");
+  if (cfg.fused) {
+    // LibTorch's fused operators, or the oneDNN plan (with bf16 Winograd where it pays).
+    const std::string want = FusedAlexNet::winograd(std::nullopt)
+                                 ? "bf16 weights, oneDNN plan with conv3-5 as Winograd F(2x2,3x3), "
+                                 : "bf16 weights, ";
+    EXPECT_EQ(cfg.describe().rfind(want, 0), 0u) << cfg.describe();
+    EXPECT_EQ(cfg.describe(), "bf16 weights, " + FusedAlexNet::backend(std::nullopt) + ", channels-last");
+  } else {
+    EXPECT_EQ(cfg.describe(), "bf16 weights, channels-last");
+  }
   prepare_for_inference(model, cfg);
   EXPECT_EQ(model->engine() != nullptr, cfg.fused);
   EXPECT_FALSE(model->is_training());
