@@ -118,8 +118,7 @@ struct FusedAlexNet::Impl {
   // where asked or where it pays, or as the plan where LibTorch lacks the fused operators;
   // else as those operators.
   static bool plan_features(std::optional<bool> winograd) {
-    return OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available() &&
-           (FusedAlexNet::winograd(winograd) || !libtorch_has_fused_ops());
+    return FusedAlexNet::winograd(winograd) || (!libtorch_has_fused_ops() && winograd_possible());
   }
 
   // Chooses the back-ends, once the layers are known to be runnable.
@@ -209,11 +208,10 @@ struct FusedAlexNet::Impl {
   }
 };
 
-bool FusedAlexNet::available() {
-  return libtorch_has_fused_ops() || (OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available());
-}
-
 bool FusedAlexNet::winograd_possible() { return OneDnnFeatures::compiled() && OneDnnFeatures::bf16_available(); }
+
+// The plan runs bf16 exactly where its Winograd can.
+bool FusedAlexNet::available() { return libtorch_has_fused_ops() || winograd_possible(); }
 
 bool FusedAlexNet::winograd(std::optional<bool> winograd) {
   return winograd_possible() && (winograd ? *winograd : OneDnnFeatures::bf16_winograd_pays());

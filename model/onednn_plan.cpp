@@ -121,9 +121,16 @@ struct OneDnnFeatures::Impl {
   struct Step {
     dnnl::primitive primitive;
     std::unordered_map<int, memory> args;
-    std::function<void()> run;  // set instead of the primitive: a step of the plan's own
     std::string what;
     std::string layer;  // the profile's stage: the layer this step is or feeds
+    std::function<void()> run = nullptr;  // set instead of the primitive: a step of the plan's own
+
+    void execute(dnnl::stream& stream) {
+      if (run)
+        run();
+      else
+        primitive.execute(stream, args);
+    }
   };
   // Activations alternate between two buffers (each layer reads one and writes
   // the other) and every primitive shares one scratchpad: the plan's memory is
@@ -218,8 +225,7 @@ struct OneDnnFeatures::Impl {
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
     if (dt == Dt::bf16 && algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
-        onednn::WinogradBf16::supports(c, oc, l.kernel[0], l.kernel[1], l.stride[0], l.stride[1]) &&
-        l.padding[0] <= 2 && l.padding[1] <= 2)
+        onednn::WinogradBf16::supports(c, oc, l.kernel, l.stride, l.padding))
       return add_winograd_bf16(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
@@ -236,7 +242,7 @@ struct OneDnnFeatures::Impl {
       memory converted = next_activation(s, pd.src_desc(), flow);
       s.steps.push_back({dnnl::reorder(flow.mem, converted),
                          {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
-                         {}, l.name + ": reorder", l.name});
+                         l.name + ": reorder", l.name});
       flow.mem = converted;
     }
     memory dst = next_activation(s, pd.dst_desc(), flow);
@@ -250,7 +256,6 @@ struct OneDnnFeatures::Impl {
                         {DNNL_ARG_BIAS, biases[i]},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                       {},
                        l.name + ": " + pd.impl_info_str() + (l.relu ? " + relu" : ""), l.name});
     flow.mem = dst;
     return oc;
@@ -266,7 +271,7 @@ struct OneDnnFeatures::Impl {
       memory converted = next_activation(s, nhwc, flow);
       s.steps.push_back({dnnl::reorder(flow.mem, converted),
                          {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, converted}},
-                         {}, l.name + ": reorder", l.name});
+                         l.name + ": reorder", l.name});
       flow.mem = converted;
     }
     if (!winograd_bf16[i])
@@ -302,7 +307,6 @@ struct OneDnnFeatures::Impl {
                        {{DNNL_ARG_SRC, flow.mem},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCRATCHPAD, scratchpad(s, pd.scratchpad_desc())}},
-                       {},
                        l.name + ": " + pd.impl_info_str(), l.name});
     flow.mem = dst;
   }
@@ -326,7 +330,6 @@ struct OneDnnFeatures::Impl {
     s.output = memory({{n, c, h, w}, dt, channels_last_output ? Tag::nhwc : Tag::nchw}, engine, DNNL_MEMORY_NONE);
     s.steps.push_back({dnnl::reorder(flow.mem, s.output),
                        {{DNNL_ARG_FROM, flow.mem}, {DNNL_ARG_TO, s.output}},
-                       {},
                        channels_last_output ? "output: reorder to NHWC" : "output: reorder to NCHW",
                        layers.back().name});
     return s;
@@ -413,10 +416,7 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
     using Clock = std::chrono::steady_clock;
     for (auto& step : s.steps) {
       const auto start = Clock::now();
-      if (step.run)
-        step.run();
-      else
-        step.primitive.execute(impl_->stream, step.args);
+      step.execute(impl_->stream);
       impl_->stream.wait();
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       auto& sink = *impl_->profile;
@@ -426,12 +426,7 @@ torch::Tensor OneDnnFeatures::forward(const torch::Tensor& input) {
         sink.emplace_back(step.layer, seconds);
     }
   } else {
-    for (auto& step : s.steps) {
-      if (step.run)
-        step.run();
-      else
-        step.primitive.execute(impl_->stream, step.args);
-    }
+    for (auto& step : s.steps) step.execute(impl_->stream);
   }
   impl_->stream.wait();
   impl_->last = &s;

@@ -194,10 +194,12 @@ struct WinogradBf16::Call::Impl {
   }
 };
 
-bool WinogradBf16::supports(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w,
-                            int64_t stride_h, int64_t stride_w) {
-  return has_avx512() && kernel_h == 3 && kernel_w == 3 && stride_h == 1 && stride_w == 1 && in_channels > 0 &&
-         out_channels > 0 && in_channels % kLanes == 0 && out_channels % kLanes == 0;
+bool WinogradBf16::supports(int64_t in_channels, int64_t out_channels, const int64_t kernel[2],
+                            const int64_t stride[2], const int64_t padding[2]) {
+  for (int d = 0; d < 2; ++d)
+    if (kernel[d] != 3 || stride[d] != 1 || padding[d] < 0 || padding[d] > 2) return false;
+  return has_avx512() && in_channels > 0 && out_channels > 0 && in_channels % kLanes == 0 &&
+         out_channels % kLanes == 0;
 }
 
 bool WinogradBf16::pays_on_this_cpu() {
@@ -208,11 +210,11 @@ bool WinogradBf16::pays_on_this_cpu() {
 WinogradBf16::WinogradBf16(const torch::Tensor& weight, const torch::Tensor& bias, int64_t pad_h, int64_t pad_w,
                            bool relu, const dnnl::engine& engine)
     : impl_(std::make_unique<Impl>()) {
-  TORCH_CHECK(weight.dim() == 4 && supports(weight.size(1), weight.size(0), weight.size(2), weight.size(3), 1, 1),
-              "Winograd bf16: expected a (OC, IC, 3, 3) weight with channels in multiples of ", kLanes, ", got ",
-              weight.sizes());
-  TORCH_CHECK(pad_h >= 0 && pad_h <= 2 && pad_w >= 0 && pad_w <= 2, "Winograd bf16: padding ", pad_h, "x", pad_w,
-              " (0 to 2 supported)");
+  const int64_t kernel[2] = {weight.dim() == 4 ? weight.size(2) : 0, weight.dim() == 4 ? weight.size(3) : 0};
+  const int64_t stride[2] = {1, 1}, padding[2] = {pad_h, pad_w};
+  TORCH_CHECK(weight.dim() == 4 && supports(weight.size(1), weight.size(0), kernel, stride, padding),
+              "Winograd bf16: expected a (OC, IC, 3, 3) weight with channels in multiples of ", kLanes,
+              ", padding 0 to 2 and AVX-512, got ", weight.sizes(), " and padding ", pad_h, "x", pad_w);
   auto& m = *impl_;
   m.oc = weight.size(0);
   m.ic = weight.size(1);

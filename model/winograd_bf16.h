@@ -35,10 +35,11 @@ namespace alexnet::onednn {
 
 class WinogradBf16 {
  public:
-  /// Whether the layer can run this way: 3x3, stride 1, channels in multiples of 16, on a
-  /// CPU with AVX-512 F and BW (the transforms' kernels).
-  static bool supports(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w,
-                       int64_t stride_h, int64_t stride_w);
+  /// Whether the layer can run this way: 3x3, stride 1, padding 0 to 2, channels in
+  /// multiples of 16, on a CPU with AVX-512 F and BW (the transforms' kernels). kernel,
+  /// stride, padding: (height, width).
+  static bool supports(int64_t in_channels, int64_t out_channels, const int64_t kernel[2], const int64_t stride[2],
+                       const int64_t padding[2]);
   /// Whether this CPU is one where it was measured to pay: oneDNN's best bf16 kernels here
   /// are AVX512-BF16's (honouring ONEDNN_MAX_CPU_ISA). Not on AMX, whose tile products are
   /// so much faster that the transforms' passes over memory may dominate (not measured).
