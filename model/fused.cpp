@@ -2,6 +2,8 @@
 
 #include "model/onednn_linear.h"
 #include "model/onednn_plan.h"
+#include "model/quantize.h"
+#include "model/torch_compat.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -11,8 +13,10 @@
 #include <cstdint>
 #include <chrono>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 namespace alexnet {
@@ -102,6 +106,8 @@ struct FusedAlexNet::Impl {
   // The back-end: LibTorch's fused operators, or (LibTorch 1.x) the project's oneDNN plan
   // for the features and its inner products (OneDnnLinear) for the classifier.
   std::unique_ptr<OneDnnFeatures> plan;
+  // Where the plan reads features.0's input in tiles (tiles_for()): that layer's kernel, stride, padding.
+  std::optional<std::array<int64_t, 3>> tiled_first;
   c10::optional<c10::OperatorHandle> conv_op, linear_op, reorder_conv_op;  // unset with the plan
   std::vector<Stage> features;
   std::vector<Linear> classifier;  // classifier.1's weight in (h, w, c) column order
@@ -133,10 +139,49 @@ struct FusedAlexNet::Impl {
       torch::nn::Sequential copy(
           std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone(torch::kCPU)));
       copy->to(torch::kBFloat16);
+      copy = tile_first_convolution(copy);
       const ConvAlgorithm algorithm =
           FusedAlexNet::winograd(winograd) ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
       plan = std::make_unique<OneDnnFeatures>(copy, algorithm, torch::kBFloat16, /*channels_last_output=*/true);
     }
+  }
+
+  // features.0 (3 channels, 11x11, stride 4) as a stride-1 convolution over 4x4 tiles of the
+  // padded image (model/quantize.h, SpaceToDepth): 48 channels and a 3x3 kernel, which oneDNN's
+  // bf16 kernels reduce over in full pairs instead of 3 channels at a time. The same products,
+  // summed in another order in float32; the tiles come from the conversion to bf16, which reads
+  // the image once either way. Where the layer is not of that kind, `features` as given.
+  torch::nn::Sequential tile_first_convolution(torch::nn::Sequential features) {
+    auto* conv = features->size() > 0 ? features[0]->as<torch::nn::Conv2d>() : nullptr;
+    if (!conv) return features;
+    const auto& o = conv->options;
+    const int64_t k = (*o.kernel_size())[0], stride = (*o.stride())[0];
+    if (!compat::holds_alternative<torch::ExpandingArray<2>>(o.padding())) return features;
+    const auto& pad = compat::get<torch::ExpandingArray<2>>(o.padding());
+    const bool square = (*o.kernel_size())[1] == k && (*o.stride())[1] == stride && (*pad)[0] == (*pad)[1];
+    if (!square || stride < 2 || o.groups() != 1 || (*o.dilation())[0] != 1 || (*o.dilation())[1] != 1 ||
+        !compat::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) || !conv->bias.defined() ||
+        o.in_channels() * stride * stride % 16 != 0)
+      return features;
+    const SpaceToDepth g = SpaceToDepth::of(k, k, k, stride, 0);
+    torch::nn::Conv2d tiled(torch::nn::Conv2dOptions(o.in_channels() * stride * stride, o.out_channels(),
+                                                     /*kernel_size=*/g.kernel));
+    tiled->weight.set_data(space_to_depth_weight(conv->weight.detach(), g));  // (out, C * s^2, k', k')
+    tiled->bias.set_data(conv->bias.detach().clone());
+    torch::nn::Sequential out;
+    out->push_back(tiled);
+    for (auto it = std::next(features->begin()); it != features->end(); ++it) out->push_back(*it);
+    tiled_first = std::array<int64_t, 3>{k, stride, (*pad)[0]};
+    return out;
+  }
+
+  // x: (N, C, H, W) float32 or bf16, any layout -> what the features' first layer reads:
+  // bf16 channels-last, or its tiles (N, C * s^2, H', W').
+  torch::Tensor convert_input(const torch::Tensor& input) const {
+    const auto x = input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
+    if (!tiled_first) return bf16_channels_last(x);
+    const auto [k, stride, padding] = *tiled_first;
+    return bf16_space_to_depth(x, SpaceToDepth::of(x.size(2), x.size(3), k, stride, padding));
   }
 
   // The convolutions' weights packed for an input of this shape (made once per shape).
@@ -302,7 +347,7 @@ torch::Tensor FusedAlexNet::forward(const torch::Tensor& input) {
     m.profile->emplace_back(stage, std::chrono::duration<double>(now - mark_time).count());
     mark_time = now;
   };
-  auto x = input.to(torch::kBFloat16, false, false, torch::MemoryFormat::ChannelsLast);
+  auto x = m.convert_input(input);  // (N, C, H, W) or its tiles, bf16 channels-last
   if (m.plan) {
     mark("convert");
     if (m.profile) m.plan->set_profile(m.profile);  // the plan's own stages, one per layer

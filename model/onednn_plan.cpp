@@ -28,6 +28,10 @@ using ConvPd = dnnl::convolution_forward::primitive_desc;
 
 enum Slot { kPing, kPong, kScratch, kSlots };
 constexpr size_t kMaxShapes = 8;
+// bf16 Winograd for layers reading at least this many channels: over fewer, its transforms
+// outweigh the products saved. features.0 reading the image in 4x4 tiles (48 channels,
+// model/fused.h) took 27-34 ms as Winograd against 24-25 ms direct (Zen 4, batch 64).
+constexpr int64_t kBf16WinogradMinChannels = 64;
 Slot other(Slot slot) { return slot == kPing ? kPong : kPing; }
 
 // Output side of a convolution or pooling window, as PyTorch computes it (floor).
@@ -224,7 +228,7 @@ struct OneDnnFeatures::Impl {
     const int64_t oc = l.weight.size(0);
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
-    if (dt == Dt::bf16 && algorithm == ConvAlgorithm::kWinograd && l.groups == 1 &&
+    if (dt == Dt::bf16 && algorithm == ConvAlgorithm::kWinograd && l.groups == 1 && c >= kBf16WinogradMinChannels &&
         onednn::WinogradBf16::supports(c, oc, l.kernel, l.stride, l.padding))
       return add_winograd_bf16(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};

@@ -55,7 +55,7 @@ class OneDnnFeatures {
   /// noticed at the next forward(), which packs the new values.
   /// dtype: the parameters' and activations' type, float32 or bf16 (where oneDNN has
   /// no bf16 Winograd, kWinograd runs the 3x3 stride-1 layers whose channels are
-  /// multiples of 16 as the plan's own, model/winograd_bf16.h, on AVX-512 CPUs; others
+  /// multiples of 16, reading at least 64, as the plan's own, model/winograd_bf16.h, on AVX-512 CPUs; others
   /// direct). channels_last_output: forward() returns channels-last.
   OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype = torch::kFloat,
                  bool channels_last_output = false);

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -17,19 +18,40 @@ namespace {
 // |r| < 2^22; nearbyint in the default rounding mode, but written so that GCC
 // vectorizes it), then shifted by z. NaN becomes 0 (std::max(lo, NaN) is lo).
 struct Quantizer {
+  using Out = uint8_t;
   float inverse, lo, hi, zero;
 
   uint8_t operator()(float a) const {
     const float r = std::min(hi, std::max(lo, a * inverse));
     return static_cast<uint8_t>(static_cast<int>((r + 12582912.0f) - 12582912.0f + zero));
   }
+};
 
-  void run(const float* src, uint8_t* dst, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) dst[i] = (*this)(src[i]);
+// One value to bf16 as c10::BFloat16 rounds it: to nearest, ties to even; NaN to 0x7FC0.
+// Branch-free, so that GCC vectorizes it.
+struct Bf16Rounder {
+  using Out = uint16_t;
+
+  uint16_t operator()(float a) const {
+    uint32_t u;
+    std::memcpy(&u, &a, sizeof u);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return static_cast<uint16_t>(a != a ? 0x7FC0u : rounded);
   }
 };
 
-constexpr int64_t kBlock = 1024;  // pixels per task: C blocks of uint8 fit in L1
+// Bytes already converted (ATen's quantization), copied.
+struct Copy {
+  using Out = uint8_t;
+  uint8_t operator()(uint8_t a) const { return a; }
+};
+
+template <typename Src, typename Convert>
+void convert(const Convert& f, const Src* src, typename Convert::Out* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f(src[i]);
+}
+
+constexpr int64_t kBlock = 1024;  // pixels per task: C blocks of the output type fit in L1
 constexpr int64_t kMaxChannels = 16;
 
 Quantizer quantizer(double scale, int64_t zero_point) {
@@ -38,10 +60,10 @@ Quantizer quantizer(double scale, int64_t zero_point) {
           static_cast<float>(zero_point)};
 }
 
-void check_images(const torch::Tensor& input) {
-  TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat && input.device().is_cpu(),
-              "quantize: expected (N, C, H, W) float32 on the CPU, got ", input.sizes(), " ", input.scalar_type(),
-              " on ", input.device());
+void check_images(const torch::Tensor& input, const char* who) {
+  TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat && input.device().is_cpu(), who,
+              ": expected (N, C, H, W) float32 on the CPU, got ", input.sizes(), " ", input.scalar_type(), " on ",
+              input.device());
 }
 
 // With fbgemm (PyPI's LibTorch), ATen's quantize_per_tensor is fbgemm's vectorized loop,
@@ -52,9 +74,10 @@ bool aten_is_fbgemm() {
 }
 
 // planes[c][p] (C planes `stride` apart) -> out[p * C + c], for `count` pixels.
-void interleave(const uint8_t* planes, int64_t stride, int64_t channels, int64_t count, uint8_t* out) {
+template <typename T>
+void interleave(const T* planes, int64_t stride, int64_t channels, int64_t count, T* out) {
   if (channels == 3) {  // images: a constant stride, which the compiler unrolls (1.5x the rate)
-    const uint8_t *r = planes, *g = planes + stride, *b = planes + 2 * stride;
+    const T *r = planes, *g = planes + stride, *b = planes + 2 * stride;
     for (int64_t p = 0; p < count; ++p) {
       out[3 * p] = r[p];
       out[3 * p + 1] = g[p];
@@ -66,46 +89,99 @@ void interleave(const uint8_t* planes, int64_t stride, int64_t channels, int64_t
     for (int64_t c = 0; c < channels; ++c) out[p * channels + c] = planes[c * stride + p];
 }
 
-// Consecutive chunks of `row` (`bytes` each) to `tiles` places `stride` apart. A constant size
-// for features.0's chunks (4 pixels x 3 channels): two moves each instead of a call to memcpy.
-void scatter_chunks(const uint8_t* row, int64_t bytes, int64_t tiles, int64_t stride, uint8_t* out) {
-  if (bytes == 12) {
-    for (int64_t t = 0; t < tiles; ++t) std::memcpy(out + t * stride, row + t * 12, 12);
+// Consecutive chunks of `row` (`size` values each) to `tiles` places `stride` apart. A constant
+// size for features.0's chunks (4 pixels x 3 channels): a few moves each instead of a call to memcpy.
+template <typename T>
+void scatter_chunks(const T* row, int64_t size, int64_t tiles, int64_t stride, T* out) {
+  if (size == 12) {
+    for (int64_t t = 0; t < tiles; ++t) std::memcpy(out + t * stride, row + t * 12, 12 * sizeof(T));
     return;
   }
-  for (int64_t t = 0; t < tiles; ++t) std::memcpy(out + t * stride, row + t * bytes, bytes);
+  for (int64_t t = 0; t < tiles; ++t) std::memcpy(out + t * stride, row + t * size, size * sizeof(T));
+}
+
+// input (N, C, H, W) float32, any layout -> dst (N, H, W, C), each value through f: read once, in the
+// input's own layout (an NCHW image block by block, plane by plane, then interleaved).
+template <typename Convert>
+void to_channels_last(const torch::Tensor& input, const Convert& f, typename Convert::Out* dst) {
+  using T = typename Convert::Out;
+  const int64_t channels = input.size(1), pixels = input.size(2) * input.size(3);
+  if (input.is_contiguous(torch::MemoryFormat::ChannelsLast) || channels > kMaxChannels) {
+    const auto x = input.contiguous(torch::MemoryFormat::ChannelsLast);  // (N, H, W, C) in memory
+    const float* src = x.data_ptr<float>();
+    at::parallel_for(0, x.numel(), kBlock * kMaxChannels,
+                     [&](int64_t begin, int64_t end) { convert(f, src + begin, dst + begin, end - begin); });
+    return;
+  }
+  const auto x = input.contiguous();  // (N, C, H, W)
+  const float* src = x.data_ptr<float>();
+  const int64_t blocks = (pixels + kBlock - 1) / kBlock;
+  at::parallel_for(0, input.size(0) * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> planes(kMaxChannels * kBlock);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, first = (task % blocks) * kBlock, count = std::min(kBlock, pixels - first);
+      for (int64_t c = 0; c < channels; ++c)
+        convert(f, src + (n * channels + c) * pixels + first, planes.data() + c * kBlock, count);
+      interleave(planes.data(), kBlock, channels, count, dst + (n * pixels + first) * channels);  // (count, C)
+    }
+  });
+}
+
+// An image batch (N, C, H, W) at `image`: NCHW where `planar`, else (N, H, W, C), each value through
+// f -> dst (N, tiles_h, tiles_w, C * block^2), `fill` outside the image (model/quantize.h).
+template <typename Src, typename Convert>
+void to_tiles(const Src* image, bool planar, const std::array<int64_t, 4>& shape, const Convert& f,
+              typename Convert::Out fill, const SpaceToDepth& g, typename Convert::Out* dst) {
+  using T = typename Convert::Out;
+  const auto [n, channels, h, w] = shape;
+  const int64_t b = g.block, tile_size = channels * b * b, row_size = g.tiles_w * b * channels;  // a padded row: (x, c)
+  // Columns of the image a padded row holds: from column `padding` of the row on.
+  const int64_t count = std::max<int64_t>(0, std::min(w, g.tiles_w * b - g.padding));
+  at::parallel_for(0, n * g.tiles_h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> row(row_size), planes(planar ? channels * w : 0);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t image_index = task / g.tiles_h, ty = task % g.tiles_h;
+      T* tiles = dst + task * g.tiles_w * tile_size;  // the row of tiles ty: (tiles_w, b, b, C)
+      for (int64_t dy = 0; dy < b; ++dy) {
+        const int64_t r = ty * b + dy - g.padding;  // the image's row
+        if (r < 0 || r >= h || count == 0) {
+          std::fill(row.begin(), row.end(), fill);
+        } else {
+          T* pixels = row.data() + g.padding * channels;
+          if (!planar) {
+            convert(f, image + ((image_index * h + r) * w) * channels, pixels, count * channels);
+          } else {
+            for (int64_t c = 0; c < channels; ++c)
+              convert(f, image + ((image_index * channels + c) * h + r) * w, planes.data() + c * w, count);
+            interleave(planes.data(), w, channels, count, pixels);
+          }
+          std::fill(row.begin(), row.begin() + g.padding * channels, fill);
+          std::fill(pixels + count * channels, row.data() + row_size, fill);
+        }
+        scatter_chunks(row.data(), b * channels, g.tiles_w, tile_size, tiles + dy * b * channels);
+      }
+    }
+  });
 }
 
 }  // namespace
 
 torch::Tensor quantize_channels_last(const torch::Tensor& input, double scale, int64_t zero_point) {
-  check_images(input);
+  check_images(input, "quantize");
   const Quantizer q = quantizer(scale, zero_point);
   if (aten_is_fbgemm())
     return at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), scale, zero_point,
                                    torch::kQUInt8);
   auto y = at::_empty_affine_quantized(input.sizes(), input.options().dtype(torch::kQUInt8), scale, zero_point,
                                        torch::MemoryFormat::ChannelsLast);  // (N, C, H, W), channels-last
-  auto* dst = reinterpret_cast<uint8_t*>(y.data_ptr());
-  const int64_t channels = input.size(1), pixels = input.size(2) * input.size(3);
-  if (input.is_contiguous(torch::MemoryFormat::ChannelsLast) || channels > kMaxChannels) {
-    const auto x = input.contiguous(torch::MemoryFormat::ChannelsLast);  // (N, H, W, C) in memory
-    const float* src = x.data_ptr<float>();
-    at::parallel_for(0, x.numel(), kBlock * kMaxChannels,
-                     [&](int64_t begin, int64_t end) { q.run(src + begin, dst + begin, end - begin); });
-    return y;
-  }
-  const auto x = input.contiguous();  // (N, C, H, W)
-  const float* src = x.data_ptr<float>();
-  const int64_t blocks = (pixels + kBlock - 1) / kBlock;
-  at::parallel_for(0, input.size(0) * blocks, 1, [&](int64_t begin, int64_t end) {
-    uint8_t planes[kMaxChannels][kBlock];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, first = (task % blocks) * kBlock, count = std::min(kBlock, pixels - first);
-      for (int64_t c = 0; c < channels; ++c) q.run(src + (n * channels + c) * pixels + first, planes[c], count);
-      interleave(planes[0], kBlock, channels, count, dst + (n * pixels + first) * channels);  // (count, C)
-    }
-  });
+  to_channels_last(input, q, reinterpret_cast<uint8_t*>(y.data_ptr()));
+  return y;
+}
+
+torch::Tensor bf16_channels_last(const torch::Tensor& input) {
+  check_images(input, "bf16 conversion");
+  auto y = torch::empty(input.sizes(), input.options().dtype(torch::kBFloat16).memory_format(torch::MemoryFormat::ChannelsLast));
+  to_channels_last(input, Bf16Rounder{}, reinterpret_cast<uint16_t*>(y.data_ptr()));
   return y;
 }
 
@@ -126,70 +202,63 @@ SpaceToDepth SpaceToDepth::of(int64_t h, int64_t w, int64_t kernel, int64_t stri
 
 torch::Tensor quantize_space_to_depth(const torch::Tensor& input, double scale, int64_t zero_point,
                                       const SpaceToDepth& g) {
-  check_images(input);
+  check_images(input, "quantize");
   const Quantizer q = quantizer(scale, zero_point);
-  const int64_t n = input.size(0), channels = input.size(1), h = input.size(2), w = input.size(3), b = g.block;
-  const int64_t tile_bytes = channels * b * b, row_bytes = g.tiles_w * b * channels;  // a padded row: (x, c)
-  auto y = at::_empty_affine_quantized({n, tile_bytes, g.tiles_h, g.tiles_w}, input.options().dtype(torch::kQUInt8),
-                                       scale, zero_point, torch::MemoryFormat::ChannelsLast);
+  const std::array<int64_t, 4> shape{input.size(0), input.size(1), input.size(2), input.size(3)};
+  auto y = at::_empty_affine_quantized({shape[0], shape[1] * g.block * g.block, g.tiles_h, g.tiles_w},
+                                       input.options().dtype(torch::kQUInt8), scale, zero_point,
+                                       torch::MemoryFormat::ChannelsLast);
   auto* dst = reinterpret_cast<uint8_t*>(y.data_ptr());
-  // The image's bytes: ATen's where fbgemm quantizes (channels-last), else the formula here on
-  // each row: in one go for a channels-last image, channel by channel for an NCHW one.
-  const bool aten = aten_is_fbgemm();
-  const bool planar = !aten && !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  const auto x = aten ? at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), scale,
-                                                zero_point, torch::kQUInt8)
-                      : input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
-  const auto* quantized = aten ? reinterpret_cast<const uint8_t*>(x.data_ptr()) : nullptr;  // (N, H, W, C)
-  const float* image = aten ? nullptr : x.data_ptr<float>();  // (N, C, H, W), or (N, H, W, C) where !planar
-  // Columns of the image a padded row holds: from column `padding` of the row on.
-  const int64_t count = std::max<int64_t>(0, std::min(w, g.tiles_w * b - g.padding));
-  const uint8_t fill = static_cast<uint8_t>(zero_point);
-  at::parallel_for(0, n * g.tiles_h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> row(row_bytes), planes(planar ? channels * w : 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t image_index = task / g.tiles_h, ty = task % g.tiles_h;
-      uint8_t* tiles = dst + task * g.tiles_w * tile_bytes;  // the row of tiles ty: (tiles_w, b, b, C)
-      for (int64_t dy = 0; dy < b; ++dy) {
-        const int64_t r = ty * b + dy - g.padding;  // the image's row
-        if (r < 0 || r >= h || count == 0) {
-          std::fill(row.begin(), row.end(), fill);
-        } else {
-          uint8_t* pixels = row.data() + g.padding * channels;
-          if (aten) {
-            std::memcpy(pixels, quantized + ((image_index * h + r) * w) * channels, count * channels);
-          } else if (!planar) {
-            q.run(image + ((image_index * h + r) * w) * channels, pixels, count * channels);
-          } else {
-            for (int64_t c = 0; c < channels; ++c)
-              q.run(image + ((image_index * channels + c) * h + r) * w, planes.data() + c * w, count);
-            interleave(planes.data(), w, channels, count, pixels);
-          }
-          std::fill(row.begin(), row.begin() + g.padding * channels, fill);
-          std::fill(pixels + count * channels, row.data() + row_bytes, fill);
-        }
-        scatter_chunks(row.data(), b * channels, g.tiles_w, tile_bytes, tiles + dy * b * channels);
-      }
-    }
-  });
+  const auto fill = static_cast<uint8_t>(zero_point);
+  if (aten_is_fbgemm()) {  // the image's bytes from ATen (channels-last), then cut into tiles
+    const auto x = at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), scale, zero_point,
+                                           torch::kQUInt8);
+    to_tiles(reinterpret_cast<const uint8_t*>(x.data_ptr()), false, shape, Copy{}, fill, g, dst);
+    return y;
+  }
+  const bool planar = !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto x = input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
+  to_tiles(x.data_ptr<float>(), planar, shape, q, fill, g, dst);
   return y;
 }
 
-torch::Tensor space_to_depth_weight(const torch::Tensor& weight, const SpaceToDepth& g) {
-  TORCH_CHECK(weight.dim() == 4 && weight.scalar_type() == torch::kQInt8 &&
-                  weight.qscheme() == torch::kPerChannelAffine && weight.q_per_channel_axis() == 0 &&
-                  weight.size(2) == weight.size(3) && weight.size(2) <= g.kernel * g.block,
-              "space to depth: expected a square qint8 weight per output channel, at most ", g.kernel * g.block,
-              " wide, got ", weight.sizes());
-  const int64_t out = weight.size(0), channels = weight.size(1), k = weight.size(2), b = g.block, kk = g.kernel;
-  auto padded = torch::zeros({out, channels, kk * b, kk * b}, torch::kInt8);  // 0 past k: no contribution
-  padded.slice(2, 0, k).slice(3, 0, k).copy_(weight.int_repr());
+torch::Tensor bf16_space_to_depth(const torch::Tensor& input, const SpaceToDepth& g) {
+  check_images(input, "bf16 conversion");
+  const std::array<int64_t, 4> shape{input.size(0), input.size(1), input.size(2), input.size(3)};
+  auto y = torch::empty({shape[0], shape[1] * g.block * g.block, g.tiles_h, g.tiles_w},
+                        input.options().dtype(torch::kBFloat16).memory_format(torch::MemoryFormat::ChannelsLast));
+  const bool planar = !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto x = input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
+  to_tiles(x.data_ptr<float>(), planar, shape, Bf16Rounder{}, uint16_t{0}, g, reinterpret_cast<uint16_t*>(y.data_ptr()));
+  return y;
+}
+
+namespace {
+
+// w: (out, C, k, k) plain values -> (out, C * block^2, kernel, kernel), 0 past k (no contribution).
+torch::Tensor rearrange_weight(const torch::Tensor& w, const SpaceToDepth& g) {
+  const int64_t out = w.size(0), channels = w.size(1), k = w.size(2), b = g.block, kk = g.kernel;
+  auto padded = torch::zeros({out, channels, kk * b, kk * b}, w.options());
+  padded.slice(2, 0, k).slice(3, 0, k).copy_(w);
   // (out, C, ky, dy, kx, dx) -> (out, dy, dx, C, ky, kx)
-  const auto values = padded.reshape({out, channels, kk, b, kk, b})
-                          .permute({0, 3, 5, 1, 2, 4})
-                          .reshape({out, b * b * channels, kk, kk})
-                          .contiguous();
-  return at::_make_per_channel_quantized_tensor(values, weight.q_per_channel_scales(),
+  return padded.reshape({out, channels, kk, b, kk, b})
+      .permute({0, 3, 5, 1, 2, 4})
+      .reshape({out, b * b * channels, kk, kk})
+      .contiguous();
+}
+
+}  // namespace
+
+torch::Tensor space_to_depth_weight(const torch::Tensor& weight, const SpaceToDepth& g) {
+  const bool quantized = weight.is_quantized();
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3) && weight.size(2) <= g.kernel * g.block &&
+                  (quantized ? weight.scalar_type() == torch::kQInt8 && weight.qscheme() == torch::kPerChannelAffine &&
+                                   weight.q_per_channel_axis() == 0
+                             : weight.is_floating_point()),
+              "space to depth: expected a square floating-point weight or qint8 one per output channel, at most ",
+              g.kernel * g.block, " wide, got ", weight.sizes(), " ", weight.scalar_type());
+  if (!quantized) return rearrange_weight(weight, g);
+  return at::_make_per_channel_quantized_tensor(rearrange_weight(weight.int_repr(), g), weight.q_per_channel_scales(),
                                                 weight.q_per_channel_zero_points(), 0);
 }
 

@@ -1,7 +1,7 @@
 // The int8 engine's oneDNN layers (model/int8_onednn.h) against LibTorch's quantized
 // kernels, which it runs in builds without oneDNN; its input quantization against
 // at::quantize_per_tensor; features.0 read in tiles (model/quantize.h); the whole engine at an
-// empty batch and on input it cannot read.
+// empty batch and on input it cannot read; the bf16 engine's input rounding, plain and in tiles.
 #include "model/int8.h"
 #include "model/int8_onednn.h"
 #include "model/quantize.h"
@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -247,17 +248,22 @@ TEST(QuantizeChannelsLast, GivesAtenQuantizePerTensorsBytes) {
   EXPECT_THROW(alexnet::quantize_channels_last(torch::rand({1, 3, 4, 4}), 0.1, 256), c10::Error);
 }
 
-// What quantize_space_to_depth's tiles must hold, from quantize_channels_last's bytes: the
-// image padded with the zero point (or cut) to tiles_h x tiles_w tiles, each tile's pixels in
+// What the space-to-depth tiles must hold, from the image's values channels-last (N, H, W, C):
+// the image padded with `fill` (or cut) to tiles_h x tiles_w tiles, each tile's pixels in
 // (dy, dx, c) order.
+torch::Tensor tiles_of(const torch::Tensor& image, double fill, const alexnet::SpaceToDepth& g) {
+  const int64_t n = image.size(0), c = image.size(3), b = g.block;
+  auto padded = torch::full({n, g.tiles_h * b, g.tiles_w * b, c}, fill, image.options());
+  const int64_t rows = std::min(image.size(1), g.tiles_h * b - g.padding), cols = std::min(image.size(2), g.tiles_w * b - g.padding);
+  padded.slice(1, g.padding, g.padding + rows).slice(2, g.padding, g.padding + cols)
+      .copy_(image.slice(1, 0, rows).slice(2, 0, cols));
+  return padded.reshape({n, g.tiles_h, b, g.tiles_w, b, c}).permute({0, 1, 3, 2, 4, 5}).reshape({n, g.tiles_h, g.tiles_w, -1});
+}
+
+// quantize_channels_last's bytes, in tiles.
 torch::Tensor tiles_of(const torch::Tensor& x, double scale, int64_t zero_point, const alexnet::SpaceToDepth& g) {
   const auto q = alexnet::quantize_channels_last(x, scale, zero_point).int_repr().permute({0, 2, 3, 1});  // (N, H, W, C)
-  const int64_t n = x.size(0), c = x.size(1), b = g.block;
-  auto padded = torch::full({n, g.tiles_h * b, g.tiles_w * b, c}, zero_point, torch::kUInt8);
-  const int64_t rows = std::min(x.size(2), g.tiles_h * b - g.padding), cols = std::min(x.size(3), g.tiles_w * b - g.padding);
-  padded.slice(1, g.padding, g.padding + rows).slice(2, g.padding, g.padding + cols)
-      .copy_(q.slice(1, 0, rows).slice(2, 0, cols));
-  return padded.reshape({n, g.tiles_h, b, g.tiles_w, b, c}).permute({0, 1, 3, 2, 4, 5}).reshape({n, g.tiles_h, g.tiles_w, -1});
+  return tiles_of(q, static_cast<double>(zero_point), g);
 }
 
 TEST(SpaceToDepth, QuantizesTheImageIntoTilesOfItsPaddedPixels) {
@@ -345,7 +351,70 @@ TEST(SpaceToDepth, GivesTheStridedConvolutionsBytes) {
     }
   }
   EXPECT_THROW(alexnet::space_to_depth_weight(weight, alexnet::SpaceToDepth::of(8, 8, 8, 4, 0)), c10::Error);
-  EXPECT_THROW(alexnet::space_to_depth_weight(w, alexnet::SpaceToDepth::of(11, 11, 11, 4, 0)), c10::Error);
+  // A float32 weight is rearranged as the qint8 one's integers are.
+  EXPECT_TRUE(torch::equal(alexnet::space_to_depth_weight(weight.dequantize(), alexnet::SpaceToDepth::of(11, 11, 11, 4, 0)),
+                           rewritten.dequantize()));
+  EXPECT_THROW(alexnet::space_to_depth_weight(w.to(torch::kInt), alexnet::SpaceToDepth::of(11, 11, 11, 4, 0)),
+               c10::Error);
+}
+
+// Special values for a bf16 rounding: ties both ways (odd and even last kept bit), just above
+// and below them, NaN, infinities, the largest float (rounds to infinity), denormals, -0.
+torch::Tensor with_rounding_cases(torch::Tensor x) {
+  const std::vector<uint32_t> bits{0x3F808000u, 0x3F818000u, 0x3F808001u, 0x3F807FFFu, 0x7FC00000u, 0x7F800001u,
+                                   0xFF800000u, 0x7F800000u, 0x7F7FFFFFu, 0x00000001u, 0x00018000u, 0x80000000u,
+                                   0xBF808000u, 0xC0FF8000u};
+  auto flat = x.view({-1});
+  for (size_t i = 0; i < bits.size(); ++i) {
+    float v;
+    std::memcpy(&v, &bits[i], sizeof v);
+    flat[static_cast<int64_t>(i) * 7] = v;
+  }
+  return x;
+}
+
+// Bitwise equality, NaN included (a NaN of either sign and payload counts as NaN).
+bool same_bf16(const torch::Tensor& a, const torch::Tensor& b) {
+  return torch::equal(a.isnan(), b.isnan()) &&
+         torch::equal(a.masked_fill(a.isnan(), 0).view(torch::kShort), b.masked_fill(b.isnan(), 0).view(torch::kShort));
+}
+
+TEST(Bf16ChannelsLast, RoundsAsLibTorchDoes) {
+  torch::manual_seed(7);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 3, 224, 224}, {5, 3, 33, 47}, {2, 20, 9, 9}, {3, 1, 64, 64}}) {
+    for (const bool channels_last : {false, true}) {
+      auto x = with_rounding_cases(torch::randn(shape) * 3);  // (N, C, H, W)
+      if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto got = alexnet::bf16_channels_last(x);
+      ASSERT_EQ(got.sizes(), x.sizes());
+      ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
+      ASSERT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      // Tolerance: none (LibTorch's rounding to nearest even, bit for bit; NaN stays NaN).
+      EXPECT_TRUE(same_bf16(got.contiguous(), x.to(torch::kBFloat16).contiguous()))
+          << x.sizes() << (channels_last ? " channels-last" : "");
+    }
+  }
+  EXPECT_THROW(alexnet::bf16_channels_last(torch::rand({3, 4})), c10::Error);
+  EXPECT_THROW(alexnet::bf16_channels_last(torch::rand({1, 3, 4, 4}).to(torch::kDouble)), c10::Error);
+}
+
+TEST(SpaceToDepth, RoundsTheImageIntoBf16Tiles) {
+  torch::manual_seed(8);
+  for (const auto& [shape, padding] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
+           {{2, 3, 224, 224}, 2}, {{1, 3, 63, 50}, 2}, {{2, 1, 64, 64}, 2}, {{1, 3, 11, 14}, 0}}) {
+    const auto g = alexnet::SpaceToDepth::of(shape[2], shape[3], 11, 4, padding);
+    for (const bool channels_last : {false, true}) {
+      auto x = with_rounding_cases(torch::randn(shape));  // (N, C, H, W)
+      if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto got = alexnet::bf16_space_to_depth(x, g);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{shape[0], shape[1] * 16, g.tiles_h, g.tiles_w}));
+      ASSERT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      // Tolerance: none (LibTorch's bf16 values moved; zeros for the padding).
+      const auto want = tiles_of(x.to(torch::kBFloat16).permute({0, 2, 3, 1}), 0.0, g);  // (N, H', W', C * 16)
+      EXPECT_TRUE(same_bf16(got.permute({0, 2, 3, 1}).contiguous(), want.contiguous()))
+          << x.sizes() << (channels_last ? " channels-last" : "");
+    }
+  }
 }
 
 TEST(Int8AlexNet, AnEmptyBatchGivesNoLogits) {

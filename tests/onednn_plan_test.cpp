@@ -306,7 +306,7 @@ TEST(OneDnnPlan, Bf16WinogradMatchesFloat32ArithmeticOnOneLayer) {
   torch::manual_seed(0);
   torch::NoGradGuard no_grad;
   for (const int64_t pad : {0, 1, 2}) {
-    torch::nn::Sequential layer(torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 48, /*kernel_size=*/3).padding(pad)),
+    torch::nn::Sequential layer(torch::nn::Conv2d(torch::nn::Conv2dOptions(64, 48, /*kernel_size=*/3).padding(pad)),
                                 torch::nn::ReLU());
     layer->to(torch::kBFloat16);
     OneDnnFeatures wino(layer, ConvAlgorithm::kWinograd, torch::kBFloat16, /*channels_last_output=*/true);
@@ -316,11 +316,11 @@ TEST(OneDnnPlan, Bf16WinogradMatchesFloat32ArithmeticOnOneLayer) {
     const std::vector<std::array<int64_t, 3>> shapes = {{1, 13, 13}, {3, 14, 14}, {2, 7, 10}, {1, 3, 3}, {40, 13, 13}};
     for (const auto& [batch, h, w] : shapes) {
       if (h + 2 * pad < 3 || w + 2 * pad < 3) continue;
-      const auto x = torch::randn({batch, 32, h, w}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto x = torch::randn({batch, 64, h, w}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
       const auto want = reference->forward(x.to(torch::kFloat));  // (N, 48, h', w')
       const auto got = wino.forward(x);
       const auto base = direct.forward(x);
-      const std::string where = "pad " + std::to_string(pad) + " " + std::to_string(batch) + "x32x" +
+      const std::string where = "pad " + std::to_string(pad) + " " + std::to_string(batch) + "x64x" +
                                 std::to_string(h) + "x" + std::to_string(w);
       ASSERT_EQ(got.sizes(), want.sizes()) << where;
       EXPECT_EQ(wino.winograd_layers(), 1) << where;

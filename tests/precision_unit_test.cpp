@@ -210,9 +210,16 @@ TEST(Inference, ConvertsWeightsAndInput) {
     EXPECT_EQ(p.scalar_type(), torch::kBFloat16);
     if (p.dim() == 4) EXPECT_TRUE(p.is_contiguous(torch::MemoryFormat::ChannelsLast));
   }
-  const auto x = prepare_input(torch::randn({2, 3, 64, 64}), cfg);  // (2, 3, 64, 64)
-  EXPECT_EQ(x.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  const auto images = torch::randn({2, 3, 64, 64});  // (2, 3, 64, 64)
+  const auto x = prepare_input(images, cfg);
+  // The engine rounds the images itself, in one pass; layer by layer they come converted.
+  EXPECT_EQ(cfg.input_as_is, cfg.fused);
+  if (cfg.input_as_is) {
+    EXPECT_TRUE(x.is_same(images));
+  } else {
+    EXPECT_EQ(x.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  }
   c10::InferenceMode inference;
   EXPECT_EQ(model->forward(x).sizes(), (std::vector<int64_t>{2, 10}));
 }

@@ -149,7 +149,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
   std::map<std::string, std::pair<const LayerSpec*, double>> flop;
   std::map<std::string, double> bytes;  // uint8 in and out
   {
-    auto x = x0;
+    auto x = x0.to(model->features->parameters().front().scalar_type());  // the module's own type
     size_t i = 0;
     for (auto& layer : *model->features) {
       const auto& spec = specs.features[i];

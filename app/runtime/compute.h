@@ -60,6 +60,10 @@ struct ComputeConfig {
   /// bf16 through FusedAlexNet only: --onednn-plan's answer for its 3x3 convolutions,
   /// Winograd (true) or not (false); unset: the engine's own choice (where it pays).
   std::optional<bool> bf16_winograd;
+  /// Inference only, set by prepare_for_inference: the model converts float32 images itself
+  /// in one pass (the int8 and bf16 engines, or the plan's features reading NCHW), so
+  /// prepare_input leaves their type and layout alone.
+  bool input_as_is = false;
   /// int8 only: the calibrated activation ranges (app/cli.h's setup_int8 fills them).
   std::shared_ptr<const Int8Scales> int8_scales;
 
