@@ -189,8 +189,9 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
       if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
     } else {
-      t.what = name == "quantize" ? "fp32 -> uint8, channels-last"
-               : name == "convert" ? "-> bf16, channels-last"
+      // Into what features.0 reads: channels-last, or its 4x4 tiles (model/quantize.h).
+      t.what = name == "quantize" ? "fp32 -> uint8, features.0's layout"
+               : name == "convert" ? "fp32 -> bf16, features.0's layout"
                                    : "flatten (avg-pool when not 6x6)";
     }
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
