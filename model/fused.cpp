@@ -3,7 +3,6 @@
 #include "model/onednn_linear.h"
 #include "model/onednn_plan.h"
 #include "model/quantize.h"
-#include "model/torch_compat.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -106,7 +105,8 @@ struct FusedAlexNet::Impl {
   // The back-end: LibTorch's fused operators, or (LibTorch 1.x) the project's oneDNN plan
   // for the features and its inner products (OneDnnLinear) for the classifier.
   std::unique_ptr<OneDnnFeatures> plan;
-  // Where the plan reads features.0's input in tiles (tiles_for()): that layer's kernel, stride, padding.
+  // Where the plan reads features.0's input in tiles (tile_first_convolution()): that layer's
+  // kernel, stride, padding.
   std::optional<std::array<int64_t, 3>> tiled_first;
   c10::optional<c10::OperatorHandle> conv_op, linear_op, reorder_conv_op;  // unset with the plan
   std::vector<Stage> features;
@@ -128,7 +128,7 @@ struct FusedAlexNet::Impl {
   }
 
   // Chooses the back-ends, once the layers are known to be runnable.
-  void start_backend(AlexNet& model, std::optional<bool> winograd) {
+  void start_backend(AlexNet& model, const LayerSpec& first, std::optional<bool> winograd) {
     if (libtorch_has_fused_ops()) {
       conv_op = find_op("mkldnn::_convolution_pointwise");
       linear_op = find_op("mkldnn::_linear_pointwise");
@@ -139,7 +139,7 @@ struct FusedAlexNet::Impl {
       torch::nn::Sequential copy(
           std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->features->clone(torch::kCPU)));
       copy->to(torch::kBFloat16);
-      copy = tile_first_convolution(copy);
+      copy = tile_first_convolution(copy, first);
       const ConvAlgorithm algorithm =
           FusedAlexNet::winograd(winograd) ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
       plan = std::make_unique<OneDnnFeatures>(copy, algorithm, torch::kBFloat16, /*channels_last_output=*/true);
@@ -150,28 +150,21 @@ struct FusedAlexNet::Impl {
   // padded image (model/quantize.h, SpaceToDepth): 48 channels and a 3x3 kernel, which oneDNN's
   // bf16 kernels reduce over in full pairs instead of 3 channels at a time. The same products,
   // summed in another order in float32; the tiles come from the conversion to bf16, which reads
-  // the image once either way. Where the layer is not of that kind, `features` as given.
-  torch::nn::Sequential tile_first_convolution(torch::nn::Sequential features) {
-    auto* conv = features->size() > 0 ? features[0]->as<torch::nn::Conv2d>() : nullptr;
-    if (!conv) return features;
-    const auto& o = conv->options;
-    const int64_t k = (*o.kernel_size())[0], stride = (*o.stride())[0];
-    if (!compat::holds_alternative<torch::ExpandingArray<2>>(o.padding())) return features;
-    const auto& pad = compat::get<torch::ExpandingArray<2>>(o.padding());
-    const bool square = (*o.kernel_size())[1] == k && (*o.stride())[1] == stride && (*pad)[0] == (*pad)[1];
-    if (!square || stride < 2 || o.groups() != 1 || (*o.dilation())[0] != 1 || (*o.dilation())[1] != 1 ||
-        !compat::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) || !conv->bias.defined() ||
-        o.in_channels() * stride * stride % 16 != 0)
-      return features;
-    const SpaceToDepth g = SpaceToDepth::of(k, k, k, stride, 0);
-    torch::nn::Conv2d tiled(torch::nn::Conv2dOptions(o.in_channels() * stride * stride, o.out_channels(),
+  // the image once either way. `first`: features.0's row of the layer table (ungrouped: the
+  // constructor refused grouped ones). Where it is not strided, or its tiles would not fill
+  // pairs of 16 channels, `features` as given.
+  torch::nn::Sequential tile_first_convolution(torch::nn::Sequential features, const LayerSpec& first) {
+    auto* conv = features[0]->as<torch::nn::Conv2d>();
+    if (!conv || first.stride < 2 || first.in * first.stride * first.stride % 16 != 0) return features;
+    const SpaceToDepth g = SpaceToDepth::of(first.kernel, first.kernel, first.kernel, first.stride, 0);
+    torch::nn::Conv2d tiled(torch::nn::Conv2dOptions(first.in * first.stride * first.stride, first.out,
                                                      /*kernel_size=*/g.kernel));
     tiled->weight.set_data(space_to_depth_weight(conv->weight.detach(), g));  // (out, C * s^2, k', k')
     tiled->bias.set_data(conv->bias.detach().clone());
     torch::nn::Sequential out;
     out->push_back(tiled);
     for (auto it = std::next(features->begin()); it != features->end(); ++it) out->push_back(*it);
-    tiled_first = std::array<int64_t, 3>{k, stride, (*pad)[0]};
+    tiled_first = std::array<int64_t, 3>{first.kernel, first.stride, first.padding};
     return out;
   }
 
@@ -311,7 +304,7 @@ FusedAlexNet::FusedAlexNet(AlexNet& model, std::optional<bool> winograd) {
     }
     m.features.push_back(std::move(stage));
   }
-  m.start_backend(model, winograd);  // the 2012 architecture refused above, before either back-end reads it
+  m.start_backend(model, layers.features.front(), winograd);  // the 2012 architecture refused above, before either back-end reads it
   for (size_t i = 0; i < layers.classifier.size(); ++i) {
     if (layers.classifier[i].kind != Kind::kLinear) continue;
     Impl::Linear l;
