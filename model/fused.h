@@ -37,7 +37,7 @@ class FusedAlexNet final : public InferenceEngine {
   /// Whether this LibTorch has the fused operators, or this build the oneDNN plan,
   /// and oneDNN runs bf16 on this CPU.
   static bool available();
-  /// Whether bf16 Winograd F(2x2, 3x3) (the plan's, model/winograd_bf16.h) can run here:
+  /// Whether bf16 Winograd F(2x2, 3x3) (the plan's, model/winograd.h) can run here:
   /// the plan built, oneDNN's own bf16 kernels, AVX-512.
   static bool winograd_possible();
   /// Whether the 3x3 stride-1 convolutions run as bf16 Winograd for this request: `winograd`

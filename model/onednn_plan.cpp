@@ -2,7 +2,7 @@
 #include "model/onednn_plan.h"
 
 #include "model/onednn_layers.h"
-#include "model/winograd_bf16.h"
+#include "model/winograd.h"
 
 #include <algorithm>
 #include <chrono>
@@ -109,7 +109,7 @@ struct OneDnnFeatures::Impl {
     for (auto& w : weights) w.clear();
     for (auto& b : biases) b = memory();
     for (auto& t : bias_tensors) t = torch::Tensor();
-    for (auto& w : winograd_bf16) w.reset();
+    for (auto& w : winograd) w.reset();
     shapes.clear();
     last = nullptr;
   }
@@ -119,8 +119,8 @@ struct OneDnnFeatures::Impl {
   std::vector<std::vector<std::pair<memory::desc, memory>>> weights;
   std::vector<torch::Tensor> bias_tensors;  // contiguous copies the memories below wrap
   std::vector<memory> biases;
-  // bf16 Winograd (model/winograd_bf16.h): each 3x3 layer's transformed weights, made on first use.
-  std::vector<std::shared_ptr<onednn::WinogradBf16>> winograd_bf16;
+  // The plan's own Winograd (model/winograd.h): each such layer's transformed weights, made on first use.
+  std::vector<std::shared_ptr<onednn::Winograd>> winograd;
 
   struct Step {
     dnnl::primitive primitive;
@@ -220,6 +220,13 @@ struct OneDnnFeatures::Impl {
     return ConvPd(d, attr, engine);
   }
 
+  static bool is_reference(const ConvPd& pd) { return std::string(pd.impl_info_str()).rfind("ref", 0) == 0; }
+  // A kernel written for convolutions (oneDNN's jit ones), not a matrix product or the reference.
+  static bool kernel_of_its_own(const ConvPd& pd) {
+    const std::string impl = pd.impl_info_str();
+    return !is_reference(pd) && impl.find("gemm") == std::string::npos;
+  }
+
   // Appends layer i's convolution on an `in` (N, C, H, W) input, after a reorder
   // where it wants another layout than the activation's; returns its output channels.
   int64_t add_conv(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
@@ -228,9 +235,7 @@ struct OneDnnFeatures::Impl {
     const int64_t oc = l.weight.size(0);
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
-    if (dt == Dt::bf16 && algorithm == ConvAlgorithm::kWinograd && l.groups == 1 && c >= kBf16WinogradMinChannels &&
-        onednn::WinogradBf16::supports(c, oc, l.kernel, l.stride, l.padding))
-      return add_winograd_bf16(s, i, flow, in, win);
+    if (own_winograd(l, c, oc)) return add_winograd(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
     // The first layer reads the caller's layout as is (3 channels: a blocked
@@ -240,7 +245,16 @@ struct OneDnnFeatures::Impl {
     const memory::desc b_md({oc}, dt, Tag::x);
     const memory::desc dst_md({n, oc, win.oh, win.ow}, dt, Tag::any);
     bool wino = false;
-    const auto pd = conv_primitive(l, src_md, w_md, b_md, dst_md, win, &wino);
+    auto pd = conv_primitive(l, src_md, w_md, b_md, dst_md, win, &wino);
+    if (i == 0 && !kernel_of_its_own(pd)) {
+      // No direct kernel for the caller's layout (AVX2 CPUs: a matrix product on NCHW,
+      // 104 ms at batch 64, and an NCHW pooling after it, 87 ms; or the reference kernel
+      // on NHWC): NHWC in and out, after a reorder, where the matrix product takes 68 ms
+      // and the pooling after it 4 ms (BENCHMARKS.md).
+      const memory::desc nhwc_src(in, dt, Tag::nhwc), nhwc_dst({n, oc, win.oh, win.ow}, dt, Tag::nhwc);
+      auto nhwc = conv_primitive(l, nhwc_src, w_md, b_md, nhwc_dst, win, &wino);
+      if (!is_reference(nhwc)) pd = nhwc;
+    }
     s.winograd += wino;
     if (pd.src_desc() != flow.mem.get_desc()) {
       memory converted = next_activation(s, pd.src_desc(), flow);
@@ -265,12 +279,23 @@ struct OneDnnFeatures::Impl {
     return oc;
   }
 
-  // Appends layer i's convolution as bf16 Winograd, on NHWC activations (reordered to
-  // them where the layer before left another layout); returns its output channels.
-  int64_t add_winograd_bf16(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
+  // Whether layer l (c input channels, oc output) runs as the plan's own Winograd: bf16's
+  // 3x3 layers reading at least kBf16WinogradMinChannels; float32's 3x3 and 5x5 layers where
+  // oneDNN has no Winograd of its own (AVX2 CPUs).
+  bool own_winograd(const Layer& l, int64_t c, int64_t oc) const {
+    if (algorithm != ConvAlgorithm::kWinograd || l.groups != 1 ||
+        !onednn::Winograd::supports(dtype, c, oc, l.kernel, l.stride, l.padding))
+      return false;
+    return dt == Dt::bf16 ? c >= kBf16WinogradMinChannels
+                          : l.kernel[0] != 3 || !OneDnnFeatures::onednn_winograd_available();
+  }
+
+  // Appends layer i's convolution as the plan's own Winograd, on NHWC activations (reordered
+  // to them where the layer before left another layout); returns its output channels.
+  int64_t add_winograd(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
     const Layer& l = layers[i];
     const int64_t n = in[0], oc = l.weight.size(0);
-    const memory::desc nhwc(in, Dt::bf16, Tag::nhwc);
+    const memory::desc nhwc(in, dt, Tag::nhwc);
     if (flow.mem.get_desc() != nhwc) {
       memory converted = next_activation(s, nhwc, flow);
       s.steps.push_back({dnnl::reorder(flow.mem, converted),
@@ -278,18 +303,17 @@ struct OneDnnFeatures::Impl {
                          l.name + ": reorder", l.name});
       flow.mem = converted;
     }
-    if (!winograd_bf16[i])
-      winograd_bf16[i] = std::make_shared<onednn::WinogradBf16>(l.weight, l.bias, l.padding[0], l.padding[1],
-                                                                l.relu, engine);
-    const onednn::WinogradBf16::Call call = winograd_bf16[i]->prepare(n, in[2], in[3]);
+    if (!winograd[i])
+      winograd[i] = std::make_shared<onednn::Winograd>(l.weight, l.bias, l.padding[0], l.padding[1], l.relu, engine);
+    const onednn::Winograd::Call call = winograd[i]->prepare(n, in[2], in[3]);
     const memory src = flow.mem;
-    const memory dst = next_activation(s, memory::desc({n, oc, win.oh, win.ow}, Dt::bf16, Tag::nhwc), flow);
+    const memory dst = next_activation(s, memory::desc({n, oc, win.oh, win.ow}, dt, Tag::nhwc), flow);
     const memory scratch = scratchpad(s, memory::desc({static_cast<int64_t>(call.scratch_bytes())}, Dt::u8, Tag::x));
     Step step;
     step.run = [this, call, src, dst, scratch] {
       call.run(src.get_data_handle(), dst.get_data_handle(), scratch.get_data_handle(), stream);
     };
-    step.what = l.name + ": winograd F(2x2,3x3) bf16, matmul " + call.kernel() + (l.relu ? " + relu" : "");
+    step.what = l.name + ": " + call.description() + (l.relu ? " + relu" : "");
     step.layer = l.name;
     s.steps.push_back(std::move(step));
     ++s.winograd;
@@ -342,7 +366,7 @@ struct OneDnnFeatures::Impl {
 
 bool OneDnnFeatures::compiled() { return true; }
 
-bool OneDnnFeatures::bf16_winograd_pays() { return bf16_available() && onednn::WinogradBf16::pays_on_this_cpu(); }
+bool OneDnnFeatures::bf16_winograd_pays() { return bf16_available() && onednn::Winograd::bf16_pays_on_this_cpu(); }
 
 std::string OneDnnFeatures::library_version() {
   const dnnl_version_t* v = dnnl_version();  // the library loaded, not the headers compiled with
@@ -362,7 +386,7 @@ OneDnnFeatures::OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm alg
   impl_->weights.resize(impl_->layers.size());
   impl_->biases.resize(impl_->layers.size());
   impl_->bias_tensors.resize(impl_->layers.size());
-  impl_->winograd_bf16.resize(impl_->layers.size());
+  impl_->winograd.resize(impl_->layers.size());
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     const Layer& l = impl_->layers[i];
     if (l.kind != Layer::kConv) continue;

@@ -9,10 +9,12 @@
 // each ReLU into its convolution, and runs the 3x3 stride-1 convolutions (conv3-5,
 // half of AlexNet's multiply-adds) with Winograd F(4x4, 3x3) where oneDNN has it
 // (AVX-512 CPUs), which needs 1.5x fewer cycles for those layers on this project's
-// machine. Winograd's transforms round differently from a direct convolution:
-// results agree with PyTorch's to about 1e-5 of the largest activation, not bit for
-// bit (tests/onednn_plan_test.cpp; BENCHMARKS.md). In bf16, which oneDNN's Winograd does not
-// take, the plan runs those layers as its own Winograd F(2x2, 3x3) (model/winograd_bf16.h).
+// machine. Where oneDNN has no Winograd (AVX2 CPUs), the plan runs its own in float32:
+// F(4x4, 3x3) for conv3-5 and F(2x2, 5x5) for conv2 (model/winograd.h). Winograd's
+// transforms round differently from a direct convolution: results agree with PyTorch's to
+// about 1e-5 of the largest activation, not bit for bit (tests/onednn_plan_test.cpp;
+// BENCHMARKS.md). In bf16, which oneDNN's Winograd does not take, the plan runs the 3x3
+// layers as its own Winograd F(2x2, 3x3) (model/winograd.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -36,14 +38,18 @@ class OneDnnFeatures {
   /// The version of the oneDNN library the plan calls ("2.6.3"), or "" without the plan. A
   /// LibTorch with its own oneDNN inside (a pip PyTorch's) runs another version beside it.
   static std::string library_version();
-  /// Whether oneDNN has a Winograd convolution for this CPU (AVX-512); without
-  /// one, ConvAlgorithm::kWinograd runs every layer with direct kernels.
+  /// Whether a float32 plan asked for ConvAlgorithm::kWinograd runs Winograd on this CPU:
+  /// oneDNN's (AVX-512) or, without it, the plan's own (AVX2 and FMA, model/winograd.h).
+  /// Without either, kWinograd runs every layer with direct kernels.
   static bool winograd_available();
+  /// Whether oneDNN has a float32 Winograd convolution for this CPU (AVX-512), honouring
+  /// ONEDNN_MAX_CPU_ISA.
+  static bool onednn_winograd_available();
   /// Whether oneDNN runs bf16 convolutions on this CPU with its own kernels (not
   /// the reference ones), honouring ONEDNN_MAX_CPU_ISA.
   static bool bf16_available();
   /// Whether a bf16 plan asked for ConvAlgorithm::kWinograd runs the 3x3 layers as its
-  /// own bf16 Winograd (model/winograd_bf16.h) on this CPU: where oneDNN's bf16 kernels
+  /// own bf16 Winograd (model/winograd.h) on this CPU: where oneDNN's bf16 kernels
   /// are AVX512-BF16's (not AMX's), honouring ONEDNN_MAX_CPU_ISA.
   static bool bf16_winograd_pays();
 
@@ -55,7 +61,7 @@ class OneDnnFeatures {
   /// noticed at the next forward(), which packs the new values.
   /// dtype: the parameters' and activations' type, float32 or bf16 (where oneDNN has
   /// no bf16 Winograd, kWinograd runs the 3x3 stride-1 layers whose channels are
-  /// multiples of 16, reading at least 64, as the plan's own, model/winograd_bf16.h, on AVX-512 CPUs; others
+  /// multiples of 16, reading at least 64, as the plan's own, model/winograd.h, on AVX-512 CPUs; others
   /// direct). channels_last_output: forward() returns channels-last.
   OneDnnFeatures(torch::nn::Sequential features, ConvAlgorithm algorithm, torch::ScalarType dtype = torch::kFloat,
                  bool channels_last_output = false);

@@ -3,6 +3,7 @@
 // stand-ins: nothing available, and a plan that refuses to be built.
 #include "model/onednn_layers.h"
 #include "model/onednn_plan.h"
+#include "model/winograd.h"
 
 #include <stdexcept>
 #include <string>
@@ -22,6 +23,11 @@ using Dt = memory::data_type;
 }  // namespace
 
 bool OneDnnFeatures::winograd_available() {
+  const int64_t kernel[2] = {3, 3}, stride[2] = {1, 1}, padding[2] = {1, 1};
+  return onednn_winograd_available() || onednn::Winograd::supports(torch::kFloat, 64, 64, kernel, stride, padding);
+}
+
+bool OneDnnFeatures::onednn_winograd_available() {
   static const bool available = [] {
     try {
       const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -84,6 +90,8 @@ void OneDnnFeatures::set_profile(std::vector<std::pair<std::string, double>>*) {
 int OneDnnFeatures::winograd_layers() const { return 0; }
 
 bool OneDnnFeatures::winograd_available() { return false; }
+
+bool OneDnnFeatures::onednn_winograd_available() { return false; }
 
 bool OneDnnFeatures::bf16_available() { return false; }
 

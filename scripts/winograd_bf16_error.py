@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How much Winograd's tile size costs in bf16: the error of F(m x m, r x r) when its transformed
-inputs and weights are rounded to bf16 (as model/winograd_bf16.cpp rounds them), against a direct
+inputs and weights are rounded to bf16 (as model/winograd.cpp rounds them), against a direct
 bf16 convolution, which rounds only its output.
 
 For each tile size it builds the transforms from interpolation points (A^T and G from the points,

@@ -25,8 +25,8 @@ from unittest import mock
 import torch
 import torchvision
 
-from fixture import (auto_precision, cpu_description, cpu_has, cpu_has_bf16, isa_cap, main as fixture_main,
-                     once)
+from fixture import (auto_precision, cpu_description, cpu_has, cpu_has_bf16, cpu_has_plan_winograd, isa_cap,
+                     main as fixture_main, once)
 BINARY = os.environ.get("ALEXNET_BINARY", "build/app/alexnet")
 PHOTOS = "/usr/share/doc/opencv-doc/examples/data"
 TINY = ["--image-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--threads", "1"]
@@ -382,11 +382,11 @@ class OnednnPlan(BenchJson, unittest.TestCase):
 
     def test_auto_resolves_as_the_cpu_says(self):
         # auto: for CPU fp32 inference, the classifier's inner products, and the features with
-        # Winograd where oneDNN has a Winograd kernel (AVX-512; its direct kernels are slower
-        # than LibTorch's); off: LibTorch's layers.
+        # Winograd where the plan has it (oneDNN's on AVX-512, its own on AVX2; without it the
+        # direct kernels are slower than LibTorch's); off: LibTorch's layers.
         out, log = self.bench_json("--mode", "infer", "--precision", "fp32", "--channels-last=on",
                                    "--onednn-plan", "auto", *TINY)
-        if cpu_has("avx512f"):
+        if cpu_has_plan_winograd():
             self.assertIn("oneDNN plan (Winograd) with its classifier", out["compute"])
             self.assertIn("oneDNN plan: Winograd, and the classifier at batch sizes up to 4 "
                           "(auto: fp32 inference on the CPU)", log)
@@ -407,21 +407,21 @@ class OnednnPlan(BenchJson, unittest.TestCase):
                                  "--onednn-plan", "auto", *TINY)
         self.assertNotIn("oneDNN plan", out["compute"])
 
-    def test_winograd_where_oneDNN_has_it(self):
+    def test_winograd_where_the_plan_has_it(self):
         r = run("bench", "--device", "cpu", "--json", "--mode", "infer", "--precision", "fp32",
                 "--channels-last=on", "--onednn-plan", "winograd", *TINY)
-        if cpu_has("avx512f"):
+        if cpu_has_plan_winograd():
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("oneDNN plan (Winograd)", json.loads(r.stdout)["compute"])
         else:
             # Asked for where it cannot run: an error naming the flag, not a silent fallback.
             self.assertEqual(r.returncode, 1, r.stderr)
-            self.assertIn("error: --onednn-plan winograd: oneDNN has no Winograd convolution for this CPU",
+            self.assertIn("error: --onednn-plan winograd: the plan has no Winograd convolution for this CPU",
                           r.stderr.strip().splitlines()[-1])
 
     def test_logits_match_pytorch(self):
         # Against torchvision for the same seed, every algorithm this CPU has, both layouts.
-        plans = ("winograd", "direct") if cpu_has("avx512f") else ("direct",)
+        plans = ("winograd", "direct") if cpu_has_plan_winograd() else ("direct",)
         ref = reference_logits()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "logits.bin")
@@ -440,7 +440,7 @@ class OnednnPlan(BenchJson, unittest.TestCase):
         self.assertNotIn("oneDNN plan", log)
         assert_loss_spread(self, a)
         c, log = eval_json(self, *base, "--onednn-plan", "auto")
-        self.assertIn("oneDNN plan (Winograd) with its classifier" if cpu_has("avx512f")
+        self.assertIn("oneDNN plan (Winograd) with its classifier" if cpu_has_plan_winograd()
                       else "oneDNN plan: the classifier only", log)
         self.assertEqual(a["images"], c["images"])
         # Within 1e-5 of the loss (eval prints 6 significant digits; measured equal).

@@ -115,6 +115,20 @@ inline bool cpu_has_avx512_core() {
   return false;
 }
 
+/// Whether /proc/cpuinfo lists AVX2 and FMA: the plan's own float32 Winograd (model/winograd.h),
+/// which checks the CPU itself and is not capped by ONEDNN_MAX_CPU_ISA.
+inline bool cpu_has_avx2_fma() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    int found = 0;
+    for (std::string w; words >> w;) found += w == "avx2" || w == "fma";
+    return found == 2;
+  }
+  return false;
+}
+
 /// For skip reasons and messages: the CPU's model name, whether oneDNN may use avx512_core, and
 /// the cap, e.g. "Intel(R) Xeon(R) Platinum 8480+ (AVX-512: no, oneDNN capped at AVX2)".
 inline std::string cpu_description() {

@@ -134,6 +134,17 @@ def cpu_has_bf16():
     return cpu_has("avx512_bf16") or cpu_has("amx_bf16")
 
 
+def cpu_has_plan_winograd():
+    """The fp32 plan runs Winograd: oneDNN's (AVX-512) or its own (AVX2 and FMA, which it checks on
+    the CPU itself: ONEDNN_MAX_CPU_ISA does not cap it below AVX2)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return cpu_has("avx512f") or ("avx2" in flags and "fma" in flags)
+
+
 def cpu_vendor():
     """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD"), or ""."""
     try:

@@ -63,8 +63,9 @@ ConvAlgorithm available_algorithm() {
 // Winograd's transforms also round differently (2e-5; measured up to 3e-6).
 float tolerance(ConvAlgorithm algorithm) { return algorithm == ConvAlgorithm::kWinograd ? 2e-5f : 1e-5f; }
 
-// Convolutions the plan's last forward() ran as Winograd: conv3-5 (features.6, .8, .10), or none.
-int winograd_layers_of(ConvAlgorithm algorithm) { return algorithm == ConvAlgorithm::kWinograd ? 3 : 0; }
+// Convolutions the plan's last forward() ran as Winograd: conv2-5 (features.3 as the plan's own
+// F(2x2, 5x5), features.6, .8, .10 as oneDNN's or the plan's own F(4x4, 3x3)), or none.
+int winograd_layers_of(ConvAlgorithm algorithm) { return algorithm == ConvAlgorithm::kWinograd ? 4 : 0; }
 
 // Says which kernels the plan's last forward() ran, and checks that they are the algorithm's.
 void expect_ran(const OneDnnFeatures& plan, ConvAlgorithm algorithm) {
@@ -121,20 +122,29 @@ TEST(OneDnnPlan, WinogradFeaturesMatchTheSequentialAtEverySizeAndLayout) {
   expect_features_match_at_every_size_and_layout(ConvAlgorithm::kWinograd);
 }
 
-TEST(OneDnnPlan, WinogradRunsTheThreeByThreeConvolutionsOnAvx512) {
+TEST(OneDnnPlan, WinogradRunsConv2To5WhereTheCpuHasIt) {
   SKIP_WITHOUT_PLAN();
-  // oneDNN's answer against /proc/cpuinfo and its cap, read by the test (tests/fixture.h).
-  EXPECT_EQ(OneDnnFeatures::winograd_available(), cpu_has_avx512_core()) << cpu_description();
+  // oneDNN's answer against /proc/cpuinfo and its cap, read by the test (tests/fixture.h); the
+  // plan's own float32 Winograd needs AVX2 and FMA.
+  EXPECT_EQ(OneDnnFeatures::onednn_winograd_available(), cpu_has_avx512_core()) << cpu_description();
+  EXPECT_EQ(OneDnnFeatures::winograd_available(), cpu_has_avx512_core() || testing::cpu_has_avx2_fma())
+      << cpu_description();
   SKIP_WITHOUT_WINOGRAD();
   AlexNet model;
   model->eval();
   torch::NoGradGuard no_grad;
   OneDnnFeatures plan(model->features, ConvAlgorithm::kWinograd);
   plan.forward(torch::randn({2, 3, 224, 224}));
-  EXPECT_EQ(plan.winograd_layers(), 3);  // features.6, .8, .10
-  int wino_lines = 0;
-  for (const auto& line : plan.describe()) wino_lines += line.find("wino") != std::string::npos;
-  EXPECT_EQ(wino_lines, 3);
+  EXPECT_EQ(plan.winograd_layers(), 4);  // features.3, .6, .8, .10
+  int wino_lines = 0, own_lines = 0;
+  for (const auto& line : plan.describe()) {
+    std::printf("  %s\n", line.c_str());
+    wino_lines += line.find("wino") != std::string::npos;
+    own_lines += line.find("winograd F(") != std::string::npos;
+  }
+  EXPECT_EQ(wino_lines, 4);
+  // conv2 always the plan's own; conv3-5 too where oneDNN has no Winograd.
+  EXPECT_EQ(own_lines, OneDnnFeatures::onednn_winograd_available() ? 1 : 4);
   OneDnnFeatures direct(model->features, ConvAlgorithm::kDirect);
   direct.forward(torch::randn({2, 3, 224, 224}));
   EXPECT_EQ(direct.winograd_layers(), 0);
@@ -295,7 +305,51 @@ TEST(OneDnnPlan, Bf16FeaturesMatchLibTorchBf16LayersChannelsLastOut) {
   EXPECT_THROW(OneDnnFeatures(fp32->features, ConvAlgorithm::kDirect, torch::kHalf), std::invalid_argument);
 }
 
-// bf16 Winograd F(2x2, 3x3) (model/winograd_bf16.h) on one 3x3 layer, against float32
+// float32 Winograd on one layer (+ ReLU), against the same convolution in float64: 5x5 kernels
+// as the plan's own F(2x2, 5x5) on every CPU with Winograd, 3x3 ones as its own F(4x4, 3x3)
+// where oneDNN has none (AVX2, or the AVX2 cap scripts/test.sh reruns this under), else as
+// oneDNN's. Every padding below the kernel's side, maps of odd and even sides (tiles cut at the
+// edge), 1x1 outputs, batches that leave a short last chunk; channels that are not multiples of
+// 8 run direct. Bound: 1e-5 of the output's scale, as the plan's (measured below 1e-6).
+TEST(OneDnnPlan, Float32WinogradMatchesFloat64OnOneLayer) {
+  SKIP_WITHOUT_PLAN();
+  SKIP_WITHOUT_WINOGRAD();
+  torch::manual_seed(0);
+  torch::NoGradGuard no_grad;
+  for (const int64_t kernel : {3, 5}) {
+    const bool own = kernel == 5 || !OneDnnFeatures::onednn_winograd_available();
+    for (int64_t pad = 0; pad < kernel; ++pad) {
+      for (const int64_t in_channels : {24, 20}) {
+        torch::nn::Sequential layer(
+            torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 40, kernel).padding(pad)), torch::nn::ReLU());
+        OneDnnFeatures plan(layer, ConvAlgorithm::kWinograd);
+        torch::nn::Sequential reference(std::dynamic_pointer_cast<torch::nn::SequentialImpl>(layer->clone()));
+        reference->to(torch::kDouble);
+        const std::vector<std::array<int64_t, 3>> shapes = {{1, 13, 13}, {3, 14, 14}, {2, 7, 10},
+                                                            {1, kernel, kernel}, {5, 27, 27}, {9, 13, 13}};
+        for (const auto& [batch, h, w] : shapes) {
+          const auto x = torch::randn({batch, in_channels, h, w});
+          const auto want = reference->forward(x.to(torch::kDouble));
+          const auto got = plan.forward(x);
+          const std::string where = std::to_string(kernel) + "x" + std::to_string(kernel) + " pad " +
+                                    std::to_string(pad) + " " + std::to_string(batch) + "x" +
+                                    std::to_string(in_channels) + "x" + std::to_string(h) + "x" + std::to_string(w);
+          ASSERT_EQ(got.sizes(), want.sizes()) << where;
+          if (in_channels % 8 != 0)
+            EXPECT_EQ(plan.winograd_layers(), 0) << where << ": channels not in multiples of 8";
+          else if (own)
+            EXPECT_EQ(plan.winograd_layers(), 1) << where;
+          const float error = relative_error(got.to(torch::kDouble), want);
+          std::printf("  %-24s %s relative error %.2g\n", where.c_str(),
+                      plan.winograd_layers() == 0 ? "direct  " : own ? "own     " : "oneDNN's", error);
+          EXPECT_LE(error, 1e-5f) << where;
+        }
+      }
+    }
+  }
+}
+
+// bf16 Winograd F(2x2, 3x3) (model/winograd.h) on one 3x3 layer, against float32
 // arithmetic on the same bf16 inputs and weights: every padding it takes, maps of odd
 // and even sides (tiles cut at the edge), 1x1 outputs, batches that leave a short last
 // chunk. The direct bf16 kernel on the same layer rounds only its output (2^-9 of a

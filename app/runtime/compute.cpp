@@ -44,12 +44,11 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
                    OneDnnClassifier::kMaxBatch);
       return ConvAlgorithm::kWinograd;
     }
-    // Without Winograd the plan's direct kernels lose to LibTorch's: 3.5 against 86 img/s at
-    // batch 64 on an AVX2 EPYC (BENCHMARKS.md, "Two LibTorch flavours"). The classifier's
-    // inner products need no Winograd.
+    // Without Winograd (a CPU without AVX2 and FMA) the plan's direct kernels are no faster than
+    // LibTorch's. The classifier's inner products need no Winograd.
     if (possible)
-      spdlog::info("oneDNN plan: the classifier only, at batch sizes up to {} (auto: oneDNN has no Winograd "
-                   "convolution for this CPU{}, and without it the features' plan is slower than LibTorch's "
+      spdlog::info("oneDNN plan: the classifier only, at batch sizes up to {} (auto: the plan has no Winograd "
+                   "convolution for this CPU{}, and without it the features' plan is no faster than LibTorch's "
                    "layers)",
                    OneDnnClassifier::kMaxBatch, capped_note());
     else
@@ -66,8 +65,8 @@ std::optional<ConvAlgorithm> resolve_plan(PlanChoice requested, const torch::Dev
     throw std::invalid_argument(flag + ": the plan runs fp32 inference on the CPU, not " +
                                 precision_name(precision) + " on " + device.str());
   if (requested == PlanChoice::kWinograd && !OneDnnFeatures::winograd_available())
-    throw std::invalid_argument(flag + ": oneDNN has no Winograd convolution for this CPU (it needs AVX-512" +
-                                capped_note() + "); --onednn-plan direct runs the plan without it");
+    throw std::invalid_argument(flag + ": the plan has no Winograd convolution for this CPU (it needs AVX-512" +
+                                capped_note() + ", or AVX2 and FMA); --onednn-plan direct runs the plan without it");
   return requested == PlanChoice::kWinograd ? ConvAlgorithm::kWinograd : ConvAlgorithm::kDirect;
 }
 
