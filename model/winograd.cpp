@@ -1,5 +1,5 @@
 // Winograd convolutions of the oneDNN plan's own (model/winograd.h): the weights transformed
-// once, and per chunk of images an input transform, a*a oneDNN matmuls and an output transform.
+// once, and per chunk of tiles an input transform, a*a oneDNN matmuls and an output transform.
 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which
 // -Wmaybe-uninitialized then reports inside the headers (GCC bug 105593).
@@ -31,11 +31,13 @@ constexpr int kBf16Lanes = 16;   // bf16: channels per step of the transforms
 constexpr int kF32Side = 6;      // float32: the 6x6 transformed tile
 constexpr int kF32Lanes = 8;     // float32: channels per step of the transforms
 constexpr int kMaxPoints = kF32Side * kF32Side;
-// Tiles per chunk of images. bf16 (4 images at 13x13): the chunk's transformed input and
-// float32 products (1.2 and 1.6 MB for conv4) stay in the caches between the three passes. At
-// batch 64 on the Zen 4 EPYC, chunks of 196 tiles took 14% less time than chunks of 512 and
-// 1024 (whose transforms ran 2x slower), and chunks of 49 (one image) made the matrix products
-// 1.5x slower.
+// Tiles per chunk (a chunk may end inside an image). bf16 (4 images at 13x13): the chunk's
+// transformed input and float32 products (2.4 and 3.2 MB for conv4) stay in the caches between
+// the three passes. At batch 64 on the Zen 4 EPYC, chunks of 196 tiles took 14% less time than
+// chunks of 512 and 1024 (whose transforms ran 2x slower), and chunks of 49 (one image) made the
+// matrix products 1.5x slower. float32 (conv2: 0.6 MB transformed input, 1.8 MB products): conv2
+// took 76-79 ms at batch 64 in 3 of 3 rounds with chunks of 64 tiles, against 75-144 ms (2 of 3
+// rounds above 137) with chunks of a whole 27x27 map's 196, the L3 shared with other tenants.
 constexpr int64_t kBf16ChunkTiles = 196;
 constexpr int64_t kF32ChunkTiles = 64;
 
@@ -260,7 +262,7 @@ struct Winograd::Call::Impl {
   Geometry geo;
   torch::ScalarType dtype = torch::kFloat;
   bool relu = false;
-  int64_t chunk = 1;  // images per chunk
+  int64_t chunk = 1;  // tiles per chunk (of the batch's n * tiles())
   torch::Tensor bias;
   torch::Tensor zeros;  // one pixel of padding (IC values of the dtype)
   dnnl::engine engine;
@@ -276,11 +278,11 @@ struct Winograd::Call::Impl {
 
   int64_t tiles() const { return tiles_h * tiles_w; }
 
-  // Input tile t of the chunk from image `first`: the a x a pixels it reads (zeros outside).
+  // Input tile t of the batch: the a x a pixels it reads (zeros outside).
   template <typename T>
-  void gather(const T* x, int64_t first, int64_t t, const T** d) const {
+  void gather(const T* x, int64_t t, const T** d) const {
     const T* zero = static_cast<const T*>(zeros.data_ptr());
-    const int64_t b = first + t / tiles(), ty = t % tiles() / tiles_w, tx = t % tiles_w;
+    const int64_t b = t / tiles(), ty = t % tiles() / tiles_w, tx = t % tiles_w;
     for (int64_t i = 0; i < geo.a; ++i)
       for (int64_t j = 0; j < geo.a; ++j) {
         const int64_t r = ty * geo.m - pad_h + i, c = tx * geo.m - pad_w + j;
@@ -290,8 +292,8 @@ struct Winograd::Call::Impl {
 
   // Output tile t's m x m pixels in y; those past the map's edge (odd sides) go to `spill`.
   template <typename T>
-  void scatter(T* y, int64_t first, int64_t t, T* spill, T** out) const {
-    const int64_t b = first + t / tiles(), ty = t % tiles() / tiles_w, tx = t % tiles_w;
+  void scatter(T* y, int64_t t, T* spill, T** out) const {
+    const int64_t b = t / tiles(), ty = t % tiles() / tiles_w, tx = t % tiles_w;
     for (int64_t i = 0; i < geo.m; ++i)
       for (int64_t j = 0; j < geo.m; ++j) {
         const int64_t r = ty * geo.m + i, c = tx * geo.m + j;
@@ -299,32 +301,33 @@ struct Winograd::Call::Impl {
       }
   }
 
-  void transform_input(const void* x, int64_t first, int64_t images, void* v) const {
-    const int64_t rows = images * tiles(), points = geo.points();
+  // Tiles first .. first + rows of the batch into v, row by row.
+  void transform_input(const void* x, int64_t first, int64_t rows, void* v) const {
+    const int64_t points = geo.points();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         if (dtype == torch::kBFloat16) {
           const uint16_t* d[kMaxPoints];
-          gather(static_cast<const uint16_t*>(x), first, t, d);
+          gather(static_cast<const uint16_t*>(x), first + t, d);
           bf16_input_tile(d, ic, static_cast<uint16_t*>(v) + t * points * ic, ic);
         } else {
           const float* d[kMaxPoints];
-          gather(static_cast<const float*>(x), first, t, d);
+          gather(static_cast<const float*>(x), first + t, d);
           f32_input_tile(d, ic, static_cast<float*>(v) + t * points * ic, ic);
         }
       }
     });
   }
 
-  void transform_output(const float* m, int64_t first, int64_t images, void* y) const {
-    const int64_t rows = images * tiles(), points = geo.points();
+  void transform_output(const float* m, int64_t first, int64_t rows, void* y) const {
+    const int64_t points = geo.points();
     const float* b = bias.data_ptr<float>();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
       if (dtype == torch::kBFloat16) {
         std::vector<uint16_t> spill(oc);
         uint16_t* out[kMaxPoints];
         for (int64_t t = begin; t < end; ++t) {
-          scatter(static_cast<uint16_t*>(y), first, t, spill.data(), out);
+          scatter(static_cast<uint16_t*>(y), first + t, spill.data(), out);
           bf16_output_tile(m + t * points * oc, oc, oc, b, relu, out);
         }
         return;
@@ -332,7 +335,7 @@ struct Winograd::Call::Impl {
       std::vector<float> spill(oc);
       float* out[kMaxPoints];
       for (int64_t t = begin; t < end; ++t) {
-        scatter(static_cast<float*>(y), first, t, spill.data(), out);
+        scatter(static_cast<float*>(y), first + t, spill.data(), out);
         if (geo.m == 4)
           f32_output_tile(kAt4, m + t * points * oc, oc, oc, b, relu, out);
         else
@@ -414,13 +417,13 @@ Winograd::Call Winograd::prepare(int64_t n, int64_t h, int64_t w) {
   c->zeros = torch::zeros({layer.ic}, layer.dtype);
   c->engine = layer.engine;
   const int64_t chunk_tiles = layer.dtype == torch::kBFloat16 ? kBf16ChunkTiles : kF32ChunkTiles;
-  c->chunk = std::clamp<int64_t>((chunk_tiles + c->tiles() - 1) / c->tiles(), 1, n);
+  const int64_t total = n * c->tiles();
+  c->chunk = std::min(chunk_tiles, total);
   const int64_t points = layer.geo.points();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  for (const int64_t images : {c->chunk, n % c->chunk}) {
-    if (images == 0) continue;
-    const int64_t rows = images * c->tiles();
+  for (const int64_t rows : {c->chunk, total % c->chunk}) {
+    if (rows == 0) continue;
     Call::Impl::Product p;
     // Tile-major (rows, points, channels): each tile's points side by side for the transforms.
     p.src = memory::desc({points, rows, layer.ic}, layer.dt(), Tag::bac);
@@ -456,16 +459,17 @@ void Winograd::Call::run(const void* x, void* y, void* scratch, dnnl::stream& st
   void* v = bytes;
   auto* m = reinterpret_cast<float*>(bytes + c.v_bytes);
   void* pad = bytes + c.v_bytes + c.m_bytes;
-  for (int64_t first = 0; first < c.n; first += c.chunk) {
-    const int64_t images = std::min(c.chunk, c.n - first);
-    const auto& p = images == c.chunk ? c.products.front() : c.products.back();
-    c.transform_input(x, first, images, v);
+  const int64_t total = c.n * c.tiles();
+  for (int64_t first = 0; first < total; first += c.chunk) {
+    const int64_t rows = std::min(c.chunk, total - first);
+    const auto& p = rows == c.chunk ? c.products.front() : c.products.back();
+    c.transform_input(x, first, rows, v);
     p.primitive.execute(stream, {{DNNL_ARG_SRC, memory(p.src, c.engine, v)},
                                  {DNNL_ARG_WEIGHTS, p.weights},
                                  {DNNL_ARG_DST, memory(p.dst, c.engine, m)},
                                  {DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, c.engine, pad)}});
     stream.wait();
-    c.transform_output(m, first, images, y);
+    c.transform_output(m, first, rows, y);
   }
 }
 

@@ -5,6 +5,7 @@
 #include "app/runtime/precision.h"
 #include "model/fused.h"
 #include "model/int8.h"
+#include "model/onednn_plan.h"
 #include "model/weights.h"
 
 #include <spdlog/spdlog.h>
@@ -122,14 +123,25 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
   }
 }
 
-// The stages an inference engine (int8, fused bf16) reports, timed within whole passes.
-// winograd: the bf16 engine runs its 3x3 convolutions as Winograd.
-void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, bool int8,
+// Whose stages engine_layers reads: an inference engine's (int8, fused bf16), or the fp32
+// oneDNN plan's (its features; the rest of the pass, the classifier, as one row).
+enum class Stages { kInt8, kBf16, kFp32Plan };
+
+// The stages of a pipeline, timed within whole passes. winograd: the bf16 engine runs its 3x3
+// convolutions as Winograd (the fp32 plan says per layer what it ran).
+void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, Stages stages,
                    bool winograd, LayerProfile& prof) {
+  const bool int8 = stages == Stages::kInt8, plan = stages == Stages::kFp32Plan;
   const AlexNetLayers specs = alexnet_layers(model->options());
   std::vector<std::pair<std::string, double>> sink;
   std::vector<double> whole;
-  model->engine()->set_profile(&sink);
+  const auto set_profile = [&](std::vector<std::pair<std::string, double>>* to) {
+    if (plan)
+      model->inference_plan()->set_profile(to);
+    else
+      model->engine()->set_profile(to);
+  };
+  set_profile(&sink);
   std::map<std::string, std::vector<double>> per;
   std::vector<std::string> order;
   for (int64_t i = 0; i < warmup + iters; ++i) {
@@ -138,16 +150,31 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
     model->forward(x0);
     if (i < warmup) continue;
     whole.push_back(since(start));
+    double staged = 0;
     for (const auto& [name, s] : sink) {
       if (!per.count(name)) order.push_back(name);
       per[name].push_back(s);
+      staged += s;
     }
+    if (plan) per["classifier"].push_back(whole.back() - staged);  // the pass after the plan's features
   }
-  model->engine()->set_profile(nullptr);
+  set_profile(nullptr);
+  if (plan) order.push_back("classifier");
   prof.step_s = median(whole);
+  // The layers the plan ran as Winograd (oneDNN's or its own), from its description.
+  std::map<std::string, bool> plan_winograd;
+  if (plan)
+    for (const auto& line : model->inference_plan()->describe()) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos && line.find("wino", colon) != std::string::npos)
+        plan_winograd[line.substr(0, colon)] = true;
+    }
+  const double element = int8 ? 1.0 : plan ? 4.0 : 2.0;  // bytes of an activation or weight
+  const std::string type = int8 ? "int8" : plan ? "fp32" : "bf16";
   // Shapes for the work counts: the float32 layers' outputs (the same shapes).
   std::map<std::string, std::pair<const LayerSpec*, double>> flop;
-  std::map<std::string, double> bytes;  // uint8 in and out
+  double classifier_flop = 0, classifier_weights = 0;
+  std::map<std::string, double> bytes;  // activations in and out
   {
     auto x = x0.to(model->features->parameters().front().scalar_type());  // the module's own type
     size_t i = 0;
@@ -155,7 +182,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       const auto& spec = specs.features[i];
       const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
       flop["features." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
-      bytes["features." + std::to_string(i)] = static_cast<double>(x.numel() + out.numel());
+      bytes["features." + std::to_string(i)] = element * static_cast<double>(x.numel() + out.numel());
       x = out;
       ++i;
     }
@@ -167,6 +194,10 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       const auto& spec = specs.classifier[i];
       const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
       flop["classifier." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
+      if (plan) {  // the classifier's row: its three Linear layers' work
+        classifier_flop += layer_flop(spec, x, out);
+        classifier_weights += weight_bytes(spec, element);
+      }
       x = out;
       ++i;
     }
@@ -176,15 +207,20 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
     t.name = name;
     t.forward_s = median(per[name]);
     const auto it = flop.find(name);
-    if (it != flop.end()) {
+    if (name == "classifier" && plan) {
+      t.what = "the rest of the pass: avg-pool, 3 linear + ReLU, fp32";
+      t.flop = classifier_flop;
+      t.weight_bytes = classifier_weights;
+    } else if (it != flop.end()) {
       t.what = describe(*it->second.first);
       t.flop = it->second.second;
-      const std::string fused = int8 ? " + ReLU, int8" : " + ReLU, bf16";
+      const std::string fused = " + ReLU, " + type;
       if (it->second.first->kind == Kind::kConv) {
         t.what += fused;
         // The rate column counts a direct convolution's multiply-adds (1.94x Winograd's at 13x13).
         const LayerSpec& spec = *it->second.first;
-        if (winograd && !int8 && spec.kernel == 3 && spec.stride == 1) t.what += ", Winograd";
+        if (plan ? plan_winograd.count(name) != 0 : winograd && !int8 && spec.kernel == 3 && spec.stride == 1)
+          t.what += ", Winograd";
       }
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
       if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
@@ -194,10 +230,10 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
                : name == "convert" ? "fp32 -> bf16, features.0's layout"
                                    : "flatten (avg-pool when not 6x6)";
     }
-    if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", bf16";
+    if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", " + type;
     if (bytes.count(name)) t.bytes = bytes[name];
-    if (it != flop.end())  // int8 weights are bytes, bf16 ones two
-      t.weight_bytes = weight_bytes(*it->second.first, int8 ? 1.0 : 2.0);
+    if (it != flop.end())  // int8 weights are bytes, bf16 ones two, fp32 ones four
+      t.weight_bytes = weight_bytes(*it->second.first, element);
     prof.layers.push_back(t);
   }
 }
@@ -302,13 +338,16 @@ LayerProfile profile_layers(const BenchOptions& p, BenchSetup& info, bool train)
   prof.cache_gbps = read_gbps(prof.cache_buffer);
   prof.dram_gbps = read_gbps(prof.dram_buffer);
   if (p.before_inference) p.before_inference(model, info.cfg, input, nullptr);
-  info.cfg.plan.reset();  // one layer at a time: the plan runs the features as one pipeline
-  info.cfg.plan_classifier = false;
+  // The fp32 plan is timed by its own stages; without it, LibTorch's layers one at a time.
+  if (!info.cfg.plan) info.cfg.plan_classifier = false;
   runtime::prepare_for_inference(model, info.cfg);
   c10::InferenceMode inference;
   const auto x = runtime::prepare_input(input, info.cfg);
   if (model->engine())
-    engine_layers(model, x, p.warmup, p.iters, int8, FusedAlexNet::winograd(info.cfg.bf16_winograd), prof);
+    engine_layers(model, x, p.warmup, p.iters, int8 ? Stages::kInt8 : Stages::kBf16,
+                  FusedAlexNet::winograd(info.cfg.bf16_winograd), prof);
+  else if (model->inference_plan())
+    engine_layers(model, x, p.warmup, p.iters, Stages::kFp32Plan, false, prof);
   else
     infer_layers(model, x, p.warmup, p.iters, prof);
   return prof;
