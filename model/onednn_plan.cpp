@@ -2,6 +2,7 @@
 #include "model/onednn_plan.h"
 
 #include "model/onednn_layers.h"
+#include "model/quantize.h"
 #include "model/winograd.h"
 
 #include <algorithm>
@@ -235,6 +236,7 @@ struct OneDnnFeatures::Impl {
     const int64_t oc = l.weight.size(0);
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
+    if (i == 0 && tiles_first(l, c, oc)) return add_tiled_first(s, i, flow, in, win);
     if (own_winograd(l, c, oc)) return add_winograd(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
@@ -288,6 +290,52 @@ struct OneDnnFeatures::Impl {
       return false;
     return dt == Dt::bf16 ? c >= kBf16WinogradMinChannels
                           : l.kernel[0] != 3 || !OneDnnFeatures::onednn_winograd_available();
+  }
+
+  // Whether the first layer, strided over few channels (features.0: 11x11 over 3 at stride 4),
+  // runs as the plan's own float32 Winograd F(4x4, 3x3) on the image cut into stride x stride
+  // tiles (model/quantize.h: 48 channels under a 3x3 kernel at stride 1): where oneDNN has no
+  // Winograd (AVX2), whose direct kernel for it is a matrix product (105-127 ms at batch 64
+  // with its reorder, against 46-78 ms so). With oneDNN's AVX-512 kernel (41-43 ms) it did not
+  // pay (47-75 ms), so it is not used there.
+  bool tiles_first(const Layer& l, int64_t c, int64_t oc) const {
+    const int64_t b = l.stride[0];
+    if (dt != Dt::f32 || algorithm != ConvAlgorithm::kWinograd || OneDnnFeatures::onednn_winograd_available() ||
+        l.groups != 1 || b < 2 || l.stride[1] != b ||
+        l.kernel[0] != l.kernel[1] || l.padding[0] != l.padding[1] || (l.kernel[0] + b - 1) / b != 3)
+      return false;
+    const int64_t kernel[2] = {3, 3}, stride[2] = {1, 1}, padding[2] = {0, 0};
+    return onednn::Winograd::supports(dtype, c * b * b, oc, kernel, stride, padding);
+  }
+
+  // Appends layer i (tiles_first) as a conversion of the caller's image into tiles and the
+  // plan's own Winograd on them; returns its output channels.
+  int64_t add_tiled_first(Shape& s, size_t i, Flow& flow, const memory::dims& in, const Window& win) {
+    const Layer& l = layers[i];
+    const int64_t n = in[0], c = in[1], b = l.stride[0];
+    const SpaceToDepth g = SpaceToDepth::of(in[2], in[3], l.kernel[0], b, l.padding[0]);
+    if (!winograd[i])
+      winograd[i] = std::make_shared<onednn::Winograd>(space_to_depth_weight(l.weight.detach(), g), l.bias, 0, 0,
+                                                       l.relu, engine);
+    const memory::dims tiled{n, c * b * b, g.tiles_h, g.tiles_w};
+    const memory image = flow.mem;  // the caller's tensor, NCHW or NHWC
+    const bool channels_last = image.get_desc() == memory::desc(in, dt, Tag::nhwc);
+    const memory tiles = next_activation(s, memory::desc(tiled, dt, Tag::nhwc), flow);
+    Step step;
+    step.run = [image, tiles, g, in, channels_last] {
+      const std::vector<int64_t> sizes(in.begin(), in.end());
+      const std::vector<int64_t> strides =
+          channels_last ? std::vector<int64_t>{in[1] * in[2] * in[3], 1, in[3] * in[1], in[1]}
+                        : std::vector<int64_t>{in[1] * in[2] * in[3], in[2] * in[3], in[3], 1};
+      const auto x = torch::from_blob(image.get_data_handle(), sizes, strides, torch::kFloat);
+      space_to_depth_into(x, g, static_cast<float*>(tiles.get_data_handle()));
+    };
+    step.what = l.name + ": " + std::to_string(b) + "x" + std::to_string(b) + " tiles (" + std::to_string(c * b * b) +
+                " channels, 3x3 kernel)";
+    step.layer = l.name;
+    s.steps.push_back(std::move(step));
+    flow.mem = tiles;
+    return add_winograd(s, i, flow, tiled, win);
   }
 
   // Appends layer i's convolution as the plan's own Winograd, on NHWC activations (reordered

@@ -52,6 +52,12 @@ struct Copy {
   uint8_t operator()(uint8_t a) const { return a; }
 };
 
+// float32 kept as it is.
+struct Same {
+  using Out = float;
+  float operator()(float a) const { return a; }
+};
+
 template <typename Src, typename Convert>
 void convert(const Convert& f, const Src* src, typename Convert::Out* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = f(src[i]);
@@ -208,7 +214,8 @@ void to_tiles(const Src* image, bool planar, const std::array<int64_t, 4>& shape
   const int64_t b = g.block, tile_size = channels * b * b, row_size = g.tiles_w * b * channels;  // a padded row: (x, c)
   // Columns of the image a padded row holds: from column `padding` of the row on.
   const int64_t count = std::max<int64_t>(0, std::min(w, g.tiles_w * b - g.padding));
-  const bool fast = std::is_same_v<Src, float> && planar && channels == 3 && b == 4 && g.padding < 16 && has_avx512bw_vl();
+  const bool fast = std::is_same_v<Src, float> && sizeof(T) < 4 && planar && channels == 3 && b == 4 &&
+                    g.padding < 16 && has_avx512bw_vl();
   at::parallel_for(0, n * g.tiles_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> row(row_size), planes(planar ? channels * w : 0);
     for (int64_t task = begin; task < end; ++task) {
@@ -220,7 +227,7 @@ void to_tiles(const Src* image, bool planar, const std::array<int64_t, 4>& shape
           std::fill(row.begin(), row.end(), fill);
         } else {
           T* pixels = row.data() + g.padding * channels;
-          if constexpr (std::is_same_v<Src, float>) {
+          if constexpr (std::is_same_v<Src, float> && sizeof(T) < 4) {
             if (fast) {
               const float* row_of[3];
               for (int c = 0; c < 3; ++c) row_of[c] = image + ((image_index * 3 + c) * h + r) * w;
@@ -311,6 +318,14 @@ torch::Tensor bf16_space_to_depth(const torch::Tensor& input, const SpaceToDepth
   const auto x = input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
   to_tiles(x.data_ptr<float>(), planar, shape, Bf16Rounder{}, uint16_t{0}, g, reinterpret_cast<uint16_t*>(y.data_ptr()));
   return y;
+}
+
+void space_to_depth_into(const torch::Tensor& input, const SpaceToDepth& g, float* dst) {
+  check_images(input, "space to depth");
+  const std::array<int64_t, 4> shape{input.size(0), input.size(1), input.size(2), input.size(3)};
+  const bool planar = !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto x = input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
+  to_tiles(x.data_ptr<float>(), planar, shape, Same{}, 0.0f, g, dst);
 }
 
 namespace {

@@ -51,6 +51,10 @@ torch::Tensor quantize_space_to_depth(const torch::Tensor& x, double scale, int6
 /// the image.
 torch::Tensor bf16_space_to_depth(const torch::Tensor& x, const SpaceToDepth& geometry);
 
+/// x: (N, C, H, W) float32, NCHW or channels-last -> the same tiles in float32 at dst,
+/// (N, tiles_h, tiles_w, C * block^2), 0 outside the image (the fp32 plan's features.0 input).
+void space_to_depth_into(const torch::Tensor& x, const SpaceToDepth& geometry, float* dst);
+
 /// A convolution's weight (out, C, k, k), floating point or qint8 per output channel,
 /// rewritten for that input: (out, C * block^2, kernel, kernel), the positions past k holding 0.
 torch::Tensor space_to_depth_weight(const torch::Tensor& weight, const SpaceToDepth& geometry);

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -413,6 +414,24 @@ TEST(SpaceToDepth, RoundsTheImageIntoBf16Tiles) {
       const auto want = tiles_of(x.to(torch::kBFloat16).permute({0, 2, 3, 1}), 0.0, g);  // (N, H', W', C * 16)
       EXPECT_TRUE(same_bf16(got.permute({0, 2, 3, 1}).contiguous(), want.contiguous()))
           << x.sizes() << (channels_last ? " channels-last" : "");
+    }
+  }
+}
+
+// The fp32 plan's features.0 input (model/onednn_plan.h, AVX2): the float32 values moved into
+// the same tiles, zeros for the padding. Tolerance: none (a copy).
+TEST(SpaceToDepth, MovesTheFloat32ImageIntoTiles) {
+  torch::manual_seed(9);
+  for (const auto& [shape, padding] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
+           {{2, 3, 224, 224}, 2}, {{1, 3, 63, 50}, 2}, {{2, 1, 64, 64}, 2}, {{1, 3, 11, 14}, 0}}) {
+    const auto g = alexnet::SpaceToDepth::of(shape[2], shape[3], 11, 4, padding);
+    for (const bool channels_last : {false, true}) {
+      auto x = torch::randn(shape);  // (N, C, H, W)
+      if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      auto got = torch::full({shape[0], g.tiles_h, g.tiles_w, shape[1] * 16}, std::nanf(""));
+      alexnet::space_to_depth_into(x, g, got.data_ptr<float>());
+      const auto want = tiles_of(x.permute({0, 2, 3, 1}), 0.0, g);  // (N, H', W', C * 16)
+      EXPECT_TRUE(torch::equal(got, want.contiguous())) << x.sizes() << (channels_last ? " channels-last" : "");
     }
   }
 }
