@@ -247,6 +247,10 @@ struct Winograd::Impl {
     for (const auto& [desc, mem] : packs)
       if (desc == want) return mem;
     memory user({{geo.points(), ic, oc}, dt(), Tag::abc}, engine, u.data_ptr());
+    if (want == user.get_desc()) {  // u itself (U is 4x a 3x3 layer's weights: no second copy)
+      packs.emplace_back(want, user);
+      return user;
+    }
     memory pack(want, engine);
     dnnl::stream stream(engine);
     dnnl::reorder(user, pack).execute(stream, user, pack);
@@ -387,9 +391,17 @@ Winograd::Winograd(const torch::Tensor& weight, const torch::Tensor& bias, int64
           : f32_g(kernel[0]);
   // bf16's U in float32 (its products' operands are rounded to bf16 anyway), float32's in float64.
   const auto wide = dtype == torch::kBFloat16 ? torch::kFloat : torch::kDouble;
-  const auto w = weight.detach().to(torch::kCPU, wide);                  // (OC, IC, r, r)
-  const auto u = torch::matmul(torch::matmul(g.to(wide), w), g.to(wide).t());  // (OC, IC, a, a)
-  m.u = u.permute({2, 3, 1, 0}).reshape({m.geo.points(), m.ic, m.oc}).to(dtype).contiguous();
+  const auto gw = g.to(wide), gt = g.to(wide).t();
+  // U a block of output channels at a time: the float64 temporaries of a whole layer (conv4:
+  // 28 MB each) would raise the peak memory of a batch-1 process by about 100 MiB.
+  m.u = torch::empty({m.geo.points(), m.ic, m.oc}, dtype);
+  constexpr int64_t kBlock = 32;
+  for (int64_t o = 0; o < m.oc; o += kBlock) {
+    const int64_t end = std::min(m.oc, o + kBlock);
+    const auto w = weight.detach().slice(0, o, end).to(torch::kCPU, wide);  // (block, IC, r, r)
+    const auto u = torch::matmul(torch::matmul(gw, w), gt);                 // (block, IC, a, a)
+    m.u.slice(2, o, end).copy_(u.permute({2, 3, 1, 0}).reshape({m.geo.points(), m.ic, end - o}));
+  }
   m.bias = bias.detach().to(torch::kCPU, torch::kFloat).contiguous();
 }
 
