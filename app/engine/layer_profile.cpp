@@ -127,91 +127,112 @@ void infer_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64
 // oneDNN plan's (its features; the rest of the pass, the classifier, as one row).
 enum class Stages { kInt8, kBf16, kFp32Plan };
 
-// The stages of a pipeline, timed within whole passes. winograd: the bf16 engine runs its 3x3
-// convolutions as Winograd (the fp32 plan says per layer what it ran).
-void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, Stages stages,
-                   bool winograd, LayerProfile& prof) {
-  const bool int8 = stages == Stages::kInt8, plan = stages == Stages::kFp32Plan;
-  const AlexNetLayers specs = alexnet_layers(model->options());
-  std::vector<std::pair<std::string, double>> sink;
+// Per-stage seconds of whole passes, in the order the stages first ran.
+struct StageTimes {
+  std::map<std::string, std::vector<double>> per;
+  std::vector<std::string> order;
   std::vector<double> whole;
+};
+
+StageTimes time_stages(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, bool plan) {
+  std::vector<std::pair<std::string, double>> sink;
   const auto set_profile = [&](std::vector<std::pair<std::string, double>>* to) {
     if (plan)
       model->inference_plan()->set_profile(to);
     else
       model->engine()->set_profile(to);
   };
+  StageTimes t;
   set_profile(&sink);
-  std::map<std::string, std::vector<double>> per;
-  std::vector<std::string> order;
   for (int64_t i = 0; i < warmup + iters; ++i) {
     sink.clear();
     const auto start = Clock::now();
     model->forward(x0);
     if (i < warmup) continue;
-    whole.push_back(since(start));
+    t.whole.push_back(since(start));
     double staged = 0;
     for (const auto& [name, s] : sink) {
-      if (!per.count(name)) order.push_back(name);
-      per[name].push_back(s);
+      if (!t.per.count(name)) t.order.push_back(name);
+      t.per[name].push_back(s);
       staged += s;
     }
-    if (plan) per["classifier"].push_back(whole.back() - staged);  // the pass after the plan's features
+    if (plan) t.per["classifier"].push_back(t.whole.back() - staged);  // the pass after the plan's features
   }
   set_profile(nullptr);
-  if (plan) order.push_back("classifier");
-  prof.step_s = median(whole);
-  // The layers the plan ran as Winograd (oneDNN's or its own), from its description.
-  std::map<std::string, bool> plan_winograd;
-  if (plan)
-    for (const auto& line : model->inference_plan()->describe()) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos && line.find("wino", colon) != std::string::npos)
-        plan_winograd[line.substr(0, colon)] = true;
-    }
+  if (plan) t.order.push_back("classifier");
+  return t;
+}
+
+// The work of each layer of the float32 module on x0's shape: multiply-adds x 2, activation
+// bytes in and out at `element` bytes a value, and (plan) the classifier's row: its Linear layers'.
+struct Work {
+  std::map<std::string, std::pair<const LayerSpec*, double>> flop;
+  std::map<std::string, double> bytes;
+  double classifier_flop = 0, classifier_weights = 0;
+};
+
+Work work_of(AlexNet& model, const AlexNetLayers& specs, const torch::Tensor& x0, double element) {
+  Work work;
+  auto x = x0.to(model->features->parameters().front().scalar_type());  // the module's own type
+  size_t i = 0;
+  for (auto& layer : *model->features) {
+    const auto& spec = specs.features[i];
+    const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
+    work.flop["features." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
+    work.bytes["features." + std::to_string(i)] = element * static_cast<double>(x.numel() + out.numel());
+    x = out;
+    ++i;
+  }
+  work.bytes["quantize"] = static_cast<double>(x0.numel()) * 5;                     // float32 in, uint8 out
+  work.bytes["convert"] = static_cast<double>(x0.numel()) * (x0.element_size() + 2);  // to bf16
+  x = model->pool(x);
+  i = 0;
+  for (auto& layer : *model->classifier) {
+    const auto& spec = specs.classifier[i];
+    const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
+    work.flop["classifier." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
+    work.classifier_flop += layer_flop(spec, x, out);
+    work.classifier_weights += weight_bytes(spec, element);
+    x = out;
+    ++i;
+  }
+  return work;
+}
+
+// The layers the plan ran as Winograd (oneDNN's or its own), from its description.
+std::map<std::string, bool> plan_winograd_layers(const AlexNet& model) {
+  std::map<std::string, bool> layers;
+  for (const auto& line : model->inference_plan()->describe()) {
+    const auto colon = line.find(':');
+    if (colon != std::string::npos && line.find("wino", colon) != std::string::npos)
+      layers[line.substr(0, colon)] = true;
+  }
+  return layers;
+}
+
+// The stages of a pipeline, timed within whole passes. winograd: the bf16 engine runs its 3x3
+// convolutions as Winograd (the fp32 plan says per layer what it ran).
+void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int64_t iters, Stages stages,
+                   bool winograd, LayerProfile& prof) {
+  const bool int8 = stages == Stages::kInt8, plan = stages == Stages::kFp32Plan;
+  StageTimes times = time_stages(model, x0, warmup, iters, plan);
+  prof.step_s = median(times.whole);
+  const auto plan_winograd = plan ? plan_winograd_layers(model) : std::map<std::string, bool>{};
   const double element = int8 ? 1.0 : plan ? 4.0 : 2.0;  // bytes of an activation or weight
   const std::string type = int8 ? "int8" : plan ? "fp32" : "bf16";
-  // Shapes for the work counts: the float32 layers' outputs (the same shapes).
-  std::map<std::string, std::pair<const LayerSpec*, double>> flop;
-  double classifier_flop = 0, classifier_weights = 0;
-  std::map<std::string, double> bytes;  // activations in and out
-  {
-    auto x = x0.to(model->features->parameters().front().scalar_type());  // the module's own type
-    size_t i = 0;
-    for (auto& layer : *model->features) {
-      const auto& spec = specs.features[i];
-      const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
-      flop["features." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
-      bytes["features." + std::to_string(i)] = element * static_cast<double>(x.numel() + out.numel());
-      x = out;
-      ++i;
-    }
-    bytes["quantize"] = static_cast<double>(x0.numel()) * 5;  // float32 in, uint8 out
-    bytes["convert"] = static_cast<double>(x0.numel()) * (x0.element_size() + 2);  // to bf16
-    x = model->pool(x);
-    i = 0;
-    for (auto& layer : *model->classifier) {
-      const auto& spec = specs.classifier[i];
-      const auto out = spec.kind == Kind::kReLU ? torch::relu(x) : layer.forward(x);
-      flop["classifier." + std::to_string(i)] = {&spec, layer_flop(spec, x, out)};
-      if (plan) {  // the classifier's row: its three Linear layers' work
-        classifier_flop += layer_flop(spec, x, out);
-        classifier_weights += weight_bytes(spec, element);
-      }
-      x = out;
-      ++i;
-    }
-  }
-  for (const auto& name : order) {
+  // Shapes for the work counts: the float32 layers' outputs (the same shapes). work points into specs.
+  const AlexNetLayers specs = alexnet_layers(model->options());
+  Work work = work_of(model, specs, x0, element);
+  for (const auto& name : times.order) {
     LayerTime t;
     t.name = name;
-    t.forward_s = median(per[name]);
-    const auto it = flop.find(name);
+    t.forward_s = median(times.per[name]);
+    const auto it = work.flop.find(name);
     if (name == "classifier" && plan) {
       t.what = "the rest of the pass: avg-pool, 3 linear + ReLU, fp32";
-      t.flop = classifier_flop;
-      t.weight_bytes = classifier_weights;
-    } else if (it != flop.end()) {
+      t.flop = work.classifier_flop;
+      t.weight_bytes = work.classifier_weights;
+    } else if (it != work.flop.end()) {
       t.what = describe(*it->second.first);
       t.flop = it->second.second;
       const std::string fused = " + ReLU, " + type;
@@ -224,6 +245,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
       }
       if (name == "classifier.1" || name == "classifier.4") t.what += fused;
       if (name == "classifier.6") t.what += int8 ? ", int8, float32 out" : ", bf16";
+      t.weight_bytes = weight_bytes(*it->second.first, element);  // int8 one byte, bf16 two, fp32 four
     } else {
       // Into what features.0 reads: channels-last, or its 4x4 tiles (model/quantize.h).
       t.what = name == "quantize" ? "fp32 -> uint8, features.0's layout"
@@ -231,9 +253,7 @@ void engine_layers(AlexNet& model, const torch::Tensor& x0, int64_t warmup, int6
                                    : "flatten (avg-pool when not 6x6)";
     }
     if (t.flop == 0 && name.rfind("features.", 0) == 0) t.what += int8 ? ", uint8" : ", " + type;
-    if (bytes.count(name)) t.bytes = bytes[name];
-    if (it != flop.end())  // int8 weights are bytes, bf16 ones two, fp32 ones four
-      t.weight_bytes = weight_bytes(*it->second.first, element);
+    if (work.bytes.count(name)) t.bytes = work.bytes[name];
     prof.layers.push_back(t);
   }
 }
