@@ -29,4 +29,8 @@ struct Layer {
 /// the plan cannot run (LocalResponseNorm, dilation, padding modes, ceil_mode...).
 std::vector<Layer> describe_layers(torch::nn::Sequential& features);
 
+/// Whether a primitive's implementation name (impl_info_str(): "ref:any") is oneDNN's reference
+/// kernel, which it falls back to where it has no kernel of its own.
+inline bool is_reference_kernel(const std::string& impl) { return impl.rfind("ref", 0) == 0; }
+
 }  // namespace alexnet::onednn

@@ -221,11 +221,10 @@ struct OneDnnFeatures::Impl {
     return ConvPd(d, attr, engine);
   }
 
-  static bool is_reference(const ConvPd& pd) { return std::string(pd.impl_info_str()).rfind("ref", 0) == 0; }
   // A kernel written for convolutions (oneDNN's jit ones), not a matrix product or the reference.
   static bool kernel_of_its_own(const ConvPd& pd) {
     const std::string impl = pd.impl_info_str();
-    return !is_reference(pd) && impl.find("gemm") == std::string::npos;
+    return !onednn::is_reference_kernel(impl) && impl.find("gemm") == std::string::npos;
   }
 
   // Appends layer i's convolution on an `in` (N, C, H, W) input, after a reorder
@@ -255,7 +254,7 @@ struct OneDnnFeatures::Impl {
       // and the pooling after it 4 ms (BENCHMARKS.md).
       const memory::desc nhwc_src(in, dt, Tag::nhwc), nhwc_dst({n, oc, win.oh, win.ow}, dt, Tag::nhwc);
       auto nhwc = conv_primitive(l, nhwc_src, w_md, b_md, nhwc_dst, win, &wino);
-      if (!is_reference(nhwc)) pd = nhwc;
+      if (!onednn::is_reference_kernel(nhwc.impl_info_str())) pd = nhwc;
     }
     s.winograd += wino;
     if (pd.src_desc() != flow.mem.get_desc()) {

@@ -56,7 +56,7 @@ bool OneDnnFeatures::bf16_available() {
           memory::desc({64}, Dt::bf16, Tag::x), memory::desc({64, 64, 13, 13}, Dt::bf16, Tag::any), {1, 1}, {1, 1},
           {1, 1});
       dnnl::convolution_forward::primitive_desc pd(d, engine);
-      return std::string(pd.impl_info_str()).rfind("ref", 0) != 0;  // "ref:any": no kernel of its own
+      return !onednn::is_reference_kernel(pd.impl_info_str());
     } catch (const dnnl::error&) {
       return false;
     }

@@ -46,16 +46,11 @@ struct Bf16Rounder {
   }
 };
 
-// Bytes already converted (ATen's quantization), copied.
+// Values copied as they are: bytes already converted (ATen's quantization), or float32 tiles.
+template <typename T>
 struct Copy {
-  using Out = uint8_t;
-  uint8_t operator()(uint8_t a) const { return a; }
-};
-
-// float32 kept as it is.
-struct Same {
-  using Out = float;
-  float operator()(float a) const { return a; }
+  using Out = T;
+  T operator()(T a) const { return a; }
 };
 
 template <typename Src, typename Convert>
@@ -300,7 +295,7 @@ torch::Tensor quantize_space_to_depth(const torch::Tensor& input, double scale, 
   if (aten_is_fbgemm()) {  // the image's bytes from ATen (channels-last), then cut into tiles
     const auto x = at::quantize_per_tensor(input.contiguous(torch::MemoryFormat::ChannelsLast), scale, zero_point,
                                            torch::kQUInt8);
-    to_tiles(reinterpret_cast<const uint8_t*>(x.data_ptr()), false, shape, Copy{}, fill, g, dst);
+    to_tiles(reinterpret_cast<const uint8_t*>(x.data_ptr()), false, shape, Copy<uint8_t>{}, fill, g, dst);
     return y;
   }
   const bool planar = !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
@@ -325,7 +320,7 @@ void space_to_depth_into(const torch::Tensor& input, const SpaceToDepth& g, floa
   const std::array<int64_t, 4> shape{input.size(0), input.size(1), input.size(2), input.size(3)};
   const bool planar = !input.is_contiguous(torch::MemoryFormat::ChannelsLast);
   const auto x = input.contiguous(planar ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast);
-  to_tiles(x.data_ptr<float>(), planar, shape, Same{}, 0.0f, g, dst);
+  to_tiles(x.data_ptr<float>(), planar, shape, Copy<float>{}, 0.0f, g, dst);
 }
 
 namespace {

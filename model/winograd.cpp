@@ -391,7 +391,7 @@ Winograd::Winograd(const torch::Tensor& weight, const torch::Tensor& bias, int64
           : f32_g(kernel[0]);
   // bf16's U in float32 (its products' operands are rounded to bf16 anyway), float32's in float64.
   const auto wide = dtype == torch::kBFloat16 ? torch::kFloat : torch::kDouble;
-  const auto gw = g.to(wide), gt = g.to(wide).t();
+  const auto gw = g.to(wide), gt = gw.t();
   // U a block of output channels at a time: the float64 temporaries of a whole layer (conv4:
   // 28 MB each) would raise the peak memory of a batch-1 process by about 100 MiB.
   m.u = torch::empty({m.geo.points(), m.ic, m.oc}, dtype);

@@ -399,10 +399,17 @@ TEST(Bf16ChannelsLast, RoundsAsLibTorchDoes) {
   EXPECT_THROW(alexnet::bf16_channels_last(torch::rand({1, 3, 4, 4}).to(torch::kDouble)), c10::Error);
 }
 
+// Images (N, C, H, W) and features.0's padding for the tile tests: ImageNet's size, an odd
+// and a non-square one, one channel, and an image barely larger than the kernel.
+const std::vector<std::pair<std::vector<int64_t>, int64_t>>& tile_cases() {
+  static const std::vector<std::pair<std::vector<int64_t>, int64_t>> cases = {
+      {{2, 3, 224, 224}, 2}, {{1, 3, 63, 50}, 2}, {{2, 1, 64, 64}, 2}, {{1, 3, 11, 14}, 0}};
+  return cases;
+}
+
 TEST(SpaceToDepth, RoundsTheImageIntoBf16Tiles) {
   torch::manual_seed(8);
-  for (const auto& [shape, padding] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
-           {{2, 3, 224, 224}, 2}, {{1, 3, 63, 50}, 2}, {{2, 1, 64, 64}, 2}, {{1, 3, 11, 14}, 0}}) {
+  for (const auto& [shape, padding] : tile_cases()) {
     const auto g = alexnet::SpaceToDepth::of(shape[2], shape[3], 11, 4, padding);
     for (const bool channels_last : {false, true}) {
       auto x = with_rounding_cases(torch::randn(shape));  // (N, C, H, W)
@@ -422,8 +429,7 @@ TEST(SpaceToDepth, RoundsTheImageIntoBf16Tiles) {
 // the same tiles, zeros for the padding. Tolerance: none (a copy).
 TEST(SpaceToDepth, MovesTheFloat32ImageIntoTiles) {
   torch::manual_seed(9);
-  for (const auto& [shape, padding] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
-           {{2, 3, 224, 224}, 2}, {{1, 3, 63, 50}, 2}, {{2, 1, 64, 64}, 2}, {{1, 3, 11, 14}, 0}}) {
+  for (const auto& [shape, padding] : tile_cases()) {
     const auto g = alexnet::SpaceToDepth::of(shape[2], shape[3], 11, 4, padding);
     for (const bool channels_last : {false, true}) {
       auto x = torch::randn(shape);  // (N, C, H, W)
