@@ -272,6 +272,35 @@ TEST(SafetensorsReader, FuzzSeedsReadOrAreRefused) {
   EXPECT_EQ(file.metadata.size(), 2u);
 }
 
+// What the reader accepts, the writer writes back unchanged; tensors of no elements
+// (shapes [0, 3] and [0, 0], whose row-major strides torch leaves at 1) included.
+TEST(SafetensorsReader, ValidSeedsWriteBackTheSame) {
+  for (const auto& f : corpus_files(/*attacks=*/false, "safetensors")) {
+    const auto bytes = slurp(f);
+    const auto file = pth::parse_safetensors(bytes.data(), bytes.size(), nullptr, "mem");
+    std::vector<pth::NamedRecord> records;
+    for (const auto& [name, tensor] : file.tensors.entries()) records.emplace_back(name.as_string(), tensor.as_tensor());
+    const std::string path = temp_dir() + "/again.safetensors";
+    ASSERT_NO_THROW(pth::write_safetensors(path, records, file.metadata)) << f;
+    const auto again = slurp(path);
+    const auto back = pth::parse_safetensors(again.data(), again.size(), nullptr, "again");
+    ASSERT_EQ(back.tensors.entries().size(), records.size()) << f;
+    for (const auto& [name, tensor] : back.tensors.entries()) {
+      const auto same = std::find_if(records.begin(), records.end(),
+                                     [&](const pth::NamedRecord& r) { return r.first == name.as_string(); });
+      ASSERT_NE(same, records.end()) << f << ": " << name.as_string();
+      EXPECT_EQ(tensor.as_tensor().sizes, same->second.sizes) << f << ": " << name.as_string();
+      ASSERT_EQ(tensor.as_tensor().dtype(), same->second.dtype()) << f << ": " << name.as_string();
+      const auto bytes_of = [](const pth::TensorRecord& r) {
+        const size_t size = pth::element_size(r.dtype());
+        const uint8_t* begin = r.storage->data + r.offset * size;
+        return std::vector<uint8_t>(begin, begin + r.numel() * size);
+      };
+      EXPECT_EQ(bytes_of(tensor.as_tensor()), bytes_of(same->second)) << f << ": " << name.as_string();
+    }
+  }
+}
+
 // .pt2 (torch.export.save): every seed is read or refused by the .pt2 reader; the valid one
 // reads back as written by tests/fuzz/make_corpus.py (exact values).
 TEST(Pt2Reader, FuzzSeedsReadOrAreRefused) {

@@ -77,14 +77,18 @@ std::string TensorRecord::view_problem() const {
   return "";
 }
 
-bool TensorRecord::is_contiguous_whole() const {
-  if (offset != 0 || numel() != storage->numel) return false;
+bool TensorRecord::is_row_major() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (size_t i = sizes.size(); i-- > 0;) {
     if (sizes[i] != 1 && strides[i] != expected) return false;
     expected *= sizes[i];
   }
   return true;
+}
+
+bool TensorRecord::is_contiguous_whole() const {
+  return offset == 0 && numel() == storage->numel && is_row_major();
 }
 
 const char* kind_name(Value::Kind kind) {

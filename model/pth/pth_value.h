@@ -53,6 +53,9 @@ struct TensorRecord {
 
   DType dtype() const { return storage->dtype; }
   int64_t numel() const;
+  /// True when the view's elements follow one another in row-major order from its
+  /// offset, as torch's is_contiguous() says: a view of no elements always does.
+  bool is_row_major() const;
   /// True when the view is the whole storage in row-major order.
   bool is_contiguous_whole() const;
   /// Empty when sizes and strides have one length, none is negative, and every

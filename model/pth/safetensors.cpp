@@ -186,12 +186,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedRecord>& 
   uint64_t offset = 0;
   std::vector<std::pair<const uint8_t*, uint64_t>> chunks;
   for (const auto& [name, record] : tensors) {
-    int64_t expected = 1;  // row-major strides, at any offset into the storage
-    for (size_t d = record.sizes.size(); d-- > 0;) {
-      if (record.sizes[d] != 1 && record.strides[d] != expected)
-        fail(path, "tensor '" + name + "' is not contiguous");
-      expected *= record.sizes[d];
-    }
+    if (!record.is_row_major()) fail(path, "tensor '" + name + "' is not contiguous");
     const char* dtype = nullptr;
     for (const auto& d : kDTypes)
       if (d.dtype == record.dtype()) dtype = d.name;

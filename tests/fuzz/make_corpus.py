@@ -255,7 +255,8 @@ def safetensors_seeds(folder):
     write(folder, "valid_empty.safetensors", safetensors({}, b""))
     write(folder, "valid_zero_size.safetensors", safetensors(
         {"a": {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]},
-         "b": {"dtype": "I32", "shape": [], "data_offsets": [0, 4]}}, bytes(4)))
+         "b": {"dtype": "I32", "shape": [], "data_offsets": [0, 4]},
+         "c": {"dtype": "F32", "shape": [0, 0], "data_offsets": [4, 4]}}, bytes(4)))
 
     f32 = lambda shape, begin, end: {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}  # noqa: E731
     attacks = {
