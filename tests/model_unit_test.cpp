@@ -469,3 +469,19 @@ TEST(DropoutUnit, ModuleFollowsTorchGeneratorAndModes) {
   EXPECT_EQ(d.scalar_type(), torch::kFloat64);
   EXPECT_NEAR(d.eq(0).to(torch::kFloat64).mean().item<double>(), 0.5, 0.1);
 }
+
+// at::parallel_for shares a loop among LibTorch's threads only in code compiled with OpenMP
+// (ATen/ParallelOpenMP.h tests _OPENMP); without it, our own loops (Winograd transforms,
+// quantization, pooling, the optimizer step, dropout) ran on one thread whatever --threads
+// said. This file is compiled with the flags of model/ and app/ (CMakeLists.txt).
+TEST(Threads, OurParallelLoopsRunOnLibTorchsThreads) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  std::vector<int> thread_of(2, -1);
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) thread_of[i] = at::get_thread_num();
+  });
+  at::set_num_threads(before);
+  EXPECT_EQ(thread_of[0], 0);
+  EXPECT_EQ(thread_of[1], 1) << "at::parallel_for ran both halves on one thread: compiled without OpenMP?";
+}
