@@ -33,6 +33,12 @@ constexpr size_t kMaxShapes = 8;
 // outweigh the products saved. features.0 reading the image in 4x4 tiles (48 channels,
 // model/fused.h) took 27-34 ms as Winograd against 24-25 ms direct (Zen 4, batch 64).
 constexpr int64_t kBf16WinogradMinChannels = 64;
+// float32 3x3 layers run as the plan's own F(4x4, 3x3) from this many 4x4 output tiles in the
+// batch (one chunk of its products) where oneDNN has a Winograd of its own too (AVX-512). On the
+// Zen 4 EPYC at 224 px, conv3-5 took 93-95 ms at batch 64, 11.6 at batch 8 and 5.8-7.3 at batch 4
+// as ours, against 108-118, 14.2 and 7.7-8.9 as oneDNN's; at batch 1 (16 tiles) 2.6-3.1 ms
+// against 2.4-2.5. Whole passes alternating: batch 64 230 against 216 img/s (medians of 5).
+constexpr int64_t kF32OwnWinogradMinTiles = 64;
 Slot other(Slot slot) { return slot == kPing ? kPong : kPing; }
 
 // Output side of a convolution or pooling window, as PyTorch computes it (floor).
@@ -236,7 +242,7 @@ struct OneDnnFeatures::Impl {
     TORCH_CHECK(l.weight.size(1) * l.groups == c, l.name, ": expected ",
                 l.weight.size(1) * l.groups, " input channels, got ", c);
     if (i == 0 && tiles_first(l, c, oc)) return add_tiled_first(s, i, flow, in, win);
-    if (own_winograd(l, c, oc)) return add_winograd(s, i, flow, in, win);
+    if (own_winograd(l, c, oc, n, win)) return add_winograd(s, i, flow, in, win);
     memory::dims wdims{oc, c, l.kernel[0], l.kernel[1]};
     if (l.groups > 1) wdims = {l.groups, oc / l.groups, c / l.groups, l.kernel[0], l.kernel[1]};
     // The first layer reads the caller's layout as is (3 channels: a blocked
@@ -280,15 +286,18 @@ struct OneDnnFeatures::Impl {
     return oc;
   }
 
-  // Whether layer l (c input channels, oc output) runs as the plan's own Winograd: bf16's
-  // 3x3 layers reading at least kBf16WinogradMinChannels; float32's 3x3 and 5x5 layers where
-  // oneDNN has no Winograd of its own (AVX2 CPUs).
-  bool own_winograd(const Layer& l, int64_t c, int64_t oc) const {
+  // Whether layer l (c input channels, oc output, batch n, output win) runs as the plan's own
+  // Winograd: bf16's 3x3 layers reading at least kBf16WinogradMinChannels; float32's 5x5 layers,
+  // and its 3x3 ones where oneDNN has no Winograd of its own (AVX2 CPUs) or the batch has
+  // kF32OwnWinogradMinTiles tiles.
+  bool own_winograd(const Layer& l, int64_t c, int64_t oc, int64_t n, const Window& win) const {
     if (algorithm != ConvAlgorithm::kWinograd || l.groups != 1 ||
         !onednn::Winograd::supports(dtype, c, oc, l.kernel, l.stride, l.padding))
       return false;
-    return dt == Dt::bf16 ? c >= kBf16WinogradMinChannels
-                          : l.kernel[0] != 3 || !OneDnnFeatures::onednn_winograd_available();
+    if (dt == Dt::bf16) return c >= kBf16WinogradMinChannels;
+    const int64_t tiles = n * ((win.oh + 3) / 4) * ((win.ow + 3) / 4);
+    return l.kernel[0] != 3 || !OneDnnFeatures::onednn_winograd_available() ||
+           tiles >= kF32OwnWinogradMinTiles;
   }
 
   // Whether the first layer, strided over few channels (features.0: 11x11 over 3 at stride 4),
